@@ -1,0 +1,20 @@
+# Installation: libraries, headers, pkg-config file and CMake package config.
+include(CMakePackageConfigHelpers)
+
+install(TARGETS vmitap vmitap_static EXPORT vmitapTargets
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/vmitap DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+
+install(EXPORT vmitapTargets NAMESPACE vmitap:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/vmitap)
+configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/vmitapConfig.cmake.in
+  ${PROJECT_BINARY_DIR}/vmitapConfig.cmake
+  INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/vmitap)
+write_basic_package_version_file(${PROJECT_BINARY_DIR}/vmitapConfigVersion.cmake
+  VERSION ${PROJECT_VERSION} COMPATIBILITY SameMajorVersion)
+install(FILES ${PROJECT_BINARY_DIR}/vmitapConfig.cmake ${PROJECT_BINARY_DIR}/vmitapConfigVersion.cmake
+  DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/vmitap)
+
+configure_file(${PROJECT_SOURCE_DIR}/cmake/vmitap.pc.in ${PROJECT_BINARY_DIR}/vmitap.pc @ONLY)
+install(FILES ${PROJECT_BINARY_DIR}/vmitap.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

@@ -1,0 +1,38 @@
+/* vmitap — diagnostics. The library never prints; it hands messages to a
+ * callback the application installs. */
+#ifndef VMITAP_LOG_H
+#define VMITAP_LOG_H
+
+#include <stdarg.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum vmt_log_level {
+    VMT_LOG_ERROR = 0,
+    VMT_LOG_WARN,
+    VMT_LOG_INFO,
+    VMT_LOG_DEBUG,
+    VMT_LOG_TRACE,
+} vmt_log_level;
+
+typedef void (*vmt_log_fn)(void *user, vmt_log_level level, const char *fmt, va_list ap);
+
+/* Installs the process-wide log callback (NULL: discard everything, the
+ * default) and returns the previous one. Like libbpf_set_print(), this is
+ * the one piece of process-wide state: logging is a property of the
+ * application, not of a VM. Not thread-safe against concurrent logging. */
+vmt_log_fn vmt_set_log_fn(vmt_log_fn fn, void *user);
+
+/* Used by the library and its drivers. */
+void vmt_log(vmt_log_level level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VMITAP_LOG_H */

@@ -1,0 +1,14 @@
+/* vmitap — umbrella header: everything public. */
+#ifndef VMITAP_VMITAP_H
+#define VMITAP_VMITAP_H
+
+#include "vmitap/types.h"
+#include "vmitap/log.h"
+#include "vmitap/event.h"
+#include "vmitap/driver.h"
+#include "vmitap/core.h"
+#include "vmitap/ptm.h"
+#include "vmitap/bpm.h"
+#include "vmitap/mock.h"
+
+#endif /* VMITAP_VMITAP_H */

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages vmitap needs to build, test and run.
+# Idempotent: does nothing when everything is present; runs `apt-get update`
+# once, only when something is missing. Uses sudo when not root.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential gcc clang cmake make pkg-config
+  libglib2.0-dev libcmocka-dev libelf-dev
+  valgrind
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
