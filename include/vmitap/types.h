@@ -55,6 +55,9 @@ typedef enum vmt_status {
     VMT_E_UNSUPPORTED, /* the driver lacks this capability */
     VMT_E_DRIVER,      /* the hypervisor/driver failed */
     VMT_E_TIMEOUT,     /* wait_for_event saw no event in time */
+    /* Additions (API.md allows new enum values): */
+    VMT_E_GUEST_EXITED,  /* the guest has powered off / finished: no more events */
+    VMT_E_GUEST_CRASHED, /* the guest died (triple fault, bad state); see the log */
 } vmt_status;
 
 /* A short, constant, human-readable description; never NULL (unknown codes

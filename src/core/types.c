@@ -45,6 +45,8 @@ const char *vmt_status_str(vmt_status s)
     case VMT_E_UNSUPPORTED: return "not supported by the driver";
     case VMT_E_DRIVER: return "driver or hypervisor failure";
     case VMT_E_TIMEOUT: return "timed out waiting for an event";
+    case VMT_E_GUEST_EXITED: return "the guest has exited";
+    case VMT_E_GUEST_CRASHED: return "the guest crashed";
     }
     return "unknown status";
 }
