@@ -363,6 +363,8 @@ static void page_remove_claim(vmt_bpm *bpm, bpm_page *page, bpm_claim *c)
         page_free(bpm, page);
 }
 
+#define ANY_GFN ((vmt_gfn)-1)
+
 /* ---- controller calls ---- */
 
 static vmt_status ctl_insert(vmt_bpm *bpm, vmt_core *vmi, vmt_pa pa, vmt_view view)
@@ -449,11 +451,16 @@ static vmt_status disarm(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c, bpm_page *pa
     return VMT_OK;
 }
 
-/* Disarms every arm of c, drops its pending copy and frees it. */
-static vmt_status claim_destroy(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c)
+/* Disarms every arm of c, the one on frame `last` (if armed there) last,
+ * drops its pending copy and frees it. A failure part-way leaves c armed
+ * on `last`, so that an event there still finds it when retried. */
+static vmt_status claim_destroy_last(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c, vmt_gfn last)
 {
     while (c->n_arms) {
-        vmt_status st = disarm(bpm, vmi, c, bpm_claim_arm(c, c->n_arms - 1u)->page);
+        unsigned i = c->n_arms - 1u;
+        if (bpm_claim_arm(c, i)->gfn == last && i > 0)
+            i--;
+        vmt_status st = disarm(bpm, vmi, c, bpm_claim_arm(c, i)->page);
         if (st != VMT_OK) {
             release_if_unused(bpm, c); /* a double fault may have taken its last arm */
             return st;
@@ -463,6 +470,11 @@ static vmt_status claim_destroy(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c)
         pending_unlink(bpm, c);
     claim_release(bpm, c);
     return VMT_OK;
+}
+
+static vmt_status claim_destroy(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c)
+{
+    return claim_destroy_last(bpm, vmi, c, ANY_GFN);
 }
 
 /* ---- address resolution ---- */
@@ -494,8 +506,6 @@ static bool conflicts(const vmt_bpm *bpm, const vmt_breakpoint *bp)
     }
     return false;
 }
-
-#define ANY_GFN ((vmt_gfn)-1)
 
 static bool armed(bpm_claim *c, vmt_gfn gfn)
 {
@@ -736,7 +746,7 @@ static vmt_status remove_by_event(vmt_bpm *bpm, vmt_core *vmi, const vmt_event *
     }
     g_array_free(ids, TRUE);
     if (st == VMT_OK)
-        st = claim_destroy(bpm, vmi, target);
+        st = claim_destroy_last(bpm, vmi, target, gfn);
     if (st == VMT_OK && result)
         *result = bpm_page_lookup(bpm, view, gfn) ? VMT_REMOVED_SOME : VMT_REMOVED_LAST;
     return st;
