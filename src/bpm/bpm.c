@@ -59,13 +59,22 @@ static gboolean id_equal(gconstpointer a, gconstpointer b)
 
 /* ---- lookups ---- */
 
-bpm_claim *bpm_claim_lookup(const vmt_bpm *bpm, vmt_view view, uint64_t key, vmt_addr_ctx ctx)
+/* The claim of (view, key, ctx); *head (optional) = the chain's head. */
+static bpm_claim *claim_find(const vmt_bpm *bpm, vmt_view view, uint64_t key, vmt_addr_ctx ctx,
+                             bpm_claim **head)
 {
     bpm_claim probe = {.key = key, .ctx = ctx};
     bpm_claim *c = g_hash_table_lookup(bpm->claims, &probe);
+    if (head)
+        *head = c;
     while (c && c->view != view)
         c = c->next_view;
     return c;
+}
+
+bpm_claim *bpm_claim_lookup(const vmt_bpm *bpm, vmt_view view, uint64_t key, vmt_addr_ctx ctx)
+{
+    return claim_find(bpm, view, key, ctx, NULL);
 }
 
 bpm_page *bpm_page_lookup(const vmt_bpm *bpm, vmt_view view, vmt_gfn gfn)
@@ -103,9 +112,20 @@ static bool claim_armed_at(bpm_claim *c, vmt_gfn gfn)
 
 /* ---- views ---- */
 
+/* Most operations touch one view: remember the last one found. */
+static bpm_view *view_find(vmt_bpm *bpm, vmt_view view)
+{
+    if (bpm->last_view && bpm->last_view->view == view)
+        return bpm->last_view;
+    bpm_view *vs = bpm_view_lookup(bpm, view);
+    if (vs)
+        bpm->last_view = vs;
+    return vs;
+}
+
 static bpm_view *view_get(vmt_bpm *bpm, vmt_view view)
 {
-    bpm_view *vs = bpm_view_lookup(bpm, view);
+    bpm_view *vs = view_find(bpm, view);
     if (!vs) {
         vs = g_new0(bpm_view, 1);
         vs->view = view;
@@ -133,8 +153,11 @@ static void views_gc(vmt_bpm *bpm)
     g_hash_table_iter_init(&it, bpm->views);
     while (g_hash_table_iter_next(&it, &k, &v)) {
         bpm_view *vs = v;
-        if (vs->n_pages == 0 && vs->n_pending == 0)
+        if (vs->n_pages == 0 && vs->n_pending == 0) {
+            if (bpm->last_view == vs)
+                bpm->last_view = NULL;
             g_hash_table_iter_remove(&it);
+        }
     }
     bpm->gc_views = false;
 }
@@ -143,8 +166,9 @@ static void views_gc(vmt_bpm *bpm)
 
 /* A new claim, linked into the claims index (and its global record);
  * neither pending nor armed yet: the caller makes it one or the other, or
- * releases it. For a global claim, ctx must already be canonical. */
-static bpm_claim *claim_new(vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx ctx)
+ * releases it. For a global claim, ctx must already be canonical. head is
+ * the chain's head for (key, ctx) as claim_find found it (NULL: none). */
+static bpm_claim *claim_new(vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx ctx, bpm_claim *head)
 {
     bpm_claim *c = g_new0(bpm_claim, 1);
     c->key = bp->key;
@@ -152,12 +176,12 @@ static bpm_claim *claim_new(vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx
     c->tag = bp->tag;
     c->view = bp->view;
     c->global = bp->global;
-    bpm_claim *head = g_hash_table_lookup(bpm->claims, c);
     if (head) {
         c->next_view = head->next_view;
         head->next_view = c;
     } else {
         g_hash_table_add(bpm->claims, c);
+        c->claims_head = true;
     }
     if (c->global) {
         bpm_global *g = bpm_global_lookup(bpm, c->view, ctx.va);
@@ -175,17 +199,18 @@ static bpm_claim *claim_new(vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx
 /* Frees a claim that is neither pending nor armed. */
 static void claim_release(vmt_bpm *bpm, bpm_claim *c)
 {
-    bpm_claim *head = g_hash_table_lookup(bpm->claims, c);
-    if (head == c) {
-        if (c->next_view)
+    if (c->claims_head) {
+        if (c->next_view) {
             g_hash_table_add(bpm->claims, c->next_view); /* replaces c as the key */
-        else
+            c->next_view->claims_head = true;
+        } else {
             g_hash_table_remove(bpm->claims, c);
+        }
     } else {
-        bpm_claim *p = head;
-        while (p->next_view != c)
-            p = p->next_view;
-        p->next_view = c->next_view;
+        bpm_claim *head = g_hash_table_lookup(bpm->claims, c);
+        while (head->next_view != c)
+            head = head->next_view;
+        head->next_view = c->next_view;
     }
     if (c->global) {
         bpm_global *g = bpm_global_lookup(bpm, c->view, c->ctx.va);
@@ -214,6 +239,7 @@ static void pending_link(vmt_bpm *bpm, bpm_view *vs, bpm_claim *c)
     } else {
         c->next_pending = NULL;
         g_hash_table_add(vs->pending, c);
+        c->pending_head = true;
     }
     c->pending = true;
     vs->n_pending++;
@@ -222,21 +248,23 @@ static void pending_link(vmt_bpm *bpm, bpm_view *vs, bpm_claim *c)
 
 static void pending_unlink(vmt_bpm *bpm, bpm_claim *c)
 {
-    bpm_view *vs = bpm_view_lookup(bpm, c->view);
-    bpm_claim *head = g_hash_table_lookup(vs->pending, c);
-    if (head == c) {
-        if (c->next_pending)
+    bpm_view *vs = view_find(bpm, c->view);
+    if (c->pending_head) {
+        if (c->next_pending) {
             g_hash_table_add(vs->pending, c->next_pending);
-        else
+            c->next_pending->pending_head = true;
+        } else {
             g_hash_table_remove(vs->pending, c);
+        }
     } else {
-        bpm_claim *p = head;
+        bpm_claim *p = g_hash_table_lookup(vs->pending, c);
         while (p->next_pending != c)
             p = p->next_pending;
         p->next_pending = c->next_pending;
     }
     c->next_pending = NULL;
     c->pending = false;
+    c->pending_head = false;
     if (--vs->n_pending == 0 && vs->n_pages == 0)
         bpm->gc_views = true;
     bpm->n_pending--;
@@ -286,6 +314,16 @@ static int page_off_index(const bpm_page *page, unsigned off)
     return -1;
 }
 
+/* Page-ins come in runs for one page (one per monitored address on it):
+ * arm() remembers the page it used last. */
+static bpm_page *page_find(vmt_bpm *bpm, vmt_view view, vmt_gfn gfn)
+{
+    uint64_t id = bpm_page_id(view, gfn);
+    if (bpm->last_page && bpm->last_page->id == id)
+        return bpm->last_page;
+    return g_hash_table_lookup(bpm->pages, &id);
+}
+
 static bpm_page *page_new(vmt_bpm *bpm, bpm_view *vs, vmt_gfn gfn, bool monitored)
 {
     bpm_page *page = g_new0(bpm_page, 1);
@@ -302,7 +340,7 @@ static bpm_page *page_new(vmt_bpm *bpm, bpm_view *vs, vmt_gfn gfn, bool monitore
 
 static void page_free(vmt_bpm *bpm, bpm_page *page)
 {
-    bpm_view *vs = bpm_view_lookup(bpm, bpm_page_view(page));
+    bpm_view *vs = view_find(bpm, bpm_page_view(page));
     if (page->prev)
         page->prev->next = page->next;
     else
@@ -312,6 +350,8 @@ static void page_free(vmt_bpm *bpm, bpm_page *page)
     if (--vs->n_pages == 0 && vs->n_pending == 0)
         bpm->gc_views = true;
     g_hash_table_remove(bpm->pages, page);
+    if (bpm->last_page == page)
+        bpm->last_page = NULL;
     g_free(page->claims);
     g_free(page->offs);
     g_free(page);
@@ -395,7 +435,7 @@ static vmt_status ctl_unmonitor(vmt_bpm *bpm, vmt_core *vmi, vmt_gfn gfn, vmt_vi
  * marked unmonitored, and the next arm on the page monitors it. */
 static vmt_status arm(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c, vmt_gfn gfn)
 {
-    bpm_page *page = bpm_page_lookup(bpm, c->view, gfn);
+    bpm_page *page = page_find(bpm, c->view, gfn);
     vmt_pa pa = vmt_pa_in_gfn(gfn, c->ctx.va);
     bool need_insert = !page || page_off_index(page, bpm_va_off(c->ctx.va)) < 0;
     bool need_monitor = !page || !page->monitored;
@@ -416,6 +456,7 @@ static vmt_status arm(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c, vmt_gfn gfn)
     else if (need_monitor)
         page->monitored = monitored;
     page_add_claim(bpm, page, c);
+    bpm->last_page = page;
     return monitored ? VMT_OK : st;
 }
 
@@ -491,20 +532,24 @@ static vmt_addr_ctx resolve_ctx(const vmt_bpm *bpm, const vmt_breakpoint *bp)
     return bp->ctx;
 }
 
-/* A claim of the other kind (global vs. not) for the same (view, key) at
- * bp's ctx, or at the canonical root of its (view, va). */
-static bool conflicts(const vmt_bpm *bpm, const vmt_breakpoint *bp)
+/* Conflict: a claim of the other kind (global vs. not) for the same
+ * (view, key) at bp's own ctx or at the canonical root of its (view, va).
+ * c is the claim found at the ctx bp resolves to (one of the two). */
+static bool conflicts(const vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx resolved, const bpm_claim *c)
 {
-    bpm_claim *c = bpm_claim_lookup(bpm, bp->view, bp->key, bp->ctx);
     if (c && c->global != bp->global)
         return true;
-    bpm_global *g = bpm_global_lookup(bpm, bp->view, bp->ctx.va);
-    if (g && g->root != bp->ctx.root) {
-        c = bpm_claim_lookup(bpm, bp->view, bp->key, vmt_ctx(bp->ctx.va, g->root));
-        if (c && c->global != bp->global)
-            return true;
+    vmt_addr_ctx other = bp->ctx;
+    if (!bp->global) {
+        bpm_global *g = bpm_global_lookup(bpm, bp->view, bp->ctx.va);
+        if (!g)
+            return false;
+        other.root = g->root;
     }
-    return false;
+    if (other.root == resolved.root)
+        return false;
+    c = bpm_claim_lookup(bpm, bp->view, bp->key, other);
+    return c && c->global != bp->global;
 }
 
 static bool armed(bpm_claim *c, vmt_gfn gfn)
@@ -608,26 +653,22 @@ static bool bp_valid(const vmt_bpm *bpm, vmt_core *vmi, const vmt_breakpoint *bp
     return bpm && vmi && bp && vmt_va_is_canonical(bp->ctx.va);
 }
 
-static vmt_status insert_pending(vmt_bpm *bpm, const vmt_breakpoint *bp, bool *inserted)
+static void insert_pending(vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx ctx, bpm_claim *c,
+                           bpm_claim *head, bool *inserted)
 {
-    bpm_claim *c = bpm_claim_lookup(bpm, bp->view, bp->key, resolve_ctx(bpm, bp));
     bool ins = !c || !c->pending;
     if (ins) {
         if (!c)
-            c = claim_new(bpm, bp, resolve_ctx(bpm, bp));
+            c = claim_new(bpm, bp, ctx, head);
         pending_link(bpm, view_get(bpm, bp->view), c);
     }
     if (inserted)
         *inserted = ins;
-    return VMT_OK;
 }
 
-static vmt_status insert_active(vmt_bpm *bpm, vmt_core *vmi, const vmt_breakpoint *bp, vmt_pa pa,
-                                bool *inserted)
+static vmt_status insert_active(vmt_bpm *bpm, vmt_core *vmi, const vmt_breakpoint *bp, vmt_addr_ctx ctx,
+                                bpm_claim *c, bpm_claim *head, vmt_gfn gfn, bool *inserted)
 {
-    vmt_addr_ctx ctx = resolve_ctx(bpm, bp);
-    vmt_gfn gfn = vmt_gfn_from_pa(pa);
-    bpm_claim *c = bpm_claim_lookup(bpm, bp->view, bp->key, ctx);
     if (c && claim_armed_at(c, gfn)) {
         if (inserted)
             *inserted = false;
@@ -637,7 +678,7 @@ static vmt_status insert_active(vmt_bpm *bpm, vmt_core *vmi, const vmt_breakpoin
         return VMT_E_NOMEM;
     bool fresh = !c;
     if (fresh)
-        c = claim_new(bpm, bp, ctx);
+        c = claim_new(bpm, bp, ctx, head);
     vmt_status st = arm(bpm, vmi, c, gfn);
     if (st != VMT_OK) {
         if (fresh)
@@ -656,9 +697,16 @@ vmt_status vmt_bpm_insert_with_hint(vmt_bpm *bpm, vmt_core *vmi, const vmt_break
 {
     if (!bp_valid(bpm, vmi, bp))
         return VMT_E_INVALID;
-    if (conflicts(bpm, bp))
+    vmt_addr_ctx ctx = resolve_ctx(bpm, bp);
+    bpm_claim *head;
+    bpm_claim *c = claim_find(bpm, bp->view, bp->key, ctx, &head);
+    if (conflicts(bpm, bp, ctx, c))
         return VMT_E_CONFLICT;
-    vmt_status st = pa ? insert_active(bpm, vmi, bp, *pa, inserted) : insert_pending(bpm, bp, inserted);
+    vmt_status st = VMT_OK;
+    if (pa)
+        st = insert_active(bpm, vmi, bp, ctx, c, head, vmt_gfn_from_pa(*pa), inserted);
+    else
+        insert_pending(bpm, bp, ctx, c, head, inserted);
     views_gc(bpm);
     return st;
 }
@@ -852,7 +900,7 @@ static vmt_status page_out(vmt_bpm *bpm, vmt_core *vmi, vmt_view view, vmt_gfn g
     bpm_page *page = bpm_page_lookup(bpm, view, gfn);
     if (!page)
         return VMT_OK;
-    bpm_view *vs = bpm_view_lookup(bpm, view);
+    bpm_view *vs = view_find(bpm, view);
     for (uint32_t n = page->n_claims; n > 0; n--) {
         bpm_claim *c = page->claims[n - 1];
         vmt_status st = disarm(bpm, vmi, c, page); /* frees page after its last claim */
@@ -874,7 +922,7 @@ static vmt_status page_out(vmt_bpm *bpm, vmt_core *vmi, vmt_view view, vmt_gfn g
 static vmt_status page_in(vmt_bpm *bpm, vmt_core *vmi, vmt_view view, vmt_addr_ctx ctx, vmt_pa pa,
                           bool *updated)
 {
-    bpm_view *vs = bpm_view_lookup(bpm, view);
+    bpm_view *vs = view_find(bpm, view);
     if (!vs || vs->n_pending == 0)
         return VMT_OK;
     bpm_claim *todo[64];

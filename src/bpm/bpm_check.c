@@ -33,6 +33,10 @@ static bool check_claim(const vmt_bpm *bpm, const bpm_claim *head, const bpm_cla
             FAIL("two claims for view %u, key %llu", c->view, (unsigned long long)c->key);
     if (!c->pending && c->n_arms == 0)
         FAIL("claim neither pending nor armed");
+    if (c->claims_head != (c == head))
+        FAIL("claims-index head flag wrong");
+    if (!c->pending && c->pending_head)
+        FAIL("pending-index head flag on a claim not pending");
     if (c->arms_cap == 0 && c->n_arms > 1)
         FAIL("inline arms overflow");
     for (unsigned i = 0; i < c->n_arms; i++) {
@@ -125,6 +129,8 @@ static bool check_view(const vmt_bpm *bpm, const bpm_view *vs, size_t *pages, si
         for (bpm_claim *c = k; c; c = c->next_pending) {
             if (!c->pending || c->view != vs->view || !vmt_ctx_eq(c->ctx, ((bpm_claim *)k)->ctx))
                 FAIL("foreign claim in view %u's pending index", vs->view);
+            if (c->pending_head != (c == k))
+                FAIL("pending-index head flag wrong");
             if (bpm_claim_lookup(bpm, c->view, c->key, c->ctx) != c)
                 FAIL("pending claim missing from the claim index");
             np++;

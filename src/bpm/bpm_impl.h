@@ -43,6 +43,8 @@ typedef struct bpm_claim {
     vmt_view view;
     bool global;
     bool pending;      /* has a pending copy, linked in its view's pending index */
+    bool claims_head;  /* the claims index holds this one (head of its chain) */
+    bool pending_head; /* its view's pending index holds this one */
     uint16_t n_arms;   /* frames armed on */
     uint16_t arms_cap; /* 0: the one arm is inline in arms.one */
     union {
@@ -91,6 +93,8 @@ struct vmt_bpm {
     size_t n_arms;       /* armed (claim, frame) pairs */
     size_t n_pending;    /* pending claims */
     bool gc_views;       /* some view may have become empty */
+    bpm_view *last_view; /* the view last looked up (NULL after a view is freed) */
+    bpm_page *last_page; /* the page last armed on (NULL after it is freed) */
 };
 
 static inline uint64_t bpm_page_id(vmt_view view, vmt_gfn gfn) { return ((uint64_t)view << 48) | gfn; }
