@@ -6,7 +6,32 @@
  * half-done pair of calls on failure). Operations over many claims (page
  * in/out, remove_by_view, clear) are sequences of these steps: a failure
  * stops the sequence with every index consistent and every trap accounted
- * for, and calling the operation again finishes the work. */
+ * for, and calling the operation again finishes the work.
+ *
+ * Where API.md section 6 leaves room, the manager does this:
+ * - A global claim is filed under the canonical root of its (view, va): the
+ *   root of the first global claim there, kept while any global claim at
+ *   (view, va), pending or armed, exists. Pending global claims are filed
+ *   under it too; a page-in of (view, (va, r)) activates the pending claims
+ *   of exactly (va, r) and, for any r, the pending global claims of (va,
+ *   canonical root).
+ * - Conflict: inserting a claim whose global flag differs from a claim of
+ *   the same (view, key) at bp's ctx or at (va, canonical root).
+ * - insert of an armed claim with no PA adds a pending copy (inserted =
+ *   true); with a PA where it is armed, nothing changes (inserted = false).
+ * - remove / remove_with_hint drop the claim of (view, key, ctx) (ctx
+ *   resolved as for insert; the global flag must match) wherever it is
+ *   armed, and its pending copy; the hint is not needed and not used, so
+ *   `remove` does not translate.
+ * - Page-out of a frame gives every claim armed there a pending copy, even
+ *   one still armed on another frame.
+ * - remove_by_event: the key's claim the event hits (as get_by_event finds
+ *   it) is removed, and the claim of the same (key, ctx) in every other
+ *   view where it is armed; nothing if the event hits no claim of the key.
+ * - contains_by_address: an armed claim of (key, ctx) in any view, or a
+ *   global one of (key, va) filed under another root.
+ * - A driver that cannot tell the view (has_view false) is taken to run
+ *   the default view (the built-in controllers' check_event). */
 #include <string.h>
 
 #include "bpm/bpm_impl.h"
