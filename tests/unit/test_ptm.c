@@ -883,6 +883,240 @@ static void test_view_destroyed(void **state)
     assert_int_equal(vmt_ptm_pending_restores(f->ptm), 0);
 }
 
+/* ---- fault injection: every driver call of an operation fails in turn ---- */
+
+/* Arms a failure of the nth driver call from now; after the operation,
+ * disarms it and tells whether it fired. */
+static void fail_nth(fx *f, unsigned n) { vmt_mock_fail_nth_any(f->mock, n, VMT_E_DRIVER); }
+
+static bool fired(fx *f, uint64_t injected_before)
+{
+    vmt_mock_fail_nth_any(f->mock, 0, VMT_OK);
+    return vmt_mock_injected(f->mock) > injected_before;
+}
+
+#define N_TABLES 6
+
+/* A (already monitored) and B (another PDPTE: a PD and a PT of its own). */
+typedef struct two_addrs {
+    vmt_addr_ctx a, b;
+    vmt_pa tables[N_TABLES]; /* PML4, PDPT, PD a, PT a, PD b, PT b */
+} two_addrs;
+
+static void two_addrs_init(fx *f, two_addrs *t)
+{
+    vmt_pa root = new_root(f);
+    t->a = vmt_ctx(VA_USER, root);
+    t->b = vmt_ctx(VA_USER + 0x40000000, root);
+    map4k(f, root, t->a.va, FRAME_A);
+    map4k(f, root, t->b.va, FRAME_B);
+    t->tables[0] = root;
+    t->tables[1] = table_at(f, root, t->a.va, 3);
+    t->tables[2] = table_at(f, root, t->a.va, 2);
+    t->tables[3] = table_at(f, root, t->a.va, 1);
+    t->tables[4] = table_at(f, root, t->b.va, 2);
+    t->tables[5] = table_at(f, root, t->b.va, 1);
+    /* Non-default access on one of B's tables, to see it come back. */
+    assert_int_equal(vmt_core_set_access(f->vmi, vmt_gfn_from_pa(t->tables[5]), 0, VMT_ACCESS_RX, 0),
+                     VMT_OK);
+}
+
+static void snapshot_access(fx *f, const two_addrs *t, vmt_access out[N_TABLES])
+{
+    for (int i = 0; i < N_TABLES; i++)
+        out[i] = access_of(f, t->tables[i], 0);
+}
+
+static void test_fault_monitor(void **state)
+{
+    fx *f = *state;
+    two_addrs t;
+    two_addrs_init(f, &t);
+    vmt_access original[N_TABLES], before[N_TABLES], now[N_TABLES];
+    snapshot_access(f, &t, original);
+    assert_int_equal(vmt_ptm_monitor(f->ptm, f->vmi, t.a, 0, 1), VMT_OK);
+    snapshot_access(f, &t, before);
+
+    unsigned n;
+    for (n = 1;; n++) {
+        uint64_t inj = vmt_mock_injected(f->mock);
+        fail_nth(f, n);
+        vmt_status st = vmt_ptm_monitor(f->ptm, f->vmi, t.b, 0, 2);
+        if (!fired(f, inj)) {
+            assert_int_equal(st, VMT_OK);
+            break;
+        }
+        /* Nothing changed: indexes, counters, the guest. */
+        assert_int_equal(st, VMT_E_DRIVER);
+        expect_counts(f, 4, 4, 1);
+        assert_false(vmt_ptm_lookup(f->ptm, t.b, 0, NULL, NULL, NULL));
+        assert_int_equal(vmt_ptm_pending_restores(f->ptm), 0);
+        snapshot_access(f, &t, now);
+        assert_memory_equal(before, now, sizeof now);
+    }
+    assert_true(n > 4); /* the walk's reads and the two new tables' access calls */
+    expect_counts(f, 6, 7, 2);
+    snapshot_access(f, &t, now);
+    for (int i = 0; i < N_TABLES; i++)
+        assert_int_equal(now[i], VMT_ACCESS_R);
+    vmt_ptm_unmonitor_all(f->ptm, f->vmi);
+    snapshot_access(f, &t, now);
+    assert_memory_equal(original, now, sizeof now);
+}
+
+/* A failed restore leaves the page owed; the next unmonitor call pays. */
+static void test_fault_unmonitor(void **state)
+{
+    (void)state;
+    for (unsigned n = 1;; n++) {
+        fx *f = fx_new();
+        two_addrs t;
+        two_addrs_init(f, &t);
+        vmt_access before[N_TABLES], now[N_TABLES];
+        snapshot_access(f, &t, before);
+        assert_int_equal(vmt_ptm_monitor(f->ptm, f->vmi, t.b, 0, 2), VMT_OK);
+        uint64_t inj = vmt_mock_injected(f->mock);
+        fail_nth(f, n);
+        vmt_status st = vmt_ptm_unmonitor(f->ptm, f->vmi, t.b, 0);
+        bool failed = fired(f, inj);
+        if (failed) {
+            assert_int_equal(st, VMT_E_DRIVER);
+            assert_false(vmt_ptm_lookup(f->ptm, t.b, 0, NULL, NULL, NULL));
+            expect_counts(f, 0, 0, 0);
+            assert_int_equal(vmt_ptm_pending_restores(f->ptm), 1);
+            snapshot_access(f, &t, now);
+            int still_r = 0;
+            for (int i = 0; i < N_TABLES; i++)
+                still_r += now[i] != before[i];
+            assert_int_equal(still_r, 1); /* the page whose restore failed */
+            st = vmt_ptm_unmonitor(f->ptm, f->vmi, t.b, 0); /* retry: pays the debt */
+        }
+        assert_int_equal(st, VMT_OK);
+        assert_int_equal(vmt_ptm_pending_restores(f->ptm), 0);
+        snapshot_access(f, &t, now);
+        assert_memory_equal(before, now, sizeof now);
+        fx_free(f);
+        if (!failed)
+            break;
+    }
+}
+
+/* unmonitor_view and unmonitor_all cannot report a failure; the debt
+ * stays and is paid by the next call. */
+static void test_fault_unmonitor_all(void **state)
+{
+    (void)state;
+    for (unsigned n = 1;; n++) {
+        fx *f = fx_new();
+        two_addrs t;
+        two_addrs_init(f, &t);
+        vmt_access before[N_TABLES], now[N_TABLES];
+        snapshot_access(f, &t, before);
+        assert_int_equal(vmt_ptm_monitor(f->ptm, f->vmi, t.a, 0, 1), VMT_OK);
+        assert_int_equal(vmt_ptm_monitor(f->ptm, f->vmi, t.b, 0, 2), VMT_OK);
+        uint64_t inj = vmt_mock_injected(f->mock);
+        fail_nth(f, n);
+        if (n % 2)
+            vmt_ptm_unmonitor_all(f->ptm, f->vmi);
+        else
+            vmt_ptm_unmonitor_view(f->ptm, f->vmi, 0);
+        bool failed = fired(f, inj);
+        expect_counts(f, 0, 0, 0);
+        if (failed) {
+            assert_int_equal(vmt_ptm_pending_restores(f->ptm), 1);
+            vmt_ptm_unmonitor_all(f->ptm, f->vmi);
+        }
+        assert_int_equal(vmt_ptm_pending_restores(f->ptm), 0);
+        snapshot_access(f, &t, now);
+        assert_memory_equal(before, now, sizeof now);
+        fx_free(f);
+        if (!failed)
+            break;
+    }
+}
+
+/* A PDE appears with a PT holding two monitored addresses. A failure may
+ * come after the first address was applied: its event is delivered then,
+ * and the retry delivers only the rest. */
+static void test_fault_process_page_in(void **state)
+{
+    (void)state;
+    for (unsigned n = 1;; n++) {
+        fx *f = fx_new();
+        vmt_pa root = new_root(f);
+        vmt_addr_ctx a = vmt_ctx(VA_USER, root), b = vmt_ctx(VA_USER + 0x3000, root);
+        map4k(f, root, a.va, FRAME_A);
+        map4k(f, root, b.va, FRAME_B);
+        vmt_pa pde = entry_at(f, root, a.va, 2);
+        vmt_pa pt = table_at(f, root, a.va, 1);
+        uint64_t linked = peek64(f, pde);
+        poke64(f, pde, 0);
+        assert_int_equal(vmt_ptm_monitor(f->ptm, f->vmi, a, 0, 'a'), VMT_OK);
+        assert_int_equal(vmt_ptm_monitor(f->ptm, f->vmi, b, 0, 'b'), VMT_OK);
+        assert_true(guest_write(f, pde, linked, 0, 0));
+
+        uint64_t inj = vmt_mock_injected(f->mock);
+        fail_nth(f, n);
+        vmt_status st = vmt_ptm_process_dirty_entries(f->ptm, f->vmi, 0, &f->ev);
+        bool failed = fired(f, inj);
+        assert_int_equal(vmt_ptm_check(f->ptm), VMT_OK);
+        if (failed) {
+            assert_int_equal(st, VMT_E_DRIVER);
+            st = vmt_ptm_process_dirty_entries(f->ptm, f->vmi, 0, &f->ev); /* appends */
+        }
+        assert_int_equal(st, VMT_OK);
+        assert_int_equal(f->ev.len, 2);
+        expect_event(f, 0, VMT_PTM_PAGE_IN, 0, a, FRAME_A | (a.va & 0xfff), 'a');
+        expect_event(f, 1, VMT_PTM_PAGE_IN, 0, b, FRAME_B | (b.va & 0xfff), 'b');
+        expect_counts(f, 4, 5, 2);
+        assert_int_equal(access_of(f, pt, 0), VMT_ACCESS_R);
+        process(f, 0); /* nothing left */
+        assert_int_equal(f->ev.len, 0);
+        fx_free(f);
+        if (!failed)
+            break;
+    }
+}
+
+/* The PDE goes: the PT's restore may fail after both page-outs were
+ * applied; processing again pays the debt and yields nothing new. */
+static void test_fault_process_page_out(void **state)
+{
+    (void)state;
+    for (unsigned n = 1;; n++) {
+        fx *f = fx_new();
+        vmt_pa root = new_root(f);
+        vmt_addr_ctx a = vmt_ctx(VA_USER, root), b = vmt_ctx(VA_USER + 0x3000, root);
+        map4k(f, root, a.va, FRAME_A);
+        map4k(f, root, b.va, FRAME_B);
+        vmt_pa pde = entry_at(f, root, a.va, 2);
+        vmt_pa pt = table_at(f, root, a.va, 1);
+        assert_int_equal(vmt_ptm_monitor(f->ptm, f->vmi, a, 0, 'a'), VMT_OK);
+        assert_int_equal(vmt_ptm_monitor(f->ptm, f->vmi, b, 0, 'b'), VMT_OK);
+        assert_true(guest_write(f, pde, 0, 0, 0));
+
+        uint64_t inj = vmt_mock_injected(f->mock);
+        fail_nth(f, n);
+        vmt_status st = vmt_ptm_process_dirty_entries(f->ptm, f->vmi, 0, &f->ev);
+        bool failed = fired(f, inj);
+        assert_int_equal(vmt_ptm_check(f->ptm), VMT_OK);
+        if (failed) {
+            assert_int_equal(st, VMT_E_DRIVER);
+            st = vmt_ptm_process_dirty_entries(f->ptm, f->vmi, 0, &f->ev);
+        }
+        assert_int_equal(st, VMT_OK);
+        assert_int_equal(f->ev.len, 2);
+        expect_event(f, 0, VMT_PTM_PAGE_OUT, 0, a, FRAME_A | (a.va & 0xfff), 'a');
+        expect_event(f, 1, VMT_PTM_PAGE_OUT, 0, b, FRAME_B | (b.va & 0xfff), 'b');
+        expect_counts(f, 3, 3, 0);
+        assert_int_equal(vmt_ptm_pending_restores(f->ptm), 0);
+        assert_int_equal(access_of(f, pt, 0), VMT_ACCESS_RWX);
+        fx_free(f);
+        if (!failed)
+            break;
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -907,6 +1141,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unmonitor_while_dirty, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_view_destroyed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fault_monitor, setup, teardown),
+        cmocka_unit_test(test_fault_unmonitor),
+        cmocka_unit_test(test_fault_unmonitor_all),
+        cmocka_unit_test(test_fault_process_page_in),
+        cmocka_unit_test(test_fault_process_page_out),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
