@@ -645,6 +645,8 @@ static gint dirty_item_cmp(gconstpointer pa, gconstpointer pb)
 /* Restores owed by earlier failures, in every view; the first failure. */
 static vmt_status retry_all_restores(vmt_ptm *ptm, vmt_core *vmi)
 {
+    if (vmt_ptm_pending_restores(ptm) == 0) /* the usual case: no snapshot */
+        return VMT_OK;
     vmt_status first = VMT_OK;
     GPtrArray *views = table_values(ptm->views);
     for (guint i = 0; i < views->len; i++) {
