@@ -12,6 +12,7 @@
  *             one entry on a walk twice, at two levels);
  *  - tables:  every table page holding a monitored entry, with the access it
  *             had before it was write-protected;
+ *  - frames:  the paged-in addresses translating into each frame;
  * plus, per vCPU, the set of monitored entries a guest write touched.
  *
  * A table page is protected when its first monitored entry appears and
@@ -37,6 +38,15 @@
  *  - Events of one processing call come in the order of the dirty entries
  *    (highest level first, then view, then entry address) and, for one
  *    entry, in the order the addresses were first monitored.
+ *  - A frame that went out is announced again: after the events of a
+ *    processing call, every other monitored address of the view that still
+ *    translates into a frame that had a PAGE_OUT gets a PAGE_IN with its
+ *    (unchanged) translation, unless a PAGE_IN of its own already followed
+ *    that page-out. The bpm handles a PAGE_OUT per frame (every claim armed
+ *    on it goes pending, API.md §6); without this, a page that one process
+ *    unmaps while another keeps it (a shared library) would leave the
+ *    other's breakpoints pending for good. A consumer that tracks addresses
+ *    one by one sees a PAGE_IN for an address already in, at the same pa.
  *  - mark_dirty_entry accepts any address inside an entry (a write to its
  *    upper half counts).
  *  - ctx.root must be a frame address (no flag or PCID bits): VMT_E_INVALID
@@ -91,8 +101,15 @@ typedef struct ptm_view {
     GHashTable *entries; /* &entry->pa -> ptm_entry (owned) */
     GHashTable *tables;  /* &table->gfn -> ptm_table (owned) */
     GHashTable *dirty;   /* vcpu -> set of ptm_entry * */
+    GHashTable *frames;  /* &frame->gfn -> ptm_frame: who translates into a frame */
     size_t owed;         /* tables whose restore failed */
 } ptm_view;
+
+/* The paged-in addresses of a view that translate into one frame. */
+typedef struct ptm_frame {
+    vmt_gfn gfn;       /* hash key */
+    GHashTable *addrs; /* set of ptm_addr * */
+} ptm_frame;
 
 struct vmt_ptm {
     GHashTable *views; /* view -> ptm_view (owned) */
@@ -150,6 +167,7 @@ static void view_free(gpointer p)
 {
     ptm_view *v = p;
     g_hash_table_destroy(v->dirty);
+    g_hash_table_destroy(v->frames);
     g_hash_table_destroy(v->entries);
     g_hash_table_destroy(v->addrs);
     g_hash_table_destroy(v->tables);
@@ -157,6 +175,13 @@ static void view_free(gpointer p)
 }
 
 static void set_free(gpointer p) { g_hash_table_destroy(p); }
+
+static void frame_free(gpointer p)
+{
+    ptm_frame *fr = p;
+    g_hash_table_destroy(fr->addrs);
+    g_free(fr);
+}
 
 static ptm_view *view_get(const vmt_ptm *ptm, vmt_view view)
 {
@@ -174,6 +199,7 @@ static ptm_view *view_get_or_add(vmt_ptm *ptm, vmt_view view)
     v->entries = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, entry_free);
     v->tables = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
     v->dirty = g_hash_table_new_full(g_direct_hash, NULL, NULL, set_free);
+    v->frames = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, frame_free);
     g_hash_table_insert(ptm->views, GUINT_TO_POINTER(view), v);
     return v;
 }
@@ -364,6 +390,30 @@ static vmt_status walk_unref(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, ptm_addr 
     return first;
 }
 
+/* ---- which addresses translate into which frame ---- */
+
+static void frame_link(ptm_view *v, ptm_addr *a)
+{
+    vmt_gfn gfn = vmt_gfn_from_pa(a->walk.pa);
+    ptm_frame *fr = g_hash_table_lookup(v->frames, &gfn);
+    if (!fr) {
+        fr = g_new(ptm_frame, 1);
+        fr->gfn = gfn;
+        fr->addrs = g_hash_table_new(g_direct_hash, NULL);
+        g_hash_table_insert(v->frames, &fr->gfn, fr);
+    }
+    g_hash_table_add(fr->addrs, a);
+}
+
+static void frame_unlink(ptm_view *v, ptm_addr *a)
+{
+    vmt_gfn gfn = vmt_gfn_from_pa(a->walk.pa);
+    ptm_frame *fr = g_hash_table_lookup(v->frames, &gfn);
+    g_hash_table_remove(fr->addrs, a);
+    if (g_hash_table_size(fr->addrs) == 0)
+        g_hash_table_remove(v->frames, &gfn);
+}
+
 /* ---- monitoring ---- */
 
 vmt_status vmt_ptm_monitor(vmt_ptm *ptm, vmt_core *vmi, vmt_addr_ctx ctx, vmt_view view,
@@ -398,16 +448,20 @@ vmt_status vmt_ptm_monitor(vmt_ptm *ptm, vmt_core *vmi, vmt_addr_ctx ctx, vmt_vi
         return st;
     }
     g_hash_table_insert(v->addrs, &a->ctx, a);
-    if (present)
+    if (present) {
         ptm->paged_in++;
+        frame_link(v, a);
+    }
     return VMT_OK;
 }
 
 static vmt_status addr_drop(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, ptm_addr *a)
 {
     g_hash_table_steal(v->addrs, &a->ctx);
-    if (a->paged_in)
+    if (a->paged_in) {
         ptm->paged_in--;
+        frame_unlink(v, a);
+    }
     vmt_status st = walk_unref(ptm, v, vmi, a, &a->walk);
     g_free(a);
     return st;
@@ -570,13 +624,17 @@ static vmt_status addr_rewalk(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, ptm_addr
 
     bool was = a->paged_in;
     vmt_pa old_pa = a->walk.pa;
+    bool moved = was && present && old_pa != w.pa;
+    if (was && (!present || moved))
+        frame_unlink(v, a);
     a->walk = w;
     a->paged_in = present;
+    if (present && (!was || moved))
+        frame_link(v, a);
     if (was && !present)
         ptm->paged_in--;
     if (!was && present)
         ptm->paged_in++;
-    bool moved = was && present && old_pa != w.pa;
     if (was && (!present || moved))
         events_push(out, VMT_PTM_PAGE_OUT, v->view, a, old_pa);
     if (present && (!was || moved))
@@ -616,6 +674,87 @@ static vmt_status process_entry(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, vmt_vc
     if (e)
         g_hash_table_remove(set, e);
     return VMT_OK;
+}
+
+/* ---- frames that went out, announced again ---- */
+
+/* A consumer may handle a PAGE_OUT per frame: the bpm turns every claim
+ * armed on the frame pending, whichever address lost it. The monitored
+ * addresses of the view that still translate into that frame (another
+ * process mapping the same shared page, say) would then stay pending for
+ * good, since their own translation did not change. So after the events of
+ * a processing call, each of them gets a PAGE_IN (its unchanged, full
+ * translation), unless one of its own came after the frame's last
+ * PAGE_OUT. */
+typedef struct frame_out {
+    uint64_t key; /* view << 48 | gfn (a gfn has at most 40 bits) */
+    ptm_view *v;
+    vmt_gfn gfn;
+    size_t last; /* index of the frame's last PAGE_OUT */
+} frame_out;
+
+static gint frame_out_cmp(gconstpointer pa, gconstpointer pb)
+{
+    const frame_out *a = *(frame_out *const *)pa, *b = *(frame_out *const *)pb;
+    return a->last < b->last ? -1 : a->last > b->last;
+}
+
+/* Scans the events from `from`: the frames that went out, and for each
+ * address the index (+ 1) of its last PAGE_IN. */
+static GHashTable *frames_out(vmt_ptm *ptm, const vmt_ptm_events *out, size_t from, GHashTable *last_in)
+{
+    GHashTable *outs = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
+    for (size_t i = from; i < out->len; i++) {
+        const vmt_ptm_event *e = &out->items[i];
+        ptm_view *v = view_get(ptm, e->view);
+        if (e->kind == VMT_PTM_PAGE_IN) {
+            ptm_addr *a = g_hash_table_lookup(v->addrs, &e->ctx);
+            g_hash_table_insert(last_in, a, GSIZE_TO_POINTER(i + 1));
+            continue;
+        }
+        uint64_t key = (uint64_t)e->view << 48 | vmt_gfn_from_pa(e->pa);
+        frame_out *fo = g_hash_table_lookup(outs, &key);
+        if (!fo) {
+            fo = g_new(frame_out, 1);
+            fo->key = key;
+            fo->v = v;
+            fo->gfn = vmt_gfn_from_pa(e->pa);
+            g_hash_table_insert(outs, &fo->key, fo);
+        }
+        fo->last = i;
+    }
+    return outs;
+}
+
+static vmt_status reannounce(vmt_ptm *ptm, vmt_ptm_events *out, size_t from)
+{
+    GHashTable *last_in = g_hash_table_new(g_direct_hash, NULL);
+    GHashTable *outs = frames_out(ptm, out, from, last_in);
+    GPtrArray *list = table_values(outs);
+    g_ptr_array_sort(list, frame_out_cmp);
+    vmt_status st = VMT_OK;
+    for (guint i = 0; i < list->len && st == VMT_OK; i++) {
+        const frame_out *fo = list->pdata[i];
+        ptm_frame *fr = g_hash_table_lookup(fo->v->frames, &fo->gfn);
+        if (!fr)
+            continue;
+        GPtrArray *addrs = table_keys(fr->addrs);
+        g_ptr_array_sort(addrs, addr_seq_cmp);
+        for (guint k = 0; k < addrs->len && st == VMT_OK; k++) {
+            ptm_addr *a = addrs->pdata[k];
+            if (GPOINTER_TO_SIZE(g_hash_table_lookup(last_in, a)) > fo->last)
+                continue; /* its own PAGE_IN came after the page-out */
+            if (!events_reserve(out, 1))
+                st = VMT_E_NOMEM;
+            else
+                events_push(out, VMT_PTM_PAGE_IN, fo->v->view, a, a->walk.pa);
+        }
+        g_ptr_array_free(addrs, TRUE);
+    }
+    g_ptr_array_free(list, TRUE);
+    g_hash_table_destroy(outs);
+    g_hash_table_destroy(last_in);
+    return st;
 }
 
 typedef struct dirty_item {
@@ -689,6 +828,7 @@ vmt_status vmt_ptm_process_dirty_entries(vmt_ptm *ptm, vmt_core *vmi, vmt_vcpu v
         return VMT_E_INVALID;
     GArray *items = dirty_items(ptm, vcpu);
     read_cache cache = {vmi, g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free)};
+    size_t from = out->len;
     vmt_status st = VMT_OK;
     for (guint i = 0; i < items->len && st == VMT_OK; i++) {
         dirty_item *it = &g_array_index(items, dirty_item, i);
@@ -696,6 +836,10 @@ vmt_status vmt_ptm_process_dirty_entries(vmt_ptm *ptm, vmt_core *vmi, vmt_vcpu v
     }
     g_hash_table_destroy(cache.values);
     g_array_free(items, TRUE);
+    /* Even after a failure: the page-outs already delivered need it. */
+    vmt_status re = out->len > from ? reannounce(ptm, out, from) : VMT_OK;
+    if (st == VMT_OK)
+        st = re;
     return st != VMT_OK ? st : retry_all_restores(ptm, vmi);
 }
 
@@ -806,12 +950,26 @@ static bool check_view(const ptm_view *v, size_t counts[3])
     CHECK(g_hash_table_size(v->addrs) > 0 || g_hash_table_size(v->tables) > 0,
           "view %u is empty but kept", (unsigned)v->view);
 
+    size_t in_view = 0, in_frames = 0;
     g_hash_table_iter_init(&it, v->addrs);
     while (g_hash_table_iter_next(&it, NULL, &val)) {
-        if (!check_addr(v, val))
+        const ptm_addr *a = val;
+        if (!check_addr(v, a))
             return false;
-        counts[2] += ((ptm_addr *)val)->paged_in;
+        if (a->paged_in) {
+            vmt_gfn gfn = vmt_gfn_from_pa(a->walk.pa);
+            const ptm_frame *fr = g_hash_table_lookup(v->frames, &gfn);
+            CHECK(fr && g_hash_table_contains(fr->addrs, a), "address %#" PRIx64 " not in its frame",
+                  a->ctx.va);
+            in_view++;
+        }
     }
+    g_hash_table_iter_init(&it, v->frames);
+    while (g_hash_table_iter_next(&it, NULL, &val))
+        in_frames += g_hash_table_size(((ptm_frame *)val)->addrs);
+    CHECK(in_frames == in_view, "view %u: frames index holds %zu addresses, %zu paged in",
+          (unsigned)v->view, in_frames, in_view);
+    counts[2] += in_view;
 
     GHashTable *per_table = g_hash_table_new(g_direct_hash, NULL);
     bool ok = true;

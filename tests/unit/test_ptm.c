@@ -547,6 +547,63 @@ static void test_table_at_several_levels(void **state)
     assert_int_equal(access_of(f, root, 0), VMT_ACCESS_RWX);
 }
 
+/* Two processes map one frame (a shared library page). One loses it: the
+ * frame went out, so the other's unchanged translation is announced again
+ * after the page-out, for consumers that handle page-outs per frame. */
+static void test_shared_frame_announced_again(void **state)
+{
+    fx *f = *state;
+    vmt_pa r1 = new_root(f), r2 = new_root(f);
+    vmt_va lib = 0x00007f0000010000ull;
+    map4k(f, r1, lib, FRAME_A);
+    map4k(f, r2, lib, FRAME_A);
+    map4k(f, r2, lib + 0x1000, FRAME_B);
+    vmt_addr_ctx c1 = vmt_ctx(lib + 0x40, r1), c2 = vmt_ctx(lib + 0x80, r2);
+    vmt_addr_ctx c3 = vmt_ctx(lib + 0x1000, r2);
+    assert_int_equal(vmt_ptm_monitor(f->ptm, f->vmi, c1, 0, 1), VMT_OK);
+    assert_int_equal(vmt_ptm_monitor(f->ptm, f->vmi, c2, 0, 2), VMT_OK);
+    assert_int_equal(vmt_ptm_monitor(f->ptm, f->vmi, c3, 0, 3), VMT_OK);
+
+    vmt_pa pte1 = entry_at(f, r1, lib, 1);
+    uint64_t old = peek64(f, pte1);
+    assert_true(guest_write(f, pte1, 0, 0, 0));
+    process(f, 0);
+    assert_int_equal(f->ev.len, 2);
+    expect_event(f, 0, VMT_PTM_PAGE_OUT, 0, c1, FRAME_A + 0x40, 1);
+    expect_event(f, 1, VMT_PTM_PAGE_IN, 0, c2, FRAME_A + 0x80, 2); /* again; c3 is elsewhere */
+
+    /* Coming back is an ordinary page-in: nothing went out. */
+    assert_true(guest_write(f, pte1, old, 0, 0));
+    process(f, 0);
+    assert_int_equal(f->ev.len, 1);
+    expect_event(f, 0, VMT_PTM_PAGE_IN, 0, c1, FRAME_A + 0x40, 1);
+
+    /* c1 moves to c3's frame: FRAME_A went out, c2 is announced again. */
+    vmt_pa pte2 = entry_at(f, r2, lib, 1);
+    assert_true(guest_write(f, pte1, FRAME_B | VMT_PTE_P, 0, 0));
+    process(f, 0);
+    assert_int_equal(f->ev.len, 3);
+    expect_event(f, 0, VMT_PTM_PAGE_OUT, 0, c1, FRAME_A + 0x40, 1);
+    expect_event(f, 1, VMT_PTM_PAGE_IN, 0, c1, FRAME_B + 0x40, 1);
+    expect_event(f, 2, VMT_PTM_PAGE_IN, 0, c2, FRAME_A + 0x80, 2);
+    /* c2 goes out of FRAME_A while c1 comes back to it. Same level: the
+     * entry at the lower address first, which is c2's (the mock hands out
+     * tables downwards, r2's after r1's). c1's own page-in comes after
+     * FRAME_A's page-out: not announced again; c3's frame, which c1 left,
+     * is. */
+    assert_true(pte2 < pte1);
+    assert_true(guest_write(f, pte2, 0, 0, 0));
+    assert_true(vmt_ptm_mark_dirty_entry(f->ptm, pte1, 0, 0));
+    poke64(f, pte1, FRAME_A | VMT_PTE_P);
+    process(f, 0);
+    assert_int_equal(f->ev.len, 4);
+    expect_event(f, 0, VMT_PTM_PAGE_OUT, 0, c2, FRAME_A + 0x80, 2);
+    expect_event(f, 1, VMT_PTM_PAGE_OUT, 0, c1, FRAME_B + 0x40, 1);
+    expect_event(f, 2, VMT_PTM_PAGE_IN, 0, c1, FRAME_A + 0x40, 1);
+    expect_event(f, 3, VMT_PTM_PAGE_IN, 0, c3, FRAME_B, 3);
+    expect_counts(f, 8, 9, 2); /* two full hierarchies; c2's PTE stays monitored */
+}
+
 /* ---- reference counting ---- */
 
 static void test_reference_counting(void **state)
@@ -1132,6 +1189,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_large_1g, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shared_tables_across_roots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_table_at_several_levels, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shared_frame_announced_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reference_counting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_access_restored_exactly, setup, teardown),
         cmocka_unit_test_setup_teardown(test_freed_table_reused, setup, teardown),

@@ -43,6 +43,8 @@ typedef struct model_addr {
     uintptr_t tag;
     bool in;
     vmt_pa pa;
+    bool armed; /* as a per-frame consumer would have it */
+    vmt_pa armed_pa;
 } model_addr;
 
 typedef struct world {
@@ -57,7 +59,7 @@ typedef struct world {
     GHashTable *want_pages[N_VIEWS];   /* their table pages */
     vmt_ptm_events ev;
     uint64_t rng;
-    unsigned long faults, events, writes;
+    unsigned long faults, events, writes, reannounced;
 } world;
 
 static uint64_t rnd(world *w)
@@ -163,7 +165,11 @@ static void world_free(world *w)
 /* ---- the model ---- */
 
 /* Applies the events received since `from` to the model, checking each
- * one makes sense in the state it finds. */
+ * one makes sense in the state it finds. Besides the translation, the
+ * model keeps what a consumer handling page-outs per frame (as the bpm
+ * does) would have armed: a PAGE_OUT disarms every address of the view
+ * armed on that frame, a PAGE_IN arms its address. After the batch, what
+ * is armed must be exactly what is paged in. */
 static void apply_events(world *w, size_t from)
 {
     for (size_t i = from; i < w->ev.len; i++) {
@@ -183,15 +189,40 @@ static void apply_events(world *w, size_t from)
             assert_true(m->in);
             assert_int_equal(e->pa, m->pa);
             m->in = false;
+            for (unsigned rr = 0; rr < N_ROOTS; rr++) {
+                for (unsigned vv = 0; vv < N_VAS; vv++) {
+                    model_addr *o = &w->m[e->view][rr][vv];
+                    if (o->armed && vmt_gfn_from_pa(o->armed_pa) == vmt_gfn_from_pa(e->pa))
+                        o->armed = false;
+                }
+            }
         } else {
             assert_int_equal(e->kind, VMT_PTM_PAGE_IN);
-            assert_false(m->in);
+            if (m->in) { /* announced again after its frame went out */
+                assert_int_equal(e->pa, m->pa);
+                assert_false(m->armed);
+                w->reannounced++;
+            }
             m->in = true;
             m->pa = e->pa;
+            m->armed = true;
+            m->armed_pa = e->pa;
         }
         w->events++;
     }
     w->ev.len = 0;
+    for (unsigned view = 0; view < N_VIEWS; view++) {
+        for (unsigned r = 0; r < N_ROOTS; r++) {
+            for (unsigned v = 0; v < N_VAS; v++) {
+                const model_addr *m = &w->m[view][r][v];
+                if (m->refs == 0)
+                    continue;
+                assert_int_equal(m->armed, m->in);
+                if (m->in)
+                    assert_int_equal(m->armed_pa, m->pa);
+            }
+        }
+    }
 }
 
 /* The whole comparison; also recomputes want_entries / want_pages. */
@@ -286,6 +317,8 @@ static void op_monitor(world *w)
         m->tag = tag;
         m->in = ws == VMT_OK;
         m->pa = m->in ? walk.pa : 0;
+        m->armed = m->in;
+        m->armed_pa = m->pa;
     }
 }
 
@@ -301,7 +334,7 @@ static void op_unmonitor(world *w, bool force)
     if (m->refs > 0)
         m->refs = force ? 0 : m->refs - 1;
     if (m->refs == 0)
-        m->in = false;
+        m->in = m->armed = false;
     if (fault_fired(w, armed, inj) && st != VMT_OK) {
         /* Only a restore can fail: the address is gone, the page owed;
          * the retry is a no-op for the address and pays the debt. */
@@ -409,8 +442,8 @@ static void test_ptm_random(void **state)
     for (unsigned view = 0; view < N_VIEWS; view++)
         forget_view(w, view);
     check_world(w);
-    printf("test_ptm_random: %lu guest writes, %lu events, %lu injected faults\n", w->writes, w->events,
-           w->faults);
+    printf("test_ptm_random: %lu guest writes, %lu events (%lu announced again), %lu injected faults\n",
+           w->writes, w->events, w->reannounced, w->faults);
     assert_true(w->events > 0);
     world_free(w);
     free(w);
