@@ -12,6 +12,11 @@
  * received, applied in order to the previous model state, must give the
  * new one; every pool page not on a walk has its original access.
  *
+ * The second test feeds the events to a breakpoint manager (with the bpm
+ * tests' recording controller) holding one breakpoint per monitored
+ * address, as the tracer does, and checks that the breakpoints armed are
+ * exactly the monitored addresses paged in, at their translation.
+ *
  * VMT_PTM_SEED sets the seed; VMT_PTM_STEPS the number of steps;
  * VMT_UNDER_VALGRIND shortens the run. */
 #include <setjmp.h>
@@ -27,6 +32,8 @@
 #include <glib.h>
 
 #include "ptm/ptm_internal.h"
+#include "test_bpm_rec.h"
+#include "vmitap/bpm.h"
 #include "vmitap/mock.h"
 
 #define MAX_GFN 0x1000u /* 16 MiB */
@@ -58,6 +65,8 @@ typedef struct world {
     GHashTable *want_entries[N_VIEWS]; /* entry pas on monitored walks */
     GHashTable *want_pages[N_VIEWS];   /* their table pages */
     vmt_ptm_events ev;
+    vmt_bpm *bpm; /* NULL: the ptm alone */
+    rec_ctl *rec;
     uint64_t rng;
     unsigned long faults, events, writes, reannounced;
 } world;
@@ -110,10 +119,12 @@ static vmt_pa random_entry_pa(world *w)
     return w->page[pick(w, N_TABLES)] + 8 * (vmt_pa)pick(w, IDX);
 }
 
-static void world_init(world *w, uint64_t seed)
+static void world_init(world *w, uint64_t seed, bool with_bpm)
 {
     memset(w, 0, sizeof *w);
     w->rng = seed ? seed : 1;
+    if (with_bpm)
+        assert_int_equal(vmt_bpm_new(rec_new(&w->rec), &w->bpm), VMT_OK);
     vmt_mock_opts o = {.sz = sizeof o, .max_gfn = MAX_GFN, .vcpus = 2};
     assert_int_equal(vmt_mock_core_new(&o, &w->vmi, &w->mock), VMT_OK);
     assert_int_equal(vmt_ptm_new(&w->ptm), VMT_OK);
@@ -158,6 +169,7 @@ static void world_free(world *w)
         g_hash_table_destroy(w->want_pages[v]);
     }
     vmt_ptm_events_free(&w->ev);
+    vmt_bpm_free(w->bpm);
     vmt_ptm_free(w->ptm);
     vmt_core_free(w->vmi);
 }
@@ -276,6 +288,48 @@ static void check_world(world *w)
     assert_int_equal(vmt_ptm_paged_in_entries(w->ptm), paged_in);
 }
 
+/* ---- the breakpoint manager, when there is one ---- */
+
+static vmt_breakpoint bp_of(const world *w, unsigned view, unsigned r, unsigned v)
+{
+    vmt_breakpoint bp = {.ctx = ctx_of(w, r, v), .view = (vmt_view)view, .tag = w->m[view][r][v].tag};
+    return bp;
+}
+
+/* Armed breakpoints are the monitored addresses paged in, at their pa. */
+static void check_bpm(world *w)
+{
+    if (!w->bpm)
+        return;
+    assert_int_equal(vmt_bpm_check(w->bpm), VMT_OK);
+    assert_int_equal(w->rec->violations, 0);
+    assert_true(rec_matches_bpm(w->rec, w->bpm));
+    GHashTable *traps = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+    size_t in = 0, out = 0;
+    for (unsigned view = 0; view < N_VIEWS; view++) {
+        for (unsigned r = 0; r < N_ROOTS; r++) {
+            for (unsigned v = 0; v < N_VAS; v++) {
+                const model_addr *m = &w->m[view][r][v];
+                if (m->refs == 0)
+                    continue;
+                if (!m->in) {
+                    out++;
+                    continue;
+                }
+                in++;
+                assert_true(rec_has_trap(w->rec, (vmt_view)view, m->pa));
+                set_add(traps, (uint64_t)view << 48 | m->pa);
+            }
+        }
+    }
+    assert_int_equal(rec_ntraps(w->rec), g_hash_table_size(traps));
+    g_hash_table_destroy(traps);
+    vmt_bpm_stats st;
+    vmt_bpm_stats_get(w->bpm, &st);
+    assert_int_equal(st.active, in);
+    assert_int_equal(st.pending, out);
+}
+
 /* ---- operations ---- */
 
 /* Arms a driver failure for the next operation, one time in five. */
@@ -319,6 +373,12 @@ static void op_monitor(world *w)
         m->pa = m->in ? walk.pa : 0;
         m->armed = m->in;
         m->armed_pa = m->pa;
+        if (w->bpm) {
+            vmt_breakpoint bp = bp_of(w, view, r, v);
+            bool inserted = false;
+            assert_int_equal(vmt_bpm_insert(w->bpm, w->vmi, &bp, &inserted), VMT_OK);
+            assert_true(inserted);
+        }
     }
 }
 
@@ -331,10 +391,17 @@ static void op_unmonitor(world *w, bool force)
     bool armed = maybe_fault(w);
     vmt_status st = force ? vmt_ptm_unmonitor_by_force(w->ptm, w->vmi, ctx, (vmt_view)view)
                           : vmt_ptm_unmonitor(w->ptm, w->vmi, ctx, (vmt_view)view);
+    bool dropped = m->refs == 1 || (m->refs > 0 && force);
     if (m->refs > 0)
         m->refs = force ? 0 : m->refs - 1;
     if (m->refs == 0)
         m->in = m->armed = false;
+    if (dropped && w->bpm) {
+        vmt_breakpoint bp = bp_of(w, view, r, v);
+        bool removed = false;
+        assert_int_equal(vmt_bpm_remove(w->bpm, w->vmi, &bp, &removed), VMT_OK);
+        assert_true(removed);
+    }
     if (fault_fired(w, armed, inj) && st != VMT_OK) {
         /* Only a restore can fail: the address is gone, the page owed;
          * the retry is a no-op for the address and pays the debt. */
@@ -359,10 +426,15 @@ static void op_unmonitor_many(world *w)
         unsigned view = pick(w, N_VIEWS);
         vmt_ptm_unmonitor_view(w->ptm, w->vmi, (vmt_view)view);
         forget_view(w, view);
+        bool removed;
+        if (w->bpm)
+            assert_int_equal(vmt_bpm_remove_by_view(w->bpm, w->vmi, (vmt_view)view, &removed), VMT_OK);
     } else {
         vmt_ptm_unmonitor_all(w->ptm, w->vmi);
         for (unsigned view = 0; view < N_VIEWS; view++)
             forget_view(w, view);
+        if (w->bpm)
+            assert_int_equal(vmt_bpm_clear(w->bpm, w->vmi), VMT_OK);
     }
     if (fault_fired(w, armed, inj)) {
         /* No status to report it: the debt stays, processing pays it. */
@@ -400,6 +472,8 @@ static void op_write(world *w)
         st = vmt_ptm_process_dirty_entries(w->ptm, w->vmi, vcpu, &w->ev); /* appends */
     }
     assert_int_equal(st, VMT_OK);
+    if (w->bpm)
+        assert_int_equal(vmt_bpm_handle_ptm_events(w->bpm, w->vmi, w->ev.items, w->ev.len, NULL), VMT_OK);
     apply_events(w, 0);
     w->writes++;
 }
@@ -418,6 +492,7 @@ static void step(world *w)
     else
         op_write(w);
     check_world(w);
+    check_bpm(w);
 }
 
 static uint64_t env_u64(const char *name, uint64_t fallback)
@@ -426,33 +501,48 @@ static uint64_t env_u64(const char *name, uint64_t fallback)
     return s && *s ? strtoull(s, NULL, 0) : fallback;
 }
 
-static void test_ptm_random(void **state)
+static void run_random(const char *name, bool with_bpm)
 {
-    (void)state;
     uint64_t seed = env_u64("VMT_PTM_SEED", (uint64_t)time(NULL));
     unsigned long steps = (unsigned long)env_u64("VMT_PTM_STEPS", getenv("VMT_UNDER_VALGRIND") ? 1500 : 20000);
-    printf("test_ptm_random: seed %llu (VMT_PTM_SEED), %lu steps\n", (unsigned long long)seed, steps);
+    printf("%s: seed %llu (VMT_PTM_SEED), %lu steps\n", name, (unsigned long long)seed, steps);
     world *w = malloc(sizeof *w);
     assert_non_null(w);
-    world_init(w, seed);
+    world_init(w, seed, with_bpm);
     check_world(w);
     for (unsigned long i = 0; i < steps; i++)
         step(w);
     vmt_ptm_unmonitor_all(w->ptm, w->vmi);
     for (unsigned view = 0; view < N_VIEWS; view++)
         forget_view(w, view);
+    if (w->bpm)
+        assert_int_equal(vmt_bpm_clear(w->bpm, w->vmi), VMT_OK);
     check_world(w);
-    printf("test_ptm_random: %lu guest writes, %lu events (%lu announced again), %lu injected faults\n",
+    check_bpm(w);
+    printf("%s: %lu guest writes, %lu events (%lu announced again), %lu injected faults\n", name,
            w->writes, w->events, w->reannounced, w->faults);
     assert_true(w->events > 0);
     world_free(w);
     free(w);
 }
 
+static void test_ptm_random(void **state)
+{
+    (void)state;
+    run_random("test_ptm_random", false);
+}
+
+static void test_ptm_bpm_random(void **state)
+{
+    (void)state;
+    run_random("test_ptm_bpm_random", true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ptm_random),
+        cmocka_unit_test(test_ptm_bpm_random),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
