@@ -1,6 +1,6 @@
 /* The page-table monitor (API.md section 5).
  *
- * Per view the monitor keeps three indexes:
+ * Per view the monitor keeps four indexes (struct definitions in ptm_impl.h):
  *  - addrs:   every monitored (view, ctx) with its reference count, its tag
  *             (the first one given: monitoring again only counts), and its
  *             walk as last seen: the entries read from the root down to the
