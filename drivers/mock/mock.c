@@ -284,6 +284,11 @@ vmt_status vmt_mock_poke(vmt_mock *mock, vmt_pa pa, const void *buf, size_t len)
     return st;
 }
 
+size_t vmt_mock_resident_frames(const vmt_mock *mock)
+{
+    return mock ? g_hash_table_size(mock->pages) : 0;
+}
+
 /* ---------------------------------------------------------------------
  * Views
  * ------------------------------------------------------------------- */

@@ -103,6 +103,10 @@ uint64_t vmt_mock_injected(const vmt_mock *mock);
 vmt_status vmt_mock_peek(const vmt_mock *mock, vmt_pa pa, void *buf, size_t len);
 vmt_status vmt_mock_poke(vmt_mock *mock, vmt_pa pa, const void *buf, size_t len);
 
+/* Frames whose contents the mock stores (written at least once since they
+ * were last zeroed); reading a never-written frame does not add one. */
+size_t vmt_mock_resident_frames(const vmt_mock *mock);
+
 /* ---- page tables ---- */
 typedef enum vmt_mock_page_size {
     VMT_MOCK_4K = 12,
