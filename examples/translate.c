@@ -104,8 +104,8 @@ int main(void)
     char text[16] = {0};
     vmt_va va = 0x0000555555555000ull - (sizeof left - 1);
     vmt_status st = vmt_core_read_va(core, vmt_ctx(va, root), text, sizeof left - 1 + sizeof right);
-    printf("read_va 0x%016" PRIx64 " across a page boundary: %s \"%s\"\n", va,
-           vmt_status_str(st), text);
+    printf("read_va 0x%016" PRIx64 " across a page boundary: %s \"%s\"\n", va, vmt_status_str(st),
+           text);
     bad |= st != VMT_OK || strcmp(text, "hello, world") != 0;
 
     vmt_core_free(core);

@@ -48,7 +48,8 @@ typedef struct vmt_mock vmt_mock;
 
 typedef struct vmt_mock_opts {
     size_t sz;       /* sizeof(vmt_mock_opts); 0 means "all defaults" */
-    vmt_gfn max_gfn; /* guest RAM frames [0, max_gfn); default 0x100000 (4 GiB) */
+    vmt_gfn max_gfn; /* guest RAM frames [0, max_gfn); default 0x100000 (4 GiB);
+                        2 <= max_gfn < 2^39, else vmt_mock_new is VMT_E_INVALID */
     uint16_t vcpus;  /* default 1 */
     uint32_t caps;   /* default (also when 0) VIEWS | EXECUTE_ONLY | FAST_SINGLESTEP | EMULATE */
 } vmt_mock_opts;

@@ -68,8 +68,8 @@ static void check_walk(fixture *f, vmt_va va, vmt_pa want_pa, unsigned want_shif
     /* The entry addresses follow from the indices of va, table by table. */
     assert_true(w.entry_pa[0] == f->root + 8 * ((va >> 39) & 0x1ff));
     for (unsigned i = 1; i < w.levels; i++)
-        assert_true(w.entry_pa[i] == (w.entry[i - 1] & VMT_PTE_ADDR_MASK) +
-                                         8 * ((va >> (39 - 9 * i)) & 0x1ff));
+        assert_true(w.entry_pa[i] ==
+                    (w.entry[i - 1] & VMT_PTE_ADDR_MASK) + 8 * ((va >> (39 - 9 * i)) & 0x1ff));
     vmt_pa pa = 0;
     assert_int_equal(vmt_core_translate(f->core, vmt_ctx(va, f->root), &pa), VMT_OK);
     assert_true(pa == want_pa);
@@ -87,8 +87,7 @@ static void test_translate_4k(void **state)
     vmt_pa pa = 42;
     assert_int_equal(vmt_core_translate(f->core, vmt_ctx(va + 0x1000, f->root), &pa),
                      VMT_E_TRANSLATION);
-    assert_int_equal(vmt_core_translate(f->core, vmt_ctx(va - 1, f->root), &pa),
-                     VMT_E_TRANSLATION);
+    assert_int_equal(vmt_core_translate(f->core, vmt_ctx(va - 1, f->root), &pa), VMT_E_TRANSLATION);
     assert_true(pa == 42);
 }
 
@@ -124,9 +123,8 @@ static void test_translate_mixed_sizes(void **state)
     assert_int_equal(vmt_mock_map(f->mock, f->root, base, 0x1000000, VMT_MOCK_2M, 0), VMT_OK);
     assert_int_equal(vmt_mock_map(f->mock, f->root, base + 0x200000, 0x7000, VMT_MOCK_4K, 0),
                      VMT_OK);
-    assert_int_equal(vmt_mock_map(f->mock, f->root, 0xffffffff00000000ull, 0x40000000,
-                                  VMT_MOCK_1G, 0),
-                     VMT_OK);
+    assert_int_equal(
+        vmt_mock_map(f->mock, f->root, 0xffffffff00000000ull, 0x40000000, VMT_MOCK_1G, 0), VMT_OK);
     check_walk(f, base + 0x1234, 0x1001234, 21);
     check_walk(f, base + 0x200010, 0x7010, 12);
     check_walk(f, 0xffffffff00000008ull, 0x40000008, 30);
@@ -138,8 +136,7 @@ static void test_translate_ignores_flag_bits(void **state)
 {
     fixture *f = *state;
     const vmt_va va = 0x200000;
-    assert_int_equal(vmt_mock_map(f->mock, f->root, va, 0x400000, VMT_MOCK_2M, VMT_PTE_NX),
-                     VMT_OK);
+    assert_int_equal(vmt_mock_map(f->mock, f->root, va, 0x400000, VMT_MOCK_2M, VMT_PTE_NX), VMT_OK);
     vmt_pa pde;
     assert_int_equal(vmt_mock_entry_pa(f->mock, f->root, va, 2, &pde), VMT_OK);
     uint64_t e = peek64(f, pde) | (1ull << 12) | (1ull << 6) | (1ull << 5);
@@ -178,8 +175,8 @@ static void test_not_present_every_level(void **state)
     fixture *f = *state;
     /* Four separate 4 KiB mappings under different PML4 entries, one per
      * level to break. */
-    const vmt_va vas[4] = {0x0000008000001000ull, 0x0000010000002000ull,
-                           0x0000018000003000ull, 0x0000020000004000ull};
+    const vmt_va vas[4] = {0x0000008000001000ull, 0x0000010000002000ull, 0x0000018000003000ull,
+                           0x0000020000004000ull};
     for (int i = 0; i < 4; i++)
         assert_int_equal(vmt_mock_map(f->mock, f->root, vas[i], 0x10000 + 0x1000ull * (unsigned)i,
                                       VMT_MOCK_4K, 0),
@@ -216,8 +213,7 @@ static void test_non_canonical(void **state)
         vmt_pa pa = 99;
         vmt_walk w;
         memset(&w, 0x5a, sizeof w);
-        assert_int_equal(vmt_core_translate(f->core, vmt_ctx(bad[i], f->root), &pa),
-                         VMT_E_INVALID);
+        assert_int_equal(vmt_core_translate(f->core, vmt_ctx(bad[i], f->root), &pa), VMT_E_INVALID);
         assert_true(pa == 99);
         assert_int_equal(vmt_core_walk(f->core, vmt_ctx(bad[i], f->root), &w), VMT_E_INVALID);
         assert_int_equal(w.levels, 0x5a5a5a5a);

@@ -237,9 +237,9 @@ static void test_access_per_view_and_gfn(void **state)
     assert_int_equal(vmt_core_get_access(f->core, 5, v, &acc), VMT_OK);
     assert_int_equal(acc, VMT_ACCESS_RW);
 
-    assert_int_equal(vmt_core_set_access(f->core, 5, v, VMT_ACCESS_X,
-                                         VMT_SET_ACCESS_IGNORE_PAGE_WALK_UPDATES),
-                     VMT_OK);
+    assert_int_equal(
+        vmt_core_set_access(f->core, 5, v, VMT_ACCESS_X, VMT_SET_ACCESS_IGNORE_PAGE_WALK_UPDATES),
+        VMT_OK);
     assert_int_equal(vmt_core_get_access(f->core, 5, v, &acc), VMT_OK);
     assert_int_equal(acc, VMT_ACCESS_X);
     assert_int_equal(vmt_mock_last_access_flags(f->mock, 5, v),
@@ -682,12 +682,10 @@ static void test_map_conflicts_and_bad_args(void **state)
     assert_int_equal(vmt_mock_map(f->mock, root, 0, 0x40000000, VMT_MOCK_1G, 0), VMT_E_CONFLICT);
     /* A 4 KiB page inside an existing 2 MiB one. */
     assert_int_equal(vmt_mock_map(f->mock, root, 0x400000, 0x600000, VMT_MOCK_2M, 0), VMT_OK);
-    assert_int_equal(vmt_mock_map(f->mock, root, 0x401000, 0x3000, VMT_MOCK_4K, 0),
-                     VMT_E_CONFLICT);
+    assert_int_equal(vmt_mock_map(f->mock, root, 0x401000, 0x3000, VMT_MOCK_4K, 0), VMT_E_CONFLICT);
     /* ... and inside a 1 GiB one. */
     assert_int_equal(vmt_mock_map(f->mock, root, 0x80000000ull, 0, VMT_MOCK_1G, 0), VMT_OK);
-    assert_int_equal(vmt_mock_map(f->mock, root, 0x80200000ull, 0, VMT_MOCK_2M, 0),
-                     VMT_E_CONFLICT);
+    assert_int_equal(vmt_mock_map(f->mock, root, 0x80200000ull, 0, VMT_MOCK_2M, 0), VMT_E_CONFLICT);
     /* Remapping a leaf to another frame is allowed. */
     assert_int_equal(vmt_mock_map(f->mock, root, 0x1000, 0x5000, VMT_MOCK_4K, VMT_PTE_W), VMT_OK);
     vmt_pa pte;

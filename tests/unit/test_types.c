@@ -37,10 +37,10 @@ static void test_address_helpers(void **state)
 static void test_status_strings(void **state)
 {
     (void)state;
-    const vmt_status all[] = {VMT_OK,           VMT_E_TRANSLATION,   VMT_E_VIEW_NOT_FOUND,
-                              VMT_E_OUT_OF_BOUNDS, VMT_E_CONFLICT,   VMT_E_INVALID,
-                              VMT_E_NOMEM,      VMT_E_UNSUPPORTED,   VMT_E_DRIVER,
-                              VMT_E_TIMEOUT,    VMT_E_GUEST_EXITED,  VMT_E_GUEST_CRASHED};
+    const vmt_status all[] = {
+        VMT_OK,         VMT_E_TRANSLATION, VMT_E_VIEW_NOT_FOUND, VMT_E_OUT_OF_BOUNDS,
+        VMT_E_CONFLICT, VMT_E_INVALID,     VMT_E_NOMEM,          VMT_E_UNSUPPORTED,
+        VMT_E_DRIVER,   VMT_E_TIMEOUT,     VMT_E_GUEST_EXITED,   VMT_E_GUEST_CRASHED};
     const size_t n = sizeof all / sizeof all[0];
     const char *unknown = vmt_status_str((vmt_status)1000);
     assert_non_null(unknown);
