@@ -106,8 +106,14 @@ static GPtrArray *table_snapshot(GHashTable *h, bool keys)
     return arr;
 }
 
-static GPtrArray *table_keys(GHashTable *h) { return table_snapshot(h, true); }
-static GPtrArray *table_values(GHashTable *h) { return table_snapshot(h, false); }
+static GPtrArray *table_keys(GHashTable *h)
+{
+    return table_snapshot(h, true);
+}
+static GPtrArray *table_values(GHashTable *h)
+{
+    return table_snapshot(h, false);
+}
 
 /* ---- object lifetimes ---- */
 
@@ -129,7 +135,10 @@ static void view_free(gpointer p)
     g_free(v);
 }
 
-static void set_free(gpointer p) { g_hash_table_destroy(p); }
+static void set_free(gpointer p)
+{
+    g_hash_table_destroy(p);
+}
 
 static void frame_free(gpointer p)
 {
@@ -208,7 +217,8 @@ static vmt_status table_protect(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, vmt_gf
     vmt_status st = vmt_core_get_access(vmi, gfn, v->view, &saved);
     if (st != VMT_OK)
         return st;
-    st = vmt_core_set_access(vmi, gfn, v->view, VMT_ACCESS_R, VMT_SET_ACCESS_IGNORE_PAGE_WALK_UPDATES);
+    st = vmt_core_set_access(vmi, gfn, v->view, VMT_ACCESS_R,
+                             VMT_SET_ACCESS_IGNORE_PAGE_WALK_UPDATES);
     if (st != VMT_OK)
         return st;
     t = g_new(ptm_table, 1);
@@ -422,7 +432,8 @@ static vmt_status addr_drop(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, ptm_addr *
     return st;
 }
 
-static vmt_status unmonitor(vmt_ptm *ptm, vmt_core *vmi, vmt_addr_ctx ctx, vmt_view view, bool force)
+static vmt_status unmonitor(vmt_ptm *ptm, vmt_core *vmi, vmt_addr_ctx ctx, vmt_view view,
+                            bool force)
 {
     if (!ptm || !vmi || !ctx_valid(ctx))
         return VMT_E_INVALID;
@@ -656,7 +667,8 @@ static gint frame_out_cmp(gconstpointer pa, gconstpointer pb)
 
 /* Scans the events from `from`: the frames that went out, and for each
  * address the index (+ 1) of its last PAGE_IN. */
-static GHashTable *frames_out(vmt_ptm *ptm, const vmt_ptm_events *out, size_t from, GHashTable *last_in)
+static GHashTable *frames_out(vmt_ptm *ptm, const vmt_ptm_events *out, size_t from,
+                              GHashTable *last_in)
 {
     GHashTable *outs = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
     for (size_t i = from; i < out->len; i++) {
@@ -800,9 +812,18 @@ vmt_status vmt_ptm_process_dirty_entries(vmt_ptm *ptm, vmt_core *vmi, vmt_vcpu v
 
 /* ---- counters and inspection ---- */
 
-size_t vmt_ptm_monitored_tables(const vmt_ptm *ptm) { return ptm ? ptm->tables : 0; }
-size_t vmt_ptm_monitored_entries(const vmt_ptm *ptm) { return ptm ? ptm->entries : 0; }
-size_t vmt_ptm_paged_in_entries(const vmt_ptm *ptm) { return ptm ? ptm->paged_in : 0; }
+size_t vmt_ptm_monitored_tables(const vmt_ptm *ptm)
+{
+    return ptm ? ptm->tables : 0;
+}
+size_t vmt_ptm_monitored_entries(const vmt_ptm *ptm)
+{
+    return ptm ? ptm->entries : 0;
+}
+size_t vmt_ptm_paged_in_entries(const vmt_ptm *ptm)
+{
+    return ptm ? ptm->paged_in : 0;
+}
 
 size_t vmt_ptm_pending_restores(const vmt_ptm *ptm)
 {

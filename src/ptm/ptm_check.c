@@ -35,7 +35,8 @@ static bool check_addr(const ptm_view *v, const ptm_addr *a)
     for (unsigned i = 0; i < w->levels; i++) {
         const ptm_entry *e = g_hash_table_lookup(v->entries, &w->entry_pa[i]);
         CHECK(e && g_hash_table_contains(e->users, a),
-              "address %#" PRIx64 ": entry %#" PRIx64 " does not list it", a->ctx.va, w->entry_pa[i]);
+              "address %#" PRIx64 ": entry %#" PRIx64 " does not list it", a->ctx.va,
+              w->entry_pa[i]);
     }
     return true;
 }
@@ -51,7 +52,8 @@ static bool check_entry(const ptm_view *v, const ptm_entry *e, GHashTable *per_t
     g_hash_table_iter_init(&it, e->users);
     while (g_hash_table_iter_next(&it, &k, &n)) {
         const ptm_addr *a = k;
-        CHECK(g_hash_table_lookup(v->addrs, &a->ctx) == a, "entry %#" PRIx64 ": unknown user", e->pa);
+        CHECK(g_hash_table_lookup(v->addrs, &a->ctx) == a, "entry %#" PRIx64 ": unknown user",
+              e->pa);
         unsigned seen = 0;
         for (unsigned i = 0; i < a->walk.levels; i++) {
             if (a->walk.entry_pa[i] == e->pa) {
@@ -61,8 +63,8 @@ static bool check_entry(const ptm_view *v, const ptm_entry *e, GHashTable *per_t
         }
         CHECK(seen == GPOINTER_TO_UINT(n), "entry %#" PRIx64 ": wrong use count", e->pa);
     }
-    CHECK(memcmp(levels, e->level_refs, sizeof levels) == 0, "entry %#" PRIx64 ": wrong level counts",
-          e->pa);
+    CHECK(memcmp(levels, e->level_refs, sizeof levels) == 0,
+          "entry %#" PRIx64 ": wrong level counts", e->pa);
     vmt_gfn gfn = vmt_gfn_from_pa(e->pa);
     const ptm_table *t = g_hash_table_lookup(v->tables, &gfn);
     CHECK(t && t->entries > 0, "entry %#" PRIx64 ": its table is not protected", e->pa);
@@ -87,8 +89,8 @@ static bool check_view(const ptm_view *v, size_t counts[3])
         if (a->paged_in) {
             vmt_gfn gfn = vmt_gfn_from_pa(a->walk.pa);
             const ptm_frame *fr = g_hash_table_lookup(v->frames, &gfn);
-            CHECK(fr && g_hash_table_contains(fr->addrs, a), "address %#" PRIx64 " not in its frame",
-                  a->ctx.va);
+            CHECK(fr && g_hash_table_contains(fr->addrs, a),
+                  "address %#" PRIx64 " not in its frame", a->ctx.va);
             in_view++;
         }
     }
@@ -122,7 +124,8 @@ static bool check_view(const ptm_view *v, size_t counts[3])
     g_hash_table_destroy(per_table);
     if (!ok)
         return false;
-    CHECK(owed == v->owed, "view %u: %zu owed restores, counted %zu", (unsigned)v->view, owed, v->owed);
+    CHECK(owed == v->owed, "view %u: %zu owed restores, counted %zu", (unsigned)v->view, owed,
+          v->owed);
 
     GHashTableIter dit;
     gpointer set;
@@ -131,8 +134,8 @@ static bool check_view(const ptm_view *v, size_t counts[3])
         g_hash_table_iter_init(&it, set);
         while (g_hash_table_iter_next(&it, &val, NULL)) {
             const ptm_entry *e = val;
-            CHECK(g_hash_table_lookup(v->entries, &e->pa) == e, "view %u: dirty entry not monitored",
-                  (unsigned)v->view);
+            CHECK(g_hash_table_lookup(v->entries, &e->pa) == e,
+                  "view %u: dirty entry not monitored", (unsigned)v->view);
         }
     }
     return true;

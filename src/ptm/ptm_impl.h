@@ -10,22 +10,22 @@
 typedef struct ptm_addr {
     vmt_addr_ctx ctx; /* hash key */
     uintptr_t tag;
-    unsigned refs;    /* monitor calls not yet matched by unmonitor */
-    uint64_t seq;     /* when it was first monitored: orders events */
-    bool paged_in;    /* the recorded walk reached a present leaf */
-    vmt_walk walk;    /* as last seen; walk.pa valid when paged_in */
+    unsigned refs; /* monitor calls not yet matched by unmonitor */
+    uint64_t seq;  /* when it was first monitored: orders events */
+    bool paged_in; /* the recorded walk reached a present leaf */
+    vmt_walk walk; /* as last seen; walk.pa valid when paged_in */
 } ptm_addr;
 
 typedef struct ptm_entry {
-    vmt_pa pa;               /* hash key */
-    unsigned level_refs[4];  /* occurrences on recorded walks, [level - 1] */
-    GHashTable *users;       /* ptm_addr * -> occurrences on its walk */
+    vmt_pa pa;              /* hash key */
+    unsigned level_refs[4]; /* occurrences on recorded walks, [level - 1] */
+    GHashTable *users;      /* ptm_addr * -> occurrences on its walk */
 } ptm_entry;
 
 typedef struct ptm_table {
-    vmt_gfn gfn;       /* hash key */
-    vmt_access saved;  /* access before we protected it */
-    unsigned entries;  /* monitored entries in the page; 0: restore owed */
+    vmt_gfn gfn;      /* hash key */
+    vmt_access saved; /* access before we protected it */
+    unsigned entries; /* monitored entries in the page; 0: restore owed */
 } ptm_table;
 
 typedef struct ptm_view {
@@ -51,6 +51,9 @@ struct vmt_ptm {
 };
 
 /* Walk position i (0 = PML4E) is at paging level 4 - i. */
-static inline int walk_level(unsigned i) { return 4 - (int)i; }
+static inline int walk_level(unsigned i)
+{
+    return 4 - (int)i;
+}
 
 #endif /* VMITAP_PTM_IMPL_H */

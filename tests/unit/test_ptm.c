@@ -229,10 +229,22 @@ static void page_out_in_at(void **state, int level)
         assert_int_equal(access_of(f, below[l], 0), VMT_ACCESS_R);
 }
 
-static void test_page_out_in_pte(void **state) { page_out_in_at(state, 1); }
-static void test_page_out_in_pde(void **state) { page_out_in_at(state, 2); }
-static void test_page_out_in_pdpte(void **state) { page_out_in_at(state, 3); }
-static void test_page_out_in_pml4e(void **state) { page_out_in_at(state, 4); }
+static void test_page_out_in_pte(void **state)
+{
+    page_out_in_at(state, 1);
+}
+static void test_page_out_in_pde(void **state)
+{
+    page_out_in_at(state, 2);
+}
+static void test_page_out_in_pdpte(void **state)
+{
+    page_out_in_at(state, 3);
+}
+static void test_page_out_in_pml4e(void **state)
+{
+    page_out_in_at(state, 4);
+}
 
 /* An address with nothing mapped: only the root's entry is monitored; the
  * guest building the whole hierarchy below it pages it in. */
@@ -498,7 +510,10 @@ static void test_shared_tables_across_roots(void **state)
     assert_int_equal(access_of(f, r2, 0), VMT_ACCESS_RWX);
 }
 
-static vmt_va sign_extend(vmt_va va) { return (va & (1ull << 47)) ? va | 0xffff000000000000ull : va; }
+static vmt_va sign_extend(vmt_va va)
+{
+    return (va & (1ull << 47)) ? va | 0xffff000000000000ull : va;
+}
 
 /* A self-referencing PML4 (as Windows has) makes the root page a PML4, a
  * PDPT, a PD and a PT at once, and puts one entry on a walk three times. */
@@ -671,8 +686,8 @@ static void access_case_init(fx *f, access_case *c)
     c->ctx = vmt_ctx(VA_USER, c->root);
     for (int level = 4; level >= 1; level--)
         c->tables[4 - level] = table_at(f, c->root, VA_USER, level);
-    assert_int_equal(vmt_core_set_access(f->vmi, vmt_gfn_from_pa(c->tables[3]), 1, VMT_ACCESS_RX, 0),
-                     VMT_OK);
+    assert_int_equal(
+        vmt_core_set_access(f->vmi, vmt_gfn_from_pa(c->tables[3]), 1, VMT_ACCESS_RX, 0), VMT_OK);
     assert_int_equal(vmt_core_set_access(f->vmi, vmt_gfn_from_pa(c->tables[2]), 1, VMT_ACCESS_R, 0),
                      VMT_OK);
 }
@@ -754,7 +769,7 @@ static void test_freed_table_reused(void **state)
     assert_int_equal(vmt_core_set_access(f->vmi, vmt_gfn_from_pa(pt), 0, VMT_ACCESS_RW, 0), VMT_OK);
 
     /* ... then as the PT of another address. */
-    vmt_va va2 = VA_USER + 0x40000000; /* another PDPTE */
+    vmt_va va2 = VA_USER + 0x40000000;             /* another PDPTE */
     map4k(f, root, va2 & ~0x3fffffffull, FRAME_B); /* builds its PD */
     vmt_pa pde2 = entry_at(f, root, va2, 2);
     for (int i = 0; i < 512; i++)
@@ -944,7 +959,10 @@ static void test_view_destroyed(void **state)
 
 /* Arms a failure of the nth driver call from now; after the operation,
  * disarms it and tells whether it fired. */
-static void fail_nth(fx *f, unsigned n) { vmt_mock_fail_nth_any(f->mock, n, VMT_E_DRIVER); }
+static void fail_nth(fx *f, unsigned n)
+{
+    vmt_mock_fail_nth_any(f->mock, n, VMT_E_DRIVER);
+}
 
 static bool fired(fx *f, uint64_t injected_before)
 {
@@ -974,8 +992,8 @@ static void two_addrs_init(fx *f, two_addrs *t)
     t->tables[4] = table_at(f, root, t->b.va, 2);
     t->tables[5] = table_at(f, root, t->b.va, 1);
     /* Non-default access on one of B's tables, to see it come back. */
-    assert_int_equal(vmt_core_set_access(f->vmi, vmt_gfn_from_pa(t->tables[5]), 0, VMT_ACCESS_RX, 0),
-                     VMT_OK);
+    assert_int_equal(
+        vmt_core_set_access(f->vmi, vmt_gfn_from_pa(t->tables[5]), 0, VMT_ACCESS_RX, 0), VMT_OK);
 }
 
 static void snapshot_access(fx *f, const two_addrs *t, vmt_access out[N_TABLES])
@@ -1045,7 +1063,7 @@ static void test_fault_unmonitor(void **state)
             int still_r = 0;
             for (int i = 0; i < N_TABLES; i++)
                 still_r += now[i] != before[i];
-            assert_int_equal(still_r, 1); /* the page whose restore failed */
+            assert_int_equal(still_r, 1);                   /* the page whose restore failed */
             st = vmt_ptm_unmonitor(f->ptm, f->vmi, t.b, 0); /* retry: pays the debt */
         }
         assert_int_equal(st, VMT_OK);

@@ -33,7 +33,10 @@ typedef struct fx {
 } fx;
 
 /* The code page's bytes: the same wherever the guest puts it. */
-static uint8_t code_byte(unsigned off) { return (uint8_t)(0x40 + off % 0x70); }
+static uint8_t code_byte(unsigned off)
+{
+    return (uint8_t)(0x40 + off % 0x70);
+}
 
 static void put_code(fx *f, vmt_pa frame)
 {
@@ -58,7 +61,8 @@ static int setup(void **state)
     assert_int_equal(vmt_mock_new_root(f->mock, &f->root), VMT_OK);
     put_code(f, FRAME_A);
     assert_int_equal(vmt_mock_map(f->mock, f->root, VA_CODE, FRAME_A, VMT_MOCK_4K, 0), VMT_OK);
-    assert_int_equal(vmt_mock_map(f->mock, f->root, VA_CODE + 0x1000, FRAME_B, VMT_MOCK_4K, 0), VMT_OK);
+    assert_int_equal(vmt_mock_map(f->mock, f->root, VA_CODE + 0x1000, FRAME_B, VMT_MOCK_4K, 0),
+                     VMT_OK);
     put_code(f, FRAME_B);
     *state = f;
     return 0;
@@ -102,7 +106,8 @@ static void pump(fx *f)
     f->ev.len = 0;
     assert_int_equal(vmt_ptm_process_dirty_entries(f->ptm, f->vmi, 0, &f->ev), VMT_OK);
     bool updated = false;
-    assert_int_equal(vmt_bpm_handle_ptm_events(f->bpm, f->vmi, f->ev.items, f->ev.len, &updated), VMT_OK);
+    assert_int_equal(vmt_bpm_handle_ptm_events(f->bpm, f->vmi, f->ev.items, f->ev.len, &updated),
+                     VMT_OK);
     assert_int_equal(updated, f->ev.len > 0);
     assert_int_equal(vmt_ptm_check(f->ptm), VMT_OK);
     assert_int_equal(vmt_bpm_check(f->bpm), VMT_OK);

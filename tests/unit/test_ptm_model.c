@@ -80,9 +80,15 @@ static uint64_t rnd(world *w)
     return w->rng * 0x2545f4914f6cdd1dull;
 }
 
-static unsigned pick(world *w, unsigned n) { return (unsigned)(rnd(w) % n); }
+static unsigned pick(world *w, unsigned n)
+{
+    return (unsigned)(rnd(w) % n);
+}
 
-static vmt_pa root_of(const world *w, unsigned r) { return w->page[r]; }
+static vmt_pa root_of(const world *w, unsigned r)
+{
+    return w->page[r];
+}
 
 static vmt_addr_ctx ctx_of(const world *w, unsigned r, unsigned v)
 {
@@ -96,7 +102,10 @@ static void set_add(GHashTable *set, uint64_t x)
     g_hash_table_add(set, k);
 }
 
-static bool set_has(GHashTable *set, uint64_t x) { return g_hash_table_contains(set, &x); }
+static bool set_has(GHashTable *set, uint64_t x)
+{
+    return g_hash_table_contains(set, &x);
+}
 
 /* ---- the random page tables ---- */
 
@@ -147,8 +156,9 @@ static void world_init(world *w, uint64_t seed, bool with_bpm)
     for (int v = 0; v < N_VIEWS; v++) {
         for (int p = 0; p < N_PAGES; p++) {
             vmt_access a = some[pick(w, 4)];
-            assert_int_equal(vmt_core_set_access(w->vmi, vmt_gfn_from_pa(w->page[p]), (vmt_view)v, a, 0),
-                             VMT_OK);
+            assert_int_equal(
+                vmt_core_set_access(w->vmi, vmt_gfn_from_pa(w->page[p]), (vmt_view)v, a, 0),
+                VMT_OK);
             w->original[v][p] = a;
         }
         w->want_entries[v] = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
@@ -157,7 +167,8 @@ static void world_init(world *w, uint64_t seed, bool with_bpm)
     for (int i = 0; i < N_TABLES; i++) {
         for (int k = 0; k < IDX; k++) {
             uint64_t e = random_entry(w);
-            assert_int_equal(vmt_mock_poke(w->mock, w->page[i] + 8 * (vmt_pa)k, &e, sizeof e), VMT_OK);
+            assert_int_equal(vmt_mock_poke(w->mock, w->page[i] + 8 * (vmt_pa)k, &e, sizeof e),
+                             VMT_OK);
         }
     }
 }
@@ -277,9 +288,11 @@ static void check_world(world *w)
         entries += g_hash_table_size(w->want_entries[view]);
         for (unsigned p = 0; p < N_PAGES; p++) {
             vmt_access a;
-            assert_int_equal(vmt_core_get_access(w->vmi, vmt_gfn_from_pa(w->page[p]), (vmt_view)view, &a),
-                             VMT_OK);
-            vmt_access want = set_has(w->want_pages[view], w->page[p]) ? VMT_ACCESS_R : w->original[view][p];
+            assert_int_equal(
+                vmt_core_get_access(w->vmi, vmt_gfn_from_pa(w->page[p]), (vmt_view)view, &a),
+                VMT_OK);
+            vmt_access want =
+                set_has(w->want_pages[view], w->page[p]) ? VMT_ACCESS_R : w->original[view][p];
             assert_int_equal(a, want);
         }
     }
@@ -292,7 +305,8 @@ static void check_world(world *w)
 
 static vmt_breakpoint bp_of(const world *w, unsigned view, unsigned r, unsigned v)
 {
-    vmt_breakpoint bp = {.ctx = ctx_of(w, r, v), .view = (vmt_view)view, .tag = w->m[view][r][v].tag};
+    vmt_breakpoint bp = {
+        .ctx = ctx_of(w, r, v), .view = (vmt_view)view, .tag = w->m[view][r][v].tag};
     return bp;
 }
 
@@ -428,7 +442,8 @@ static void op_unmonitor_many(world *w)
         forget_view(w, view);
         bool removed;
         if (w->bpm)
-            assert_int_equal(vmt_bpm_remove_by_view(w->bpm, w->vmi, (vmt_view)view, &removed), VMT_OK);
+            assert_int_equal(vmt_bpm_remove_by_view(w->bpm, w->vmi, (vmt_view)view, &removed),
+                             VMT_OK);
     } else {
         vmt_ptm_unmonitor_all(w->ptm, w->vmi);
         for (unsigned view = 0; view < N_VIEWS; view++)
@@ -459,8 +474,8 @@ static void op_write(world *w)
     }
     /* The other vCPU has nothing to do. */
     if (pick(w, 4) == 0) {
-        assert_int_equal(vmt_ptm_process_dirty_entries(w->ptm, w->vmi, (vmt_vcpu)(1 - vcpu), &w->ev),
-                         VMT_OK);
+        assert_int_equal(
+            vmt_ptm_process_dirty_entries(w->ptm, w->vmi, (vmt_vcpu)(1 - vcpu), &w->ev), VMT_OK);
         assert_int_equal(w->ev.len, 0);
     }
     uint64_t inj = vmt_mock_injected(w->mock);
@@ -473,7 +488,8 @@ static void op_write(world *w)
     }
     assert_int_equal(st, VMT_OK);
     if (w->bpm)
-        assert_int_equal(vmt_bpm_handle_ptm_events(w->bpm, w->vmi, w->ev.items, w->ev.len, NULL), VMT_OK);
+        assert_int_equal(vmt_bpm_handle_ptm_events(w->bpm, w->vmi, w->ev.items, w->ev.len, NULL),
+                         VMT_OK);
     apply_events(w, 0);
     w->writes++;
 }
@@ -504,7 +520,8 @@ static uint64_t env_u64(const char *name, uint64_t fallback)
 static void run_random(const char *name, bool with_bpm)
 {
     uint64_t seed = env_u64("VMT_PTM_SEED", (uint64_t)time(NULL));
-    unsigned long steps = (unsigned long)env_u64("VMT_PTM_STEPS", getenv("VMT_UNDER_VALGRIND") ? 1500 : 20000);
+    unsigned long steps =
+        (unsigned long)env_u64("VMT_PTM_STEPS", getenv("VMT_UNDER_VALGRIND") ? 1500 : 20000);
     printf("%s: seed %llu (VMT_PTM_SEED), %lu steps\n", name, (unsigned long long)seed, steps);
     world *w = malloc(sizeof *w);
     assert_non_null(w);
