@@ -173,7 +173,9 @@ static void run_once(vmt_core *vmi, size_t n, result *r, const vmt_va *lookup_va
     size_t pages = n / 8;
     t0 = now();
     for (size_t p = 0; p < pages; p++) {
-        vmt_ptm_event ev = {.kind = VMT_PTM_PAGE_OUT, .view = 0, .ctx = vmt_ctx(VA0 + p * 4096, ROOT),
+        vmt_ptm_event ev = {.kind = VMT_PTM_PAGE_OUT,
+                            .view = 0,
+                            .ctx = vmt_ctx(VA0 + p * 4096, ROOT),
                             .pa = PA0 + p * 4096};
         bool upd;
         if ((st = vmt_bpm_handle_ptm_event(bpm, vmi, &ev, &upd)) || !upd)
@@ -182,7 +184,9 @@ static void run_once(vmt_core *vmi, size_t n, result *r, const vmt_va *lookup_va
     record(r, PH_PAGE_OUT, t0, pages);
     t0 = now();
     for (size_t i = 0; i < n; i++) {
-        vmt_ptm_event ev = {.kind = VMT_PTM_PAGE_IN, .view = 0, .ctx = vmt_ctx(VA0 + i * STRIDE, ROOT),
+        vmt_ptm_event ev = {.kind = VMT_PTM_PAGE_IN,
+                            .view = 0,
+                            .ctx = vmt_ctx(VA0 + i * STRIDE, ROOT),
                             .pa = PA0 + i * STRIDE};
         bool upd;
         if ((st = vmt_bpm_handle_ptm_event(bpm, vmi, &ev, &upd)) || !upd)
@@ -232,11 +236,12 @@ static void bench(vmt_core *vmi, size_t n)
     for (int p = 0; p < NPHASES; p++) {
         long ops = p == PH_CONTAINS ? LOOKUPS : p == PH_PAGE_OUT ? (long)n / 8 : (long)n;
         med[p] = median(cpu[p], REPS);
-        printf("w1 n=%zu phase=%s ns_per_op=%.1f wall_ns_per_op=%.1f ops=%ld reps=%d\n", n, phase[p], med[p],
-               median(wall[p], REPS), ops, REPS);
+        printf("w1 n=%zu phase=%s ns_per_op=%.1f wall_ns_per_op=%.1f ops=%ld reps=%d\n", n,
+               phase[p], med[p], median(wall[p], REPS), ops, REPS);
     }
     /* The goal's unit: one page-out of an 8-breakpoint page and its 8 page-ins. */
-    printf("w1 n=%zu phase=page_cycle ns_per_page=%.1f\n", n, med[PH_PAGE_OUT] + 8 * med[PH_PAGE_IN]);
+    printf("w1 n=%zu phase=page_cycle ns_per_page=%.1f\n", n,
+           med[PH_PAGE_OUT] + 8 * med[PH_PAGE_IN]);
     printf("w1 n=%zu bytes_per_bp=%.1f\n", n, bytes);
     fflush(stdout);
 }

@@ -53,7 +53,8 @@ static inline guint mix64(uint64_t x)
 static guint claim_hash(gconstpointer p)
 {
     const bpm_claim *c = p;
-    return mix64(c->ctx.va ^ (c->ctx.root * 0x9e3779b97f4a7c15ull) ^ (c->key * 0xc2b2ae3d27d4eb4full));
+    return mix64(c->ctx.va ^ (c->ctx.root * 0x9e3779b97f4a7c15ull) ^
+                 (c->key * 0xc2b2ae3d27d4eb4full));
 }
 
 static gboolean claim_equal(gconstpointer a, gconstpointer b)
@@ -75,7 +76,10 @@ static gboolean pending_equal(gconstpointer a, gconstpointer b)
 }
 
 /* bpm_page and bpm_global both start with their 64-bit id. */
-static guint id_hash(gconstpointer p) { return mix64(*(const uint64_t *)p); }
+static guint id_hash(gconstpointer p)
+{
+    return mix64(*(const uint64_t *)p);
+}
 
 static gboolean id_equal(gconstpointer a, gconstpointer b)
 {
@@ -123,7 +127,8 @@ bpm_view *bpm_view_lookup(const vmt_bpm *bpm, vmt_view view)
 
 vmt_breakpoint bpm_claim_breakpoint(const bpm_claim *c)
 {
-    vmt_breakpoint bp = {.ctx = c->ctx, .view = c->view, .global = c->global, .key = c->key, .tag = c->tag};
+    vmt_breakpoint bp = {
+        .ctx = c->ctx, .view = c->view, .global = c->global, .key = c->key, .tag = c->tag};
     return bp;
 }
 
@@ -193,7 +198,8 @@ static void views_gc(vmt_bpm *bpm)
  * neither pending nor armed yet: the caller makes it one or the other, or
  * releases it. For a global claim, ctx must already be canonical. head is
  * the chain's head for (key, ctx) as claim_find found it (NULL: none). */
-static bpm_claim *claim_new(vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx ctx, bpm_claim *head)
+static bpm_claim *claim_new(vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx ctx,
+                            bpm_claim *head)
 {
     bpm_claim *c = g_new0(bpm_claim, 1);
     c->key = bp->key;
@@ -485,7 +491,10 @@ static vmt_status arm(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c, vmt_gfn gfn)
     return monitored ? VMT_OK : st;
 }
 
-static bool tolerated(vmt_status st) { return st == VMT_OK || st == VMT_E_VIEW_NOT_FOUND; }
+static bool tolerated(vmt_status st)
+{
+    return st == VMT_OK || st == VMT_E_VIEW_NOT_FOUND;
+}
 
 /* Disarms claim c from page: the trap if it is the last claim at that
  * (view, pa), the monitor if it is the last on the page; remove before
@@ -560,7 +569,8 @@ static vmt_addr_ctx resolve_ctx(const vmt_bpm *bpm, const vmt_breakpoint *bp)
 /* Conflict: a claim of the other kind (global vs. not) for the same
  * (view, key) at bp's own ctx or at the canonical root of its (view, va).
  * c is the claim found at the ctx bp resolves to (one of the two). */
-static bool conflicts(const vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx resolved, const bpm_claim *c)
+static bool conflicts(const vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx resolved,
+                      const bpm_claim *c)
 {
     if (c && c->global != bp->global)
         return true;
@@ -615,8 +625,8 @@ static bool event_address(const vmt_bpm *bpm, const vmt_event *ev, vmt_view *vie
 vmt_status vmt_bpm_new(vmt_tap_controller controller, vmt_bpm **out)
 {
     const vmt_tap_controller_ops *o = controller.ops;
-    if (!out || !o || !o->check_event || !o->insert_breakpoint || !o->remove_breakpoint || !o->monitor ||
-        !o->unmonitor) {
+    if (!out || !o || !o->check_event || !o->insert_breakpoint || !o->remove_breakpoint ||
+        !o->monitor || !o->unmonitor) {
         if (o && o->destroy)
             o->destroy(controller.self);
         return VMT_E_INVALID;
@@ -691,8 +701,9 @@ static void insert_pending(vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx 
         *inserted = ins;
 }
 
-static vmt_status insert_active(vmt_bpm *bpm, vmt_core *vmi, const vmt_breakpoint *bp, vmt_addr_ctx ctx,
-                                bpm_claim *c, bpm_claim *head, vmt_gfn gfn, bool *inserted)
+static vmt_status insert_active(vmt_bpm *bpm, vmt_core *vmi, const vmt_breakpoint *bp,
+                                vmt_addr_ctx ctx, bpm_claim *c, bpm_claim *head, vmt_gfn gfn,
+                                bool *inserted)
 {
     if (c && claim_armed_at(c, gfn)) {
         if (inserted)
@@ -879,7 +890,8 @@ vmt_status vmt_bpm_clear(vmt_bpm *bpm, vmt_core *vmi)
     return st;
 }
 
-bool vmt_bpm_get_by_event(const vmt_bpm *bpm, const vmt_event *ev, uint64_t key, vmt_breakpoint *out)
+bool vmt_bpm_get_by_event(const vmt_bpm *bpm, const vmt_event *ev, uint64_t key,
+                          vmt_breakpoint *out)
 {
     vmt_view view;
     vmt_gfn gfn;
@@ -994,7 +1006,8 @@ static vmt_status page_in(vmt_bpm *bpm, vmt_core *vmi, vmt_view view, vmt_addr_c
     return st;
 }
 
-vmt_status vmt_bpm_handle_ptm_event(vmt_bpm *bpm, vmt_core *vmi, const vmt_ptm_event *ev, bool *updated)
+vmt_status vmt_bpm_handle_ptm_event(vmt_bpm *bpm, vmt_core *vmi, const vmt_ptm_event *ev,
+                                    bool *updated)
 {
     return vmt_bpm_handle_ptm_events(bpm, vmi, ev, 1, updated);
 }
@@ -1031,4 +1044,7 @@ void vmt_bpm_stats_get(const vmt_bpm *bpm, vmt_bpm_stats *out)
     out->global = g_hash_table_size(bpm->globals);
 }
 
-const vmt_tap_controller *vmt_bpm_controller(const vmt_bpm *bpm) { return bpm ? &bpm->ctl : NULL; }
+const vmt_tap_controller *vmt_bpm_controller(const vmt_bpm *bpm)
+{
+    return bpm ? &bpm->ctl : NULL;
+}

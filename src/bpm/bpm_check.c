@@ -81,7 +81,8 @@ static bool check_page(const vmt_bpm *bpm, const bpm_page *page)
         for (uint32_t j = 0; j < page->n_claims; j++)
             n += bpm_va_off(page->claims[j]->ctx.va) == page->offs[i].off;
         if (n == 0 || n != page->offs[i].count)
-            FAIL("offset count of 0x%x is %u, %u claims there", page->offs[i].off, page->offs[i].count, n);
+            FAIL("offset count of 0x%x is %u, %u claims there", page->offs[i].off,
+                 page->offs[i].count, n);
         for (unsigned j = 0; j < i; j++)
             if (page->offs[j].off == page->offs[i].off)
                 FAIL("offset listed twice");
@@ -158,7 +159,8 @@ static bool check_all(const vmt_bpm *bpm)
             bpm_global *g = k;
             guint n = GPOINTER_TO_UINT(g_hash_table_lookup(t.global_counts, g));
             if (g->count == 0 || g->count != n) {
-                vmt_log(VMT_LOG_ERROR, "bpm_check: global record counts %u claims, found %u", g->count, n);
+                vmt_log(VMT_LOG_ERROR, "bpm_check: global record counts %u claims, found %u",
+                        g->count, n);
                 ok = false;
             }
         }
@@ -167,8 +169,8 @@ static bool check_all(const vmt_bpm *bpm)
     if (!ok)
         return false;
     if (t.arms != bpm->n_arms || t.pending != bpm->n_pending)
-        FAIL("totals: %zu arms (counted %zu), %zu pending (counted %zu)", t.arms, bpm->n_arms, t.pending,
-             bpm->n_pending);
+        FAIL("totals: %zu arms (counted %zu), %zu pending (counted %zu)", t.arms, bpm->n_arms,
+             t.pending, bpm->n_pending);
     size_t page_arms = 0;
     g_hash_table_iter_init(&it, bpm->pages);
     while (g_hash_table_iter_next(&it, &k, &v)) {

@@ -24,7 +24,8 @@ static uint64_t splitmix(uint64_t *s)
 
 static int run(harness_mode mode, uint64_t seed, uint64_t nops)
 {
-    const char *name = mode == HARNESS_RECORDING ? "recording controller" : "breakpoint controller on mock";
+    const char *name =
+        mode == HARNESS_RECORDING ? "recording controller" : "breakpoint controller on mock";
     harness *h = harness_new(mode);
     uint64_t s = seed;
     const char *err = NULL;
@@ -40,12 +41,14 @@ static int run(harness_mode mode, uint64_t seed, uint64_t nops)
     if (!err)
         err = harness_finish(h);
     if (err) {
-        fprintf(stderr, "FAIL (%s): seed %" PRIu64 ", operation %" PRIu64 ": %s\n", name, seed, i, err);
+        fprintf(stderr, "FAIL (%s): seed %" PRIu64 ", operation %" PRIu64 ": %s\n", name, seed, i,
+                err);
         harness_free(h);
         return 1;
     }
-    printf("%s: %" PRIu64 " operations, %" PRIu64 " with an injected fault, all agreed with the model\n", name,
-           harness_ops(h), harness_faults(h));
+    printf("%s: %" PRIu64 " operations, %" PRIu64
+           " with an injected fault, all agreed with the model\n",
+           name, harness_ops(h), harness_faults(h));
     harness_free(h);
     return 0;
 }

@@ -57,7 +57,10 @@ struct harness {
     char err[4096];
 };
 
-static uint8_t pattern(vmt_gfn gfn, unsigned off) { return (uint8_t)(gfn * 13 + off * 5 + 3); }
+static uint8_t pattern(vmt_gfn gfn, unsigned off)
+{
+    return (uint8_t)(gfn * 13 + off * 5 + 3);
+}
 
 /* ---- the reference model ---- */
 
@@ -89,8 +92,13 @@ static mclaim *m_new(harness *h, const vmt_breakpoint *bp, vmt_pa root)
     for (int i = 0; i < MAXC; i++) {
         mclaim *c = &h->c[i];
         if (!c->used) {
-            *c = (mclaim){.used = true, .view = bp->view, .key = bp->key, .va = bp->ctx.va, .root = root,
-                          .global = bp->global, .tag = bp->tag};
+            *c = (mclaim){.used = true,
+                          .view = bp->view,
+                          .key = bp->key,
+                          .va = bp->ctx.va,
+                          .root = root,
+                          .global = bp->global,
+                          .tag = bp->tag};
             return c;
         }
     }
@@ -154,7 +162,8 @@ static bool m_remove(harness *h, const vmt_breakpoint *bp)
 }
 
 /* frame < 0: armed anywhere. */
-static mclaim *m_claim_at(harness *h, vmt_view view, uint64_t key, vmt_va va, vmt_pa root, int frame)
+static mclaim *m_claim_at(harness *h, vmt_view view, uint64_t key, vmt_va va, vmt_pa root,
+                          int frame)
 {
     unsigned want = frame < 0 ? ~0u : 1u << frame;
     mclaim *c = m_find(h, view, key, va, root);
@@ -177,7 +186,8 @@ static bool m_page_armed(harness *h, vmt_view view, int frame)
     return false;
 }
 
-static vmt_removal m_remove_by_event(harness *h, vmt_view view, int frame, vmt_va va, vmt_pa root, uint64_t key)
+static vmt_removal m_remove_by_event(harness *h, vmt_view view, int frame, vmt_va va, vmt_pa root,
+                                     uint64_t key)
 {
     mclaim *t = m_claim_at(h, view, key, va, root, frame);
     if (!t)
@@ -185,7 +195,8 @@ static vmt_removal m_remove_by_event(harness *h, vmt_view view, int frame, vmt_v
     for (vmt_view v = 0; v < NV; v++) {
         if (v == view)
             continue;
-        mclaim *c = t->global ? m_claim_at(h, v, key, t->va, t->root, -1) : m_find(h, v, key, t->va, t->root);
+        mclaim *c = t->global ? m_claim_at(h, v, key, t->va, t->root, -1)
+                              : m_find(h, v, key, t->va, t->root);
         if (c && c->global == t->global && c->arms)
             c->used = false;
     }
@@ -302,7 +313,10 @@ static void model_fp(harness *h, fp *f)
         mclaim *c = &h->c[i];
         if (!c->used)
             continue;
-        vmt_breakpoint bp = {.ctx = vmt_ctx(c->va, c->root), .view = c->view, .global = c->global, .key = c->key,
+        vmt_breakpoint bp = {.ctx = vmt_ctx(c->va, c->root),
+                             .view = c->view,
+                             .global = c->global,
+                             .key = c->key,
                              .tag = c->tag};
         for (int fr = 0; fr < NF; fr++)
             if (c->arms & (1u << fr))
@@ -404,12 +418,14 @@ static const char *check_guest(harness *h)
                 vmt_mock_peek(h->mock, pa, &own, 1);
                 uint8_t want = m.at[v][fr][o] ? 0xCC : pattern(gfn, offs[o]);
                 if (b != want || own != pattern(gfn, offs[o]))
-                    return fail(h, "view %d pa 0x%llx: guest sees 0x%02x, want 0x%02x (own frame 0x%02x)", v,
-                                (unsigned long long)pa, b, want, own);
+                    return fail(
+                        h, "view %d pa 0x%llx: guest sees 0x%02x, want 0x%02x (own frame 0x%02x)",
+                        v, (unsigned long long)pa, b, want, own);
             }
         }
     if (vmt_mock_allocated_gfns(h->mock) != pages)
-        return fail(h, "%zu shadow frames for %zu armed pages", vmt_mock_allocated_gfns(h->mock), pages);
+        return fail(h, "%zu shadow frames for %zu armed pages", vmt_mock_allocated_gfns(h->mock),
+                    pages);
     return NULL;
 }
 
@@ -446,8 +462,8 @@ static const char *compare_state(harness *h)
     vmt_bpm_stats_get(h->bpm, &s);
     model_stats(h, &ms);
     if (memcmp(&s, &ms, sizeof s) != 0)
-        return fail(h, "stats differ: bpm %zu/%zu/%zu/%zu, model %zu/%zu/%zu/%zu", s.active, s.pending, s.pages,
-                    s.global, ms.active, ms.pending, ms.pages, ms.global);
+        return fail(h, "stats differ: bpm %zu/%zu/%zu/%zu, model %zu/%zu/%zu/%zu", s.active,
+                    s.pending, s.pages, s.global, ms.active, ms.pending, ms.pages, ms.global);
     return check_consistent(h);
 }
 
@@ -494,14 +510,30 @@ void harness_free(harness *h)
     g_free(h);
 }
 
-uint64_t harness_ops(const harness *h) { return h->ops; }
-uint64_t harness_faults(const harness *h) { return h->faults; }
+uint64_t harness_ops(const harness *h)
+{
+    return h->ops;
+}
+uint64_t harness_faults(const harness *h)
+{
+    return h->faults;
+}
 
 /* ---- operations ---- */
 
 typedef enum {
-    OP_INSERT_HINT, OP_INSERT, OP_REMOVE, OP_REMOVE_HINT, OP_PAGE_OUT, OP_PAGE_IN, OP_REMOVE_BY_EVENT,
-    OP_REMOVE_BY_VIEW, OP_CLEAR, OP_MAP, OP_FAULT, OP_QUERY
+    OP_INSERT_HINT,
+    OP_INSERT,
+    OP_REMOVE,
+    OP_REMOVE_HINT,
+    OP_PAGE_OUT,
+    OP_PAGE_IN,
+    OP_REMOVE_BY_EVENT,
+    OP_REMOVE_BY_VIEW,
+    OP_CLEAR,
+    OP_MAP,
+    OP_FAULT,
+    OP_QUERY
 } op_kind;
 
 typedef struct op {
@@ -524,15 +556,45 @@ typedef struct input {
     size_t n, i;
 } input;
 
-static uint8_t rd(input *in) { return in->i < in->n ? in->p[in->i++] : (in->i++, 0); }
+static uint8_t rd(input *in)
+{
+    return in->i < in->n ? in->p[in->i++] : (in->i++, 0);
+}
 
 static op_kind decode_kind(uint8_t b)
 {
     static const op_kind table[32] = {
-        OP_INSERT_HINT, OP_INSERT_HINT, OP_INSERT_HINT, OP_INSERT_HINT, OP_INSERT_HINT, OP_INSERT_HINT,
-        OP_INSERT_HINT, OP_INSERT, OP_INSERT, OP_REMOVE, OP_REMOVE, OP_REMOVE_HINT, OP_PAGE_OUT, OP_PAGE_OUT,
-        OP_PAGE_OUT, OP_PAGE_IN, OP_PAGE_IN, OP_PAGE_IN, OP_PAGE_IN, OP_REMOVE_BY_EVENT, OP_REMOVE_BY_EVENT,
-        OP_REMOVE_BY_VIEW, OP_CLEAR, OP_MAP, OP_MAP, OP_MAP, OP_FAULT, OP_FAULT, OP_QUERY, OP_QUERY, OP_QUERY,
+        OP_INSERT_HINT,
+        OP_INSERT_HINT,
+        OP_INSERT_HINT,
+        OP_INSERT_HINT,
+        OP_INSERT_HINT,
+        OP_INSERT_HINT,
+        OP_INSERT_HINT,
+        OP_INSERT,
+        OP_INSERT,
+        OP_REMOVE,
+        OP_REMOVE,
+        OP_REMOVE_HINT,
+        OP_PAGE_OUT,
+        OP_PAGE_OUT,
+        OP_PAGE_OUT,
+        OP_PAGE_IN,
+        OP_PAGE_IN,
+        OP_PAGE_IN,
+        OP_PAGE_IN,
+        OP_REMOVE_BY_EVENT,
+        OP_REMOVE_BY_EVENT,
+        OP_REMOVE_BY_VIEW,
+        OP_CLEAR,
+        OP_MAP,
+        OP_MAP,
+        OP_MAP,
+        OP_FAULT,
+        OP_FAULT,
+        OP_QUERY,
+        OP_QUERY,
+        OP_QUERY,
         OP_INSERT_HINT,
     };
     return table[b % 32];
@@ -548,11 +610,17 @@ static void decode(harness *h, input *in, op *o)
     o->va = vas[b % NVA];
     o->root = h->roots[(b / NVA) % NR];
     o->frame = c % 5 == 4 ? -1 : c % 5;
-    o->bp = (vmt_breakpoint){.ctx = vmt_ctx(o->va, o->root), .view = o->view, .global = (a / (NV * NK)) % 3 == 0,
-                             .key = o->key, .tag = c / 5};
+    o->bp = (vmt_breakpoint){.ctx = vmt_ctx(o->va, o->root),
+                             .view = o->view,
+                             .global = (a / (NV * NK)) % 3 == 0,
+                             .key = o->key,
+                             .tag = c / 5};
 }
 
-static vmt_pa frame_pa(int frame, vmt_va va) { return vmt_pa_in_gfn(GFN0 + (unsigned)frame, va); }
+static vmt_pa frame_pa(int frame, vmt_va va)
+{
+    return vmt_pa_in_gfn(GFN0 + (unsigned)frame, va);
+}
 
 /* Translation in the model: read back what OP_MAP wrote (the mock's tables
  * are the page tables; the model asks them through a separate walk). */
@@ -583,24 +651,34 @@ static vmt_status bpm_do(harness *h, const op *o, op_result *r)
     vmt_pa pa = o->frame >= 0 ? frame_pa(o->frame, o->va) : 0;
     const vmt_pa *hint = o->frame >= 0 ? &pa : NULL;
     switch (o->kind) {
-    case OP_INSERT_HINT: return vmt_bpm_insert_with_hint(h->bpm, h->core, &o->bp, hint, &r->flag);
-    case OP_INSERT: return vmt_bpm_insert(h->bpm, h->core, &o->bp, &r->flag);
-    case OP_REMOVE: return vmt_bpm_remove(h->bpm, h->core, &o->bp, &r->flag);
-    case OP_REMOVE_HINT: return vmt_bpm_remove_with_hint(h->bpm, h->core, &o->bp, hint, &r->flag);
+    case OP_INSERT_HINT:
+        return vmt_bpm_insert_with_hint(h->bpm, h->core, &o->bp, hint, &r->flag);
+    case OP_INSERT:
+        return vmt_bpm_insert(h->bpm, h->core, &o->bp, &r->flag);
+    case OP_REMOVE:
+        return vmt_bpm_remove(h->bpm, h->core, &o->bp, &r->flag);
+    case OP_REMOVE_HINT:
+        return vmt_bpm_remove_with_hint(h->bpm, h->core, &o->bp, hint, &r->flag);
     case OP_PAGE_OUT:
     case OP_PAGE_IN: {
         int fr = o->frame < 0 ? 0 : o->frame;
-        vmt_ptm_event ev = {.kind = o->kind == OP_PAGE_IN ? VMT_PTM_PAGE_IN : VMT_PTM_PAGE_OUT, .view = o->view,
-                            .ctx = vmt_ctx(o->va, o->root), .pa = frame_pa(fr, o->va), .tag = 1};
+        vmt_ptm_event ev = {.kind = o->kind == OP_PAGE_IN ? VMT_PTM_PAGE_IN : VMT_PTM_PAGE_OUT,
+                            .view = o->view,
+                            .ctx = vmt_ctx(o->va, o->root),
+                            .pa = frame_pa(fr, o->va),
+                            .tag = 1};
         return vmt_bpm_handle_ptm_event(h->bpm, h->core, &ev, &r->flag);
     }
     case OP_REMOVE_BY_EVENT: {
         vmt_event ev = sw_event(o->view, o->frame < 0 ? 0 : o->frame, o->va, o->root);
         return vmt_bpm_remove_by_event(h->bpm, h->core, &ev, o->key, &r->removal);
     }
-    case OP_REMOVE_BY_VIEW: return vmt_bpm_remove_by_view(h->bpm, h->core, o->view, &r->flag);
-    case OP_CLEAR: return vmt_bpm_clear(h->bpm, h->core);
-    default: return VMT_E_INVALID;
+    case OP_REMOVE_BY_VIEW:
+        return vmt_bpm_remove_by_view(h->bpm, h->core, o->view, &r->flag);
+    case OP_CLEAR:
+        return vmt_bpm_clear(h->bpm, h->core);
+    default:
+        return VMT_E_INVALID;
     }
 }
 
@@ -608,7 +686,8 @@ static vmt_status model_do(harness *h, const op *o, op_result *r)
 {
     int fr = o->frame < 0 ? 0 : o->frame;
     switch (o->kind) {
-    case OP_INSERT_HINT: return m_insert(h, &o->bp, o->frame, &r->flag);
+    case OP_INSERT_HINT:
+        return m_insert(h, &o->bp, o->frame, &r->flag);
     case OP_INSERT: {
         vmt_status st;
         int f = m_translate(h, o->bp.ctx, &st);
@@ -617,13 +696,26 @@ static vmt_status model_do(harness *h, const op *o, op_result *r)
         return m_insert(h, &o->bp, f, &r->flag);
     }
     case OP_REMOVE:
-    case OP_REMOVE_HINT: r->flag = m_remove(h, &o->bp); return VMT_OK;
-    case OP_PAGE_OUT: r->flag = m_page_out(h, o->view, fr); return VMT_OK;
-    case OP_PAGE_IN: r->flag = m_page_in(h, o->view, o->va, o->root, fr); return VMT_OK;
-    case OP_REMOVE_BY_EVENT: r->removal = m_remove_by_event(h, o->view, fr, o->va, o->root, o->key); return VMT_OK;
-    case OP_REMOVE_BY_VIEW: r->flag = m_remove_by_view(h, o->view); return VMT_OK;
-    case OP_CLEAR: memset(h->c, 0, sizeof h->c); return VMT_OK;
-    default: return VMT_E_INVALID;
+    case OP_REMOVE_HINT:
+        r->flag = m_remove(h, &o->bp);
+        return VMT_OK;
+    case OP_PAGE_OUT:
+        r->flag = m_page_out(h, o->view, fr);
+        return VMT_OK;
+    case OP_PAGE_IN:
+        r->flag = m_page_in(h, o->view, o->va, o->root, fr);
+        return VMT_OK;
+    case OP_REMOVE_BY_EVENT:
+        r->removal = m_remove_by_event(h, o->view, fr, o->va, o->root, o->key);
+        return VMT_OK;
+    case OP_REMOVE_BY_VIEW:
+        r->flag = m_remove_by_view(h, o->view);
+        return VMT_OK;
+    case OP_CLEAR:
+        memset(h->c, 0, sizeof h->c);
+        return VMT_OK;
+    default:
+        return VMT_E_INVALID;
     }
 }
 
@@ -633,7 +725,8 @@ static void do_map(harness *h, const op *o)
     if (o->frame < 0)
         vmt_mock_unmap(h->mock, o->root, page, 1); /* VMT_E_TRANSLATION if never mapped: fine */
     else
-        vmt_mock_map(h->mock, o->root, page, vmt_pa_from_gfn(GFN0 + (unsigned)o->frame), VMT_MOCK_4K, 0);
+        vmt_mock_map(h->mock, o->root, page, vmt_pa_from_gfn(GFN0 + (unsigned)o->frame),
+                     VMT_MOCK_4K, 0);
 }
 
 static const char *do_query(harness *h, const op *o)
@@ -645,8 +738,8 @@ static const char *do_query(harness *h, const op *o)
     mclaim *m = m_claim_at(h, o->view, o->key, o->va, o->root, fr);
     if (b != (m != NULL) || vmt_bpm_contains_by_event(h->bpm, &ev, o->key) != b)
         return fail(h, "get_by_event: bpm %d, model %d", b, m != NULL);
-    if (b && (got.view != m->view || got.key != m->key || got.ctx.va != m->va || got.ctx.root != m->root ||
-              got.global != m->global || got.tag != m->tag))
+    if (b && (got.view != m->view || got.key != m->key || got.ctx.va != m->va ||
+              got.ctx.root != m->root || got.global != m->global || got.tag != m->tag))
         return fail(h, "get_by_event returned another breakpoint");
     bool ca = vmt_bpm_contains_by_address(h->bpm, vmt_ctx(o->va, o->root), o->key);
     if (ca != m_contains_by_address(h, o->va, o->root, o->key))
@@ -681,8 +774,18 @@ static bool disarm_fault(harness *h, uint64_t injected_before)
 
 static const char *op_name(op_kind k)
 {
-    static const char *names[] = {"insert_with_hint", "insert", "remove", "remove_with_hint", "page_out", "page_in",
-                                  "remove_by_event", "remove_by_view", "clear", "map", "fault", "query"};
+    static const char *names[] = {"insert_with_hint",
+                                  "insert",
+                                  "remove",
+                                  "remove_with_hint",
+                                  "page_out",
+                                  "page_in",
+                                  "remove_by_event",
+                                  "remove_by_view",
+                                  "clear",
+                                  "map",
+                                  "fault",
+                                  "query"};
     return names[k];
 }
 
@@ -698,17 +801,23 @@ const char *harness_step(harness *h, const uint8_t *data, size_t len, size_t *us
     if (h->trace)
         fprintf(stderr, "%llu: %s view %u key %llu va %llx root %llx%s frame %d tag %lu%s\n",
                 (unsigned long long)h->ops, op_name(o.kind), o.view, (unsigned long long)o.key,
-                (unsigned long long)o.va, (unsigned long long)o.root, o.bp.global ? " global" : "", o.frame,
-                (unsigned long)o.bp.tag, h->fault_nth ? " (fault armed)" : "");
+                (unsigned long long)o.va, (unsigned long long)o.root, o.bp.global ? " global" : "",
+                o.frame, (unsigned long)o.bp.tag, h->fault_nth ? " (fault armed)" : "");
     switch (o.kind) {
-    case OP_MAP: do_map(h, &o); return NULL;
-    case OP_FAULT: h->fault_nth = 1 + (unsigned)(o.bp.tag % 6); return NULL;
-    case OP_QUERY: return do_query(h, &o);
+    case OP_MAP:
+        do_map(h, &o);
+        return NULL;
+    case OP_FAULT:
+        h->fault_nth = 1 + (unsigned)(o.bp.tag % 6);
+        return NULL;
+    case OP_QUERY:
+        return do_query(h, &o);
     case OP_CLEAR:
         if (o.bp.tag % 8) /* keep the state growing most of the time */
             return do_query(h, &o);
         break;
-    default: break;
+    default:
+        break;
     }
     if (h->trace) {
         fp a = {.text = g_string_new(NULL)};
@@ -730,20 +839,21 @@ const char *harness_step(harness *h, const uint8_t *data, size_t len, size_t *us
         if ((e = check_consistent(h)))
             return fail(h, "%s after a fault: %s", op_name(o.kind), e);
         if ((st = bpm_do(h, &o, &r)) != mst)
-            return fail(h, "%s retried after a fault: %s, model %s", op_name(o.kind), vmt_status_str(st),
-                        vmt_status_str(mst));
+            return fail(h, "%s retried after a fault: %s, model %s", op_name(o.kind),
+                        vmt_status_str(st), vmt_status_str(mst));
     } else {
         if (st != mst)
-            return fail(h, "%s: status %s, model %s", op_name(o.kind), vmt_status_str(st), vmt_status_str(mst));
+            return fail(h, "%s: status %s, model %s", op_name(o.kind), vmt_status_str(st),
+                        vmt_status_str(mst));
         if (o.kind == OP_REMOVE_BY_EVENT ? r.removal != mr.removal : r.flag != mr.flag)
             return fail(h, "%s: result %d, model %d", op_name(o.kind),
                         o.kind == OP_REMOVE_BY_EVENT ? (int)r.removal : r.flag,
                         o.kind == OP_REMOVE_BY_EVENT ? (int)mr.removal : mr.flag);
     }
     if ((e = compare_state(h)))
-        return fail(h, "after %s (view %u key %llu va %llx root %llx%s frame %d): %s", op_name(o.kind), o.view,
-                    (unsigned long long)o.key, (unsigned long long)o.va, (unsigned long long)o.root,
-                    o.bp.global ? " global" : "", o.frame, e);
+        return fail(h, "after %s (view %u key %llu va %llx root %llx%s frame %d): %s",
+                    op_name(o.kind), o.view, (unsigned long long)o.key, (unsigned long long)o.va,
+                    (unsigned long long)o.root, o.bp.global ? " global" : "", o.frame, e);
     return NULL;
 }
 

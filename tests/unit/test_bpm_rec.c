@@ -6,9 +6,15 @@
 
 #include "bpm/bpm_internal.h"
 
-static uint64_t vkey(vmt_view view, uint64_t addr) { return ((uint64_t)view << 52) ^ addr; }
+static uint64_t vkey(vmt_view view, uint64_t addr)
+{
+    return ((uint64_t)view << 52) ^ addr;
+}
 
-static gboolean has(GHashTable *t, uint64_t k) { return g_hash_table_contains(t, &k); }
+static gboolean has(GHashTable *t, uint64_t k)
+{
+    return g_hash_table_contains(t, &k);
+}
 
 static void put(GHashTable *t, uint64_t k)
 {
@@ -79,7 +85,8 @@ static vmt_status rc_remove(void *self, vmt_core *vmi, vmt_pa pa, vmt_view view)
     vmt_status st = enter(r, REC_REMOVE, view, pa);
     uint64_t k = vkey(view, pa);
     /* A dead view's traps are gone with it. */
-    if (st == VMT_E_VIEW_NOT_FOUND && g_hash_table_contains(r->dead_views, GUINT_TO_POINTER(view + 1u)))
+    if (st == VMT_E_VIEW_NOT_FOUND &&
+        g_hash_table_contains(r->dead_views, GUINT_TO_POINTER(view + 1u)))
         g_hash_table_remove(r->traps, &k);
     if (st != VMT_OK)
         return st;
@@ -107,7 +114,8 @@ static vmt_status rc_unmonitor(void *self, vmt_core *vmi, vmt_gfn gfn, vmt_view 
     (void)vmi;
     vmt_status st = enter(r, REC_UNMONITOR, view, gfn);
     uint64_t k = vkey(view, gfn);
-    if (st == VMT_E_VIEW_NOT_FOUND && g_hash_table_contains(r->dead_views, GUINT_TO_POINTER(view + 1u)))
+    if (st == VMT_E_VIEW_NOT_FOUND &&
+        g_hash_table_contains(r->dead_views, GUINT_TO_POINTER(view + 1u)))
         g_hash_table_remove(r->monitored, &k);
     if (st != VMT_OK)
         return st;
@@ -158,13 +166,25 @@ void rec_kill_view(rec_ctl *r, vmt_view view)
     g_hash_table_add(r->dead_views, GUINT_TO_POINTER(view + 1u));
 }
 
-void rec_clear_log(rec_ctl *r) { g_array_set_size(r->log, 0); }
+void rec_clear_log(rec_ctl *r)
+{
+    g_array_set_size(r->log, 0);
+}
 
-size_t rec_ntraps(const rec_ctl *r) { return g_hash_table_size(r->traps); }
+size_t rec_ntraps(const rec_ctl *r)
+{
+    return g_hash_table_size(r->traps);
+}
 
-size_t rec_nmonitored(const rec_ctl *r) { return g_hash_table_size(r->monitored); }
+size_t rec_nmonitored(const rec_ctl *r)
+{
+    return g_hash_table_size(r->monitored);
+}
 
-bool rec_has_trap(const rec_ctl *r, vmt_view view, vmt_pa pa) { return has(r->traps, vkey(view, pa)); }
+bool rec_has_trap(const rec_ctl *r, vmt_view view, vmt_pa pa)
+{
+    return has(r->traps, vkey(view, pa));
+}
 
 bool rec_is_monitored(const rec_ctl *r, vmt_view view, vmt_gfn gfn)
 {

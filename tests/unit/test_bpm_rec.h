@@ -21,12 +21,12 @@ typedef struct rec_call {
 } rec_call;
 
 typedef struct rec_ctl {
-    GArray *log;          /* of rec_call */
-    GHashTable *traps;    /* "view:pa" keys of inserted traps */
-    GHashTable *monitored;/* "view:gfn" keys */
+    GArray *log;           /* of rec_call */
+    GHashTable *traps;     /* "view:pa" keys of inserted traps */
+    GHashTable *monitored; /* "view:gfn" keys */
     unsigned violations;
-    unsigned calls;       /* controller calls so far (check_event excluded) */
-    unsigned fail_at;     /* fail the call with this number (1-based), 0 = never */
+    unsigned calls;   /* controller calls so far (check_event excluded) */
+    unsigned fail_at; /* fail the call with this number (1-based), 0 = never */
     vmt_status fail_status;
     GHashTable *dead_views;
     bool keep_log;
