@@ -166,6 +166,11 @@ void rec_kill_view(rec_ctl *r, vmt_view view)
     g_hash_table_add(r->dead_views, GUINT_TO_POINTER(view + 1u));
 }
 
+void rec_revive_view(rec_ctl *r, vmt_view view)
+{
+    g_hash_table_remove(r->dead_views, GUINT_TO_POINTER(view + 1u));
+}
+
 void rec_clear_log(rec_ctl *r)
 {
     g_array_set_size(r->log, 0);
@@ -209,9 +214,28 @@ typedef struct match_ctx {
     bool ok;
 } match_ctx;
 
+static bool dead(const rec_ctl *r, vmt_view view)
+{
+    return g_hash_table_contains(r->dead_views, GUINT_TO_POINTER(view + 1u));
+}
+
+/* Entries of a set of vkeys outside dead views. */
+static size_t live_count(const rec_ctl *r, GHashTable *set)
+{
+    size_t n = 0;
+    GHashTableIter it;
+    gpointer k, v;
+    g_hash_table_iter_init(&it, set);
+    while (g_hash_table_iter_next(&it, &k, &v))
+        n += !dead(r, (vmt_view)(*(uint64_t *)k >> 52));
+    return n;
+}
+
 static void match_arm(void *user, const vmt_breakpoint *bp, vmt_gfn gfn)
 {
     match_ctx *m = user;
+    if (dead(m->r, bp->view)) /* a destroyed view holds nothing */
+        return;
     uint64_t t = vkey(bp->view, vmt_pa_in_gfn(gfn, bp->ctx.va));
     uint64_t p = vkey(bp->view, gfn);
     if (!has(m->r->traps, t) || !has(m->r->monitored, p))
@@ -227,8 +251,8 @@ bool rec_matches_bpm(const rec_ctl *r, const vmt_bpm *bpm)
     match_ctx m = {r, g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL),
                    g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL), true};
     vmt_bpm_foreach_arm(bpm, match_arm, &m);
-    bool ok = m.ok && g_hash_table_size(m.traps) == g_hash_table_size(r->traps) &&
-              g_hash_table_size(m.pages) == g_hash_table_size(r->monitored);
+    bool ok = m.ok && g_hash_table_size(m.traps) == live_count(r, r->traps) &&
+              g_hash_table_size(m.pages) == live_count(r, r->monitored);
     g_hash_table_destroy(m.traps);
     g_hash_table_destroy(m.pages);
     return ok;
