@@ -320,9 +320,10 @@ static void claim_add_arm(bpm_claim *c, bpm_page *page, uint32_t idx)
     c->n_arms++;
 }
 
+/* Newest first: claim_destroy takes arms off the end. */
 static bpm_arm *claim_find_arm(bpm_claim *c, const bpm_page *page)
 {
-    for (unsigned i = 0; i < c->n_arms; i++)
+    for (unsigned i = c->n_arms; i-- > 0;)
         if (bpm_claim_arm(c, i)->page == page)
             return bpm_claim_arm(c, i);
     return NULL;
@@ -615,6 +616,8 @@ static bool event_address(const vmt_bpm *bpm, const vmt_event *ev, vmt_view *vie
 {
     if (!bpm || !ev || !bpm->ctl.ops->check_event(bpm->ctl.self, ev, view, gfn))
         return false;
+    if (*gfn >= BPM_PA_LIMIT >> VMT_PAGE_SHIFT)
+        return false; /* no frame of ours */
     *va = ev->regs.rip;
     *root = vmt_regs_translation_root(&ev->regs, *va);
     return true;
@@ -710,7 +713,7 @@ static vmt_status insert_active(vmt_bpm *bpm, vmt_core *vmi, const vmt_breakpoin
             *inserted = false;
         return VMT_OK;
     }
-    if (c && c->n_arms == UINT16_MAX)
+    if (c && c->n_arms == BPM_MAX_ARMS)
         return VMT_E_NOMEM;
     bool fresh = !c;
     if (fresh)
@@ -731,7 +734,7 @@ static vmt_status insert_active(vmt_bpm *bpm, vmt_core *vmi, const vmt_breakpoin
 vmt_status vmt_bpm_insert_with_hint(vmt_bpm *bpm, vmt_core *vmi, const vmt_breakpoint *bp,
                                     const vmt_pa *pa, bool *inserted)
 {
-    if (!bp_valid(bpm, vmi, bp))
+    if (!bp_valid(bpm, vmi, bp) || (pa && *pa >= BPM_PA_LIMIT))
         return VMT_E_INVALID;
     vmt_addr_ctx ctx = resolve_ctx(bpm, bp);
     bpm_claim *head;
@@ -991,7 +994,7 @@ static vmt_status page_in(vmt_bpm *bpm, vmt_core *vmi, vmt_view view, vmt_addr_c
     for (size_t i = 0; i < total && st == VMT_OK; i++) {
         bpm_claim *c = i < n ? todo[i] : g_ptr_array_index(more, i - n);
         if (!claim_armed_at(c, gfn)) {
-            if (c->n_arms == UINT16_MAX)
+            if (c->n_arms == BPM_MAX_ARMS)
                 st = VMT_E_NOMEM;
             else
                 st = arm(bpm, vmi, c, gfn);
@@ -1018,7 +1021,8 @@ vmt_status vmt_bpm_handle_ptm_events(vmt_bpm *bpm, vmt_core *vmi, const vmt_ptm_
     if (!bpm || !vmi || (!ev && n))
         return VMT_E_INVALID;
     for (size_t i = 0; i < n; i++)
-        if (ev[i].kind != VMT_PTM_PAGE_IN && ev[i].kind != VMT_PTM_PAGE_OUT)
+        if ((ev[i].kind != VMT_PTM_PAGE_IN && ev[i].kind != VMT_PTM_PAGE_OUT) ||
+            ev[i].pa >= BPM_PA_LIMIT)
             return VMT_E_INVALID;
     bool upd = false;
     vmt_status st = VMT_OK;

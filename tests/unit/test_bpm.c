@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "bpm/bpm_impl.h"
 #include "bpm/bpm_internal.h"
 #include "test_bpm_rec.h"
 #include "vmitap/mock.h"
@@ -490,10 +491,35 @@ static void test_invalid_arguments(void **state)
     assert_int_equal(vmt_bpm_handle_ptm_event(f->bpm, f->core, NULL, NULL), VMT_E_INVALID);
     vmt_ptm_event bad = {.kind = 7};
     assert_int_equal(vmt_bpm_handle_ptm_event(f->bpm, f->core, &bad, NULL), VMT_E_INVALID);
+    bad = (vmt_ptm_event){.kind = VMT_PTM_PAGE_IN, .pa = 1ull << 52};
+    assert_int_equal(vmt_bpm_handle_ptm_event(f->bpm, f->core, &bad, NULL), VMT_E_INVALID);
+    vmt_pa huge = 1ull << 52;
+    vmt_breakpoint ok = bpx(VA, ROOT_A, 0, false, 0, 0);
+    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &ok, &huge, &b), VMT_E_INVALID);
     assert_int_equal(vmt_bpm_clear(NULL, f->core), VMT_E_INVALID);
     assert_int_equal(vmt_bpm_check(NULL), VMT_E_INVALID);
     assert_false(vmt_bpm_contains_by_event(f->bpm, NULL, 0));
     expect_log(f, "");
+    expect_stats(f, 0, 0, 0, 0);
+}
+
+/* One claim armed on as many frames as it can take. */
+static void test_arm_limit(void **state)
+{
+    fixture *f = *state;
+    vmt_breakpoint bp = bpx(VA + 8, ROOT_A, 0, false, 0, 0);
+    f->rec->keep_log = false;
+    bool inserted = false;
+    vmt_pa pa = 0;
+    for (unsigned i = 0; i < BPM_MAX_ARMS; i++) {
+        pa = vmt_pa_in_gfn(0x100000 + i, VA + 8);
+        assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &bp, &pa, &inserted), VMT_OK);
+    }
+    pa += VMT_PAGE_SIZE;
+    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &bp, &pa, &inserted), VMT_E_NOMEM);
+    expect_stats(f, BPM_MAX_ARMS, 0, BPM_MAX_ARMS, 0);
+    assert_int_equal(vmt_bpm_check(f->bpm), VMT_OK);
+    assert_true(rem(f, bp));
     expect_stats(f, 0, 0, 0, 0);
 }
 
@@ -564,6 +590,7 @@ int main(void)
         T(test_view_not_found_tolerated),
         T(test_monitor_failure_rolls_back),
         T(test_double_faults),
+        T(test_arm_limit),
         T(test_invalid_arguments),
         T(test_insert_translates),
         cmocka_unit_test(test_new_takes_controller),
