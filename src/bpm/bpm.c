@@ -30,6 +30,10 @@
  *   view where it is armed; nothing if the event hits no claim of the key.
  * - contains_by_address: an armed claim of (key, ctx) in any view, or a
  *   global one of (key, va) filed under another root.
+ * - insert_with_hint arms at the frame of *pa, at va's offset in the page
+ *   (the offset bits of *pa are not used); physical addresses must be
+ *   below 2^52 (VMT_E_INVALID otherwise).
+ * - A claim is armed on at most BPM_MAX_ARMS frames (VMT_E_NOMEM beyond).
  * - A driver that cannot tell the view (has_view false) is taken to run
  *   the default view (the built-in controllers' check_event). */
 #include <string.h>
@@ -370,6 +374,15 @@ static bpm_page *page_new(vmt_bpm *bpm, bpm_view *vs, vmt_gfn gfn, bool monitore
     return page;
 }
 
+/* Memory only. */
+static void page_release(bpm_page *page)
+{
+    g_free(page->claims);
+    g_free(page->offs);
+    g_free(page);
+}
+
+/* Unlinks an empty page from its view and the page index, and frees it. */
 static void page_free(vmt_bpm *bpm, bpm_page *page)
 {
     bpm_view *vs = view_find(bpm, bpm_page_view(page));
@@ -384,9 +397,7 @@ static void page_free(vmt_bpm *bpm, bpm_page *page)
     g_hash_table_remove(bpm->pages, page);
     if (bpm->last_page == page)
         bpm->last_page = NULL;
-    g_free(page->claims);
-    g_free(page->offs);
-    g_free(page);
+    page_release(page);
 }
 
 /* Records claim c as armed on page (index change only). */
@@ -654,14 +665,6 @@ static void free_claim_chain(gpointer p)
     }
 }
 
-static void free_page(gpointer p)
-{
-    bpm_page *page = p;
-    g_free(page->claims);
-    g_free(page->offs);
-    g_free(page);
-}
-
 void vmt_bpm_free(vmt_bpm *bpm)
 {
     if (!bpm)
@@ -674,7 +677,7 @@ void vmt_bpm_free(vmt_bpm *bpm)
     g_hash_table_destroy(bpm->claims);
     g_hash_table_iter_init(&it, bpm->pages);
     while (g_hash_table_iter_next(&it, &k, &v))
-        free_page(k);
+        page_release(k);
     g_hash_table_destroy(bpm->pages);
     g_hash_table_destroy(bpm->views);
     g_hash_table_iter_init(&it, bpm->globals);
