@@ -89,7 +89,15 @@ static void wr64(vm *v, vmt_pa pa, uint64_t x) { assert_int_equal(vmt_core_write
 static vmt_status cont(void *user, const vmt_event *ev, vmt_response *resp)
 {
     (void)user;
-    (void)ev;
+    if (getenv("VMT_TEST_DEBUG"))
+    {
+        uint64_t d[4] = {0};
+        if (user)
+            vmt_core_read(user, DATA, d, sizeof d);
+        fprintf(stderr, "event %d rip %llx cs %x rsp %llx cmd %llu bpcount %llu\n", ev->reason,
+                (unsigned long long)ev->regs.rip, ev->regs.cs, (unsigned long long)ev->regs.rsp,
+                (unsigned long long)d[0], (unsigned long long)d[3]);
+    }
     resp->action = VMT_ACTION_CONTINUE;
     return VMT_OK;
 }
@@ -97,7 +105,7 @@ static vmt_status cont(void *user, const vmt_event *ev, vmt_response *resp)
 /* Runs the loop guest for a while; it makes no exits of its own. */
 static void run_quiet(vm *v)
 {
-    assert_int_equal(vmt_core_wait_for_event(v->core, 20, cont, NULL), VMT_E_TIMEOUT);
+    assert_int_equal(vmt_core_wait_for_event(v->core, 20, cont, v->core), VMT_E_TIMEOUT);
 }
 
 /* Event recorder with a scripted response. */
@@ -316,33 +324,39 @@ static void test_views(void **state)
     vmt_core_free(v.core);
 }
 
+/* A write exits once KVM has executed the writing instruction (only the
+ * store itself waits for the response): the event's rip is past it. */
 static void test_singlestep(void **state)
 {
     (void)state;
     vm v = boot(MODE_LOOP, 0);
     run_quiet(&v);
+    uint64_t after_a = sym("after_a");
     assert_int_equal(vmt_core_set_access(v.core, GFN_A, 0, VMT_ACCESS_RX, 0), VMT_OK);
     rec r = {.resp.action = VMT_ACTION_SINGLESTEP};
+    uint64_t a = rd64(&v, GFN_A << 12);
     assert_int_equal(wait_ev(&v, &r), VMT_OK);
     assert_int_equal(r.ev.reason, VMT_EVENT_MEMORY_ACCESS);
-    uint64_t rip = r.ev.regs.rip, a = rd64(&v, GFN_A << 12);
+    assert_int_equal(r.ev.regs.rip, after_a);
+    /* the step: the write is done, no further instruction ran */
     assert_int_equal(wait_ev(&v, &r), VMT_OK);
     assert_int_equal(r.ev.reason, VMT_EVENT_SINGLESTEP);
-    assert_int_equal(r.ev.regs.rip, rip + 8); /* incq PAGE_A is 8 bytes */
+    assert_int_equal(r.ev.regs.rip, after_a);
     assert_int_equal(r.ev.u.singlestep.gfn, GFN_TEXT);
-    assert_int_equal(rd64(&v, GFN_A << 12), a);
-    /* stepping from a step event: incq PAGE_B */
+    assert_int_equal(rd64(&v, GFN_A << 12), a + 1);
+    /* stepping from a step event: incq PAGE_B (8 bytes) */
     uint64_t b = rd64(&v, GFN_B << 12);
     assert_int_equal(wait_ev(&v, &r), VMT_OK);
     assert_int_equal(r.ev.reason, VMT_EVENT_SINGLESTEP);
-    assert_int_equal(r.ev.regs.rip, rip + 16);
+    assert_int_equal(r.ev.regs.rip, after_a + 8);
     assert_int_equal(rd64(&v, GFN_B << 12), b + 1);
     r.resp.action = VMT_ACTION_CONTINUE;
     assert_int_equal(wait_ev(&v, &r), VMT_OK);
     assert_int_equal(r.ev.reason, VMT_EVENT_SINGLESTEP);
-    assert_int_equal(wait_ev(&v, &r), VMT_OK); /* the next write to A */
+    assert_int_equal(wait_ev(&v, &r), VMT_OK); /* the next write to A, done by CONTINUE */
     assert_int_equal(r.ev.reason, VMT_EVENT_MEMORY_ACCESS);
-    assert_int_equal(r.ev.regs.rip, rip);
+    assert_int_equal(r.ev.regs.rip, after_a);
+    assert_int_equal(rd64(&v, GFN_A << 12), a + 2);
     vmt_core_free(v.core);
 }
 
@@ -391,11 +405,14 @@ static void test_int3_cpl0(void **state)
     r.resp.action = VMT_ACTION_CONTINUE;
     assert_int_equal(wait_ev(&v, &r), VMT_OK);
     assert_int_equal(r.ev.regs.rip, at);
+    /* plain CONTINUE resumes at the int3 itself: it traps again */
     r.resp.set_regs = true;
     r.resp.regs = r.ev.regs;
     r.resp.regs.rip = at + 1;
-    wr64(&v, CMD, 1);
     assert_int_equal(wait_ev(&v, &r), VMT_OK);
+    assert_int_equal(r.ev.reason, VMT_EVENT_SOFTWARE_BREAKPOINT);
+    assert_int_equal(r.ev.regs.rip, at);
+    assert_int_equal(r.n, 3);
     run_quiet(&v);
     assert_int_equal(rd64(&v, BPCOUNT), 1);
     uint64_t c = rd64(&v, COUNTER);
@@ -510,7 +527,7 @@ static void test_bundled_guest(void **state)
 static void log_stderr(void *user, vmt_log_level level, const char *fmt, va_list ap)
 {
     (void)user;
-    if (level > VMT_LOG_WARN)
+    if (level > (getenv("VMT_TEST_DEBUG") ? VMT_LOG_TRACE : VMT_LOG_WARN))
         return;
     fputs("vmitap: ", stderr);
     vfprintf(stderr, fmt, ap);
@@ -520,6 +537,8 @@ static void log_stderr(void *user, vmt_log_level level, const char *fmt, va_list
 int main(void)
 {
     vmt_set_log_fn(log_stderr, NULL);
+    if (getenv("VMT_TEST_ONLY"))
+        cmocka_set_test_filter(getenv("VMT_TEST_ONLY"));
     char why[256];
     if (!vmt_kvm_available(why, sizeof why)) {
         fprintf(stderr, "test_kvm: skipped: %s\n", why);
