@@ -457,6 +457,10 @@ static enum handled on_io(vmt_kvm *k)
     size_t n = (size_t)run->io.size * run->io.count;
     if (run->io.direction == KVM_EXIT_IO_OUT && run->io.port == VMT_GUEST_CONSOLE_PORT) {
         console_put(k, data, n);
+        /* A guest prints after installing its IDT: a cheap moment to look
+         * for (a new) #BP handler. Other ports stay fast. */
+        if (!k->step.passthrough)
+            refresh_bp_trap(k);
     } else if (run->io.direction == KVM_EXIT_IO_OUT && run->io.port == VMT_GUEST_DONE_PORT) {
         uint32_t code = 0;
         memcpy(&code, data, run->io.size < 4 ? run->io.size : 4);
@@ -467,8 +471,6 @@ static enum handled on_io(vmt_kvm *k)
     } else if (run->io.direction == KVM_EXIT_IO_IN) {
         memset(data, 0xff, n);
     }
-    if (!k->step.passthrough)
-        refresh_bp_trap(k);
     return H_RUN;
 }
 
