@@ -50,9 +50,11 @@ static int teardown(void **state)
 #define ROOT_B 0x20000ull
 #define ROOT_C 0x30000ull
 
-static vmt_breakpoint bpx(vmt_va va, vmt_pa root, vmt_view view, bool global, uint64_t key, uintptr_t tag)
+static vmt_breakpoint bpx(vmt_va va, vmt_pa root, vmt_view view, bool global, uint64_t key,
+                          uintptr_t tag)
 {
-    vmt_breakpoint bp = {.ctx = vmt_ctx(va, root), .view = view, .global = global, .key = key, .tag = tag};
+    vmt_breakpoint bp = {
+        .ctx = vmt_ctx(va, root), .view = view, .global = global, .key = key, .tag = tag};
     return bp;
 }
 
@@ -72,7 +74,8 @@ static bool rem(fixture *f, vmt_breakpoint bp)
     return removed;
 }
 
-static bool ptm(fixture *f, vmt_ptm_event_kind kind, vmt_view view, vmt_va va, vmt_pa root, vmt_pa pa)
+static bool ptm(fixture *f, vmt_ptm_event_kind kind, vmt_view view, vmt_va va, vmt_pa root,
+                vmt_pa pa)
 {
     vmt_ptm_event ev = {.kind = kind, .view = view, .ctx = vmt_ctx(va, root), .pa = pa};
     bool updated = false;
@@ -203,7 +206,8 @@ static void test_pending_and_page_in(void **state)
     assert_true(ptm(f, VMT_PTM_PAGE_OUT, 0, VA, ROOT_A, 0x8000));
     char *log = rec_log_str(f->rec);
     /* Two traps removed (either order), then the one unmonitor. */
-    assert_true(strcmp(log, "R0:8100 R0:8030 U0:8") == 0 || strcmp(log, "R0:8030 R0:8100 U0:8") == 0);
+    assert_true(strcmp(log, "R0:8100 R0:8030 U0:8") == 0 ||
+                strcmp(log, "R0:8030 R0:8100 U0:8") == 0);
     g_free(log);
     rec_clear_log(f->rec);
     expect_stats(f, 0, 3, 0, 0);
@@ -282,9 +286,11 @@ static void test_global_canonical_root(void **state)
     /* Global over non-global (and the reverse) conflicts and changes nothing. */
     bool inserted = true;
     vmt_breakpoint ng = bpx(kva, ROOT_A, 0, false, 0, 0);
-    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &ng, &p1, &inserted), VMT_E_CONFLICT);
+    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &ng, &p1, &inserted),
+                     VMT_E_CONFLICT);
     ng.ctx.root = ROOT_B;
-    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &ng, NULL, &inserted), VMT_E_CONFLICT);
+    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &ng, NULL, &inserted),
+                     VMT_E_CONFLICT);
     assert_true(inserted);
     vmt_pa p9 = 0x9040;
     assert_true(ins(f, bpx(kva, ROOT_B, 0, false, 5, 0), &p9));
@@ -398,7 +404,8 @@ static void test_view_not_found_tolerated(void **state)
     /* Inserting into the dead view fails with its status, changes nothing. */
     rec_clear_log(f->rec);
     vmt_breakpoint bp = bpx(VA + 0x50, ROOT_A, 4, false, 0, 0);
-    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &bp, &pa, NULL), VMT_E_VIEW_NOT_FOUND);
+    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &bp, &pa, NULL),
+                     VMT_E_VIEW_NOT_FOUND);
     expect_log(f, "I4:5050!");
     expect_stats(f, 0, 0, 0, 0);
 }

@@ -19,9 +19,9 @@
 #include "vmitap/mock.h"
 
 #define MAX_GFN 0x1000u
-#define GFN0 0x10u  /* test frames [GFN0, GFN0 + NFRAMES) hold a pattern */
+#define GFN0 0x10u /* test frames [GFN0, GFN0 + NFRAMES) hold a pattern */
 #define NFRAMES 8u
-#define NVIEWS 3    /* views 0, 1, 2 */
+#define NVIEWS 3 /* views 0, 1, 2 */
 #define VA 0x400000ull
 #define ROOT 0x5000ull
 
@@ -34,7 +34,10 @@ typedef struct fixture {
     ctl_kind kind;
 } fixture;
 
-static uint8_t pattern(vmt_gfn gfn, unsigned off) { return (uint8_t)(gfn * 31 + off * 7 + 1); }
+static uint8_t pattern(vmt_gfn gfn, unsigned off)
+{
+    return (uint8_t)(gfn * 31 + off * 7 + 1);
+}
 
 static fixture *fixture_new(ctl_kind kind, uint32_t caps)
 {
@@ -53,7 +56,8 @@ static fixture *fixture_new(ctl_kind kind, uint32_t caps)
         assert_int_equal(vmt_mock_poke(f->mock, vmt_pa_from_gfn(g), buf, sizeof buf), VMT_OK);
     }
     vmt_tap_controller c;
-    assert_int_equal(kind == CTL_BREAKPOINT ? vmt_breakpoint_controller_new(&c) : vmt_memory_controller_new(&c),
+    assert_int_equal(kind == CTL_BREAKPOINT ? vmt_breakpoint_controller_new(&c)
+                                            : vmt_memory_controller_new(&c),
                      VMT_OK);
     assert_int_equal(vmt_bpm_new(c, &f->bpm), VMT_OK);
     f->kind = kind;
@@ -121,8 +125,9 @@ static void assert_guest_consistent(fixture *f)
                 continue;
             }
             assert_true(backing >= MAX_GFN);
-            assert_int_equal(vmt_mock_view_read(f->mock, (vmt_view)v, vmt_pa_from_gfn(gfn), buf, sizeof buf),
-                             VMT_OK);
+            assert_int_equal(
+                vmt_mock_view_read(f->mock, (vmt_view)v, vmt_pa_from_gfn(gfn), buf, sizeof buf),
+                VMT_OK);
             for (unsigned o = 0; o < VMT_PAGE_SIZE; o++)
                 assert_int_equal(buf[o], m->at[v][i][o] ? 0xCC : pattern(gfn, o));
         }
@@ -136,11 +141,15 @@ static void assert_guest_consistent(fixture *f)
 
 static vmt_breakpoint bpx(unsigned frame, unsigned off, vmt_view view, uint64_t key)
 {
-    vmt_breakpoint bp = {.ctx = vmt_ctx(VA + frame * 0x1000ull + off, ROOT), .view = view, .key = key};
+    vmt_breakpoint bp = {
+        .ctx = vmt_ctx(VA + frame * 0x1000ull + off, ROOT), .view = view, .key = key};
     return bp;
 }
 
-static vmt_pa pa_of(unsigned frame, unsigned off) { return vmt_pa_from_gfn(GFN0 + frame) + off; }
+static vmt_pa pa_of(unsigned frame, unsigned off)
+{
+    return vmt_pa_from_gfn(GFN0 + frame) + off;
+}
 
 static void must_insert(fixture *f, vmt_breakpoint bp, vmt_pa pa)
 {
@@ -256,19 +265,23 @@ static void test_interceptor(void **state)
     fixture *f = fixture_new(CTL_BREAKPOINT, 0);
     vmt_interceptor *ic = vmt_interceptor_new();
     static const uint8_t ud2[2] = {0x0f, 0x0b}, int3 = 0xCC;
-    assert_int_equal(vmt_interceptor_insert(ic, f->core, 1, pa_of(0, 0xfff), ud2, 2), VMT_E_OUT_OF_BOUNDS);
+    assert_int_equal(vmt_interceptor_insert(ic, f->core, 1, pa_of(0, 0xfff), ud2, 2),
+                     VMT_E_OUT_OF_BOUNDS);
     assert_int_equal(vmt_mock_allocated_gfns(f->mock), 0);
     assert_int_equal(vmt_interceptor_insert(ic, f->core, 1, pa_of(0, 0xffe), ud2, 2), VMT_OK);
     assert_int_equal(vmt_interceptor_insert(ic, f->core, 1, pa_of(0, 0xffe), ud2, 2), VMT_OK);
     assert_int_equal(vmt_interceptor_refs(ic, 1, pa_of(0, 0xffe)), 2);
     /* Different bytes at the same offset, or overlapping: conflict. */
-    assert_int_equal(vmt_interceptor_insert(ic, f->core, 1, pa_of(0, 0xffe), &int3, 1), VMT_E_CONFLICT);
-    assert_int_equal(vmt_interceptor_insert(ic, f->core, 1, pa_of(0, 0xfff), &int3, 1), VMT_E_CONFLICT);
+    assert_int_equal(vmt_interceptor_insert(ic, f->core, 1, pa_of(0, 0xffe), &int3, 1),
+                     VMT_E_CONFLICT);
+    assert_int_equal(vmt_interceptor_insert(ic, f->core, 1, pa_of(0, 0xfff), &int3, 1),
+                     VMT_E_CONFLICT);
     assert_int_equal(vmt_interceptor_insert(ic, f->core, 1, pa_of(0, 0x100), &int3, 1), VMT_OK);
     uint8_t buf[4];
     assert_int_equal(vmt_mock_view_read(f->mock, 1, pa_of(0, 0xffe), buf, 2), VMT_OK);
     assert_memory_equal(buf, ud2, 2);
-    assert_int_equal(vmt_interceptor_read_original(ic, f->core, 1, pa_of(0, 0xffc), buf, 4), VMT_OK);
+    assert_int_equal(vmt_interceptor_read_original(ic, f->core, 1, pa_of(0, 0xffc), buf, 4),
+                     VMT_OK);
     for (unsigned i = 0; i < 4; i++)
         assert_int_equal(buf[i], pattern(GFN0, 0xffc + i));
     assert_int_equal(vmt_interceptor_remove(ic, f->core, 1, pa_of(0, 0xffe)), VMT_OK);
@@ -329,7 +342,10 @@ typedef struct scenario {
     vmt_status (*op)(fixture *f);
 } scenario;
 
-static void prep_none(fixture *f) { (void)f; }
+static void prep_none(fixture *f)
+{
+    (void)f;
+}
 
 static void prep_some(fixture *f)
 {
@@ -370,7 +386,9 @@ static void prep_tables(fixture *f)
      * (which the pattern frames do not use). */
     vmt_pa root;
     assert_int_equal(vmt_mock_new_root(f->mock, &root), VMT_OK);
-    assert_int_equal(vmt_mock_map(f->mock, root, VA + 0x6000, vmt_pa_from_gfn(GFN0 + 6), VMT_MOCK_4K, 0), VMT_OK);
+    assert_int_equal(
+        vmt_mock_map(f->mock, root, VA + 0x6000, vmt_pa_from_gfn(GFN0 + 6), VMT_MOCK_4K, 0),
+        VMT_OK);
     uint8_t pml4[VMT_PAGE_SIZE];
     assert_int_equal(vmt_mock_peek(f->mock, root, pml4, sizeof pml4), VMT_OK);
     assert_int_equal(vmt_mock_poke(f->mock, ROOT, pml4, sizeof pml4), VMT_OK);
@@ -391,7 +409,8 @@ static vmt_status op_remove_last(fixture *f)
 
 static vmt_status op_page_out(fixture *f)
 {
-    vmt_ptm_event ev = {.kind = VMT_PTM_PAGE_OUT, .view = 0, .ctx = vmt_ctx(VA, ROOT), .pa = pa_of(0, 0)};
+    vmt_ptm_event ev = {
+        .kind = VMT_PTM_PAGE_OUT, .view = 0, .ctx = vmt_ctx(VA, ROOT), .pa = pa_of(0, 0)};
     return vmt_bpm_handle_ptm_event(f->bpm, f->core, &ev, NULL);
 }
 
@@ -401,7 +420,10 @@ static vmt_status op_page_out_in(fixture *f)
         {.kind = VMT_PTM_PAGE_OUT, .view = 0, .ctx = vmt_ctx(VA, ROOT), .pa = pa_of(0, 0)},
         {.kind = VMT_PTM_PAGE_IN, .view = 0, .ctx = vmt_ctx(VA + 0x10, ROOT), .pa = pa_of(3, 0x10)},
         {.kind = VMT_PTM_PAGE_IN, .view = 0, .ctx = vmt_ctx(VA + 0x20, ROOT), .pa = pa_of(3, 0x20)},
-        {.kind = VMT_PTM_PAGE_IN, .view = 1, .ctx = vmt_ctx(VA + 0x5010, ROOT), .pa = pa_of(3, 0x10)},
+        {.kind = VMT_PTM_PAGE_IN,
+         .view = 1,
+         .ctx = vmt_ctx(VA + 0x5010, ROOT),
+         .pa = pa_of(3, 0x10)},
     };
     return vmt_bpm_handle_ptm_events(f->bpm, f->core, ev, 4, NULL);
 }
@@ -423,9 +445,15 @@ static vmt_status op_remove_by_event(fixture *f)
     return vmt_bpm_remove_by_event(f->bpm, f->core, &ev, 0, NULL);
 }
 
-static vmt_status op_remove_by_view(fixture *f) { return vmt_bpm_remove_by_view(f->bpm, f->core, 0, NULL); }
+static vmt_status op_remove_by_view(fixture *f)
+{
+    return vmt_bpm_remove_by_view(f->bpm, f->core, 0, NULL);
+}
 
-static vmt_status op_clear(fixture *f) { return vmt_bpm_clear(f->bpm, f->core); }
+static vmt_status op_clear(fixture *f)
+{
+    return vmt_bpm_clear(f->bpm, f->core);
+}
 
 static const scenario scenarios[] = {
     {"insert on a new page", prep_none, op_insert_new_page},
@@ -460,7 +488,10 @@ static void list_pending(void *user, const vmt_breakpoint *bp)
     g_array_append_val(((arm_list *)user)->items, s);
 }
 
-static gint cmp_str(gconstpointer a, gconstpointer b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static gint cmp_str(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
 
 /* A canonical text of the manager's state, to compare two runs. */
 static char *state_text(fixture *f)
@@ -511,7 +542,8 @@ static void walk_faults(ctl_kind kind, const scenario *sc)
         assert_guest_consistent(f);
         char *got = state_text(f);
         if (strcmp(got, want) != 0)
-            fail_msg("%s, fault at call %u: state after retry\n  %s\nwant\n  %s", sc->name, nth, got, want);
+            fail_msg("%s, fault at call %u: state after retry\n  %s\nwant\n  %s", sc->name, nth,
+                     got, want);
         g_free(got);
         assert_int_equal(vmt_bpm_clear(f->bpm, f->core), VMT_OK);
         assert_guest_consistent(f);
