@@ -12,7 +12,8 @@
  *   guest-physical [0, 1 GiB) with 2 MiB pages and map the same range at
  *   VMT_GUEST_KERNEL_VBASE (so a kernel linked high can run at once);
  * - long mode on (CR0.PG|PE, CR4.PAE, EFER.LME|LMA|NXE), a flat 64-bit
- *   code segment, interrupts off;
+ *   code segment, interrupts off; CPUID with NX (the guest maps data NX
+ *   and sets EFER.NXE itself too), e.g. KVM_GET_SUPPORTED_CPUID's;
  * - fills the parameter block at VMT_GUEST_PARAMS_PA;
  * - RIP = ELF entry, RSP = VMT_GUEST_BOOT_STACK_TOP, RDI = params PA.
  * The guest then installs its own GDT/IDT/TSS and page tables.
