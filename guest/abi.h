@@ -24,7 +24,8 @@
  * VMT_GUEST_EXIT_*) and halts (cli; hlt loop).
  * Console: bytes written to port VMT_GUEST_CONSOLE_PORT, one `outb` each.
  * Exit loop (VMT_GUEST_F_EXIT_LOOP): the guest writes `iterations` bytes
- * to VMT_GUEST_NOP_PORT, which the VMM ignores, then ends as above.
+ * to VMT_GUEST_NOP_PORT, which the VMM ignores, then ends as above; the
+ * read loop (VMT_GUEST_F_READ_LOOP) likewise, with reads of its code.
  *
  * What the guest sets up itself (guest/README.md has the details):
  * - the kernel image is linked at VMT_GUEST_KERNEL_VBASE +
@@ -82,11 +83,16 @@ typedef struct vmt_guest_params {
  * a VMM that delivers it (reinjects #BP) can run with this flag. The
  * guest's own int3 at CPL 3 (lib_int3) runs in every mode. */
 #define VMT_GUEST_F_KERNEL_INT3 (1u << 2)
+/* Only `iterations` 8-byte reads of the first bytes of the kernel function
+ * patch_neighbor (never called in this mode), for W2's cost of a guest read
+ * of a page that holds a hidden breakpoint. Reads that differ from the
+ * first one count as selfcheck_mismatches (exit VMT_GUEST_EXIT_SELFCHECK). */
+#define VMT_GUEST_F_READ_LOOP (1u << 3)
 
 /* Guest defaults for zero parameter fields. RAM must be at least
  * VMT_GUEST_MIN_RAM: the guest's frame pool is [4 MiB, 8 MiB). */
 #define VMT_GUEST_DEFAULT_ITERATIONS 1000u
-#define VMT_GUEST_DEFAULT_EXIT_LOOP_ITERATIONS 10000u
+#define VMT_GUEST_DEFAULT_EXIT_LOOP_ITERATIONS 10000u /* also for the read loop */
 #define VMT_GUEST_DEFAULT_SEED 1u
 #define VMT_GUEST_MIN_RAM (8ull << 20)
 
