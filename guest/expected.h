@@ -18,7 +18,8 @@
  * `flags` and pager aggressiveness `pager`; -1 if the name is unknown or
  * the value depends on the pager's random choices (pager_page_in and
  * pager_page_out when pager > 0). */
-static inline int64_t vmt_guest_expected_calls(const char *name, uint64_t iterations, uint32_t flags, uint32_t pager)
+static inline int64_t vmt_guest_expected_calls(const char *name, uint64_t iterations,
+                                               uint32_t flags, uint32_t pager)
 {
     const int64_t n = (int64_t)iterations, nprocs = VMT_GUEST_NPROCS;
     const char *at = strchr(name, '@');
@@ -43,7 +44,8 @@ static inline int64_t vmt_guest_expected_calls(const char *name, uint64_t iterat
             return n + (flags & VMT_GUEST_F_SELF_PATCH ? 2 : 0);
         if (IS("patch_neighbor"))
             return n;
-        if (IS("pager_page_in")) /* 1 shared page + 4 private pages per process, all touched once n >= 3 */
+        if (IS("pager_page_in")) /* 1 shared page + 4 private pages per process, all touched once n
+                                    >= 3 */
             return pager ? -1 : n >= nprocs ? 1 + nprocs * VMT_GUEST_USER_CODE_PAGES : -1;
         if (IS("pager_page_out"))
             return pager ? -1 : 0;

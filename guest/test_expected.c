@@ -20,13 +20,14 @@ static void readme_examples(void **state)
     assert_int_equal(vmt_guest_expected_calls("syscall_dispatch", 100, 0, 0), 303);
     assert_int_equal(vmt_guest_expected_calls("patch_target", 100, VMT_GUEST_F_SELF_PATCH, 0), 102);
     assert_int_equal(vmt_guest_expected_calls("kernel_int3_probe", 100, 0, 0), 0);
-    assert_int_equal(vmt_guest_expected_calls("kernel_int3_probe", 100, VMT_GUEST_F_KERNEL_INT3, 0), 10);
+    assert_int_equal(vmt_guest_expected_calls("kernel_int3_probe", 100, VMT_GUEST_F_KERNEL_INT3, 0),
+                     10);
     assert_int_equal(vmt_guest_expected_breakpoints(100, VMT_GUEST_F_KERNEL_INT3), 3 * 12 + 10);
 }
 
 static void sums_over_processes(void **state)
 {
-    static const char *const user[] = {"lib_mix", "lib_getpid", "lib_yield", "lib_int3",
+    static const char *const user[] = {"lib_mix",   "lib_getpid",  "lib_yield",   "lib_int3",
                                        "prog_main", "prog_work_a", "prog_work_b", "prog_work_c"};
     (void)state;
     for (uint64_t n = 1; n < 50; n += 7)
@@ -48,7 +49,8 @@ static void unknown_and_random(void **state)
     (void)state;
     assert_int_equal(vmt_guest_expected_calls("no_such_function", 10, 0, 0), -1);
     assert_int_equal(vmt_guest_expected_calls("lib_mix@9", 10, 0, 0), -1);
-    assert_int_equal(vmt_guest_expected_calls("schedule@0", 10, 0, 0), -1); /* kernel counters have no @P */
+    assert_int_equal(vmt_guest_expected_calls("schedule@0", 10, 0, 0),
+                     -1); /* kernel counters have no @P */
     assert_int_equal(vmt_guest_expected_calls("pager_page_in", 10, 0, 50), -1);
     assert_int_equal(vmt_guest_expected_calls("pager_page_in", 10, 0, 0), 13);
     assert_int_equal(vmt_guest_expected_calls("pager_page_out", 10, 0, 0), 0);

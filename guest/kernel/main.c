@@ -66,8 +66,8 @@ static void params_init(uint64_t params_pa)
             VMT_GUEST_ABI_VERSION, params.iterations, params.seed, params.pager, params.flags,
             params.ram_bytes);
     if (params.ram_bytes != 0 && params.ram_bytes < VMT_GUEST_MIN_RAM)
-        fatal(VMT_GUEST_EXIT_PARAMS, "guest RAM %lx is below the %lx the guest needs", params.ram_bytes,
-              (uint64_t)VMT_GUEST_MIN_RAM);
+        fatal(VMT_GUEST_EXIT_PARAMS, "guest RAM %lx is below the %lx the guest needs",
+              params.ram_bytes, (uint64_t)VMT_GUEST_MIN_RAM);
     selfcheck_interval = params.iterations / 4 ? params.iterations / 4 : 1;
     patch_round = params.iterations / 2 ? params.iterations / 2 : 1;
 }
