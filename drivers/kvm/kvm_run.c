@@ -674,10 +674,13 @@ vmt_status kvm_wait_for_event(void *d, int timeout_ms, vmt_event_fn fn, void *us
         p.ev.u.singlestep.gfn = rip_gfn(k, &p.ev.regs);
         return deliver(k, &p, fn, user);
     }
-    if (timeout_ms >= 0 && !timer_arm(&k->timer, &k->have_timer, timeout_ms))
-        return VMT_E_DRIVER;
+    /* before arming: the signal may come at once */
     tl_fired = 0;
     tl_run = k->run;
+    if (timeout_ms >= 0 && !timer_arm(&k->timer, &k->have_timer, timeout_ms)) {
+        tl_run = NULL;
+        return VMT_E_DRIVER;
+    }
     vmt_status st = VMT_OK;
     for (;;) {
         if (tl_fired) {
