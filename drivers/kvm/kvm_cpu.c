@@ -172,6 +172,7 @@ void kvm_regs_ran(vmt_kvm *k)
 {
     k->run->kvm_dirty_regs = 0;
     k->kgs_valid = false;
+    k->read_pending = false;
 }
 
 static vmt_status set_debug(vmt_kvm *k, bool step)

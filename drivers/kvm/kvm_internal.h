@@ -56,6 +56,7 @@ typedef struct kvm_temp {
     uint8_t cls;
     vmt_gfn backing;
     vmt_view access_view; /* whose access rights decide MMIO on this frame */
+    bool swap;            /* content swapped into the installed frame (see add_temp) */
 } kvm_temp;
 
 /* What the vCPU is single-stepping for (several may be true at once). */
@@ -114,6 +115,7 @@ struct vmt_kvm {
     bool kgs_valid;     /* kgs holds KERNEL_GS_BASE since the last KVM_RUN */
     uint64_t kgs;
     kvm_step step;
+    uint8_t swap_save[KVM_MAX_TEMP][4096]; /* installed frames' own bytes during a swap */
     char *console;
     size_t console_len;
     vmt_kvm_counters ctr;
