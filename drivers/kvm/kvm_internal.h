@@ -126,6 +126,8 @@ vmt_status kvm_mem_init(vmt_kvm *k, uint64_t ram_bytes);
 void kvm_mem_fini(vmt_kvm *k);
 bool kvm_pa_backed(const vmt_kvm *k, vmt_pa pa, size_t len);
 uint8_t *kvm_frame_raw(vmt_kvm *k, vmt_gfn gfn);
+uint8_t *kvm_frame_content(vmt_kvm *k, vmt_gfn gfn);
+void kvm_raw_copy(vmt_kvm *k, vmt_pa pa, void *buf, size_t len, bool write);
 vmt_status kvm_install(vmt_kvm *k, vmt_gfn gfn, unsigned cls, vmt_gfn backing);
 /* Effective access and backing of gfn in a view (view must exist). */
 void kvm_view_lookup(const kvm_view *v, vmt_gfn gfn, vmt_access *acc, vmt_gfn *backing);

@@ -182,8 +182,7 @@ static void drop_temps(vmt_kvm *k)
     for (unsigned i = 0; i < n; i++) {
         if (t[i].swap)
             memcpy(kvm_frame_raw(k, t[i].backing), k->swap_save[i], VMT_PAGE_SIZE);
-        else
-            kvm_sync_frame(k, t[i].gfn);
+        kvm_sync_frame(k, t[i].gfn); /* the view may have changed meanwhile */
     }
 }
 
@@ -400,13 +399,8 @@ static enum handled on_emulation_failure(vmt_kvm *k, pending_ev *p)
         return H_EVENT;
     }
     uint8_t b = 0;
-    if (kvm_va_read(k, r.cr3, r.rip, &b, 1) == VMT_OK && b == 0xCC) {
-        struct kvm_vcpu_events e;
-        ioctl(k->vcpu_fd, KVM_GET_VCPU_EVENTS, &e);
-        vmt_log(VMT_LOG_DEBUG, "quirk: exc inj %u pend %u nr %u, ndata %u flags %llx insn %02x %02x", e.exception.injected, e.exception.pending, e.exception.nr,
-            k->run->emulation_failure.ndata, (unsigned long long)k->run->emulation_failure.flags, k->run->emulation_failure.insn_bytes[0], k->run->emulation_failure.insn_bytes[1]);
+    if (kvm_va_read(k, r.cr3, r.rip, &b, 1) == VMT_OK && b == 0xCC)
         return bp_event(k, p, EV_BP_KVM); /* the int3 quirk of these hosts */
-    }
     struct kvm_run *run = k->run;
     kvm_crash(k, "KVM could not emulate the instruction at rip 0x%llx (cpl %u, suberror %u)",
               (unsigned long long)r.rip, r.cs & 3u, run->internal.suberror);
@@ -603,7 +597,7 @@ static vmt_status apply_response(vmt_kvm *k, pending_ev *p, const vmt_response *
     }
     bool reinject = a == VMT_ACTION_REINJECT && (p->kind == EV_BP_KVM || p->kind == EV_BP_IDT);
     if (reinject && p->kind == EV_BP_KVM) {
-        if ((st = deliver_bp(k, resp->set_regs ? &resp->regs : &p->ev.regs)) != VMT_OK) {
+        if ((st = deliver_bp(k, &p->ev.regs)) != VMT_OK) {
             vmt_log(VMT_LOG_ERROR, "kvm: cannot reinject #BP: %s", vmt_status_str(st));
             return st;
         }
