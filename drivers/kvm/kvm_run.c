@@ -191,9 +191,11 @@ static unsigned insn_frames(vmt_kvm *k, uint64_t cr3, uint64_t rip, vmt_gfn out[
 {
     unsigned n = 0;
     vmt_pa pa;
-    if (kvm_va_to_pa(k, cr3, rip, &pa) == VMT_OK)
-        out[n++] = pa >> VMT_PAGE_SHIFT;
-    if ((rip & 0xfff) > 0xff0 && kvm_va_to_pa(k, cr3, (rip | 0xfff) + 1, &pa) == VMT_OK)
+    if (kvm_va_to_pa(k, cr3, rip, &pa) != VMT_OK || (pa >> VMT_PAGE_SHIFT) >= k->ram_frames)
+        return 0; /* no RAM there: nothing of ours */
+    out[n++] = pa >> VMT_PAGE_SHIFT;
+    if ((rip & 0xfff) > 0xff0 && kvm_va_to_pa(k, cr3, (rip | 0xfff) + 1, &pa) == VMT_OK &&
+        (pa >> VMT_PAGE_SHIFT) < k->ram_frames)
         out[n++] = pa >> VMT_PAGE_SHIFT;
     return n;
 }
@@ -703,10 +705,19 @@ vmt_status kvm_wait_for_event(void *d, int timeout_ms, vmt_event_fn fn, void *us
         return VMT_E_DRIVER;
     }
     vmt_status st = VMT_OK;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
         if (tl_fired) {
-            st = VMT_E_TIMEOUT;
-            break;
+            /* a late signal of an earlier call must not cut this one short */
+            struct timespec t;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            long ms = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+            if (timeout_ms >= 0 && ms >= timeout_ms) {
+                st = VMT_E_TIMEOUT;
+                break;
+            }
+            tl_fired = 0;
         }
         if ((st = kvm_step_arm(k, want_step(k))) != VMT_OK)
             break;
