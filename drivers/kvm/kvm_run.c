@@ -710,14 +710,20 @@ vmt_status kvm_wait_for_event(void *d, int timeout_ms, vmt_event_fn fn, void *us
     for (;;) {
         if (tl_fired) {
             /* a late signal of an earlier call must not cut this one short */
-            struct timespec t;
-            clock_gettime(CLOCK_MONOTONIC, &t);
-            long ms = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
-            if (timeout_ms >= 0 && ms >= timeout_ms) {
-                st = VMT_E_TIMEOUT;
-                break;
-            }
             tl_fired = 0;
+            if (timeout_ms >= 0) {
+                struct timespec t;
+                clock_gettime(CLOCK_MONOTONIC, &t);
+                long long left = (long long)timeout_ms * 1000000 -
+                                 ((long long)(t.tv_sec - t0.tv_sec) * 1000000000 + (t.tv_nsec - t0.tv_nsec));
+                if (left <= 0) {
+                    st = VMT_E_TIMEOUT;
+                    break;
+                }
+                struct itimerspec its = {.it_value = {.tv_sec = (time_t)(left / 1000000000),
+                                                      .tv_nsec = (long)(left % 1000000000)}};
+                timer_settime(k->timer, 0, &its, NULL);
+            }
         }
         if ((st = kvm_step_arm(k, want_step(k))) != VMT_OK)
             break;
