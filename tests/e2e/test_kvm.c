@@ -108,6 +108,17 @@ static void run_quiet(vm *v)
     assert_int_equal(vmt_core_wait_for_event(v->core, 20, cont, v->core), VMT_E_TIMEOUT);
 }
 
+/* Puts the loop guest at the top of its loop (it may have stopped inside
+ * func), so that the next fetch of func is its first instruction. */
+static void restart_loop(vm *v)
+{
+    vmt_regs r;
+    assert_int_equal(vmt_core_get_regs(v->core, 0, &r), VMT_OK);
+    r.rip = sym("loop");
+    r.rsp = VMT_GUEST_BOOT_STACK_TOP;
+    assert_int_equal(vmt_core_set_regs(v->core, 0, &r), VMT_OK);
+}
+
 /* Event recorder with a scripted response. */
 typedef struct rec {
     vmt_event ev;
@@ -235,6 +246,7 @@ static void test_exec_trap_and_nx_reads(void **state)
     vm v = boot(MODE_LOOP, 0);
     run_quiet(&v);
     uint64_t func = sym("func");
+    restart_loop(&v);
     assert_int_equal(vmt_core_set_access(v.core, GFN_F, 0, VMT_ACCESS_RW, 0), VMT_OK);
     rec r = {.resp.action = VMT_ACTION_CONTINUE};
     assert_int_equal(wait_ev(&v, &r), VMT_OK);
@@ -369,6 +381,7 @@ static void test_fast_singlestep(void **state)
     vmt_view view;
     assert_int_equal(vmt_core_create_view(v.core, VMT_ACCESS_RWX, &view), VMT_OK);
     assert_int_equal(vmt_core_change_view_gfn(v.core, view, GFN_F, shadow_f(&v)), VMT_OK);
+    restart_loop(&v);
     assert_int_equal(vmt_core_set_access(v.core, GFN_F, 0, VMT_ACCESS_RW, 0), VMT_OK);
     rec r = {.resp = {.action = VMT_ACTION_FAST_SINGLESTEP, .view = view}};
     assert_int_equal(wait_ev(&v, &r), VMT_OK);
