@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "bpm/bpm_impl.h"
 #include "bpm/bpm_internal.h"
 #include "test_bpm_rec.h"
 #include "vmitap/mock.h"
@@ -435,6 +436,44 @@ static void test_monitor_failure_rolls_back(void **state)
     assert_true(rem(f, bp));
 }
 
+/* Two faults in a row: the undo fails too. The manager then keeps every
+ * trap it could not take back accounted for, and repairs the page later. */
+static void test_double_faults(void **state)
+{
+    fixture *f = *state;
+    vmt_pa pa = 0x5050, pb = 0x5060;
+    vmt_breakpoint a = bpx(VA + 0x50, ROOT_A, 0, false, 0, 0);
+    vmt_breakpoint b = bpx(VA + 0x60, ROOT_A, 0, false, 0, 0);
+    /* monitor fails, and so does removing the trap again. */
+    rec_fail_run(f->rec, 2, 2, VMT_E_DRIVER);
+    bool inserted = false;
+    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &a, &pa, &inserted), VMT_E_DRIVER);
+    expect_log(f, "I0:5050 M0:5! R0:5050!");
+    assert_int_equal(vmt_bpm_check(f->bpm), VMT_OK);
+    expect_stats(f, 1, 0, 1, 0); /* armed: its trap is in the guest */
+    assert_true(rec_has_trap(f->rec, 0, pa));
+    assert_false(rec_is_monitored(f->rec, 0, 5));
+    /* The next claim on the page monitors it. */
+    assert_true(ins(f, b, &pb));
+    expect_log(f, "I0:5060 M0:5");
+    assert_true(rec_matches_bpm(f->rec, f->bpm));
+    /* unmonitor fails, and so does putting the trap back: the claim is gone
+     * (no trap left), the page stays monitored in the guest. */
+    assert_true(rem(f, a));
+    rec_clear_log(f->rec);
+    rec_fail_run(f->rec, 2, 2, VMT_E_DRIVER);
+    bool removed = false;
+    assert_int_equal(vmt_bpm_remove(f->bpm, f->core, &b, &removed), VMT_E_DRIVER);
+    expect_log(f, "R0:5060 U0:5! I0:5060!");
+    assert_int_equal(vmt_bpm_check(f->bpm), VMT_OK);
+    expect_stats(f, 0, 0, 0, 0);
+    assert_int_equal(rec_ntraps(f->rec), 0);
+    assert_true(rec_is_monitored(f->rec, 0, 5));
+    /* What the caller can do about the page: unmonitor it directly. */
+    const vmt_tap_controller *c = vmt_bpm_controller(f->bpm);
+    assert_int_equal(c->ops->unmonitor(c->self, f->core, 5, 0), VMT_OK);
+}
+
 static void test_invalid_arguments(void **state)
 {
     fixture *f = *state;
@@ -452,10 +491,35 @@ static void test_invalid_arguments(void **state)
     assert_int_equal(vmt_bpm_handle_ptm_event(f->bpm, f->core, NULL, NULL), VMT_E_INVALID);
     vmt_ptm_event bad = {.kind = 7};
     assert_int_equal(vmt_bpm_handle_ptm_event(f->bpm, f->core, &bad, NULL), VMT_E_INVALID);
+    bad = (vmt_ptm_event){.kind = VMT_PTM_PAGE_IN, .pa = 1ull << 52};
+    assert_int_equal(vmt_bpm_handle_ptm_event(f->bpm, f->core, &bad, NULL), VMT_E_INVALID);
+    vmt_pa huge = 1ull << 52;
+    vmt_breakpoint ok = bpx(VA, ROOT_A, 0, false, 0, 0);
+    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &ok, &huge, &b), VMT_E_INVALID);
     assert_int_equal(vmt_bpm_clear(NULL, f->core), VMT_E_INVALID);
     assert_int_equal(vmt_bpm_check(NULL), VMT_E_INVALID);
     assert_false(vmt_bpm_contains_by_event(f->bpm, NULL, 0));
     expect_log(f, "");
+    expect_stats(f, 0, 0, 0, 0);
+}
+
+/* One claim armed on as many frames as it can take. */
+static void test_arm_limit(void **state)
+{
+    fixture *f = *state;
+    vmt_breakpoint bp = bpx(VA + 8, ROOT_A, 0, false, 0, 0);
+    f->rec->keep_log = false;
+    bool inserted = false;
+    vmt_pa pa = 0;
+    for (unsigned i = 0; i < BPM_MAX_ARMS; i++) {
+        pa = vmt_pa_in_gfn(0x100000 + i, VA + 8);
+        assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &bp, &pa, &inserted), VMT_OK);
+    }
+    pa += VMT_PAGE_SIZE;
+    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &bp, &pa, &inserted), VMT_E_NOMEM);
+    expect_stats(f, BPM_MAX_ARMS, 0, BPM_MAX_ARMS, 0);
+    assert_int_equal(vmt_bpm_check(f->bpm), VMT_OK);
+    assert_true(rem(f, bp));
     expect_stats(f, 0, 0, 0, 0);
 }
 
@@ -525,6 +589,8 @@ int main(void)
         T(test_remove_by_view_and_clear),
         T(test_view_not_found_tolerated),
         T(test_monitor_failure_rolls_back),
+        T(test_double_faults),
+        T(test_arm_limit),
         T(test_invalid_arguments),
         T(test_insert_translates),
         cmocka_unit_test(test_new_takes_controller),
