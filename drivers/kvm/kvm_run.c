@@ -261,8 +261,8 @@ static void frame_rights(vmt_kvm *k, vmt_gfn gfn, vmt_view *view, vmt_access *ac
 {
     *view = k->active;
     for (unsigned i = 0; i < k->step.ntemp; i++)
-        if (k->step.temp[i].gfn == gfn)
-            *view = k->step.temp[i].access_view;
+        if (k->step.temp[i].gfn == gfn && kvm_view_get(k, k->step.temp[i].access_view))
+            *view = k->step.temp[i].access_view; /* (unless destroyed meanwhile) */
     kvm_view_lookup(kvm_view_get(k, *view), gfn, acc, backing);
 }
 
