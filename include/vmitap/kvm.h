@@ -65,7 +65,10 @@ bool vmt_kvm_available(char *why, size_t len);
 const char *vmt_kvm_default_guest(void);
 
 /* Creates the VM, loads the guest and prepares the vCPU at the guest's
- * entry (it first runs in wait_for_event). opts may be NULL. */
+ * entry (it first runs in wait_for_event). opts may be NULL.
+ * wait_for_event bounds KVM_RUN with a per-thread POSIX timer that sends
+ * SIGRTMIN+3 to the calling thread; the driver installs a handler for that
+ * signal (process-wide) the first time it needs it. */
 vmt_status vmt_kvm_new(const vmt_kvm_opts *opts, vmt_kvm **out);
 void vmt_kvm_free(vmt_kvm *kvm);
 

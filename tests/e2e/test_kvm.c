@@ -332,6 +332,17 @@ static void test_views(void **state)
     assert_int_equal(vmt_core_switch_view(v.core, view), VMT_E_VIEW_NOT_FOUND);
     assert_int_equal(vmt_core_set_access(v.core, GFN_F, view, VMT_ACCESS_RW, 0), VMT_E_VIEW_NOT_FOUND);
     assert_int_equal(vmt_core_destroy_view(v.core, 0), VMT_E_INVALID);
+    /* bad input changes nothing */
+    vmt_driver_info info;
+    assert_int_equal(vmt_core_info(v.core, &info), VMT_OK);
+    assert_int_equal(vmt_core_set_access(v.core, GFN_F, 0, (vmt_access)8, 0), VMT_E_INVALID);
+    assert_int_equal(vmt_core_set_access(v.core, info.max_gfn, 0, VMT_ACCESS_RW, 0), VMT_E_OUT_OF_BOUNDS);
+    assert_int_equal(vmt_core_change_view_gfn(v.core, 0, GFN_F, info.max_gfn + 100), VMT_E_OUT_OF_BOUNDS);
+    assert_int_equal(vmt_core_change_view_gfn(v.core, 0, info.max_gfn, GFN_F), VMT_E_OUT_OF_BOUNDS);
+    assert_int_equal(vmt_core_create_view(v.core, VMT_ACCESS_X, &view), VMT_E_UNSUPPORTED);
+    vmt_access acc;
+    assert_int_equal(vmt_core_get_access(v.core, GFN_F, 0, &acc), VMT_OK);
+    assert_int_equal(acc, VMT_ACCESS_RWX);
     run_quiet(&v);
     assert_int_equal(rd64(&v, FVAL), 0x1111);
     vmt_core_free(v.core);
@@ -691,6 +702,22 @@ static void test_monitor_singlestep(void **state)
     vmt_core_free(v.core);
 }
 
+static void test_bad_options(void **state)
+{
+    (void)state;
+    vmt_kvm *k = (vmt_kvm *)(uintptr_t)1;
+    vmt_kvm_opts o = {.sz = sizeof o, .guest_path = "/nonexistent/guest.elf"};
+    assert_int_equal(vmt_kvm_new(&o, &k), VMT_E_INVALID);
+    o.guest_path = VMT_TINY_GUEST;
+    o.ram_bytes = 2ull << 30; /* more than the boot tables map */
+    assert_int_equal(vmt_kvm_new(&o, &k), VMT_E_INVALID);
+    o.guest_path = "/proc/self/status"; /* not an ELF file */
+    o.ram_bytes = 0;
+    assert_int_equal(vmt_kvm_new(&o, &k), VMT_E_INVALID);
+    assert_ptr_equal(k, (vmt_kvm *)(uintptr_t)1); /* untouched on failure */
+    assert_int_equal(vmt_kvm_new(NULL, NULL), VMT_E_INVALID);
+}
+
 static void test_bundled_guest(void **state)
 {
     (void)state;
@@ -759,6 +786,7 @@ int main(void)
         cmocka_unit_test(test_hidden_breakpoint),
         cmocka_unit_test(test_monitor_singlestep),
         cmocka_unit_test(test_execute_only),
+        cmocka_unit_test(test_bad_options),
         cmocka_unit_test(test_bundled_guest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
