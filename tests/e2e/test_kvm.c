@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <gelf.h>
+#include <glib.h>
 #include <libelf.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -702,6 +703,87 @@ static void test_monitor_singlestep(void **state)
     vmt_core_free(v.core);
 }
 
+/* The page-table monitor's flow on the bundled guest: a process's page
+ * tables read-only (walkable), every write to them an event, answered
+ * with SINGLESTEP; the write is done when the step event comes. */
+typedef struct pt_run {
+    vm *v;
+    GHashTable *tables;
+    int writes, steps;
+    bool expect_step, bad;
+    vmt_pa last_pa;
+    uint64_t last_val;
+} pt_run;
+
+static vmt_status pt_handler(void *user, const vmt_event *ev, vmt_response *resp)
+{
+    pt_run *p = user;
+    resp->action = VMT_ACTION_CONTINUE;
+    if (ev->reason == VMT_EVENT_SOFTWARE_BREAKPOINT) {
+        resp->action = VMT_ACTION_REINJECT; /* the guest's own int3 */
+        return VMT_OK;
+    }
+    if (p->expect_step) {
+        p->expect_step = false;
+        p->steps++;
+        if (ev->reason != VMT_EVENT_SINGLESTEP)
+            p->bad = true;
+        return VMT_OK;
+    }
+    if (ev->reason != VMT_EVENT_MEMORY_ACCESS || ev->u.memory_access.access != VMT_ACCESS_W ||
+        !g_hash_table_contains(p->tables, GSIZE_TO_POINTER(ev->u.memory_access.pa >> 12))) {
+        p->bad = true;
+        return VMT_OK;
+    }
+    p->writes++;
+    p->expect_step = true;
+    resp->action = VMT_ACTION_SINGLESTEP;
+    return VMT_OK;
+}
+
+static void protect_tables(vm *v, GHashTable *set, vmt_pa table, int level)
+{
+    uint64_t e[512];
+    g_hash_table_add(set, GSIZE_TO_POINTER(table >> 12));
+    assert_int_equal(vmt_core_set_access(v->core, table >> 12, 0, VMT_ACCESS_R, VMT_SET_ACCESS_IGNORE_PAGE_WALK_UPDATES),
+                     VMT_OK);
+    if (level == 1)
+        return;
+    assert_int_equal(vmt_core_read(v->core, table, e, sizeof e), VMT_OK);
+    for (int i = 0; i < (level == 4 ? 256 : 512); i++) /* the user half */
+        if ((e[i] & 1) && !(e[i] & 0x80))
+            protect_tables(v, set, e[i] & 0x000ffffffffff000ull, level - 1);
+}
+
+static void test_page_table_writes(void **state)
+{
+    (void)state;
+    if (access(vmt_kvm_default_guest(), R_OK) != 0)
+        skip();
+    vmt_kvm_opts o = {.sz = sizeof o, .iterations = 30, .seed = 3, .pager = 50};
+    vm v;
+    assert_int_equal(vmt_kvm_core_new(&o, &v.core, &v.kvm), VMT_OK);
+    const vmt_guest_stats *s = vmt_kvm_guest_stats(v.kvm);
+    pt_run p = {.v = &v, .tables = g_hash_table_new(g_direct_hash, g_direct_equal)};
+    /* run until the processes exist */
+    while (s->proc_cr3[0] == 0)
+        assert_int_equal(vmt_core_wait_for_event(v.core, 1, pt_handler, &p), VMT_E_TIMEOUT);
+    protect_tables(&v, p.tables, s->proc_cr3[0], 4);
+    vmt_status st;
+    while ((st = vmt_core_wait_for_event(v.core, 10000, pt_handler, &p)) == VMT_OK)
+        ;
+    assert_int_equal(st, VMT_E_GUEST_EXITED);
+    assert_int_equal(vmt_kvm_exit_code(v.kvm), 0);
+    assert_false(p.bad);
+    assert_true(p.writes > 0); /* the pager maps and unmaps process 0's code */
+    assert_int_equal(p.steps, p.writes);
+    assert_true(s->page_outs > 0);
+    fprintf(stderr, "%u table frames, %d writes, page_outs %llu\n", g_hash_table_size(p.tables), p.writes,
+            (unsigned long long)s->page_outs);
+    g_hash_table_destroy(p.tables);
+    vmt_core_free(v.core);
+}
+
 static void test_bad_options(void **state)
 {
     (void)state;
@@ -786,6 +868,7 @@ int main(void)
         cmocka_unit_test(test_hidden_breakpoint),
         cmocka_unit_test(test_monitor_singlestep),
         cmocka_unit_test(test_execute_only),
+        cmocka_unit_test(test_page_table_writes),
         cmocka_unit_test(test_bad_options),
         cmocka_unit_test(test_bundled_guest),
     };
