@@ -47,6 +47,12 @@ typedef struct vmt_kvm_opts {
  * reading its own frame reads natively. */
 #define VMT_KVM_F_EMULATE_EXECUTE_ONLY (1u << 0)
 
+/* Events' regs.kernel_gs_base holds the value the driver last read (it is
+ * stale once the guest has run swapgs since), saving one vCPU ioctl per
+ * event (about one VM exit's cost on nested hosts). get_regs always reads
+ * it; set_regs writes it only when it differs from the last value read. */
+#define VMT_KVM_F_LAZY_KERNEL_GS_BASE (1u << 1)
+
 typedef enum vmt_kvm_state {
     VMT_KVM_RUNNING = 0, /* booted, not finished (it may be paused) */
     VMT_KVM_EXITED,      /* wrote its exit code to the done port */

@@ -203,12 +203,47 @@ static void test_registers(void **state)
     /* jump to `done` with exit code 0x55 in al */
     r.rip = sym("done");
     r.rax = 0x55;
+    r.kernel_gs_base = 0xffff800000001000ull;
+    r.gs_base = 0x4000;
     assert_int_equal(vmt_core_set_regs(v.core, 0, &r), VMT_OK);
     vmt_regs back;
     assert_int_equal(vmt_core_get_regs(v.core, 0, &back), VMT_OK);
     assert_int_equal(back.rip, r.rip);
+    assert_int_equal(back.rax, r.rax);
+    assert_int_equal(back.rsp, r.rsp);
+    assert_int_equal(back.rflags, r.rflags);
+    assert_int_equal(back.cr3, r.cr3);
+    assert_int_equal(back.gs_base, r.gs_base);
+    assert_int_equal(back.kernel_gs_base, r.kernel_gs_base);
+    assert_int_equal(back.cs, r.cs);
+    assert_int_equal(back.ss, r.ss);
     assert_int_equal(vmt_core_wait_for_event(v.core, 2000, cont, NULL), VMT_E_GUEST_EXITED);
     assert_int_equal(vmt_kvm_exit_code(v.kvm), 0x55);
+    vmt_core_free(v.core);
+}
+
+/* VMT_KVM_F_LAZY_KERNEL_GS_BASE: events carry the last value read (this
+ * guest never runs swapgs, so it is also the right one). */
+static void test_lazy_kernel_gs_base(void **state)
+{
+    (void)state;
+    vmt_kvm_opts o = {.sz = sizeof o, .guest_path = VMT_TINY_GUEST, .seed = MODE_LOOP,
+                      .flags = VMT_KVM_F_LAZY_KERNEL_GS_BASE};
+    vm v;
+    assert_int_equal(vmt_kvm_core_new(&o, &v.core, &v.kvm), VMT_OK);
+    run_quiet(&v);
+    vmt_regs r;
+    assert_int_equal(vmt_core_get_regs(v.core, 0, &r), VMT_OK);
+    r.kernel_gs_base = 0xffff800000002000ull;
+    assert_int_equal(vmt_core_set_regs(v.core, 0, &r), VMT_OK);
+    assert_int_equal(vmt_core_set_access(v.core, GFN_A, 0, VMT_ACCESS_RX, 0), VMT_OK);
+    rec e = {.resp.action = VMT_ACTION_CONTINUE};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(wait_ev(&v, &e), VMT_OK);
+        assert_int_equal(e.ev.regs.kernel_gs_base, 0xffff800000002000ull);
+    }
+    assert_int_equal(vmt_core_get_regs(v.core, 0, &r), VMT_OK);
+    assert_int_equal(r.kernel_gs_base, 0xffff800000002000ull);
     vmt_core_free(v.core);
 }
 
@@ -855,6 +890,7 @@ int main(void)
         cmocka_unit_test(test_hello),
         cmocka_unit_test(test_info_and_memory),
         cmocka_unit_test(test_registers),
+        cmocka_unit_test(test_lazy_kernel_gs_base),
         cmocka_unit_test(test_write_trap),
         cmocka_unit_test(test_exec_trap_and_nx_reads),
         cmocka_unit_test(test_views),
