@@ -10,5 +10,6 @@
 #include "vmitap/ptm.h"
 #include "vmitap/bpm.h"
 #include "vmitap/mock.h"
+#include "vmitap/tracer.h"
 
 #endif /* VMITAP_VMITAP_H */
