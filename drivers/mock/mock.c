@@ -35,7 +35,7 @@ typedef struct mock_access {
 } mock_access;
 
 typedef struct mock_remap {
-    gint64 gfn;     /* the frame the guest addresses */
+    gint64 gfn;      /* the frame the guest addresses */
     vmt_gfn backing; /* the frame it sees there */
 } mock_remap;
 
@@ -65,8 +65,8 @@ struct vmt_mock {
     unsigned pause_depth;
     bool monitoring[VMT_EVENT_SINGLESTEP + 1];
 
-    vmt_regs *regs;  /* [vcpus] */
-    GQueue *events;  /* of vmt_event* */
+    vmt_regs *regs;    /* [vcpus] */
+    GQueue *events;    /* of vmt_event* */
     GArray *responses; /* of vmt_response */
 
     uint64_t calls[VMT_MOCK_OP_COUNT];
@@ -129,8 +129,8 @@ static vmt_status mock_enter(vmt_mock *m, vmt_mock_op op)
         return VMT_OK;
     m->injected++;
     vmt_status st = one ? m->fault_op[op].status : m->fault_any.status;
-    vmt_log(VMT_LOG_DEBUG, "mock: injected %s into %s call #%llu", vmt_status_str(st),
-            op_names[op], (unsigned long long)m->calls[op]);
+    vmt_log(VMT_LOG_DEBUG, "mock: injected %s into %s call #%llu", vmt_status_str(st), op_names[op],
+            (unsigned long long)m->calls[op]);
     return st;
 }
 
@@ -165,7 +165,10 @@ void vmt_mock_fail_nth_any(vmt_mock *mock, unsigned nth, vmt_status status)
     mock->fault_any.status = status;
 }
 
-uint64_t vmt_mock_injected(const vmt_mock *mock) { return mock ? mock->injected : 0; }
+uint64_t vmt_mock_injected(const vmt_mock *mock)
+{
+    return mock ? mock->injected : 0;
+}
 
 /* ---------------------------------------------------------------------
  * Physical memory
@@ -284,6 +287,11 @@ vmt_status vmt_mock_poke(vmt_mock *mock, vmt_pa pa, const void *buf, size_t len)
     return st;
 }
 
+size_t vmt_mock_resident_frames(const vmt_mock *mock)
+{
+    return mock ? g_hash_table_size(mock->pages) : 0;
+}
+
 /* ---------------------------------------------------------------------
  * Views
  * ------------------------------------------------------------------- */
@@ -322,7 +330,10 @@ bool vmt_mock_view_exists(const vmt_mock *mock, vmt_view view)
     return mock && view_lookup(mock, view) != NULL;
 }
 
-vmt_view vmt_mock_current_view(const vmt_mock *mock) { return mock ? mock->current_view : 0; }
+vmt_view vmt_mock_current_view(const vmt_mock *mock)
+{
+    return mock ? mock->current_view : 0;
+}
 
 vmt_status vmt_mock_view_backing(const vmt_mock *mock, vmt_view view, vmt_gfn gfn, vmt_gfn *out)
 {
@@ -418,7 +429,8 @@ static vmt_status op_set_access(void *d, vmt_gfn gfn, vmt_view view, vmt_access 
     vmt_status st = mock_enter(m, VMT_MOCK_OP_SET_ACCESS);
     if (st != VMT_OK)
         return st;
-    if ((unsigned)access > VMT_ACCESS_RWX || (flags & ~(unsigned)VMT_SET_ACCESS_IGNORE_PAGE_WALK_UPDATES))
+    if ((unsigned)access > VMT_ACCESS_RWX ||
+        (flags & ~(unsigned)VMT_SET_ACCESS_IGNORE_PAGE_WALK_UPDATES))
         return VMT_E_INVALID;
     /* Execute-only is a hardware capability (EPT has it, NPT does not). */
     if (access == VMT_ACCESS_X && !(m->caps & VMT_CAP_EXECUTE_ONLY))
@@ -696,7 +708,10 @@ static vmt_status op_wait_for_event(void *d, int timeout_ms, vmt_event_fn fn, vo
     return st;
 }
 
-static void op_destroy(void *d) { vmt_mock_free(d); }
+static void op_destroy(void *d)
+{
+    vmt_mock_free(d);
+}
 
 static const vmt_driver_ops mock_ops = {
     .name = "mock",
@@ -721,7 +736,10 @@ static const vmt_driver_ops mock_ops = {
     .destroy = op_destroy,
 };
 
-const vmt_driver_ops *vmt_mock_driver_ops(void) { return &mock_ops; }
+const vmt_driver_ops *vmt_mock_driver_ops(void)
+{
+    return &mock_ops;
+}
 
 /* ---------------------------------------------------------------------
  * Life cycle, inspection, events
@@ -816,9 +834,15 @@ size_t vmt_mock_allocated_gfns(const vmt_mock *mock)
     return mock ? g_hash_table_size(mock->allocated) : 0;
 }
 
-bool vmt_mock_paused(const vmt_mock *mock) { return mock && mock->pause_depth > 0; }
+bool vmt_mock_paused(const vmt_mock *mock)
+{
+    return mock && mock->pause_depth > 0;
+}
 
-unsigned vmt_mock_pause_depth(const vmt_mock *mock) { return mock ? mock->pause_depth : 0; }
+unsigned vmt_mock_pause_depth(const vmt_mock *mock)
+{
+    return mock ? mock->pause_depth : 0;
+}
 
 bool vmt_mock_monitoring(const vmt_mock *mock, vmt_event_reason what)
 {

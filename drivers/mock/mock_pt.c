@@ -30,7 +30,10 @@ static bool size_valid(vmt_mock_page_size size)
 }
 
 /* The level whose entries map pages of this size: 1, 2 or 3. */
-static int leaf_level(vmt_mock_page_size size) { return 1 + ((int)size - VMT_PAGE_SHIFT) / 9; }
+static int leaf_level(vmt_mock_page_size size)
+{
+    return 1 + ((int)size - VMT_PAGE_SHIFT) / 9;
+}
 
 vmt_status vmt_mock_new_root(vmt_mock *mock, vmt_pa *root)
 {
@@ -70,8 +73,8 @@ static bool map_args_valid(vmt_va va, vmt_pa pa, vmt_mock_page_size size, uint64
     return (flags & VMT_PTE_ADDR_MASK) == 0; /* flags must not touch the address */
 }
 
-vmt_status vmt_mock_map(vmt_mock *mock, vmt_pa root, vmt_va va, vmt_pa pa,
-                        vmt_mock_page_size size, uint64_t flags)
+vmt_status vmt_mock_map(vmt_mock *mock, vmt_pa root, vmt_va va, vmt_pa pa, vmt_mock_page_size size,
+                        uint64_t flags)
 {
     if (!mock || !map_args_valid(va, pa, size, flags))
         return VMT_E_INVALID;

@@ -48,7 +48,8 @@ typedef struct vmt_mock vmt_mock;
 
 typedef struct vmt_mock_opts {
     size_t sz;       /* sizeof(vmt_mock_opts); 0 means "all defaults" */
-    vmt_gfn max_gfn; /* guest RAM frames [0, max_gfn); default 0x100000 (4 GiB) */
+    vmt_gfn max_gfn; /* guest RAM frames [0, max_gfn); default 0x100000 (4 GiB);
+                        2 <= max_gfn < 2^39, else vmt_mock_new is VMT_E_INVALID */
     uint16_t vcpus;  /* default 1 */
     uint32_t caps;   /* default (also when 0) VIEWS | EXECUTE_ONLY | FAST_SINGLESTEP | EMULATE */
 } vmt_mock_opts;
@@ -102,6 +103,10 @@ uint64_t vmt_mock_injected(const vmt_mock *mock);
 /* ---- memory, bypassing counting and fault injection ---- */
 vmt_status vmt_mock_peek(const vmt_mock *mock, vmt_pa pa, void *buf, size_t len);
 vmt_status vmt_mock_poke(vmt_mock *mock, vmt_pa pa, const void *buf, size_t len);
+
+/* Frames whose contents the mock stores (written at least once since they
+ * were last zeroed); reading a never-written frame does not add one. */
+size_t vmt_mock_resident_frames(const vmt_mock *mock);
 
 /* ---- page tables ---- */
 typedef enum vmt_mock_page_size {
