@@ -43,9 +43,9 @@
  *    otherwise, like a non-canonical va.
  *  - A driver failure while restoring a page's access does not undo the
  *    unmonitoring: the page stays write-protected, owed a restore, and
- *    every later unmonitor call retries it (a view that no longer exists
- *    counts as restored). If the page is needed again meanwhile, it is
- *    simply monitored again.
+ *    every later unmonitor or processing call retries it (a view that no
+ *    longer exists counts as restored). If the page is needed again
+ *    meanwhile, it is simply monitored again.
  *  - process_dirty_entries appends the events of every change it applied,
  *    even when it then fails: the changes are made in the guest and in the
  *    monitor, so their events must reach the caller. The entry being
@@ -420,11 +420,13 @@ static vmt_status unmonitor(vmt_ptm *ptm, vmt_core *vmi, vmt_addr_ctx ctx, vmt_v
     ptm_view *v = view_get(ptm, view);
     if (!v)
         return VMT_OK;
+    /* Debts of earlier calls first: a restore failing now stays owed, so
+     * that the failure this call reports is still visible afterwards. */
+    vmt_status retried = view_retry_restores(v, vmi);
     vmt_status st = VMT_OK;
     ptm_addr *a = g_hash_table_lookup(v->addrs, &ctx);
     if (a && (force || --a->refs == 0))
         st = addr_drop(ptm, v, vmi, a);
-    vmt_status retried = view_retry_restores(v, vmi);
     view_drop_if_empty(ptm, v);
     return st != VMT_OK ? st : retried;
 }
@@ -442,11 +444,11 @@ vmt_status vmt_ptm_unmonitor_by_force(vmt_ptm *ptm, vmt_core *vmi, vmt_addr_ctx 
 /* Drops every address of the view; failed restores stay owed (logged). */
 static void view_clear(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi)
 {
+    (void)view_retry_restores(v, vmi); /* earlier debts, as in unmonitor() */
     GPtrArray *addrs = table_values(v->addrs);
     for (guint i = 0; i < addrs->len; i++)
         (void)addr_drop(ptm, v, vmi, addrs->pdata[i]);
     g_ptr_array_free(addrs, TRUE);
-    (void)view_retry_restores(v, vmi);
     view_drop_if_empty(ptm, v);
 }
 
@@ -640,6 +642,24 @@ static gint dirty_item_cmp(gconstpointer pa, gconstpointer pb)
     return a->pa < b->pa ? -1 : a->pa > b->pa;
 }
 
+/* Restores owed by earlier failures, in every view; the first failure. */
+static vmt_status retry_all_restores(vmt_ptm *ptm, vmt_core *vmi)
+{
+    if (vmt_ptm_pending_restores(ptm) == 0) /* the usual case: no snapshot */
+        return VMT_OK;
+    vmt_status first = VMT_OK;
+    GPtrArray *views = table_values(ptm->views);
+    for (guint i = 0; i < views->len; i++) {
+        ptm_view *v = views->pdata[i];
+        vmt_status st = view_retry_restores(v, vmi);
+        if (first == VMT_OK)
+            first = st;
+        view_drop_if_empty(ptm, v);
+    }
+    g_ptr_array_free(views, TRUE);
+    return first;
+}
+
 static GArray *dirty_items(const vmt_ptm *ptm, vmt_vcpu vcpu)
 {
     GArray *items = g_array_new(FALSE, FALSE, sizeof(dirty_item));
@@ -676,7 +696,7 @@ vmt_status vmt_ptm_process_dirty_entries(vmt_ptm *ptm, vmt_core *vmi, vmt_vcpu v
     }
     g_hash_table_destroy(cache.values);
     g_array_free(items, TRUE);
-    return st;
+    return st != VMT_OK ? st : retry_all_restores(ptm, vmi);
 }
 
 /* ---- counters and inspection ---- */

@@ -14,7 +14,8 @@ vmt_status vmt_ptm_check(const vmt_ptm *ptm);
 
 /* Table pages whose access could not be restored when their last entry
  * went (the driver failed). They stay write-protected and are retried by
- * every unmonitor call. Not counted by vmt_ptm_monitored_tables(). */
+ * every unmonitor and processing call. Not counted by
+ * vmt_ptm_monitored_tables(). */
 size_t vmt_ptm_pending_restores(const vmt_ptm *ptm);
 
 /* Whether (view, ctx) is monitored, and if so its tag, whether it is
