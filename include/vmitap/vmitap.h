@@ -10,6 +10,7 @@
 #include "vmitap/ptm.h"
 #include "vmitap/bpm.h"
 #include "vmitap/mock.h"
+#include "vmitap/kvm.h"
 #include "vmitap/tracer.h"
 
 #endif /* VMITAP_VMITAP_H */

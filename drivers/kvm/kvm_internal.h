@@ -1,0 +1,167 @@
+/* Internals of the KVM micro-VM driver, shared by its .c files.
+ *
+ * Memory model. Every frame the VMM owns (guest RAM, then shadow frames
+ * from allocate_gfn) is a page of one memfd. `raw` maps the whole memfd:
+ * driver read/write are memcpy on it. `gmap` maps guest RAM as the guest
+ * sees it in the active view: page g of gmap maps the memfd page of g's
+ * backing frame (mmap MAP_FIXED remaps it), and the KVM memslots point
+ * into gmap. So changing which frame backs a gfn costs one mmap, not a
+ * memslot change.
+ *
+ * Access rights become a "class" per frame, which is what memslots can
+ * express:
+ *   NORMAL  read/write/execute natively (RWX)
+ *   RO      KVM_MEM_READONLY slot: reads and fetches native, writes exit
+ *           as MMIO (RX)
+ *   HOLE    no memslot: reads and writes exit as MMIO (served or
+ *           reported), fetches exit as an emulation failure (anything
+ *           without X, or without R)
+ * RAM is covered by one memslot per 2 MiB chunk until a frame of the chunk
+ * needs another class; the chunk is then split once into one memslot per
+ * frame (holes have none), so later changes cost one or two memslot ops. */
+#ifndef VMITAP_DRIVERS_KVM_INTERNAL_H
+#define VMITAP_DRIVERS_KVM_INTERNAL_H
+
+#include <glib.h>
+#include <linux/kvm.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "guest/abi.h"
+#include "vmitap/kvm.h"
+
+#define KVM_CHUNK_FRAMES 512u          /* 2 MiB per initial memslot */
+#define KVM_SHADOW_FRAMES (1u << 16)   /* capacity for allocate_gfn (sparse) */
+#define KVM_CONSOLE_MAX (1u << 20)     /* console bytes kept */
+#define KVM_MAX_TEMP 4                 /* frames overridden during one step */
+
+enum kvm_class { CLASS_NORMAL = 0, CLASS_RO = 1, CLASS_HOLE = 2 };
+
+/* A view: default access plus the frames that differ from it. Values of
+ * `frames` pack (backing gfn << 3) | access. */
+typedef struct kvm_view {
+    vmt_access def;
+    GHashTable *frames; /* gfn -> packed entry */
+} kvm_view;
+
+/* A frame forced to some class/backing for the duration of one step. */
+typedef struct kvm_temp {
+    vmt_gfn gfn;
+    uint8_t cls;
+    vmt_gfn backing;
+    vmt_view access_view; /* whose access rights decide MMIO on this frame */
+} kvm_temp;
+
+/* What the vCPU is single-stepping for (several may be true at once). */
+typedef struct kvm_step {
+    bool user;          /* a SINGLESTEP response: report a SINGLESTEP event after */
+    bool fast;          /* FAST_SINGLESTEP: temps revert silently after */
+    bool passthrough;   /* running the guest's #BP handler frame, step by step */
+    unsigned ntemp;
+    kvm_temp temp[KVM_MAX_TEMP];
+} kvm_step;
+
+struct vmt_kvm {
+    int kvm_fd, vm_fd, vcpu_fd;
+    struct kvm_run *run;
+    size_t run_size;
+
+    /* memory */
+    int mem_fd;
+    uint8_t *raw;  /* all frames, raw */
+    uint8_t *gmap; /* RAM as the guest sees it */
+    uint64_t ram_frames, shadow_cap, shadow_next;
+    GHashTable *shadow_free; /* freed shadow gfns (set) */
+    GHashTable *shadow_used; /* allocated shadow gfns (set) */
+
+    /* memslots */
+    uint32_t nchunks, max_slots;
+    uint8_t *chunk_split;
+    uint8_t *cls;      /* installed class per RAM frame */
+    uint64_t *backing; /* installed backing per RAM frame */
+    int32_t *fslot;    /* per-frame memslot id (split chunks), -1 = none */
+    uint32_t *free_slots;
+    uint32_t nfree_slots;
+
+    /* views */
+    GHashTable *views; /* view id -> kvm_view* */
+    vmt_view active;
+    vmt_view next_view;
+
+    /* the guest's #BP handler frame, kept a hole to catch int3 at CPL 3 */
+    bool bp_trap;
+    vmt_gfn bp_gfn;
+    uint64_t bp_handler; /* handler VA */
+    uint64_t idt_base;   /* IDT base the trap was computed for */
+
+    /* run state */
+    vmt_kvm_state state;
+    uint32_t exit_code;
+    char crash[256];
+    bool paused;
+    bool monitor_ss;    /* report every instruction as SINGLESTEP */
+    bool pending_ss;    /* a SINGLESTEP event is due before running again */
+    bool have_timer;
+    timer_t timer;      /* bounds KVM_RUN for wait_for_event's timeout */
+    uint32_t dbg_flags; /* KVM_SET_GUEST_DEBUG control currently set */
+    kvm_step step;
+    char *console;
+    size_t console_len;
+    vmt_kvm_counters ctr;
+};
+
+/* kvm_mem.c */
+vmt_status kvm_mem_init(vmt_kvm *k, uint64_t ram_bytes);
+void kvm_mem_fini(vmt_kvm *k);
+bool kvm_pa_backed(const vmt_kvm *k, vmt_pa pa, size_t len);
+uint8_t *kvm_frame_raw(vmt_kvm *k, vmt_gfn gfn);
+vmt_status kvm_install(vmt_kvm *k, vmt_gfn gfn, unsigned cls, vmt_gfn backing);
+/* Effective access and backing of gfn in a view (view must exist). */
+void kvm_view_lookup(const kvm_view *v, vmt_gfn gfn, vmt_access *acc, vmt_gfn *backing);
+kvm_view *kvm_view_get(vmt_kvm *k, vmt_view id);
+unsigned kvm_class_of(vmt_access a);
+/* Re-installs gfn as the active view + traps + temps say. */
+vmt_status kvm_sync_frame(vmt_kvm *k, vmt_gfn gfn);
+/* Reads/writes the guest-visible RAM (through the active layout). */
+vmt_status kvm_guest_read(void *k, vmt_pa pa, void *buf, size_t len);
+vmt_status kvm_guest_write(vmt_kvm *k, vmt_pa pa, const void *buf, size_t len);
+
+/* kvm_views.c: driver ops on memory, access rights and views */
+vmt_status kvm_views_init(vmt_kvm *k);
+void kvm_views_fini(vmt_kvm *k);
+vmt_status kvm_switch_view(vmt_kvm *k, vmt_view id);
+vmt_status kvm_op_read(void *d, vmt_pa pa, void *buf, size_t len);
+vmt_status kvm_op_write(void *d, vmt_pa pa, const void *buf, size_t len);
+vmt_status kvm_op_get_access(void *d, vmt_gfn gfn, vmt_view view, vmt_access *out);
+vmt_status kvm_op_set_access(void *d, vmt_gfn gfn, vmt_view view, vmt_access access, unsigned flags);
+vmt_status kvm_op_create_view(void *d, vmt_access default_access, vmt_view *out);
+vmt_status kvm_op_destroy_view(void *d, vmt_view view);
+vmt_status kvm_op_switch_view(void *d, vmt_view view);
+vmt_status kvm_op_change_view_gfn(void *d, vmt_view view, vmt_gfn old_gfn, vmt_gfn new_gfn);
+vmt_status kvm_op_reset_view_gfn(void *d, vmt_view view, vmt_gfn gfn);
+vmt_status kvm_op_allocate_gfn(void *d, vmt_gfn *out);
+vmt_status kvm_op_free_gfn(void *d, vmt_gfn gfn);
+
+/* kvm_boot.c */
+vmt_status kvm_boot_load(vmt_kvm *k, const char *path, const vmt_kvm_opts *o);
+
+/* kvm_cpu.c: registers */
+vmt_status kvm_regs_get(vmt_kvm *k, vmt_regs *out);
+vmt_status kvm_regs_set(vmt_kvm *k, const vmt_regs *r);
+vmt_status kvm_set_debug(vmt_kvm *k, bool step);
+/* Virtual-address access through the current CR3 and the guest view. */
+vmt_status kvm_va_read(vmt_kvm *k, uint64_t cr3, uint64_t va, void *buf, size_t len);
+vmt_status kvm_va_write(vmt_kvm *k, uint64_t cr3, uint64_t va, const void *buf, size_t len);
+vmt_status kvm_va_to_pa(vmt_kvm *k, uint64_t cr3, uint64_t va, vmt_pa *out);
+
+/* kvm_run.c */
+vmt_status kvm_wait_for_event(void *d, int timeout_ms, vmt_event_fn fn, void *user);
+void kvm_crash(vmt_kvm *k, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+
+#endif /* VMITAP_DRIVERS_KVM_INTERNAL_H */

@@ -1,0 +1,672 @@
+/* The run loop of the KVM driver: KVM_RUN, exits turned into events, and
+ * the responses applied. Exact semantics: drivers/kvm/README.md.
+ *
+ * Event kinds and where they come from:
+ *   MEMORY_ACCESS W   a write to an RO or HOLE frame whose view denies W
+ *                     (KVM_EXIT_MMIO, instruction decoded, not yet retired)
+ *   MEMORY_ACCESS R   a read of a HOLE frame whose view denies R (same)
+ *   MEMORY_ACCESS X   a fetch from a HOLE frame (KVM_EXIT_INTERNAL_ERROR,
+ *                     emulation, RIP at the instruction, nothing executed)
+ *   SOFTWARE_BREAKPOINT  int3 intercepted by KVM (KVM_EXIT_DEBUG #BP, or
+ *                     the emulation-failure quirk with 0xCC at RIP), or
+ *                     caught when the CPU delivered #BP to the guest's IDT
+ *                     vector-3 handler, whose frame is kept a hole
+ *   SINGLESTEP        KVM_EXIT_DEBUG #DB after a requested step */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "drivers/kvm/kvm_internal.h"
+#include "vmitap/log.h"
+
+enum ev_kind { EV_MMIO, EV_FETCH, EV_BP_KVM, EV_BP_IDT, EV_STEP };
+
+typedef struct pending_ev {
+    enum ev_kind kind;
+    vmt_event ev;
+} pending_ev;
+
+enum handled { H_RUN, H_EVENT, H_STOP };
+
+/* ---- timeout: a per-thread POSIX timer whose signal sets immediate_exit ---- */
+
+static _Thread_local struct kvm_run *tl_run;
+static _Thread_local volatile sig_atomic_t tl_fired;
+
+static void on_timer(int sig)
+{
+    (void)sig;
+    tl_fired = 1;
+    if (tl_run)
+        tl_run->immediate_exit = 1;
+}
+
+static int timer_signal(void) { return SIGRTMIN + 3; }
+
+static bool timer_arm(timer_t *t, bool *have, int timeout_ms)
+{
+    static bool installed;
+    if (!installed) {
+        struct sigaction sa = {.sa_handler = on_timer};
+        sigemptyset(&sa.sa_mask);
+        sigaction(timer_signal(), &sa, NULL);
+        installed = true;
+    }
+    if (!*have) {
+        struct sigevent se = {.sigev_notify = SIGEV_THREAD_ID, .sigev_signo = timer_signal()};
+        se._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+        if (timer_create(CLOCK_MONOTONIC, &se, t) < 0)
+            return false;
+        *have = true;
+    }
+    struct itimerspec its = {.it_value = {.tv_sec = timeout_ms / 1000, .tv_nsec = (long)(timeout_ms % 1000) * 1000000L}};
+    if (timeout_ms == 0)
+        its.it_value.tv_nsec = 1;
+    return timer_settime(*t, 0, &its, NULL) == 0;
+}
+
+static void timer_disarm(timer_t t)
+{
+    struct itimerspec its = {0};
+    timer_settime(t, 0, &its, NULL);
+}
+
+/* ---- state ---- */
+
+void kvm_crash(vmt_kvm *k, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(k->crash, sizeof k->crash, fmt, ap);
+    va_end(ap);
+    k->state = VMT_KVM_CRASHED;
+    vmt_log(VMT_LOG_ERROR, "kvm: guest crashed: %s", k->crash);
+}
+
+static void console_put(vmt_kvm *k, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n && k->console_len + 1 < KVM_CONSOLE_MAX; i++)
+        k->console[k->console_len++] = (char)p[i];
+    k->console[k->console_len] = 0;
+}
+
+/* ---- the #BP trap on the guest's vector-3 handler frame ---- */
+
+static void set_bp_trap(vmt_kvm *k, bool on, vmt_gfn gfn, uint64_t handler)
+{
+    if (k->bp_trap && (!on || gfn != k->bp_gfn)) {
+        k->bp_trap = false;
+        kvm_sync_frame(k, k->bp_gfn);
+    }
+    if (on && !k->bp_trap) {
+        k->bp_trap = true;
+        k->bp_gfn = gfn;
+        kvm_sync_frame(k, gfn);
+    }
+    k->bp_handler = handler;
+}
+
+/* Finds gate 3 of the guest's IDT and keeps its handler's frame trapped. */
+static void refresh_bp_trap(vmt_kvm *k)
+{
+    struct kvm_sregs s;
+    uint8_t g[16];
+    if (ioctl(k->vcpu_fd, KVM_GET_SREGS, &s) < 0)
+        return;
+    if (s.idt.limit < 4 * 16 - 1 || kvm_va_read(k, s.cr3, s.idt.base + 3 * 16, g, sizeof g) != VMT_OK ||
+        !(g[5] & 0x80)) {
+        set_bp_trap(k, false, 0, 0);
+        return;
+    }
+    uint64_t off = (uint64_t)g[0] | (uint64_t)g[1] << 8 | (uint64_t)g[6] << 16 | (uint64_t)g[7] << 24;
+    uint64_t hi;
+    memcpy(&hi, g + 8, 8);
+    off |= (hi & 0xffffffffull) << 32;
+    vmt_pa pa;
+    if (kvm_va_to_pa(k, s.cr3, off, &pa) != VMT_OK || (pa >> VMT_PAGE_SHIFT) >= k->ram_frames) {
+        set_bp_trap(k, false, 0, 0);
+        return;
+    }
+    k->idt_base = s.idt.base;
+    set_bp_trap(k, true, pa >> VMT_PAGE_SHIFT, off);
+}
+
+/* ---- stepping ---- */
+
+static bool want_step(const vmt_kvm *k)
+{
+    return k->step.user || k->step.fast || k->step.passthrough || k->step.ntemp || k->monitor_ss;
+}
+
+static vmt_status add_temp(vmt_kvm *k, vmt_gfn gfn, unsigned cls, vmt_gfn backing, vmt_view view)
+{
+    if (gfn >= k->ram_frames || k->step.ntemp == KVM_MAX_TEMP)
+        return VMT_OK;
+    for (unsigned i = 0; i < k->step.ntemp; i++)
+        if (k->step.temp[i].gfn == gfn)
+            return VMT_OK;
+    k->step.temp[k->step.ntemp++] = (kvm_temp){.gfn = gfn, .cls = (uint8_t)cls, .backing = backing, .access_view = view};
+    return kvm_sync_frame(k, gfn);
+}
+
+static void drop_temps(vmt_kvm *k)
+{
+    unsigned n = k->step.ntemp;
+    kvm_temp t[KVM_MAX_TEMP];
+    memcpy(t, k->step.temp, sizeof t);
+    k->step.ntemp = 0;
+    for (unsigned i = 0; i < n; i++)
+        kvm_sync_frame(k, t[i].gfn);
+}
+
+/* The frames an instruction at rip may be fetched from (two if it may cross). */
+static unsigned insn_frames(vmt_kvm *k, uint64_t cr3, uint64_t rip, vmt_gfn out[2])
+{
+    unsigned n = 0;
+    vmt_pa pa;
+    if (kvm_va_to_pa(k, cr3, rip, &pa) == VMT_OK)
+        out[n++] = pa >> VMT_PAGE_SHIFT;
+    if ((rip & 0xfff) > 0xff0 && kvm_va_to_pa(k, cr3, (rip | 0xfff) + 1, &pa) == VMT_OK)
+        out[n++] = pa >> VMT_PAGE_SHIFT;
+    return n;
+}
+
+/* Makes the instruction at rip fetchable as in view `view` for one step:
+ * its frames get view's backing; the class is the stricter of the current
+ * and view's class (so no memslot change in the common case), except that
+ * a frame must be fetchable. Accesses that exit meanwhile are decided by
+ * view's rights. */
+static vmt_status temps_for_insn(vmt_kvm *k, const vmt_regs *r, vmt_view view)
+{
+    kvm_view *v = kvm_view_get(k, view);
+    vmt_gfn f[2];
+    unsigned n = insn_frames(k, r->cr3, r->rip, f);
+    for (unsigned i = 0; i < n; i++) {
+        vmt_access acc;
+        vmt_gfn backing;
+        kvm_view_lookup(v, f[i], &acc, &backing);
+        unsigned cur = k->cls[f[i]], want = kvm_class_of(acc);
+        unsigned cls = want > cur ? want : cur;
+        if (cls == CLASS_HOLE)
+            cls = (want == CLASS_HOLE) ? CLASS_RO : want;
+        vmt_status st = add_temp(k, f[i], cls, backing, view);
+        if (st != VMT_OK)
+            return st;
+    }
+    return VMT_OK;
+}
+
+/* ---- event construction ---- */
+
+static vmt_status make_event(vmt_kvm *k, pending_ev *p, enum ev_kind kind, vmt_event_reason reason)
+{
+    memset(p, 0, sizeof *p);
+    p->kind = kind;
+    p->ev.reason = reason;
+    p->ev.has_view = true;
+    p->ev.view = k->active;
+    return kvm_regs_get(k, &p->ev.regs);
+}
+
+static vmt_gfn rip_gfn(vmt_kvm *k, const vmt_regs *r)
+{
+    vmt_pa pa;
+    return kvm_va_to_pa(k, r->cr3, r->rip, &pa) == VMT_OK ? pa >> VMT_PAGE_SHIFT : (vmt_gfn)-1;
+}
+
+static enum handled bp_event(vmt_kvm *k, pending_ev *p, enum ev_kind kind)
+{
+    if (make_event(k, p, kind, VMT_EVENT_SOFTWARE_BREAKPOINT) != VMT_OK) {
+        kvm_crash(k, "cannot read registers at a breakpoint");
+        return H_STOP;
+    }
+    p->ev.u.software_breakpoint.gfn = rip_gfn(k, &p->ev.regs);
+    p->ev.u.software_breakpoint.insn_len = 1;
+    return H_EVENT;
+}
+
+/* ---- MMIO ---- */
+
+/* Whose rights and which backing decide an access to gfn right now. */
+static void frame_rights(vmt_kvm *k, vmt_gfn gfn, vmt_view *view, vmt_access *acc, vmt_gfn *backing)
+{
+    *view = k->active;
+    for (unsigned i = 0; i < k->step.ntemp; i++)
+        if (k->step.temp[i].gfn == gfn)
+            *view = k->step.temp[i].access_view;
+    kvm_view_lookup(kvm_view_get(k, *view), gfn, acc, backing);
+}
+
+/* Performs the pending MMIO access on backing page `backing`. */
+static void mmio_serve(vmt_kvm *k, vmt_gfn backing)
+{
+    struct kvm_run *run = k->run;
+    size_t off = run->mmio.phys_addr & (VMT_PAGE_SIZE - 1);
+    uint32_t len = run->mmio.len > 8 ? 8 : run->mmio.len;
+    uint8_t *page = kvm_frame_raw(k, backing);
+    if (run->mmio.is_write)
+        memcpy(page + off, run->mmio.data, len);
+    else
+        memcpy(run->mmio.data, page + off, len);
+    k->ctr.mmio++;
+}
+
+static bool mmio_unbacked(vmt_kvm *k)
+{
+    struct kvm_run *run = k->run;
+    if ((run->mmio.phys_addr >> VMT_PAGE_SHIFT) < k->ram_frames)
+        return false;
+    vmt_log(VMT_LOG_DEBUG, "kvm: guest %s at 0x%llx: no RAM there", run->mmio.is_write ? "write" : "read",
+            (unsigned long long)run->mmio.phys_addr);
+    if (!run->mmio.is_write)
+        memset(run->mmio.data, 0xff, sizeof run->mmio.data);
+    return true;
+}
+
+static enum handled on_mmio(vmt_kvm *k, pending_ev *p)
+{
+    if (mmio_unbacked(k))
+        return H_RUN;
+    struct kvm_run *run = k->run;
+    vmt_gfn gfn = run->mmio.phys_addr >> VMT_PAGE_SHIFT, backing;
+    vmt_view view;
+    vmt_access acc;
+    frame_rights(k, gfn, &view, &acc, &backing);
+    vmt_access need = run->mmio.is_write ? VMT_ACCESS_W : VMT_ACCESS_R;
+    if (acc & need) {
+        mmio_serve(k, backing);
+        return H_RUN;
+    }
+    if (make_event(k, p, EV_MMIO, VMT_EVENT_MEMORY_ACCESS) != VMT_OK) {
+        kvm_crash(k, "cannot read registers at a memory access");
+        return H_STOP;
+    }
+    p->ev.view = view;
+    p->ev.u.memory_access.pa = run->mmio.phys_addr;
+    p->ev.u.memory_access.access = need;
+    return H_EVENT;
+}
+
+/* Retires the instruction behind a pending MMIO access without running any
+ * further guest instruction; more accesses of the same instruction are
+ * served from `view`'s backing. */
+static vmt_status finish_mmio(vmt_kvm *k, vmt_view view)
+{
+    for (int guard = 0; guard < 64; guard++) {
+        k->run->immediate_exit = 1;
+        int r = ioctl(k->vcpu_fd, KVM_RUN, 0);
+        k->run->immediate_exit = 0;
+        if (r < 0 && (errno == EINTR || errno == EAGAIN))
+            return VMT_OK;
+        if (r < 0 || k->run->exit_reason != KVM_EXIT_MMIO) {
+            kvm_crash(k, "completing an emulated access: exit %u (%s)", r < 0 ? 0 : k->run->exit_reason,
+                      r < 0 ? strerror(errno) : "unexpected exit");
+            return VMT_E_GUEST_CRASHED;
+        }
+        if (!mmio_unbacked(k)) {
+            vmt_access acc;
+            vmt_gfn backing;
+            kvm_view_lookup(kvm_view_get(k, view), k->run->mmio.phys_addr >> VMT_PAGE_SHIFT, &acc, &backing);
+            mmio_serve(k, backing);
+        }
+    }
+    kvm_crash(k, "an instruction kept exiting for emulated accesses");
+    return VMT_E_GUEST_CRASHED;
+}
+
+/* ---- fetch exits (emulation failures) ---- */
+
+/* A #BP delivered to the trapped handler: the 5-word frame is at RSP. */
+static enum handled on_bp_delivery(vmt_kvm *k, pending_ev *p, const vmt_regs *r)
+{
+    uint64_t f[5]; /* RIP, CS, RFLAGS, RSP, SS */
+    uint8_t byte = 0;
+    if (kvm_va_read(k, r->cr3, r->rsp, f, sizeof f) != VMT_OK ||
+        kvm_va_read(k, r->cr3, f[0] - 1, &byte, 1) != VMT_OK || byte != 0xCC)
+        return H_RUN; /* not an int3 delivery: the caller lets the handler run */
+    if (make_event(k, p, EV_BP_IDT, VMT_EVENT_SOFTWARE_BREAKPOINT) != VMT_OK)
+        return H_STOP;
+    vmt_regs *e = &p->ev.regs;
+    e->rip = f[0] - 1;
+    e->cs = (uint16_t)f[1];
+    e->rflags = f[2];
+    e->rsp = f[3];
+    e->ss = (uint16_t)f[4];
+    p->ev.u.software_breakpoint.gfn = rip_gfn(k, e);
+    p->ev.u.software_breakpoint.insn_len = 1;
+    return H_EVENT;
+}
+
+static vmt_status start_passthrough(vmt_kvm *k)
+{
+    k->step.passthrough = true;
+    return kvm_sync_frame(k, k->bp_gfn);
+}
+
+static enum handled on_emulation_failure(vmt_kvm *k, pending_ev *p)
+{
+    vmt_regs r;
+    if (kvm_regs_get(k, &r) != VMT_OK) {
+        kvm_crash(k, "emulation failure, registers unreadable");
+        return H_STOP;
+    }
+    vmt_gfn f[2];
+    unsigned n = insn_frames(k, r.cr3, r.rip, f);
+    for (unsigned i = 0; i < n; i++) {
+        if (k->cls[f[i]] != CLASS_HOLE)
+            continue;
+        if (k->bp_trap && f[i] == k->bp_gfn && !k->step.passthrough) {
+            if (i == 0 && r.rip == k->bp_handler) {
+                enum handled h = on_bp_delivery(k, p, &r);
+                if (h != H_RUN)
+                    return h;
+            }
+            return start_passthrough(k) == VMT_OK ? H_RUN : H_STOP;
+        }
+        if (make_event(k, p, EV_FETCH, VMT_EVENT_MEMORY_ACCESS) != VMT_OK)
+            return H_STOP;
+        p->ev.u.memory_access.pa = (f[i] << VMT_PAGE_SHIFT) | (i == 0 ? (r.rip & 0xfff) : 0);
+        p->ev.u.memory_access.va = i == 0 ? r.rip : (r.rip | 0xfff) + 1;
+        p->ev.u.memory_access.access = VMT_ACCESS_X;
+        return H_EVENT;
+    }
+    uint8_t b = 0;
+    if (kvm_va_read(k, r.cr3, r.rip, &b, 1) == VMT_OK && b == 0xCC)
+        return bp_event(k, p, EV_BP_KVM); /* the int3 quirk of these hosts */
+    struct kvm_run *run = k->run;
+    kvm_crash(k, "KVM could not emulate the instruction at rip 0x%llx (cpl %u, suberror %u)",
+              (unsigned long long)r.rip, r.cs & 3u, run->internal.suberror);
+    return H_STOP;
+}
+
+/* ---- single-step completion ---- */
+
+static enum handled on_step(vmt_kvm *k, pending_ev *p)
+{
+    k->ctr.steps++;
+    bool report = k->step.user || k->monitor_ss;
+    k->step.user = false;
+    k->step.fast = false;
+    if (k->step.ntemp)
+        drop_temps(k);
+    if (k->step.passthrough) {
+        vmt_regs r;
+        if (kvm_regs_get(k, &r) == VMT_OK && rip_gfn(k, &r) != k->bp_gfn) {
+            k->step.passthrough = false;
+            kvm_sync_frame(k, k->bp_gfn);
+        }
+    }
+    if (!report)
+        return H_RUN;
+    if (make_event(k, p, EV_STEP, VMT_EVENT_SINGLESTEP) != VMT_OK)
+        return H_STOP;
+    p->ev.u.singlestep.gfn = rip_gfn(k, &p->ev.regs);
+    return H_EVENT;
+}
+
+/* ---- the exit dispatcher ---- */
+
+static enum handled on_io(vmt_kvm *k)
+{
+    struct kvm_run *run = k->run;
+    uint8_t *data = (uint8_t *)run + run->io.data_offset;
+    size_t n = (size_t)run->io.size * run->io.count;
+    if (run->io.direction == KVM_EXIT_IO_OUT && run->io.port == VMT_GUEST_CONSOLE_PORT) {
+        console_put(k, data, n);
+    } else if (run->io.direction == KVM_EXIT_IO_OUT && run->io.port == VMT_GUEST_DONE_PORT) {
+        uint32_t code = 0;
+        memcpy(&code, data, run->io.size < 4 ? run->io.size : 4);
+        k->exit_code = code;
+        k->state = VMT_KVM_EXITED;
+        vmt_log(VMT_LOG_INFO, "kvm: guest exited with code %u", code);
+        return H_STOP;
+    } else if (run->io.direction == KVM_EXIT_IO_IN) {
+        memset(data, 0xff, n);
+    }
+    if (!k->step.passthrough)
+        refresh_bp_trap(k);
+    return H_RUN;
+}
+
+static enum handled handle_exit(vmt_kvm *k, pending_ev *p)
+{
+    struct kvm_run *run = k->run;
+    k->ctr.exits++;
+    switch (run->exit_reason) {
+    case KVM_EXIT_IO:
+        return on_io(k);
+    case KVM_EXIT_MMIO:
+        return on_mmio(k, p);
+    case KVM_EXIT_DEBUG:
+        if (run->debug.arch.exception == 1)
+            return on_step(k, p);
+        if (run->debug.arch.exception == 3)
+            return bp_event(k, p, EV_BP_KVM);
+        vmt_log(VMT_LOG_WARN, "kvm: debug exit for exception %u ignored", run->debug.arch.exception);
+        return H_RUN;
+    case KVM_EXIT_INTERNAL_ERROR:
+        if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION)
+            return on_emulation_failure(k, p);
+        kvm_crash(k, "KVM internal error, suberror %u", run->internal.suberror);
+        return H_STOP;
+    case KVM_EXIT_HLT:
+        kvm_crash(k, "the guest halted without signalling done (no interrupt can wake it)");
+        return H_STOP;
+    case KVM_EXIT_SHUTDOWN:
+        kvm_crash(k, "triple fault (KVM_EXIT_SHUTDOWN)");
+        return H_STOP;
+    case KVM_EXIT_FAIL_ENTRY:
+        kvm_crash(k, "VM entry failed, hardware reason 0x%llx",
+                  (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+        return H_STOP;
+    case KVM_EXIT_INTR:
+        return H_RUN;
+    default:
+        kvm_crash(k, "unexpected KVM exit reason %u", run->exit_reason);
+        return H_STOP;
+    }
+}
+
+/* ---- responses ---- */
+
+/* #BP delivered by hand for REINJECT of an int3 that KVM intercepted:
+ * the frame the CPU would push, on the stack the CPU would choose. */
+static vmt_status deliver_bp(vmt_kvm *k, const vmt_regs *r)
+{
+    struct kvm_sregs s;
+    if (ioctl(k->vcpu_fd, KVM_GET_SREGS, &s) < 0)
+        return VMT_E_DRIVER;
+    uint8_t g[16];
+    vmt_status st = kvm_va_read(k, s.cr3, s.idt.base + 3 * 16, g, sizeof g);
+    if (st != VMT_OK || !(g[5] & 0x80) || s.idt.limit < 4 * 16 - 1)
+        return VMT_E_INVALID;
+    uint64_t hi;
+    memcpy(&hi, g + 8, 8);
+    uint64_t target = (uint64_t)g[0] | (uint64_t)g[1] << 8 | (uint64_t)g[6] << 16 | (uint64_t)g[7] << 24 |
+                      (hi & 0xffffffffull) << 32;
+    uint16_t sel = (uint16_t)(g[2] | g[3] << 8);
+    unsigned ist = g[4] & 7, type = g[5] & 0xf;
+    bool cpl_change = (r->cs & 3) != (sel & 3);
+    uint64_t rsp = r->rsp;
+    if (ist || cpl_change) {
+        uint64_t off = ist ? 0x24 + 8ull * (ist - 1) : 4;
+        if ((st = kvm_va_read(k, s.cr3, s.tr.base + off, &rsp, 8)) != VMT_OK)
+            return st;
+    }
+    rsp &= ~0xfull;
+    uint64_t frame[5] = {r->rip + 1, r->cs, r->rflags, r->rsp, r->ss};
+    rsp -= sizeof frame;
+    if ((st = kvm_va_write(k, s.cr3, rsp, frame, sizeof frame)) != VMT_OK)
+        return st;
+    vmt_regs n = *r;
+    n.rip = target;
+    n.rsp = rsp;
+    n.cs = sel;
+    n.ss = cpl_change ? (uint16_t)(sel & 3) : r->ss;
+    n.rflags &= ~((1ull << 8) | (1ull << 14) | (1ull << 16) | (1ull << 17)); /* TF NT RF VM */
+    if (type == 0xe)
+        n.rflags &= ~(1ull << 9); /* interrupt gate: IF off */
+    return kvm_regs_set(k, &n);
+}
+
+static vmt_status apply_response(vmt_kvm *k, pending_ev *p, const vmt_response *resp)
+{
+    vmt_status st = VMT_OK;
+    vmt_action a = resp->action;
+    if (resp->set_view && !kvm_view_get(k, resp->view))
+        return VMT_E_VIEW_NOT_FOUND;
+    vmt_view target = a == VMT_ACTION_FAST_SINGLESTEP ? resp->view : p->ev.view;
+    if (a == VMT_ACTION_FAST_SINGLESTEP && !kvm_view_get(k, target))
+        return VMT_E_VIEW_NOT_FOUND;
+
+    if (p->kind == EV_MMIO) {
+        /* every action lets the access happen: from target's backing */
+        vmt_access acc;
+        vmt_gfn backing;
+        kvm_view_lookup(kvm_view_get(k, target), p->ev.u.memory_access.pa >> VMT_PAGE_SHIFT, &acc, &backing);
+        mmio_serve(k, backing);
+        if ((st = finish_mmio(k, target)) != VMT_OK)
+            return st;
+    }
+    bool reinject = a == VMT_ACTION_REINJECT && (p->kind == EV_BP_KVM || p->kind == EV_BP_IDT);
+    if (reinject && p->kind == EV_BP_KVM) {
+        if ((st = deliver_bp(k, resp->set_regs ? &resp->regs : &p->ev.regs)) != VMT_OK) {
+            vmt_log(VMT_LOG_ERROR, "kvm: cannot reinject #BP: %s", vmt_status_str(st));
+            return st;
+        }
+    } else if (!reinject && (resp->set_regs || p->kind == EV_BP_IDT)) {
+        /* for EV_BP_IDT this undoes the #BP delivery */
+        if ((st = kvm_regs_set(k, resp->set_regs ? &resp->regs : &p->ev.regs)) != VMT_OK)
+            return st;
+    }
+    if (reinject && k->bp_trap && (st = start_passthrough(k)) != VMT_OK)
+        return st;
+    if (resp->set_view && (st = kvm_switch_view(k, resp->view)) != VMT_OK)
+        return st;
+
+    switch (a) {
+    case VMT_ACTION_SINGLESTEP:
+        if (p->kind == EV_MMIO) {
+            k->pending_ss = true; /* the instruction already retired */
+            break;
+        }
+        k->step.user = true;
+        if (p->kind == EV_FETCH) {
+            vmt_regs r;
+            if ((st = kvm_regs_get(k, &r)) == VMT_OK)
+                st = temps_for_insn(k, &r, k->active);
+        }
+        break;
+    case VMT_ACTION_FAST_SINGLESTEP:
+        if (p->kind == EV_MMIO)
+            break; /* done: the access was served from resp.view */
+        {
+            vmt_regs r;
+            if ((st = kvm_regs_get(k, &r)) == VMT_OK)
+                st = temps_for_insn(k, &r, target);
+            k->step.fast = true;
+        }
+        break;
+    case VMT_ACTION_CONTINUE:
+    case VMT_ACTION_EMULATE:
+    case VMT_ACTION_REINJECT:
+        if (p->kind == EV_FETCH) {
+            vmt_regs r;
+            if ((st = kvm_regs_get(k, &r)) == VMT_OK)
+                st = temps_for_insn(k, &r, k->active);
+        }
+        break;
+    default:
+        return VMT_E_INVALID;
+    }
+    return st;
+}
+
+/* ---- wait_for_event ---- */
+
+static vmt_status stop_status(const vmt_kvm *k)
+{
+    return k->state == VMT_KVM_EXITED ? VMT_E_GUEST_EXITED : VMT_E_GUEST_CRASHED;
+}
+
+static vmt_status deliver(vmt_kvm *k, pending_ev *p, vmt_event_fn fn, void *user)
+{
+    vmt_response resp = {.action = VMT_ACTION_CONTINUE};
+    k->ctr.events++;
+    vmt_status st = fn ? fn(user, &p->ev, &resp) : VMT_OK;
+    if (st != VMT_OK)
+        vmt_log(VMT_LOG_WARN, "kvm: event callback returned %s; continuing", vmt_status_str(st));
+    st = apply_response(k, p, &resp);
+    if (st == VMT_OK)
+        st = kvm_set_debug(k, want_step(k));
+    if (st != VMT_OK && k->state != VMT_KVM_RUNNING)
+        return stop_status(k);
+    return st;
+}
+
+vmt_status kvm_wait_for_event(void *d, int timeout_ms, vmt_event_fn fn, void *user)
+{
+    vmt_kvm *k = d;
+    if (k->state != VMT_KVM_RUNNING)
+        return stop_status(k);
+    if (k->paused) {
+        if (timeout_ms > 0)
+            usleep((useconds_t)timeout_ms * 1000);
+        return VMT_E_TIMEOUT;
+    }
+    pending_ev p;
+    if (!k->step.passthrough)
+        refresh_bp_trap(k);
+    if (k->pending_ss) {
+        k->pending_ss = false;
+        if (make_event(k, &p, EV_STEP, VMT_EVENT_SINGLESTEP) != VMT_OK)
+            return VMT_E_DRIVER;
+        p.ev.u.singlestep.gfn = rip_gfn(k, &p.ev.regs);
+        return deliver(k, &p, fn, user);
+    }
+    if (timeout_ms >= 0 && !timer_arm(&k->timer, &k->have_timer, timeout_ms))
+        return VMT_E_DRIVER;
+    tl_fired = 0;
+    tl_run = k->run;
+    vmt_status st = VMT_OK;
+    for (;;) {
+        if (tl_fired) {
+            st = VMT_E_TIMEOUT;
+            break;
+        }
+        if ((st = kvm_set_debug(k, want_step(k))) != VMT_OK)
+            break;
+        int r = ioctl(k->vcpu_fd, KVM_RUN, 0);
+        k->ctr.runs++;
+        if (r < 0) {
+            if (errno == EINTR || errno == EAGAIN) {
+                k->run->immediate_exit = 0;
+                continue;
+            }
+            kvm_crash(k, "KVM_RUN failed: %s", strerror(errno));
+            st = VMT_E_GUEST_CRASHED;
+            break;
+        }
+        enum handled h = handle_exit(k, &p);
+        if (h == H_STOP) {
+            st = k->state == VMT_KVM_RUNNING ? VMT_E_DRIVER : stop_status(k);
+            break;
+        }
+        if (h == H_EVENT) {
+            st = deliver(k, &p, fn, user);
+            break;
+        }
+    }
+    tl_run = NULL;
+    k->run->immediate_exit = 0;
+    if (timeout_ms >= 0)
+        timer_disarm(k->timer);
+    return st;
+}

@@ -1,0 +1,96 @@
+/* vmitap — the KVM micro-VM driver: a small VMM on /dev/kvm that boots an
+ * x86-64 ELF guest (the bundled test guest by default) on one vCPU and
+ * implements the whole driver interface (vmitap/driver.h).
+ *
+ * Capabilities (info.caps): VMT_CAP_VIEWS, VMT_CAP_FAST_SINGLESTEP,
+ * VMT_CAP_EMULATE. NOT VMT_CAP_EXECUTE_ONLY: instruction fetches from a
+ * frame run natively only when it is mapped in a KVM memslot, and then
+ * the guest's data reads of that frame run natively too, so "execute but
+ * trap reads" cannot be enforced. set_access (and create_view) with X but
+ * without R returns VMT_E_UNSUPPORTED. See drivers/kvm/README.md for the
+ * exact semantics of every access right and response action. */
+#ifndef VMITAP_KVM_H
+#define VMITAP_KVM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmitap/core.h"
+#include "vmitap/driver.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct vmt_guest_stats; /* guest/abi.h */
+
+typedef struct vmt_kvm vmt_kvm;
+
+typedef struct vmt_kvm_opts {
+    size_t sz;              /* sizeof(vmt_kvm_opts), for forward compatibility */
+    const char *guest_path; /* ELF to boot; NULL: $VMITAP_GUEST, else the bundled guest */
+    uint64_t ram_bytes;     /* guest RAM; 0: 64 MiB; rounded up to 2 MiB */
+    uint64_t iterations;    /* params block; 0: guest default */
+    uint64_t seed;          /* params block */
+    uint32_t pager;         /* params block: pager aggressiveness 0..100 */
+    uint32_t guest_flags;   /* params block: VMT_GUEST_F_* */
+} vmt_kvm_opts;
+
+typedef enum vmt_kvm_state {
+    VMT_KVM_RUNNING = 0, /* booted, not finished (it may be paused) */
+    VMT_KVM_EXITED,      /* wrote its exit code to the done port */
+    VMT_KVM_CRASHED,     /* triple fault, emulation failure, bad state */
+} vmt_kvm_state;
+
+/* The driver table; its `d` argument is a vmt_kvm *. */
+const vmt_driver_ops *vmt_kvm_driver_ops(void);
+
+/* True if /dev/kvm can be opened and has the API this driver needs; else
+ * false with a one-line reason in why (if why is non-NULL). */
+bool vmt_kvm_available(char *why, size_t len);
+
+/* Path of the bundled guest ELF: $VMITAP_GUEST if set, else the build
+ * tree's guest. Never NULL. */
+const char *vmt_kvm_default_guest(void);
+
+/* Creates the VM, loads the guest and prepares the vCPU at the guest's
+ * entry (it first runs in wait_for_event). opts may be NULL. */
+vmt_status vmt_kvm_new(const vmt_kvm_opts *opts, vmt_kvm **out);
+void vmt_kvm_free(vmt_kvm *kvm);
+
+/* vmt_kvm_new + vmt_core_new: the core owns the driver; *kvm_out (optional)
+ * stays valid until vmt_core_free. */
+vmt_status vmt_kvm_core_new(const vmt_kvm_opts *opts, vmt_core **out, vmt_kvm **kvm_out);
+
+vmt_kvm_state vmt_kvm_get_state(const vmt_kvm *kvm);
+/* The guest's exit code (valid in VMT_KVM_EXITED). */
+uint32_t vmt_kvm_exit_code(const vmt_kvm *kvm);
+/* Why the guest crashed (valid in VMT_KVM_CRASHED), else "". */
+const char *vmt_kvm_crash_reason(const vmt_kvm *kvm);
+/* NUL-terminated console output (port 0xE9) captured so far. */
+const char *vmt_kvm_console(const vmt_kvm *kvm, size_t *len);
+/* The guest's stats page (guest-physical VMT_GUEST_STATS_PA), live. */
+const struct vmt_guest_stats *vmt_kvm_guest_stats(const vmt_kvm *kvm);
+
+/* Runs the guest without any observer until it exits, crashes, or
+ * timeout_ms passes (negative: no limit). Events that the driver would
+ * report are answered with CONTINUE (REINJECT for int3). */
+vmt_status vmt_kvm_run(vmt_kvm *kvm, int timeout_ms);
+
+/* Counters of what the driver did (for benchmarks and tests). */
+typedef struct vmt_kvm_counters {
+    uint64_t runs;          /* KVM_RUN calls */
+    uint64_t exits;         /* exits handled */
+    uint64_t mmio;          /* MMIO exits served */
+    uint64_t memslot_ops;   /* KVM_SET_USER_MEMORY_REGION calls */
+    uint64_t remaps;        /* mmap(MAP_FIXED) of a frame's backing */
+    uint64_t events;        /* events delivered */
+    uint64_t steps;         /* single-steps executed */
+} vmt_kvm_counters;
+void vmt_kvm_counters_get(const vmt_kvm *kvm, vmt_kvm_counters *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VMITAP_KVM_H */
