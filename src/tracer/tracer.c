@@ -152,6 +152,14 @@ static vmt_status monitor_on(vmt_tracer *t, vmt_event_reason what, bool *on)
     return st;
 }
 
+/* A driver that always reports an event (it cannot switch it off) has
+ * nothing to undo. */
+static vmt_status monitor_off(vmt_tracer *t, vmt_event_reason what)
+{
+    vmt_status st = vmt_core_monitor(t->vmi, what, false);
+    return st == VMT_E_UNSUPPORTED ? VMT_OK : st;
+}
+
 static vmt_status tracer_setup(vmt_tracer *t)
 {
     vmt_driver_info info;
@@ -240,11 +248,9 @@ vmt_status vmt_tracer_detach(vmt_tracer *t)
                "switch to the default view");
     keep_first(&first, vmt_core_destroy_view(t->vmi, t->view), "destroy the view");
     if (t->monitoring_int3)
-        keep_first(&first, vmt_core_monitor(t->vmi, VMT_EVENT_SOFTWARE_BREAKPOINT, false),
-                   "stop breakpoint events");
+        keep_first(&first, monitor_off(t, VMT_EVENT_SOFTWARE_BREAKPOINT), "stop breakpoint events");
     if (t->monitoring_mem)
-        keep_first(&first, vmt_core_monitor(t->vmi, VMT_EVENT_MEMORY_ACCESS, false),
-                   "stop memory events");
+        keep_first(&first, monitor_off(t, VMT_EVENT_MEMORY_ACCESS), "stop memory events");
     t->monitoring_int3 = t->monitoring_mem = false;
     t->attached = false;
     GHashTableIter it;
@@ -430,17 +436,19 @@ size_t vmt_tracer_bp_count(const vmt_tracer *t) { return t ? g_hash_table_size(t
 /* ---- the event handlers ---- */
 
 /* Runs one instruction in the default view, where the guest's original
- * memory is mapped with full rights, then returns to the session view:
- * silently when the driver can (FAST_SINGLESTEP), otherwise through a
- * SINGLESTEP event. */
+ * memory is mapped with full rights, then returns to the session view.
+ * With FAST_SINGLESTEP, resp.view names the view the one instruction runs
+ * in and the vCPU stays in its own view (set_view stays false: nothing
+ * changes after the step). Without it: switch to the default view, step,
+ * and switch back at the SINGLESTEP event. */
 static void step_in_default_view(vmt_tracer *t, vmt_vcpu vcpu, vmt_response *resp)
 {
-    resp->set_view = true;
     resp->view = vmt_core_default_view(t->vmi);
     if (t->caps & VMT_CAP_FAST_SINGLESTEP) {
         resp->action = VMT_ACTION_FAST_SINGLESTEP;
     } else {
         resp->action = VMT_ACTION_SINGLESTEP;
+        resp->set_view = true;
         t->steps[vcpu] = STEP_RETURN;
     }
 }
@@ -626,6 +634,14 @@ static vmt_status on_event(void *user, const vmt_event *ev, vmt_response *resp)
     case VMT_EVENT_SINGLESTEP: on_singlestep(t, &e, resp); break;
     default: t->stats.ignored++; break;
     }
+    vmt_log(VMT_LOG_TRACE,
+            "tracer: event %d vcpu %u view %u rip %#llx cr3 %#llx pa %#llx access %d -> "
+            "action %d view %d",
+            (int)e.reason, e.vcpu, e.view, (unsigned long long)e.regs.rip,
+            (unsigned long long)e.regs.cr3,
+            (unsigned long long)(e.reason == VMT_EVENT_MEMORY_ACCESS ? e.u.memory_access.pa : 0),
+            e.reason == VMT_EVENT_MEMORY_ACCESS ? (int)e.u.memory_access.access : 0,
+            (int)resp->action, resp->set_view ? (int)resp->view : -1);
     return VMT_OK;
 }
 

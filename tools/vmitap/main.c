@@ -84,8 +84,9 @@ void json_str(FILE *f, const char *s)
 static void log_to_stderr(void *user, vmt_log_level level, const char *fmt, va_list ap)
 {
     static const char *names[] = {"error", "warn", "info", "debug", "trace"};
+    /* -v: errors and warnings, -vv: info, -vvv: debug, -vvvv: every event */
     int verbose = *(const int *)user;
-    if ((int)level > verbose)
+    if ((int)level >= verbose + (verbose > 0))
         return;
     fprintf(stderr, "vmitap: %s: ", names[level]);
     vfprintf(stderr, fmt, ap);

@@ -315,8 +315,8 @@ static unsigned print_table(const run_ctx *rc, bool final)
         const bp_spec *s = &rc->o->specs[i];
         spec_result r = spec_result_of(rc, s, final);
         mismatches += r.compared && !r.match;
-        char pl[32], guest[32];
-        proc_label(s, pl, sizeof pl);
+        char plbuf[32], guest[32];
+        const char *pl = proc_label(s, plbuf, sizeof plbuf);
         if (rc->o->json) {
             printf("{\"type\":\"breakpoint\",\"breakpoint\":");
             json_str(stdout, s->text);
