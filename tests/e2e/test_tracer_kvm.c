@@ -48,10 +48,12 @@ static uint64_t iterations(void)
 
 static const vmt_guest_stats *gstats(session *s) { return vmt_kvm_guest_stats(s->kvm); }
 
-static void start(session *s, vmt_tracer_controller ctl, uint32_t pager, uint64_t seed)
+static void start_flags(session *s, vmt_tracer_controller ctl, uint32_t pager, uint64_t seed,
+                        uint32_t flags)
 {
     memset(s, 0, sizeof *s);
-    vmt_kvm_opts ko = {.sz = sizeof ko, .iterations = iterations(), .seed = seed, .pager = pager};
+    vmt_kvm_opts ko = {.sz = sizeof ko, .iterations = iterations(), .seed = seed, .pager = pager,
+                       .guest_flags = flags};
     print_message("guest: iterations %" PRIu64 ", pager %u, seed %" PRIu64 ", controller %s\n",
                   ko.iterations, pager, seed, vmt_tracer_controller_name(ctl));
     assert_int_equal(vmt_kvm_core_new(&ko, &s->vmi, &s->kvm), VMT_OK);
@@ -61,6 +63,11 @@ static void start(session *s, vmt_tracer_controller ctl, uint32_t pager, uint64_
     assert_int_equal(vmt_symtab_load(vmt_kvm_default_guest(), &s->syms), VMT_OK);
     vmt_tracer_opts to = {.sz = sizeof to, .controller = ctl};
     assert_int_equal(vmt_tracer_new(s->vmi, &to, &s->t), VMT_OK);
+}
+
+static void start(session *s, vmt_tracer_controller ctl, uint32_t pager, uint64_t seed)
+{
+    start_flags(s, ctl, pager, seed, 0);
 }
 
 static void finish(session *s)
@@ -200,10 +207,10 @@ static void test_int3_controller_counts(void **state)
     (void)state;
     session s;
     start(&s, VMT_TRACER_CONTROLLER_INT3, 60, 3);
-    add(&s, "schedule", -1);
+    add(&s, "schedule", -1); /* kernel: from boot, so every call is counted */
     add(&s, "syscall_dispatch", -1);
     add(&s, "pager_page_in", -1);
-    wait_for_processes(&s);
+    wait_for_processes(&s); /* user code has not run yet */
     add(&s, "lib_getpid", -1);
     add(&s, "lib_yield", -1);
     add(&s, "prog_main", 0);
@@ -228,7 +235,7 @@ static void test_guest_int3_reinjected(void **state)
 {
     (void)state;
     session s;
-    start(&s, VMT_TRACER_CONTROLLER_INT3, 0, 1);
+    start_flags(&s, VMT_TRACER_CONTROLLER_INT3, 0, 1, VMT_GUEST_F_KERNEL_INT3);
     add(&s, "kernel_int3_probe", -1);
     wait_for_processes(&s);
     add(&s, "lib_int3", -1);
