@@ -555,6 +555,34 @@ static void test_memory_controller(void **state)
     teardown((void **)&f);
 }
 
+/* A function of this test program, used as a "guest symbol": the tracer
+ * reads this program's ELF and breaks on the function's address. */
+__attribute__((noinline)) int vmt_tracer_test_target(int x) { return 2 * x + 1; }
+
+static void test_breakpoint_by_symbol(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(vmt_tracer_add_symbol(f->t, "vmt_tracer_test_target", f->root, NULL, NULL),
+                     VMT_E_INVALID); /* no symbols loaded yet */
+    assert_int_equal(vmt_tracer_load_symbols(f->t, "/proc/self/exe"), VMT_OK);
+    assert_int_equal(vmt_tracer_add_symbol(f->t, "no_such_symbol_here", f->root, NULL, NULL),
+                     VMT_E_INVALID);
+    vmt_tracer_bp_id id = 0;
+    assert_int_equal(vmt_tracer_add_symbol(f->t, "vmt_tracer_test_target", f->root, NULL, &id),
+                     VMT_OK);
+    vmt_tracer_bp_info bi = bp_info(f, id);
+    assert_string_equal(bi.name, "vmt_tracer_test_target");
+    assert_int_equal(vmt_tracer_test_target(1), 3);
+    assert_true(bi.ctx.va != 0);
+    assert_int_equal(bi.ctx.root, f->root);
+    vmt_tracer_bp_opts bo = {.sz = sizeof bo, .name = "labelled", .global = true};
+    assert_int_equal(vmt_tracer_add_symbol(f->t, "vmt_tracer_test_target", f->root, &bo, &id),
+                     VMT_OK);
+    assert_string_equal(bp_info(f, id).name, "labelled");
+    assert_true(bp_info(f, id).global);
+    assert_int_equal(bp_info(f, id).ctx.va, bi.ctx.va);
+}
+
 static void test_bad_arguments(void **state)
 {
     fixture *f = *state;
@@ -635,6 +663,7 @@ int main(void)
         T(test_global_breakpoint_any_root),
         T(test_callback_removes_its_breakpoint),
         T(test_two_breakpoints_one_address),
+        T(test_breakpoint_by_symbol),
         T(test_bad_arguments),
         cmocka_unit_test(test_detach_restores_guest),
         cmocka_unit_test(test_step_over_without_fast_singlestep),
