@@ -583,6 +583,58 @@ static void test_breakpoint_by_symbol(void **state)
     assert_int_equal(bp_info(f, id).ctx.va, bi.ctx.va);
 }
 
+static void stop_on_hit(void *user, vmt_tracer *t, const vmt_tracer_hit *hit)
+{
+    (void)hit;
+    (*(unsigned *)user)++;
+    vmt_tracer_stop(t);
+}
+
+/* vmt_tracer_stop from the callback ends the run after that event; a
+ * driver error ends it with the error; a step that never completes is
+ * reported instead of waiting forever. */
+static void test_run_stop_conditions(void **state)
+{
+    (void)state;
+    vmt_core *vmi;
+    vmt_mock *m;
+    vmt_pa root;
+    vmt_mock_opts mo = {.sz = sizeof mo, .max_gfn = 0x1000};
+    assert_int_equal(vmt_mock_core_new(&mo, &vmi, &m), VMT_OK);
+    assert_int_equal(vmt_mock_new_root(m, &root), VMT_OK);
+    assert_int_equal(vmt_mock_map(m, root, CODE_VA, CODE_PA, VMT_MOCK_4K, VMT_PTE_U), VMT_OK);
+    fill_code(m, CODE_PA);
+    unsigned hits = 0;
+    vmt_tracer_opts to = {.sz = sizeof to, .on_hit = stop_on_hit, .user = &hits};
+    vmt_tracer *t;
+    assert_int_equal(vmt_tracer_new(vmi, &to, &t), VMT_OK);
+    assert_int_equal(vmt_tracer_add(t, vmt_ctx(FN_A, root), NULL, NULL), VMT_OK);
+    fixture f = {.vmi = vmi, .mock = m, .root = root, .t = t};
+    push_int3(&f, FN_A, CODE_PA);
+    push_int3(&f, FN_A, CODE_PA);
+    vmt_tracer_stop_reason why = VMT_TRACER_STOP_NONE;
+    assert_int_equal(vmt_tracer_run(t, NULL, &why), VMT_OK);
+    assert_int_equal(why, VMT_TRACER_STOP_REQUESTED);
+    assert_int_equal(hits, 1);
+    assert_int_equal(vmt_mock_pending_events(m), 1);
+
+    vmt_mock_fail_nth(m, VMT_MOCK_OP_WAIT_FOR_EVENT, 1, VMT_E_DRIVER);
+    why = VMT_TRACER_STOP_NONE;
+    assert_int_equal(vmt_tracer_run(t, NULL, &why), VMT_E_DRIVER);
+    assert_int_equal(why, VMT_TRACER_STOP_NONE); /* untouched on failure */
+    assert_int_equal(vmt_tracer_run(t, NULL, &why), VMT_OK); /* the queued hit */
+    assert_int_equal(hits, 2);
+
+    /* A monitored page-table write whose single-step never comes back. */
+    vmt_pa pte_pa;
+    assert_int_equal(vmt_mock_entry_pa(m, root, CODE_VA, 1, &pte_pa), VMT_OK);
+    push_access(&f, PLAIN, pte_pa, 0xffff800000000000ull, VMT_ACCESS_W);
+    vmt_tracer_run_opts ro = {.sz = sizeof ro, .timeout_ms = 1};
+    assert_int_equal(vmt_tracer_run(t, &ro, &why), VMT_E_TIMEOUT);
+    vmt_tracer_free(t);
+    vmt_core_free(vmi);
+}
+
 static void test_bad_arguments(void **state)
 {
     fixture *f = *state;
@@ -668,6 +720,7 @@ int main(void)
         cmocka_unit_test(test_detach_restores_guest),
         cmocka_unit_test(test_step_over_without_fast_singlestep),
         cmocka_unit_test(test_memory_controller),
+        cmocka_unit_test(test_run_stop_conditions),
         cmocka_unit_test(test_driver_without_views),
         cmocka_unit_test(test_new_fails_cleanly_at_every_call),
     };
