@@ -111,6 +111,8 @@ struct vmt_kvm {
     bool have_timer;
     timer_t timer;      /* bounds KVM_RUN for wait_for_event's timeout */
     uint32_t dbg_flags; /* KVM_SET_GUEST_DEBUG control currently set */
+    bool kgs_valid;     /* kgs holds KERNEL_GS_BASE since the last KVM_RUN */
+    uint64_t kgs;
     kvm_step step;
     char *console;
     size_t console_len;
@@ -155,7 +157,15 @@ vmt_status kvm_boot_load(vmt_kvm *k, const char *path, const vmt_kvm_opts *o);
 /* kvm_cpu.c: registers */
 vmt_status kvm_regs_get(vmt_kvm *k, vmt_regs *out);
 vmt_status kvm_regs_set(vmt_kvm *k, const vmt_regs *r);
-vmt_status kvm_set_debug(vmt_kvm *k, bool step);
+vmt_status kvm_sync_init(vmt_kvm *k);
+vmt_status kvm_debug_init(vmt_kvm *k);
+void kvm_regs_ran(vmt_kvm *k);
+const struct kvm_sregs *kvm_sregs(vmt_kvm *k);
+uint64_t kvm_rip(vmt_kvm *k);
+uint64_t kvm_rsp(vmt_kvm *k);
+uint64_t kvm_cr3(vmt_kvm *k);
+vmt_status kvm_step_arm(vmt_kvm *k, bool step);
+
 /* Virtual-address access through the current CR3 and the guest view. */
 vmt_status kvm_va_read(vmt_kvm *k, uint64_t cr3, uint64_t va, void *buf, size_t len);
 vmt_status kvm_va_write(vmt_kvm *k, uint64_t cr3, uint64_t va, const void *buf, size_t len);

@@ -116,10 +116,9 @@ static void set_bp_trap(vmt_kvm *k, bool on, vmt_gfn gfn, uint64_t handler)
 /* Finds gate 3 of the guest's IDT and keeps its handler's frame trapped. */
 static void refresh_bp_trap(vmt_kvm *k)
 {
-    struct kvm_sregs s;
+    const struct kvm_sregs *sr = kvm_sregs(k);
+    struct kvm_sregs s = *sr;
     uint8_t g[16];
-    if (ioctl(k->vcpu_fd, KVM_GET_SREGS, &s) < 0)
-        return;
     if (s.idt.limit < 4 * 16 - 1 || kvm_va_read(k, s.cr3, s.idt.base + 3 * 16, g, sizeof g) != VMT_OK ||
         !(g[5] & 0x80)) {
         set_bp_trap(k, false, 0, 0);
@@ -303,6 +302,7 @@ static vmt_status finish_mmio(vmt_kvm *k, vmt_view view)
         k->run->immediate_exit = 1;
         int r = ioctl(k->vcpu_fd, KVM_RUN, 0);
         k->run->immediate_exit = 0;
+        kvm_regs_ran(k);
         if (r < 0 && (errno == EINTR || errno == EAGAIN))
             return VMT_OK;
         if (r < 0 || k->run->exit_reason != KVM_EXIT_MMIO) {
@@ -519,9 +519,7 @@ static enum handled handle_exit(vmt_kvm *k, pending_ev *p)
  * the frame the CPU would push, on the stack the CPU would choose. */
 static vmt_status deliver_bp(vmt_kvm *k, const vmt_regs *r)
 {
-    struct kvm_sregs s;
-    if (ioctl(k->vcpu_fd, KVM_GET_SREGS, &s) < 0)
-        return VMT_E_DRIVER;
+    struct kvm_sregs s = *kvm_sregs(k);
     uint8_t g[16];
     vmt_status st = kvm_va_read(k, s.cr3, s.idt.base + 3 * 16, g, sizeof g);
     if (st != VMT_OK || !(g[5] & 0x80) || s.idt.limit < 4 * 16 - 1)
@@ -648,7 +646,7 @@ static vmt_status deliver(vmt_kvm *k, pending_ev *p, vmt_event_fn fn, void *user
             (unsigned long long)p->ev.regs.rip, p->ev.view, resp.action);
     st = apply_response(k, p, &resp);
     if (st == VMT_OK)
-        st = kvm_set_debug(k, want_step(k));
+        st = kvm_step_arm(k, want_step(k));
     if (st != VMT_OK && k->state != VMT_KVM_RUNNING)
         return stop_status(k);
     return st;
@@ -674,19 +672,23 @@ vmt_status kvm_wait_for_event(void *d, int timeout_ms, vmt_event_fn fn, void *us
         p.ev.u.singlestep.gfn = rip_gfn(k, &p.ev.regs);
         return deliver(k, &p, fn, user);
     }
-    if (timeout_ms >= 0 && !timer_arm(&k->timer, &k->have_timer, timeout_ms))
-        return VMT_E_DRIVER;
+    /* before arming: the signal may come at once */
     tl_fired = 0;
     tl_run = k->run;
+    if (timeout_ms >= 0 && !timer_arm(&k->timer, &k->have_timer, timeout_ms)) {
+        tl_run = NULL;
+        return VMT_E_DRIVER;
+    }
     vmt_status st = VMT_OK;
     for (;;) {
         if (tl_fired) {
             st = VMT_E_TIMEOUT;
             break;
         }
-        if ((st = kvm_set_debug(k, want_step(k))) != VMT_OK)
+        if ((st = kvm_step_arm(k, want_step(k))) != VMT_OK)
             break;
         int r = ioctl(k->vcpu_fd, KVM_RUN, 0);
+        kvm_regs_ran(k);
         k->ctr.runs++;
         if (r < 0) {
             if (errno == EINTR || errno == EAGAIN) {
