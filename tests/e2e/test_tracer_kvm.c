@@ -270,22 +270,25 @@ static GByteArray *kernel_text(session *s)
 /* Detach in the middle of a run: kernel code is byte for byte what it was
  * before tracing, no view is left, and the guest then finishes on its own
  * (with its self-checks passing when the controller is stealthy). */
-static void detach_mid_run(vmt_tracer_controller ctl)
+static void detach_mid_run(vmt_tracer_controller ctl, bool user)
 {
     session s;
     start(&s, ctl, 50, 11);
     GByteArray *before = kernel_text(&s);
     assert_true(before->len > 0);
-    if (ctl == VMT_TRACER_CONTROLLER_INT3) { /* memory: kernel code is one hot page */
+    bool memory = ctl == VMT_TRACER_CONTROLLER_MEMORY;
+    if (!memory || !user) { /* memory: kernel code is one hot page, keep it short */
         add(&s, "schedule", -1);
         add(&s, "syscall_dispatch", -1);
     }
-    wait_for_processes(&s);
-    add(&s, "prog_work_a", 1);
-    add(&s, "prog_work_c", 2);
-    if (ctl == VMT_TRACER_CONTROLLER_INT3)
-        add(&s, "lib_getpid", -1);
-    vmt_tracer_run_opts ro = {.sz = sizeof ro, .max_hits = 100};
+    if (user) {
+        wait_for_processes(&s);
+        add(&s, "prog_work_a", 1);
+        add(&s, "prog_work_c", 2);
+        if (!memory)
+            add(&s, "lib_getpid", -1);
+    }
+    vmt_tracer_run_opts ro = {.sz = sizeof ro, .max_hits = memory && !user ? 10 : 100};
     vmt_tracer_stop_reason why;
     assert_int_equal(vmt_tracer_run(s.t, &ro, &why), VMT_OK);
     assert_int_equal(why, VMT_TRACER_STOP_HITS);
@@ -314,13 +317,71 @@ static void detach_mid_run(vmt_tracer_controller ctl)
 static void test_detach_memory_controller(void **state)
 {
     (void)state;
-    detach_mid_run(VMT_TRACER_CONTROLLER_MEMORY);
+    detach_mid_run(VMT_TRACER_CONTROLLER_MEMORY, true);
 }
 
 static void test_detach_int3_controller(void **state)
 {
     (void)state;
-    detach_mid_run(VMT_TRACER_CONTROLLER_INT3);
+    detach_mid_run(VMT_TRACER_CONTROLLER_INT3, true);
+}
+
+/* ---- kernel code only (no single-step at CPL 3 needed) ---- */
+
+static void test_kernel_detach_memory_controller(void **state)
+{
+    (void)state;
+    detach_mid_run(VMT_TRACER_CONTROLLER_MEMORY, false);
+}
+
+static void test_kernel_detach_int3_controller(void **state)
+{
+    (void)state;
+    detach_mid_run(VMT_TRACER_CONTROLLER_INT3, false);
+}
+
+/* Kernel functions from boot with the int3 controller: exact counts while
+ * the guest pages user code and switches address spaces. */
+static void test_kernel_int3_counts(void **state)
+{
+    (void)state;
+    session s;
+    start(&s, VMT_TRACER_CONTROLLER_INT3, 60, 5);
+    add(&s, "schedule", -1);
+    add(&s, "syscall_dispatch", -1);
+    add(&s, "pager_page_in", -1);
+    add(&s, "pager_page_out", -1);
+    add(&s, "selfcheck_run", -1);
+    run_to_end(&s);
+    uint64_t outs, ins, moves;
+    check_counts(&s, &outs, &ins, &moves);
+    assert_true(gstats(&s)->page_outs > 0);
+    assert_int_equal(vmt_kvm_exit_code(s.kvm), VMT_GUEST_EXIT_OK);
+    finish(&s);
+}
+
+/* Every int3 of the guest's own (at CPL 3 in lib_int3, at CPL 0 in
+ * kernel_int3_probe) is handed back to it: the tracer's reinjection count
+ * equals the #BPs the guest's handler saw, and the guest saw none it did
+ * not expect. */
+static void test_kernel_guest_int3_reinjected(void **state)
+{
+    (void)state;
+    session s;
+    start_flags(&s, VMT_TRACER_CONTROLLER_INT3, 20, 9, VMT_GUEST_F_KERNEL_INT3);
+    add(&s, "kernel_int3_probe", -1);
+    add(&s, "schedule", -1);
+    run_to_end(&s);
+    uint64_t outs, ins, moves;
+    check_counts(&s, &outs, &ins, &moves);
+    vmt_tracer_stats st;
+    vmt_tracer_stats_get(s.t, &st);
+    print_message("guest breakpoints %" PRIu64 ", reinjected %" PRIu64 "\n",
+                  gstats(&s)->breakpoints, st.reinjected);
+    assert_true(st.reinjected > 0);
+    assert_int_equal(st.reinjected, gstats(&s)->breakpoints);
+    assert_int_equal(vmt_kvm_exit_code(s.kvm), VMT_GUEST_EXIT_OK);
+    finish(&s);
 }
 
 int main(void)
@@ -333,6 +394,10 @@ int main(void)
     if (getenv("VMT_TEST_FILTER")) /* e.g. VMT_TEST_FILTER='*int3*' */
         cmocka_set_test_filter(getenv("VMT_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kernel_int3_counts),
+        cmocka_unit_test(test_kernel_guest_int3_reinjected),
+        cmocka_unit_test(test_kernel_detach_int3_controller),
+        cmocka_unit_test(test_kernel_detach_memory_controller),
         cmocka_unit_test(test_memory_controller_counts_paging_stealth),
         cmocka_unit_test(test_int3_controller_counts),
         cmocka_unit_test(test_guest_int3_reinjected),

@@ -398,6 +398,9 @@ static void print_summary(const run_ctx *rc, vmt_tracer_stop_reason why, unsigne
         printf("MISMATCH: %u breakpoint(s) differ from the guest's own counters\n", mismatches);
     else
         printf("every breakpoint with a guest counter matches it\n");
+    if (state == VMT_KVM_EXITED && vmt_kvm_exit_code(rc->kvm) != 0)
+        printf("the guest reported a failure: exit code %u%s\n", vmt_kvm_exit_code(rc->kvm),
+               g && g->selfcheck_mismatches ? " (its self-check saw changed code)" : "");
 }
 
 int cmd_run(cli_opts *o, vmt_symtab *syms)
