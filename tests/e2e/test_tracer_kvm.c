@@ -48,12 +48,12 @@ static uint64_t iterations(void)
 
 static const vmt_guest_stats *gstats(session *s) { return vmt_kvm_guest_stats(s->kvm); }
 
-static void start_flags(session *s, vmt_tracer_controller ctl, uint32_t pager, uint64_t seed,
-                        uint32_t flags)
+static void start_kvm(session *s, vmt_tracer_controller ctl, uint32_t pager, uint64_t seed,
+                      uint32_t flags, uint32_t kvm_flags)
 {
     memset(s, 0, sizeof *s);
     vmt_kvm_opts ko = {.sz = sizeof ko, .iterations = iterations(), .seed = seed, .pager = pager,
-                       .guest_flags = flags};
+                       .guest_flags = flags, .flags = kvm_flags};
     print_message("guest: iterations %" PRIu64 ", pager %u, seed %" PRIu64 ", controller %s\n",
                   ko.iterations, pager, seed, vmt_tracer_controller_name(ctl));
     assert_int_equal(vmt_kvm_core_new(&ko, &s->vmi, &s->kvm), VMT_OK);
@@ -63,6 +63,12 @@ static void start_flags(session *s, vmt_tracer_controller ctl, uint32_t pager, u
     assert_int_equal(vmt_symtab_load(vmt_kvm_default_guest(), &s->syms), VMT_OK);
     vmt_tracer_opts to = {.sz = sizeof to, .controller = ctl};
     assert_int_equal(vmt_tracer_new(s->vmi, &to, &s->t), VMT_OK);
+}
+
+static void start_flags(session *s, vmt_tracer_controller ctl, uint32_t pager, uint64_t seed,
+                        uint32_t flags)
+{
+    start_kvm(s, ctl, pager, seed, flags, 0);
 }
 
 static void start(session *s, vmt_tracer_controller ctl, uint32_t pager, uint64_t seed)
@@ -360,6 +366,54 @@ static void test_kernel_int3_counts(void **state)
     finish(&s);
 }
 
+/* Stealth with the int3 controller: on KVM only when the driver emulates
+ * execute-only pages (VMT_KVM_F_EMULATE_EXECUTE_ONLY). The breakpoint is
+ * set mid-run, after the guest's self-check recorded its code: the guest's
+ * reads of the breakpointed kernel page are then served with the original
+ * bytes (the tracer's stealth-read path) and its self-check sees no change.
+ * (pager_page_in's page is read by self-check code in another page; an
+ * instruction reading its own execute-only page would read natively.) */
+static void test_kernel_int3_execute_only_stealth(void **state)
+{
+    (void)state;
+    session s;
+    start_kvm(&s, VMT_TRACER_CONTROLLER_INT3, 30, 13, 0, VMT_KVM_F_EMULATE_EXECUTE_ONLY);
+    assert_true(vmt_tracer_is_stealthy(s.t));
+    /* Let the guest boot and run untraced for a while first. */
+    vmt_tracer_free(s.t);
+    s.t = NULL;
+    for (int i = 0; gstats(&s)->magic != VMT_GUEST_STATS_MAGIC || gstats(&s)->rounds < 5; i++) {
+        assert_true(i < 2000);
+        vmt_status st = vmt_kvm_run(s.kvm, 20);
+        if (st != VMT_OK && st != VMT_E_TIMEOUT)
+            fail_msg("untraced run: %s", vmt_status_str(st));
+        assert_int_equal(vmt_kvm_get_state(s.kvm), VMT_KVM_RUNNING);
+    }
+    vmt_tracer_opts to = {.sz = sizeof to, .controller = VMT_TRACER_CONTROLLER_INT3};
+    assert_int_equal(vmt_tracer_new(s.vmi, &to, &s.t), VMT_OK);
+    const vmt_guest_counter *c = vmt_guest_counter_find(gstats(&s), "pager_page_in");
+    assert_non_null(c);
+    uint64_t before = c->calls, runs_before = gstats(&s)->selfcheck_runs;
+    add(&s, "pager_page_in", -1);
+    run_to_end(&s);
+    vmt_tracer_bp_info bi;
+    assert_int_equal(vmt_tracer_bp_get(s.t, s.bps[0].id, &bi), VMT_OK);
+    vmt_tracer_stats ts;
+    vmt_tracer_stats_get(s.t, &ts);
+    print_message("pager_page_in: hits %" PRIu64 ", guest calls since attach %" PRIu64
+                  "; stealth reads served %" PRIu64 ", self-check runs while traced %" PRIu64
+                  ", mismatches %" PRIu64 "\n",
+                  bi.hits, c->calls - before, ts.stealth_reads,
+                  gstats(&s)->selfcheck_runs - runs_before, gstats(&s)->selfcheck_mismatches);
+    assert_true(bi.hits > 0);
+    assert_int_equal(bi.hits, c->calls - before);
+    assert_true(gstats(&s)->selfcheck_runs > runs_before);
+    assert_true(ts.stealth_reads > 0);
+    assert_int_equal(gstats(&s)->selfcheck_mismatches, 0);
+    assert_int_equal(vmt_kvm_exit_code(s.kvm), VMT_GUEST_EXIT_OK);
+    finish(&s);
+}
+
 /* Every int3 of the guest's own (at CPL 3 in lib_int3, at CPL 0 in
  * kernel_int3_probe) is handed back to it: the tracer's reinjection count
  * equals the #BPs the guest's handler saw, and the guest saw none it did
@@ -396,6 +450,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernel_int3_counts),
         cmocka_unit_test(test_kernel_guest_int3_reinjected),
+        cmocka_unit_test(test_kernel_int3_execute_only_stealth),
         cmocka_unit_test(test_kernel_detach_int3_controller),
         cmocka_unit_test(test_kernel_detach_memory_controller),
         cmocka_unit_test(test_memory_controller_counts_paging_stealth),

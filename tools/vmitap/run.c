@@ -186,7 +186,8 @@ static bool setup(run_ctx *rc)
     }
     cli_opts *o = rc->o;
     vmt_kvm_opts ko = {.sz = sizeof ko, .guest_path = o->guest, .iterations = o->iterations,
-                       .seed = o->seed, .pager = o->pager};
+                       .seed = o->seed, .pager = o->pager,
+                       .flags = o->execute_only ? VMT_KVM_F_EMULATE_EXECUTE_ONLY : 0};
     if (!o->pager_given)
         ko.pager = 20;
     vmt_status st = vmt_kvm_core_new(&ko, &rc->vmi, &rc->kvm);
