@@ -106,12 +106,12 @@ static void add(session *s, const char *symbol, int proc)
 }
 
 /* Runs until the guest has published its process table: a kernel
- * breakpoint on the scheduler, which runs before any process does. */
+ * breakpoint on sched_start, which starts the first process. */
 static void wait_for_processes(session *s)
 {
     vmt_tracer_bp_opts bo = {.sz = sizeof bo, .global = true};
     vmt_tracer_bp_id id;
-    assert_int_equal(vmt_tracer_add(s->t, vmt_ctx(sym_addr(s, "schedule"), s->boot_root), &bo, &id),
+    assert_int_equal(vmt_tracer_add(s->t, vmt_ctx(sym_addr(s, "sched_start"), s->boot_root), &bo, &id),
                      VMT_OK);
     vmt_tracer_run_opts ro = {.sz = sizeof ro, .max_hits = 1};
     for (int i = 0; gstats(s)->magic != VMT_GUEST_STATS_MAGIC || gstats(s)->nprocs == 0; i++) {
