@@ -11,26 +11,28 @@
 
 #define MSR_KERNEL_GS_BASE 0xc0000102u
 
-static vmt_status get_kgs(vmt_kvm *k, uint64_t *out)
+/* One MSR through KVM_GET/SET_MSRS (a struct with a flexible array). */
+static vmt_status msr_io(vmt_kvm *k, unsigned long req, uint32_t index, uint64_t *val)
 {
-    struct {
-        struct kvm_msrs m;
-        struct kvm_msr_entry e;
-    } msrs = {.m.nmsrs = 1, .e.index = MSR_KERNEL_GS_BASE};
-    if (ioctl(k->vcpu_fd, KVM_GET_MSRS, &msrs) != 1)
+    _Alignas(struct kvm_msrs) uint8_t buf[sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)];
+    memset(buf, 0, sizeof buf);
+    struct kvm_msrs *m = (struct kvm_msrs *)buf;
+    m->nmsrs = 1;
+    m->entries[0].index = index;
+    m->entries[0].data = *val;
+    if (ioctl(k->vcpu_fd, req, m) != 1)
         return VMT_E_DRIVER;
-    *out = msrs.e.data;
+    *val = m->entries[0].data;
     return VMT_OK;
 }
 
-static vmt_status set_kgs(vmt_kvm *k, uint64_t v)
+static vmt_status get_kgs(vmt_kvm *k, uint64_t *out)
 {
-    struct {
-        struct kvm_msrs m;
-        struct kvm_msr_entry e;
-    } msrs = {.m.nmsrs = 1, .e.index = MSR_KERNEL_GS_BASE, .e.data = v};
-    return ioctl(k->vcpu_fd, KVM_SET_MSRS, &msrs) == 1 ? VMT_OK : VMT_E_DRIVER;
+    *out = 0;
+    return msr_io(k, KVM_GET_MSRS, MSR_KERNEL_GS_BASE, out);
 }
+
+static vmt_status set_kgs(vmt_kvm *k, uint64_t v) { return msr_io(k, KVM_SET_MSRS, MSR_KERNEL_GS_BASE, &v); }
 
 /* Registers live in the kvm_run page between two KVM_RUNs
  * (KVM_CAP_SYNC_REGS): KVM stores them there at every exit and loads the
@@ -172,6 +174,7 @@ void kvm_regs_ran(vmt_kvm *k)
 {
     k->run->kvm_dirty_regs = 0;
     k->kgs_valid = false;
+    k->read_pending = false;
 }
 
 static vmt_status set_debug(vmt_kvm *k, bool step)

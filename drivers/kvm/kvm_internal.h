@@ -56,6 +56,7 @@ typedef struct kvm_temp {
     uint8_t cls;
     vmt_gfn backing;
     vmt_view access_view; /* whose access rights decide MMIO on this frame */
+    bool swap;            /* content swapped into the installed frame (see add_temp) */
 } kvm_temp;
 
 /* What the vCPU is single-stepping for (several may be true at once). */
@@ -114,6 +115,7 @@ struct vmt_kvm {
     bool kgs_valid;     /* kgs holds KERNEL_GS_BASE since the last KVM_RUN */
     uint64_t kgs;
     kvm_step step;
+    uint8_t swap_save[KVM_MAX_TEMP][4096]; /* installed frames' own bytes during a swap */
     char *console;
     size_t console_len;
     vmt_kvm_counters ctr;
@@ -124,6 +126,8 @@ vmt_status kvm_mem_init(vmt_kvm *k, uint64_t ram_bytes);
 void kvm_mem_fini(vmt_kvm *k);
 bool kvm_pa_backed(const vmt_kvm *k, vmt_pa pa, size_t len);
 uint8_t *kvm_frame_raw(vmt_kvm *k, vmt_gfn gfn);
+uint8_t *kvm_frame_content(vmt_kvm *k, vmt_gfn gfn);
+void kvm_raw_copy(vmt_kvm *k, vmt_pa pa, void *buf, size_t len, bool write);
 vmt_status kvm_install(vmt_kvm *k, vmt_gfn gfn, unsigned cls, vmt_gfn backing);
 /* Effective access and backing of gfn in a view (view must exist). */
 void kvm_view_lookup(const kvm_view *v, vmt_gfn gfn, vmt_access *acc, vmt_gfn *backing);
