@@ -109,6 +109,9 @@ struct vmt_kvm {
     bool monitor_ss;    /* report every instruction as SINGLESTEP */
     bool pending_ss;    /* a SINGLESTEP event is due before running again */
     bool read_pending;  /* an MMIO read awaits its data (during a callback) */
+    bool xo;            /* VMT_KVM_F_EMULATE_EXECUTE_ONLY */
+    unsigned nxo;       /* execute-only frames made fetchable while the vCPU runs in them */
+    vmt_gfn xo_gfn[2];
     bool have_timer;
     timer_t timer;      /* bounds KVM_RUN for wait_for_event's timeout */
     uint32_t dbg_flags; /* KVM_SET_GUEST_DEBUG control currently set */

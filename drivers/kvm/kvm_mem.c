@@ -251,6 +251,9 @@ vmt_status kvm_sync_frame(vmt_kvm *k, vmt_gfn gfn)
     unsigned cls = kvm_class_of(acc);
     if (k->bp_trap && gfn == k->bp_gfn && !k->step.passthrough)
         cls = CLASS_HOLE;
+    for (unsigned i = 0; i < k->nxo; i++)
+        if (k->xo_gfn[i] == gfn && cls == CLASS_HOLE)
+            cls = CLASS_RO; /* running in an execute-only frame */
     return kvm_install(k, gfn, cls, backing);
 }
 

@@ -141,7 +141,7 @@ static void refresh_bp_trap(vmt_kvm *k)
 
 static bool want_step(const vmt_kvm *k)
 {
-    return k->step.user || k->step.fast || k->step.passthrough || k->step.ntemp || k->monitor_ss;
+    return k->step.user || k->step.fast || k->step.passthrough || k->step.ntemp || k->monitor_ss || k->nxo;
 }
 
 /* Overrides gfn for one step: the guest fetches `backing`'s content with
@@ -261,8 +261,8 @@ static void frame_rights(vmt_kvm *k, vmt_gfn gfn, vmt_view *view, vmt_access *ac
 {
     *view = k->active;
     for (unsigned i = 0; i < k->step.ntemp; i++)
-        if (k->step.temp[i].gfn == gfn)
-            *view = k->step.temp[i].access_view;
+        if (k->step.temp[i].gfn == gfn && kvm_view_get(k, k->step.temp[i].access_view))
+            *view = k->step.temp[i].access_view; /* (unless destroyed meanwhile) */
     kvm_view_lookup(kvm_view_get(k, *view), gfn, acc, backing);
 }
 
@@ -367,6 +367,42 @@ static enum handled on_bp_delivery(vmt_kvm *k, pending_ev *p, const vmt_regs *r)
     return H_EVENT;
 }
 
+/* A fetch from an execute-only frame (emulated, see vmitap/kvm.h): the
+ * frame becomes fetchable (read-only memslot) and the vCPU is stepped
+ * until it leaves it. */
+static bool xo_enter(vmt_kvm *k, vmt_gfn gfn)
+{
+    vmt_view view;
+    vmt_access acc;
+    vmt_gfn backing;
+    frame_rights(k, gfn, &view, &acc, &backing);
+    if (!k->xo || !(acc & VMT_ACCESS_X) || (acc & VMT_ACCESS_R) || k->nxo == 2)
+        return false;
+    k->xo_gfn[k->nxo++] = gfn;
+    if (kvm_sync_frame(k, gfn) != VMT_OK) {
+        k->nxo--;
+        return false;
+    }
+    return true;
+}
+
+/* After a step: execute-only frames the vCPU left are holes again. */
+static void xo_next(vmt_kvm *k)
+{
+    if (!k->nxo)
+        return;
+    vmt_gfn at = rip_gfn(k, &(vmt_regs){.rip = kvm_rip(k), .cr3 = kvm_cr3(k)});
+    for (unsigned i = 0; i < k->nxo;) {
+        if (k->xo_gfn[i] == at) {
+            i++;
+            continue;
+        }
+        vmt_gfn g = k->xo_gfn[i];
+        k->xo_gfn[i] = k->xo_gfn[--k->nxo];
+        kvm_sync_frame(k, g);
+    }
+}
+
 static vmt_status start_passthrough(vmt_kvm *k)
 {
     k->step.passthrough = true;
@@ -393,6 +429,8 @@ static enum handled on_emulation_failure(vmt_kvm *k, pending_ev *p)
             }
             return start_passthrough(k) == VMT_OK ? H_RUN : H_STOP;
         }
+        if (xo_enter(k, f[i]))
+            return H_RUN;
         if (make_event(k, p, EV_FETCH, VMT_EVENT_MEMORY_ACCESS) != VMT_OK)
             return H_STOP;
         p->ev.u.memory_access.pa = (f[i] << VMT_PAGE_SHIFT) | (i == 0 ? (r.rip & 0xfff) : 0);
@@ -456,6 +494,7 @@ static enum handled on_step(vmt_kvm *k, pending_ev *p)
     k->step.fast = false;
     if (k->step.ntemp)
         drop_temps(k);
+    xo_next(k);
     if (k->step.passthrough)
         passthrough_next(k);
     if (!report)

@@ -63,12 +63,13 @@ static void view_store(kvm_view *v, vmt_gfn gfn, vmt_access acc, vmt_gfn backing
         g_hash_table_insert(v->frames, GSIZE_TO_POINTER(gfn), PACK(backing, acc));
 }
 
-/* Execute without read cannot be enforced (see vmitap/kvm.h). */
-static vmt_status check_access(vmt_access a)
+/* Execute without read has no native form; it is emulated only on request
+ * (see vmitap/kvm.h). */
+static vmt_status check_access(const vmt_kvm *k, vmt_access a)
 {
     if ((unsigned)a > VMT_ACCESS_RWX)
         return VMT_E_INVALID;
-    if ((a & VMT_ACCESS_X) && !(a & VMT_ACCESS_R))
+    if ((a & VMT_ACCESS_X) && !(a & VMT_ACCESS_R) && !k->xo)
         return VMT_E_UNSUPPORTED;
     return VMT_OK;
 }
@@ -144,7 +145,7 @@ vmt_status kvm_op_get_access(void *d, vmt_gfn gfn, vmt_view view, vmt_access *ou
 vmt_status kvm_op_set_access(void *d, vmt_gfn gfn, vmt_view view, vmt_access access, unsigned flags)
 {
     vmt_kvm *k = d;
-    vmt_status st = check_access(access);
+    vmt_status st = check_access(k, access);
     if (st != VMT_OK)
         return st;
     kvm_view *v = kvm_view_get(k, view);
@@ -165,7 +166,7 @@ vmt_status kvm_op_create_view(void *d, vmt_access default_access, vmt_view *out)
     vmt_kvm *k = d;
     if (!out)
         return VMT_E_INVALID;
-    vmt_status st = check_access(default_access);
+    vmt_status st = check_access(k, default_access);
     if (st != VMT_OK)
         return st;
     if (g_hash_table_size(k->views) >= 0xffff)

@@ -3,12 +3,13 @@
  * implements the whole driver interface (vmitap/driver.h).
  *
  * Capabilities (info.caps): VMT_CAP_VIEWS, VMT_CAP_FAST_SINGLESTEP,
- * VMT_CAP_EMULATE. NOT VMT_CAP_EXECUTE_ONLY: instruction fetches from a
- * frame run natively only when it is mapped in a KVM memslot, and then
- * the guest's data reads of that frame run natively too, so "execute but
- * trap reads" cannot be enforced. set_access (and create_view) with X but
- * without R returns VMT_E_UNSUPPORTED. See drivers/kvm/README.md for the
- * exact semantics of every access right and response action. */
+ * VMT_CAP_EMULATE. VMT_CAP_EXECUTE_ONLY only with
+ * VMT_KVM_F_EMULATE_EXECUTE_ONLY: instruction fetches from a frame run
+ * natively only when it is mapped in a KVM memslot, and then the guest's
+ * data reads of that frame run natively too, so "execute but trap reads"
+ * has no native form; without the flag, set_access (and create_view) with
+ * X but without R returns VMT_E_UNSUPPORTED. See drivers/kvm/README.md for
+ * the exact semantics of every access right and response action. */
 #ifndef VMITAP_KVM_H
 #define VMITAP_KVM_H
 
@@ -35,7 +36,16 @@ typedef struct vmt_kvm_opts {
     uint64_t seed;          /* params block */
     uint32_t pager;         /* params block: pager aggressiveness 0..100 */
     uint32_t guest_flags;   /* params block: VMT_GUEST_F_* */
+    uint32_t flags;         /* VMT_KVM_F_* */
 } vmt_kvm_opts;
+
+/* Emulate execute-only access (and advertise VMT_CAP_EXECUTE_ONLY): a frame
+ * with X but without R has no memslot, so every read of it by an
+ * instruction elsewhere exits and is reported; its instructions are run
+ * one single-step at a time while the vCPU stays in the frame (about one
+ * exit per instruction). Inexact in one way: an instruction of that frame
+ * reading its own frame reads natively. */
+#define VMT_KVM_F_EMULATE_EXECUTE_ONLY (1u << 0)
 
 typedef enum vmt_kvm_state {
     VMT_KVM_RUNNING = 0, /* booted, not finished (it may be paused) */

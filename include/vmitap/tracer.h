@@ -191,6 +191,7 @@ typedef struct vmt_tracer_stats {
     uint64_t hit_events;      /* events that were hits (a step-over each) */
     uint64_t reinjected;      /* int3 of the guest's own, handed back to it */
     uint64_t stale;           /* traps with no breakpoint and no guest int3 left */
+    uint64_t unmatched;       /* our traps met in an address space no breakpoint there is for */
     uint64_t stealth_reads;   /* reads of execute-only pages served */
     uint64_t exec_steps;      /* memory controller: fetches on a page away from a breakpoint */
     uint64_t pt_writes;       /* writes to monitored page-table entries */

@@ -588,10 +588,16 @@ static void on_breakpoint(vmt_tracer *t, const vmt_event *ev, vmt_response *resp
         resp->action = VMT_ACTION_REINJECT;
         return;
     }
-    /* Neither ours nor the guest's: a trap removed between the hit and
-     * now. Resuming at rip runs the original instruction. */
-    t->stats.stale++;
-    resp->action = VMT_ACTION_CONTINUE;
+    /* Not the guest's and no breakpoint matches: either one of our traps
+     * that another address space runs into (a per-process breakpoint on a
+     * frame several processes share), or a trap removed between the hit
+     * and now. Either way the original instruction must run: step it in
+     * the default view (resuming at rip could meet the trap again). */
+    if (slot_get(t, ev->regs.rip))
+        t->stats.unmatched++;
+    else
+        t->stats.stale++;
+    step_in_default_view(t, ev->vcpu, resp);
 }
 
 static void on_memory_access(vmt_tracer *t, const vmt_event *ev, vmt_response *resp)

@@ -27,6 +27,7 @@
 #define DSUM (DATA + 0x20)
 #define STOP (DATA + 0x28)
 #define UCOUNT (DATA + 0x30)
+#define FREAD (DATA + 0x38)
 #define GFN_TEXT 0x200u
 #define GFN_F 0x201u
 #define GFN_USER 0x203u
@@ -594,6 +595,78 @@ static void test_hidden_breakpoint(void **state)
     vmt_core_free(v.core);
 }
 
+/* Emulated execute-only: the breakpoint's shadow is X-only in view 1, so
+ * the guest's reads of the page are events and can be served with the
+ * original bytes (stealth) while the shadow's int3 still fires. */
+typedef struct xo_run {
+    vm *v;
+    int hits, reads;
+    bool stealthy, bad;
+} xo_run;
+
+static vmt_status xo_handler(void *user, const vmt_event *ev, vmt_response *resp)
+{
+    xo_run *x = user;
+    uint64_t func = sym("func");
+    if (ev->reason == VMT_EVENT_SOFTWARE_BREAKPOINT && ev->regs.rip == func && ev->view == 1) {
+        x->hits++;
+    } else if (ev->reason == VMT_EVENT_MEMORY_ACCESS && ev->u.memory_access.access == VMT_ACCESS_R &&
+               ev->u.memory_access.pa == func) {
+        x->reads++;
+        if (!x->stealthy) {
+            resp->action = VMT_ACTION_CONTINUE;
+            return VMT_OK;
+        }
+    } else {
+        x->bad = true;
+    }
+    resp->action = VMT_ACTION_FAST_SINGLESTEP;
+    resp->view = 0;
+    return VMT_OK;
+}
+
+static void test_execute_only(void **state)
+{
+    (void)state;
+    vmt_kvm_opts o = {.sz = sizeof o, .guest_path = VMT_TINY_GUEST, .seed = MODE_LOOP,
+                      .flags = VMT_KVM_F_EMULATE_EXECUTE_ONLY};
+    vm v;
+    assert_int_equal(vmt_kvm_core_new(&o, &v.core, &v.kvm), VMT_OK);
+    vmt_driver_info info;
+    assert_int_equal(vmt_core_info(v.core, &info), VMT_OK);
+    assert_true(info.caps & VMT_CAP_EXECUTE_ONLY);
+    run_quiet(&v);
+    uint8_t page[4096];
+    uint64_t orig;
+    vmt_gfn sh;
+    vmt_view view;
+    assert_int_equal(vmt_core_read(v.core, GFN_F << 12, page, sizeof page), VMT_OK);
+    memcpy(&orig, page, 8);
+    page[0] = 0xcc;
+    assert_int_equal(vmt_core_allocate_gfn(v.core, &sh), VMT_OK);
+    assert_int_equal(vmt_core_write(v.core, sh << 12, page, sizeof page), VMT_OK);
+    assert_int_equal(vmt_core_create_view(v.core, VMT_ACCESS_RWX, &view), VMT_OK);
+    assert_int_equal(vmt_core_change_view_gfn(v.core, view, GFN_F, sh), VMT_OK);
+    assert_int_equal(vmt_core_set_access(v.core, GFN_F, view, VMT_ACCESS_X, 0), VMT_OK);
+    assert_int_equal(vmt_core_switch_view(v.core, view), VMT_OK);
+    wr64(&v, FREAD, 0);
+    xo_run x = {.v = &v, .stealthy = true};
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(vmt_core_wait_for_event(v.core, 2000, xo_handler, &x), VMT_OK);
+    assert_false(x.bad);
+    assert_true(x.hits >= 49 && x.reads >= 49 && x.hits + x.reads == 100);
+    assert_true(x.hits - x.reads <= 1 && x.reads - x.hits <= 1); /* one of each per round */
+    assert_int_equal(rd64(&v, FREAD), orig); /* the reads saw the original bytes */
+    assert_int_equal(rd64(&v, FVAL), 0x1111);
+    /* CONTINUE instead: the read sees what the view maps, the int3 */
+    x.stealthy = false;
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(vmt_core_wait_for_event(v.core, 2000, xo_handler, &x), VMT_OK);
+    assert_false(x.bad);
+    assert_int_equal(rd64(&v, FREAD) & 0xff, 0xcc);
+    vmt_core_free(v.core);
+}
+
 static void test_monitor_singlestep(void **state)
 {
     (void)state;
@@ -685,6 +758,7 @@ int main(void)
         cmocka_unit_test(test_page_table_frames),
         cmocka_unit_test(test_hidden_breakpoint),
         cmocka_unit_test(test_monitor_singlestep),
+        cmocka_unit_test(test_execute_only),
         cmocka_unit_test(test_bundled_guest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -4,6 +4,7 @@
  *   0 hello: prints "hello\n" on port 0xE9 and exits with code 0
  *   1 loop (CPL 0): forever: counter++; if cmd == 1 { cmd = 0; int3 };
  *     call func (own page F); A++ (page A); B++ (page B); dsum += D (page D);
+ *     fread = the first 8 bytes of func (a read of page F);
  *     exits with code `stop` when stop != 0
  *   2 user: drops to CPL 3 and executes `iterations` int3 (ucount++ after
  *     each), then exits with code 0 from CPL 3 (IOPL 3)
@@ -24,6 +25,7 @@
     .set DSUM,    DATA + 0x20
     .set STOP,    DATA + 0x28
     .set UCOUNT,  DATA + 0x30
+    .set FREAD,   DATA + 0x38
     .set PAGE_A,  0x205000
     .set PAGE_B,  0x206000
     .set PAGE_D,  0x207000
@@ -83,6 +85,8 @@ after_a:
     incq PAGE_B
     movq PAGE_D, %rax
     addq %rax, DSUM
+    movq func, %rax              /* a data read of page F */
+    movq %rax, FREAD
     movq STOP, %rax
     testq %rax, %rax
     jz loop

@@ -267,8 +267,7 @@ static void test_foreign_and_stale_int3(void **state)
     assert_int_equal(f->hits, 0);
     assert_int_equal(response(f, 0)->action, VMT_ACTION_REINJECT);
     assert_false(response(f, 0)->set_view);
-    assert_int_equal(response(f, 1)->action, VMT_ACTION_CONTINUE);
-    assert_false(response(f, 1)->set_regs);
+    assert_step_in_default(response(f, 1)); /* the original instruction runs */
     vmt_tracer_stats s;
     vmt_tracer_stats_get(f->t, &s);
     assert_int_equal(s.reinjected, 1);
@@ -416,6 +415,33 @@ static void test_global_breakpoint_any_root(void **state)
     assert_true(bp_info(f, id).global);
 }
 
+/* A per-process breakpoint on a frame that another address space maps
+ * too: that process runs into the trap, which is no hit, and its original
+ * instruction must run (not the trap again). */
+static void test_other_address_space_steps_over(void **state)
+{
+    fixture *f = *state;
+    vmt_tracer_bp_id id = add_bp(f, FN_A, false, "only_root");
+    vmt_pa other;
+    assert_int_equal(vmt_mock_new_root(f->mock, &other), VMT_OK);
+    assert_int_equal(vmt_mock_map(f->mock, other, CODE_VA, CODE_PA, VMT_MOCK_4K, VMT_PTE_U), VMT_OK);
+    vmt_event ev = base_event(f, VMT_EVENT_SOFTWARE_BREAKPOINT, FN_A);
+    ev.regs.cr3 = other;
+    ev.u.software_breakpoint.gfn = vmt_gfn_from_pa(CODE_PA);
+    ev.u.software_breakpoint.insn_len = 1;
+    assert_int_equal(vmt_mock_push_event(f->mock, &ev), VMT_OK);
+    push_int3(f, FN_A, CODE_PA); /* and the right one */
+    drain(f);
+    assert_int_equal(bp_info(f, id).hits, 1);
+    assert_int_equal(f->last_regs.cr3, f->root);
+    assert_step_in_default(response(f, 0));
+    assert_step_in_default(response(f, 1));
+    vmt_tracer_stats s;
+    vmt_tracer_stats_get(f->t, &s);
+    assert_int_equal(s.unmatched, 1);
+    assert_int_equal(s.stale, 0);
+}
+
 static void test_callback_removes_its_breakpoint(void **state)
 {
     fixture *f = *state;
@@ -432,7 +458,10 @@ static void test_callback_removes_its_breakpoint(void **state)
     push_int3(f, FN_A, CODE_PA); /* a late event for it: stale */
     drain(f);
     assert_int_equal(f->hits, 1);
-    assert_int_equal(response(f, 1)->action, VMT_ACTION_CONTINUE);
+    assert_step_in_default(response(f, 1));
+    vmt_tracer_stats s;
+    vmt_tracer_stats_get(f->t, &s);
+    assert_int_equal(s.stale, 1);
 }
 
 static void test_two_breakpoints_one_address(void **state)
@@ -713,6 +742,7 @@ int main(void)
         T(test_pending_breakpoint_arms_at_page_in),
         T(test_unmonitored_table_write_is_completed),
         T(test_global_breakpoint_any_root),
+        T(test_other_address_space_steps_over),
         T(test_callback_removes_its_breakpoint),
         T(test_two_breakpoints_one_address),
         T(test_breakpoint_by_symbol),

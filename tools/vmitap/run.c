@@ -186,7 +186,8 @@ static bool setup(run_ctx *rc)
     }
     cli_opts *o = rc->o;
     vmt_kvm_opts ko = {.sz = sizeof ko, .guest_path = o->guest, .iterations = o->iterations,
-                       .seed = o->seed, .pager = o->pager};
+                       .seed = o->seed, .pager = o->pager,
+                       .flags = o->execute_only ? VMT_KVM_F_EMULATE_EXECUTE_ONLY : 0};
     if (!o->pager_given)
         ko.pager = 20;
     vmt_status st = vmt_kvm_core_new(&ko, &rc->vmi, &rc->kvm);
@@ -398,6 +399,9 @@ static void print_summary(const run_ctx *rc, vmt_tracer_stop_reason why, unsigne
         printf("MISMATCH: %u breakpoint(s) differ from the guest's own counters\n", mismatches);
     else
         printf("every breakpoint with a guest counter matches it\n");
+    if (state == VMT_KVM_EXITED && vmt_kvm_exit_code(rc->kvm) != 0)
+        printf("the guest reported a failure: exit code %u%s\n", vmt_kvm_exit_code(rc->kvm),
+               g && g->selfcheck_mismatches ? " (its self-check saw changed code)" : "");
 }
 
 int cmd_run(cli_opts *o, vmt_symtab *syms)
