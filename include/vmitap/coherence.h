@@ -98,8 +98,9 @@ void vmt_coherence_free(vmt_coherence *coh);
 void vmt_coherence_set_overwrite_fn(vmt_coherence *coh, vmt_overwrite_fn fn, void *user);
 
 /* For a MEMORY_ACCESS event with W on a frame that holds breakpoints in
- * some view: remembers the frame for the next flush and returns true; the
- * caller carries the write out on the guest's own frame itself. */
+ * the event's view (where it is shadowed, hence not writable): remembers
+ * the frame for the next flush and returns true; the caller carries the
+ * write out on the guest's own frame itself. */
 bool vmt_coherence_track_write(vmt_coherence *coh, const vmt_event *ev);
 /* The same, and fills *resp so that the write is carried out on the guest's
  * own frame (see above). Otherwise returns false and leaves *resp alone. */
@@ -114,8 +115,10 @@ size_t vmt_coherence_pending(const vmt_coherence *coh);
 typedef enum vmt_trap_owner {
     VMT_TRAP_OURS = 1,  /* an armed trap of the bpm is at rip in the event's view */
     VMT_TRAP_GUEST = 2, /* the guest's own memory holds an int3 at rip */
-    VMT_TRAP_STALE = 3, /* neither: the trap was removed or left out by a rebuild after
-                           it fired; resume at the same rip (nothing to step over) */
+    VMT_TRAP_STALE = 3, /* neither: the trap was removed, or left out by a rebuild,
+                           after it fired. rip is at the instruction that must run
+                           next, once: resume at the same rip with no register change,
+                           or step it in the default view (what the tracer does) */
 } vmt_trap_owner;
 
 /* Whose trap a SOFTWARE_BREAKPOINT event is. VMT_E_INVALID for another

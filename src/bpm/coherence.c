@@ -183,8 +183,12 @@ bool vmt_coherence_track_write(vmt_coherence *coh, const vmt_event *ev)
     if (!coh || !ev || ev->reason != VMT_EVENT_MEMORY_ACCESS ||
         !(ev->u.memory_access.access & VMT_ACCESS_W))
         return false;
+    /* Only a view with a shadow of the frame traps writes to it for the
+     * breakpoints' sake (the frame is writable elsewhere): one lookup. The
+     * rebuild then covers every view. */
     vmt_gfn gfn = vmt_gfn_from_pa(ev->u.memory_access.pa);
-    if (!vmt_interceptor_has_frame(bpm_interceptor(coh->bpm), gfn))
+    vmt_view view = ev->has_view ? ev->view : 0;
+    if (!vmt_interceptor_shadow_gfn(bpm_interceptor(coh->bpm), view, gfn, NULL))
         return false;
     coh->stats.writes++;
     for (guint i = 0; i < coh->pending->len; i++)

@@ -351,16 +351,3 @@ bool vmt_interceptor_armed(const vmt_interceptor *ic, vmt_view view, vmt_pa pa)
     ic_trap *t = page ? find_trap(page, pa & (VMT_PAGE_SIZE - 1)) : NULL;
     return t && !t->disarmed;
 }
-
-bool vmt_interceptor_has_frame(const vmt_interceptor *ic, vmt_gfn gfn)
-{
-    if (!ic)
-        return false;
-    GHashTableIter it;
-    gpointer v;
-    g_hash_table_iter_init(&it, ic->pages);
-    while (g_hash_table_iter_next(&it, NULL, &v))
-        if (((ic_page *)v)->gfn == gfn)
-            return true;
-    return false;
-}

@@ -79,7 +79,5 @@ vmt_status vmt_interceptor_refresh(vmt_interceptor *ic, vmt_core *vmi, vmt_gfn g
 vmt_status vmt_interceptor_rearm(vmt_interceptor *ic, vmt_core *vmi, vmt_view view, vmt_pa pa);
 /* True if (view, pa) holds a trap that is in the shadow now. */
 bool vmt_interceptor_armed(const vmt_interceptor *ic, vmt_view view, vmt_pa pa);
-/* True if some view has a shadow of gfn. */
-bool vmt_interceptor_has_frame(const vmt_interceptor *ic, vmt_gfn gfn);
 
 #endif /* VMITAP_BPM_INTERCEPTOR_H */
