@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tracer/emulate.h"
 #include "tracer/symbols.h"
 #include "vmitap/coherence.h"
 #include "vmitap/log.h"
@@ -533,6 +534,39 @@ static void step_in_default_view(vmt_tracer *t, vmt_vcpu vcpu, vmt_response *res
     }
 }
 
+/* Steps over a hit without a single-step when the instruction under the
+ * trap is simple enough to carry out here (see emulate.h). Its bytes come
+ * from the guest's own frame, which never holds our trap. */
+static bool step_over_by_emulation(vmt_tracer *t, const vmt_event *ev, vmt_response *resp)
+{
+    if (t->opts.no_emulation)
+        return false;
+    vmt_gfn gfn = ev->reason == VMT_EVENT_SOFTWARE_BREAKPOINT
+                      ? ev->u.software_breakpoint.gfn
+                      : vmt_gfn_from_pa(ev->u.memory_access.pa);
+    if (ev->reason == VMT_EVENT_MEMORY_ACCESS && ev->u.memory_access.va != ev->regs.rip)
+        return false;
+    uint8_t insn[15];
+    size_t off = ev->regs.rip & (VMT_PAGE_SIZE - 1);
+    size_t len = VMT_PAGE_SIZE - off < sizeof insn ? VMT_PAGE_SIZE - off : sizeof insn;
+    if (vmt_core_read(t->vmi, vmt_pa_in_gfn(gfn, ev->regs.rip), insn, len) != VMT_OK)
+        return false;
+    vmt_regs regs = ev->regs;
+    if (!vmt_emulate_simple(t->vmi, &regs, insn, len))
+        return false;
+    resp->action = VMT_ACTION_CONTINUE;
+    resp->set_regs = true;
+    resp->regs = regs;
+    t->stats.emulated++;
+    return true;
+}
+
+static void step_over_hit(vmt_tracer *t, const vmt_event *ev, vmt_response *resp)
+{
+    if (!step_over_by_emulation(t, ev, resp))
+        step_in_default_view(t, ev->vcpu, resp);
+}
+
 /* Counts a hit on every breakpoint armed at the event's rip and calls the
  * application. Returns whether there was at least one. */
 static bool report_hits(vmt_tracer *t, const vmt_event *ev)
@@ -573,9 +607,9 @@ static bool report_hits(vmt_tracer *t, const vmt_event *ev)
 static void on_breakpoint(vmt_tracer *t, const vmt_event *ev, vmt_response *resp)
 {
     if (ev->view == t->view && report_hits(t, ev)) {
-        /* Stepping in the default view runs the original instruction, even
-         * if a callback just removed the breakpoint. */
-        step_in_default_view(t, ev->vcpu, resp);
+        /* Both ways run the original instruction, even if a callback just
+         * removed the breakpoint. */
+        step_over_hit(t, ev, resp);
         return;
     }
     bool guest_has = false;
@@ -597,7 +631,7 @@ static void on_breakpoint(vmt_tracer *t, const vmt_event *ev, vmt_response *resp
         t->stats.unmatched++;
     else
         t->stats.stale++;
-    step_in_default_view(t, ev->vcpu, resp);
+    step_over_hit(t, ev, resp);
 }
 
 static void on_memory_access(vmt_tracer *t, const vmt_event *ev, vmt_response *resp)
@@ -632,7 +666,7 @@ static void on_memory_access(vmt_tracer *t, const vmt_event *ev, vmt_response *r
     }
     if (a & VMT_ACCESS_X) {
         if (report_hits(t, ev)) {
-            step_in_default_view(t, ev->vcpu, resp);
+            step_over_hit(t, ev, resp);
             return;
         }
         /* Memory controller: a fetch elsewhere on a page holding a breakpoint. */

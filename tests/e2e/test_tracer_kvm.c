@@ -106,12 +106,12 @@ static void add(session *s, const char *symbol, int proc)
 }
 
 /* Runs until the guest has published its process table: a kernel
- * breakpoint on the scheduler, which runs before any process does. */
+ * breakpoint on sched_start, which starts the first process. */
 static void wait_for_processes(session *s)
 {
     vmt_tracer_bp_opts bo = {.sz = sizeof bo, .global = true};
     vmt_tracer_bp_id id;
-    assert_int_equal(vmt_tracer_add(s->t, vmt_ctx(sym_addr(s, "schedule"), s->boot_root), &bo, &id),
+    assert_int_equal(vmt_tracer_add(s->t, vmt_ctx(sym_addr(s, "sched_start"), s->boot_root), &bo, &id),
                      VMT_OK);
     vmt_tracer_run_opts ro = {.sz = sizeof ro, .max_hits = 1};
     for (int i = 0; gstats(s)->magic != VMT_GUEST_STATS_MAGIC || gstats(s)->nprocs == 0; i++) {
@@ -253,7 +253,12 @@ static void test_guest_int3_reinjected(void **state)
     print_message("guest breakpoints %" PRIu64 ", reinjected %" PRIu64 "\n", gstats(&s)->breakpoints,
                   st.reinjected);
     assert_true(gstats(&s)->breakpoints > 0);
-    assert_int_equal(vmt_kvm_exit_code(s.kvm), VMT_GUEST_EXIT_OK); /* no #BP it did not expect */
+    assert_int_equal(st.reinjected, gstats(&s)->breakpoints);
+    /* No #BP it did not expect; a non-stealthy int3 in its user code does
+     * show in its self-check, which is all it may complain about. */
+    uint32_t code = vmt_kvm_exit_code(s.kvm);
+    if (code != VMT_GUEST_EXIT_OK)
+        assert_true(!vmt_tracer_is_stealthy(s.t) && code == VMT_GUEST_EXIT_SELFCHECK);
     finish(&s);
 }
 
@@ -453,11 +458,23 @@ int main(void)
         cmocka_unit_test(test_kernel_int3_execute_only_stealth),
         cmocka_unit_test(test_kernel_detach_int3_controller),
         cmocka_unit_test(test_kernel_detach_memory_controller),
-        cmocka_unit_test(test_memory_controller_counts_paging_stealth),
         cmocka_unit_test(test_int3_controller_counts),
         cmocka_unit_test(test_guest_int3_reinjected),
-        cmocka_unit_test(test_detach_memory_controller),
         cmocka_unit_test(test_detach_int3_controller),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    /* The memory controller single-steps every fetch from a page holding a
+     * breakpoint; on user code that is a single-step at CPL 3, which the
+     * KVM driver cannot do yet on these hosts (the #DB reaches the guest).
+     * VMT_E2E_NO_CPL3_STEP leaves these cases out. */
+    const struct CMUnitTest cpl3_step_tests[] = {
+        cmocka_unit_test(test_memory_controller_counts_paging_stealth),
+        cmocka_unit_test(test_detach_memory_controller),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    if (getenv("VMT_E2E_NO_CPL3_STEP")) {
+        fprintf(stderr, "test_tracer_kvm: memory-controller cases on user code left out "
+                        "(VMT_E2E_NO_CPL3_STEP)\n");
+        return failed;
+    }
+    return failed + cmocka_run_group_tests(cpl3_step_tests, NULL, NULL);
 }

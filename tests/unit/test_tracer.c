@@ -664,6 +664,169 @@ static void test_run_stop_conditions(void **state)
     vmt_core_free(vmi);
 }
 
+/* ---- step-over by emulation ---- */
+
+#define STACK_VA 0x7ff000ull
+#define STACK_PA 0x40000ull
+#define DATA_VA 0x500000ull /* absolute data the mov form reads */
+#define DATA_PA 0x41000ull
+#define KDATA_VA 0x600000ull /* supervisor-only page */
+#define KDATA_PA 0x42000ull
+
+static void write_code(fixture *f, vmt_va va, const void *bytes, size_t n)
+{
+    assert_int_equal(vmt_mock_poke(f->mock, CODE_PA + (va - CODE_VA), bytes, n), VMT_OK);
+}
+
+/* A user-mode hit event in long mode with a mapped, writable stack. */
+static void push_user_hit(fixture *f, vmt_va rip)
+{
+    vmt_event ev = base_event(f, VMT_EVENT_SOFTWARE_BREAKPOINT, rip);
+    ev.regs.efer = 1u << 10; /* LMA */
+    ev.regs.cr0 = 1u << 16;  /* WP */
+    ev.regs.rsp = STACK_VA + 0x800;
+    ev.regs.rbp = 0x1111222233334444ull;
+    ev.regs.r13 = 0x5555666677778888ull;
+    ev.regs.rax = 7;
+    ev.u.software_breakpoint.gfn = vmt_gfn_from_pa(CODE_PA);
+    ev.u.software_breakpoint.insn_len = 1;
+    assert_int_equal(vmt_mock_push_event(f->mock, &ev), VMT_OK);
+}
+
+static void map_emulation_pages(fixture *f)
+{
+    assert_int_equal(vmt_mock_map(f->mock, f->root, STACK_VA, STACK_PA, VMT_MOCK_4K,
+                                  VMT_PTE_U | VMT_PTE_W), VMT_OK);
+    assert_int_equal(vmt_mock_map(f->mock, f->root, DATA_VA, DATA_PA, VMT_MOCK_4K, VMT_PTE_U),
+                     VMT_OK);
+    assert_int_equal(vmt_mock_map(f->mock, f->root, KDATA_VA, KDATA_PA, VMT_MOCK_4K, 0), VMT_OK);
+    uint64_t v = 0xabcdef0123456789ull;
+    assert_int_equal(vmt_mock_poke(f->mock, DATA_PA + 0x18, &v, 8), VMT_OK);
+    assert_int_equal(vmt_mock_poke(f->mock, KDATA_PA + 0x18, &v, 8), VMT_OK);
+}
+
+static void assert_emulated(fixture *f, size_t i, vmt_regs *out)
+{
+    const vmt_response *r = response(f, i);
+    assert_int_equal(r->action, VMT_ACTION_CONTINUE);
+    assert_true(r->set_regs);
+    assert_false(r->set_view);
+    *out = r->regs;
+}
+
+static void test_hit_emulated_push(void **state)
+{
+    fixture *f = *state;
+    map_emulation_pages(f);
+    write_code(f, FN_A, "\x55", 1);          /* push rbp */
+    write_code(f, FN_B, "\x41\x55", 2);      /* push r13 */
+    add_bp(f, FN_A, false, NULL);
+    add_bp(f, FN_B, false, NULL);
+    push_user_hit(f, FN_A);
+    drain(f);
+    vmt_regs r;
+    uint64_t top;
+    assert_emulated(f, 0, &r);
+    assert_int_equal(r.rip, FN_A + 1);
+    assert_int_equal(r.rsp, STACK_VA + 0x800 - 8);
+    assert_int_equal(r.rbp, 0x1111222233334444ull);
+    assert_int_equal(vmt_mock_peek(f->mock, STACK_PA + 0x800 - 8, &top, 8), VMT_OK);
+    assert_int_equal(top, 0x1111222233334444ull);
+    push_user_hit(f, FN_B); /* same stack pointer again */
+    drain(f);
+    assert_emulated(f, 1, &r);
+    assert_int_equal(r.rip, FN_B + 2);
+    assert_int_equal(r.rsp, STACK_VA + 0x800 - 8);
+    assert_int_equal(vmt_mock_peek(f->mock, STACK_PA + 0x800 - 8, &top, 8), VMT_OK);
+    assert_int_equal(top, 0x5555666677778888ull);
+    vmt_tracer_stats s;
+    vmt_tracer_stats_get(f->t, &s);
+    assert_int_equal(s.emulated, 2);
+    assert_int_equal(f->hits, 2);
+}
+
+static void test_hit_emulated_mov_absolute(void **state)
+{
+    fixture *f = *state;
+    map_emulation_pages(f);
+    /* mov rax, [0x500018]; mov r10, [0x500018] */
+    write_code(f, FN_A, "\x48\x8b\x04\x25\x18\x00\x50\x00", 8);
+    write_code(f, FN_B, "\x4c\x8b\x14\x25\x18\x00\x50\x00", 8);
+    add_bp(f, FN_A, false, NULL);
+    add_bp(f, FN_B, false, NULL);
+    push_user_hit(f, FN_A);
+    push_user_hit(f, FN_B);
+    drain(f);
+    vmt_regs r;
+    assert_emulated(f, 0, &r);
+    assert_int_equal(r.rip, FN_A + 8);
+    assert_int_equal(r.rax, 0xabcdef0123456789ull);
+    assert_int_equal(r.rsp, STACK_VA + 0x800);
+    assert_emulated(f, 1, &r);
+    assert_int_equal(r.r10, 0xabcdef0123456789ull);
+    assert_int_equal(r.rax, 7);
+}
+
+/* Whatever the emulator cannot do exactly goes to the single-step: an
+ * instruction it does not know, a user read of a supervisor page, a push
+ * onto a stack page that is not present, a read-only stack page. */
+static void test_emulation_falls_back_to_step(void **state)
+{
+    fixture *f = *state;
+    map_emulation_pages(f);
+    write_code(f, FN_A, "\x48\x89\xe5", 3);                        /* mov rbp, rsp */
+    write_code(f, FN_B, "\x48\x8b\x04\x25\x18\x00\x60\x00", 8); /* mov rax, [0x600018] */
+    write_code(f, PLAIN, "\x55", 1);                                 /* push rbp */
+    add_bp(f, FN_A, false, NULL);
+    add_bp(f, FN_B, false, NULL);
+    add_bp(f, PLAIN, false, NULL);
+    push_user_hit(f, FN_A);
+    push_user_hit(f, FN_B);
+    assert_int_equal(vmt_mock_unmap(f->mock, f->root, STACK_VA, 1), VMT_OK);
+    push_user_hit(f, PLAIN);
+    drain(f);
+    assert_step_in_default(response(f, 0));
+    assert_step_in_default(response(f, 1));
+    assert_step_in_default(response(f, 2));
+    assert_int_equal(vmt_mock_map(f->mock, f->root, STACK_VA, STACK_PA, VMT_MOCK_4K, VMT_PTE_U),
+                     VMT_OK); /* present again, but read-only */
+    push_user_hit(f, PLAIN);
+    drain(f);
+    assert_step_in_default(response(f, 3));
+    vmt_tracer_stats s;
+    vmt_tracer_stats_get(f->t, &s);
+    assert_int_equal(s.emulated, 0);
+    assert_int_equal(f->hits, 4);
+    uint64_t top = 1;
+    assert_int_equal(vmt_mock_peek(f->mock, STACK_PA + 0x800 - 8, &top, 8), VMT_OK);
+    assert_int_equal(top, 0); /* nothing written */
+}
+
+static int setup_no_emulation(void **state)
+{
+    fixture *f = test_calloc(1, sizeof *f);
+    vmt_mock_opts mo = {.sz = sizeof mo, .max_gfn = 0x1000};
+    assert_int_equal(vmt_mock_core_new(&mo, &f->vmi, &f->mock), VMT_OK);
+    assert_int_equal(vmt_mock_new_root(f->mock, &f->root), VMT_OK);
+    assert_int_equal(vmt_mock_map(f->mock, f->root, CODE_VA, CODE_PA, VMT_MOCK_4K, VMT_PTE_U), VMT_OK);
+    fill_code(f->mock, CODE_PA);
+    vmt_tracer_opts to = {.sz = sizeof to, .controller = VMT_TRACER_CONTROLLER_INT3, .on_hit = on_hit,
+                          .user = f, .no_emulation = true};
+    assert_int_equal(vmt_tracer_new(f->vmi, &to, &f->t), VMT_OK);
+    *state = f;
+    return 0;
+}
+
+static void test_no_emulation_option(void **state)
+{
+    fixture *f = *state;
+    map_emulation_pages(f);
+    add_bp(f, FN_A, false, NULL); /* push rbp */
+    push_user_hit(f, FN_A);
+    drain(f);
+    assert_step_in_default(response(f, 0));
+}
+
 static void test_bad_arguments(void **state)
 {
     fixture *f = *state;
@@ -746,6 +909,10 @@ int main(void)
         T(test_callback_removes_its_breakpoint),
         T(test_two_breakpoints_one_address),
         T(test_breakpoint_by_symbol),
+        T(test_hit_emulated_push),
+        T(test_hit_emulated_mov_absolute),
+        T(test_emulation_falls_back_to_step),
+        cmocka_unit_test_setup_teardown(test_no_emulation_option, setup_no_emulation, teardown),
         T(test_bad_arguments),
         cmocka_unit_test(test_detach_restores_guest),
         cmocka_unit_test(test_step_over_without_fast_singlestep),

@@ -212,7 +212,8 @@ static bool setup(run_ctx *rc)
 }
 
 /* User breakpoints wait for the process table: a hidden breakpoint on the
- * guest's scheduler, which runs before any process, sets them. */
+ * function that starts the first process (the table is published before
+ * it runs) sets them. */
 static bool arm(run_ctx *rc)
 {
     if (!install_all(rc))
@@ -222,7 +223,7 @@ static bool arm(run_ctx *rc)
         deferred |= needs_processes(&rc->o->specs[i]) && !rc->o->specs[i].installed;
     if (!deferred)
         return true;
-    const vmt_symbol *sched = vmt_symtab_lookup(rc->syms, "schedule");
+    const vmt_symbol *sched = vmt_symtab_lookup(rc->syms, "sched_start");
     if (!sched) {
         fprintf(stderr, "vmitap: user-space breakpoints need the guest's process table "
                         "(the bundled guest has one)\n");
