@@ -84,7 +84,7 @@ typedef struct vmt_coherence vmt_coherence;
 
 typedef struct vmt_coherence_stats {
     uint64_t writes;      /* trapped writes to frames holding breakpoints */
-    uint64_t refreshes;   /* frames whose shadows were rebuilt */
+    uint64_t refreshes;   /* frame rebuilds run (a failed one and its retry: two) */
     uint64_t overwritten; /* claims whose trap bytes the guest changed */
     uint64_t dropped;     /* ... of them dropped */
     uint64_t rearmed;     /* ... of them re-armed */
@@ -107,7 +107,8 @@ bool vmt_coherence_track_write(vmt_coherence *coh, const vmt_event *ev);
 bool vmt_coherence_on_write(vmt_coherence *coh, vmt_core *vmi, const vmt_event *ev,
                             vmt_response *resp);
 /* Rebuilds the shadows of the frames written since the last flush. Cheap
- * when there are none. Returns the first error (the rest still runs). */
+ * when there are none. Returns the first error (the rest still runs); a
+ * frame whose rebuild failed stays pending and is retried next time. */
 vmt_status vmt_coherence_flush(vmt_coherence *coh, vmt_core *vmi);
 /* Frames waiting for a flush. */
 size_t vmt_coherence_pending(const vmt_coherence *coh);

@@ -178,6 +178,14 @@ void vmt_coherence_set_overwrite_fn(vmt_coherence *coh, vmt_overwrite_fn fn, voi
     coh->user = user;
 }
 
+static void defer_frame(vmt_coherence *coh, vmt_gfn gfn)
+{
+    for (guint i = 0; i < coh->pending->len; i++)
+        if (g_array_index(coh->pending, vmt_gfn, i) == gfn)
+            return;
+    g_array_append_val(coh->pending, gfn);
+}
+
 bool vmt_coherence_track_write(vmt_coherence *coh, const vmt_event *ev)
 {
     if (!coh || !ev || ev->reason != VMT_EVENT_MEMORY_ACCESS ||
@@ -191,10 +199,7 @@ bool vmt_coherence_track_write(vmt_coherence *coh, const vmt_event *ev)
     if (!vmt_interceptor_shadow_gfn(bpm_interceptor(coh->bpm), view, gfn, NULL))
         return false;
     coh->stats.writes++;
-    for (guint i = 0; i < coh->pending->len; i++)
-        if (g_array_index(coh->pending, vmt_gfn, i) == gfn)
-            return true;
-    g_array_append_val(coh->pending, gfn);
+    defer_frame(coh, gfn);
     return true;
 }
 
@@ -236,6 +241,8 @@ vmt_status vmt_coherence_flush(vmt_coherence *coh, vmt_core *vmi)
         coh->stats.dropped += n.dropped;
         coh->stats.rearmed += n.rearmed;
         coh->stats.errors += n.errors;
+        if (st != VMT_OK) /* retried at the next flush */
+            defer_frame(coh, g_array_index(frames, vmt_gfn, i));
         if (first == VMT_OK)
             first = st;
     }

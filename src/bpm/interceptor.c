@@ -280,7 +280,14 @@ static vmt_status rearm_trap(vmt_core *vmi, ic_page *page, ic_trap *t)
     return st;
 }
 
-/* One view's shadow of the frame whose current content is `now`. */
+/* True if the guest changed the bytes under an armed trap. */
+static bool overwritten(const ic_trap *t, const uint8_t *now)
+{
+    return !t->disarmed && memcmp(t->orig, now + t->off, t->len) != 0;
+}
+
+/* One view's shadow of the frame whose current content is `now`. The
+ * shadow is written first: if that fails nothing has changed. */
 static vmt_status refresh_page(vmt_core *vmi, ic_page *page, const uint8_t *now,
                                vmt_interceptor_overwrite_fn fn, void *user)
 {
@@ -288,24 +295,29 @@ static vmt_status refresh_page(vmt_core *vmi, ic_page *page, const uint8_t *now,
     memcpy(buf, now, sizeof buf);
     for (guint i = 0; i < page->traps->len; i++) {
         ic_trap *t = &g_array_index(page->traps, ic_trap, i);
-        if (t->disarmed) { /* out of the shadow already: track the guest's bytes */
-            memcpy(t->orig, now + t->off, t->len);
-            continue;
-        }
-        if (memcmp(t->orig, now + t->off, t->len) == 0) {
+        if (!t->disarmed && !overwritten(t, now))
             memcpy(buf + t->off, t->bytes, t->len);
-            continue;
-        }
-        /* The instruction the trap was set on is gone: keep the new bytes
-         * in the shadow and remember them as what lies under the trap. */
+    }
+    vmt_status st = vmt_core_write(vmi, vmt_pa_from_gfn(page->shadow), buf, sizeof buf);
+    if (st != VMT_OK)
+        return st;
+    for (guint i = 0; i < page->traps->len; i++) {
+        ic_trap *t = &g_array_index(page->traps, ic_trap, i);
         uint8_t old[VMT_INTERCEPTOR_MAX_TRAP];
+        bool report = overwritten(t, now);
+        /* A trap out of the shadow (now or before) keeps the guest's bytes
+         * as its original: they are what removing it must leave. */
         memcpy(old, t->orig, t->len);
-        memcpy(t->orig, now + t->off, t->len);
+        if (report || t->disarmed)
+            memcpy(t->orig, now + t->off, t->len);
+        if (!report)
+            continue;
+        /* The instruction the trap was set on is gone: the new bytes show. */
         t->disarmed = true;
         if (fn)
             fn(user, page->view, vmt_pa_from_gfn(page->gfn) + t->off, t->len, old, t->orig);
     }
-    return vmt_core_write(vmi, vmt_pa_from_gfn(page->shadow), buf, sizeof buf);
+    return VMT_OK;
 }
 
 vmt_status vmt_interceptor_refresh(vmt_interceptor *ic, vmt_core *vmi, vmt_gfn gfn,

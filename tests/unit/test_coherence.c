@@ -794,10 +794,54 @@ static void test_sync_frame_driver_failure(void **state)
     assert_int_equal(b.calls, 0);
     assert_int_equal(bare_view_byte(&b, b.v1, FN_A), 0xCC); /* unchanged */
     assert_int_equal(vmt_bpm_check(b.bpm), VMT_OK);
+    /* The shadow write fails: nothing changed either, nobody was asked. */
+    vmt_mock_fail_nth(b.mock, VMT_MOCK_OP_WRITE, 1, VMT_E_DRIVER);
+    assert_int_equal(vmt_bpm_sync_frame(b.bpm, b.vmi, vmt_gfn_from_pa(CODE_PA), bare_fn, &b, NULL),
+                     VMT_E_DRIVER);
+    assert_int_equal(b.calls, 0);
+    assert_int_equal(bare_view_byte(&b, b.v1, FN_A), 0xCC);
+    assert_true(vmt_bpm_contains_by_address(b.bpm, vmt_ctx(FN_A, 0x1000), 5));
     assert_int_equal(vmt_bpm_sync_frame(b.bpm, b.vmi, vmt_gfn_from_pa(CODE_PA), bare_fn, &b, NULL), VMT_OK);
     assert_int_equal(b.calls, 1);
     assert_int_equal(bare_view_byte(&b, b.v1, FN_A), 0x31);
     assert_int_equal(vmt_bpm_check(b.bpm), VMT_OK);
+    bare_free(&b);
+}
+
+/* A flush whose rebuild fails keeps the frame pending; the next one does it. */
+static void test_flush_failure_retried(void **state)
+{
+    (void)state;
+    bare b;
+    bare_setup(&b, 0);
+    vmt_coherence *coh;
+    assert_int_equal(vmt_coherence_new(b.bpm, &coh), VMT_OK);
+    vmt_coherence_set_overwrite_fn(coh, bare_fn, &b);
+    bare_insert(&b, b.v1, FN_A, 5, 0);
+    vmt_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.has_view = true;
+    ev.view = b.v1;
+    ev.reason = VMT_EVENT_MEMORY_ACCESS;
+    ev.u.memory_access.access = VMT_ACCESS_W;
+    ev.u.memory_access.pa = PA_OF(FN_A);
+    assert_true(vmt_coherence_track_write(coh, &ev));
+    const uint8_t x = 0x31;
+    assert_int_equal(vmt_core_write(b.vmi, PA_OF(FN_A), &x, 1), VMT_OK);
+    vmt_mock_fail_nth(b.mock, VMT_MOCK_OP_WRITE, 1, VMT_E_DRIVER);
+    assert_int_equal(vmt_coherence_flush(coh, b.vmi), VMT_E_DRIVER);
+    assert_int_equal(vmt_coherence_pending(coh), 1);
+    assert_int_equal(b.calls, 0);
+    assert_int_equal(vmt_coherence_flush(coh, b.vmi), VMT_OK);
+    assert_int_equal(vmt_coherence_pending(coh), 0);
+    assert_int_equal(b.calls, 1);
+    assert_int_equal(bare_view_byte(&b, b.v1, FN_A), 0x31);
+    vmt_coherence_stats cs;
+    vmt_coherence_stats_get(coh, &cs);
+    assert_int_equal(cs.errors, 1);
+    assert_int_equal(cs.refreshes, 2);
+    assert_int_equal(cs.dropped, 1);
+    vmt_coherence_free(coh);
     bare_free(&b);
 }
 
@@ -818,6 +862,7 @@ int main(void)
         cmocka_unit_test(test_coherence_object),
         cmocka_unit_test(test_coherence_response_slow_driver),
         cmocka_unit_test(test_sync_frame_driver_failure),
+        cmocka_unit_test(test_flush_failure_retried),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
