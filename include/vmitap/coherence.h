@@ -21,13 +21,14 @@
  *   in the event callback, for a MEMORY_ACCESS event with W:
  *       if (vmt_coherence_on_write(coh, vmi, ev, resp)) return VMT_OK;
  *       (resp now carries the write out on the guest's own frame)
- *   right after every vmt_core_wait_for_event returns, and at every
- *   SINGLESTEP event:
+ *   then, with a driver that has FAST_SINGLESTEP, right after that
+ *   vmt_core_wait_for_event returns; without it, at the SINGLESTEP event
+ *   that ends the step:
  *       vmt_coherence_flush(coh, vmi);
  *   for a SOFTWARE_BREAKPOINT event that no breakpoint claims:
  *       vmt_coherence_classify(coh, vmi, ev, &owner) tells a stale trap
- *       (resume at the same rip, nothing stepped over) from the guest's own
- *       int3 (reinject).
+ *       (the instruction at rip must run once: resume there unchanged, or
+ *       step it in the default view) from the guest's own int3 (reinject).
  *
  * Drivers: the write is carried out with FAST_SINGLESTEP in the default
  * view when the driver has it (on KVM the pending store is then served
@@ -36,8 +37,10 @@
  * instruction), otherwise by SINGLESTEP with a switch to the default view
  * (the flush then belongs at the SINGLESTEP event). Reads: on a driver
  * with execute-only pages the guest's reads keep seeing its own bytes
- * throughout; on KVM (RX fallback) they see the shadow, i.e. the trap
- * bytes of armed breakpoints and, after a write, exactly what it wrote. */
+ * throughout; on plain KVM (RX fallback; VMT_KVM_F_EMULATE_EXECUTE_ONLY
+ * gives it execute-only pages) they see the shadow, i.e. the trap bytes of
+ * armed breakpoints and, after a write, exactly what it wrote.
+ * docs/coherence.md has the details and limits. */
 #ifndef VMITAP_COHERENCE_H
 #define VMITAP_COHERENCE_H
 
