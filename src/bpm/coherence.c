@@ -70,9 +70,8 @@ static void count_error(sync_counts *n, vmt_status st, const char *what, vmt_pa 
 
 /* Asks about every claim on one overwritten trap, then re-arms the trap if
  * any claim wants it and removes the claims that do not. */
-static vmt_status apply_choices(vmt_bpm *bpm, vmt_core *vmi, vmt_interceptor *ic,
-                                const ow_item *it, vmt_overwrite_fn fn, void *user,
-                                sync_counts *n)
+static vmt_status apply_choices(vmt_bpm *bpm, vmt_core *vmi, vmt_interceptor *ic, const ow_item *it,
+                                vmt_overwrite_fn fn, void *user, sync_counts *n)
 {
     claims_at c = {.off = it->pa & (VMT_PAGE_SIZE - 1),
                    .claims = g_array_new(FALSE, FALSE, sizeof(vmt_breakpoint))};
@@ -83,8 +82,8 @@ static vmt_status apply_choices(vmt_bpm *bpm, vmt_core *vmi, vmt_interceptor *ic
     bool rearm = false;
     GArray *drops = g_array_new(FALSE, FALSE, sizeof(vmt_breakpoint));
     for (guint i = 0; i < c.claims->len; i++) {
-        vmt_overwrite ow = {.bp = g_array_index(c.claims, vmt_breakpoint, i), .pa = it->pa,
-                            .len = it->len};
+        vmt_overwrite ow = {
+            .bp = g_array_index(c.claims, vmt_breakpoint, i), .pa = it->pa, .len = it->len};
         memcpy(ow.old_bytes, it->old, it->len);
         memcpy(ow.new_bytes, it->now, it->len);
         n->overwritten++;
@@ -234,8 +233,8 @@ vmt_status vmt_coherence_flush(vmt_coherence *coh, vmt_core *vmi)
     coh->pending = g_array_new(FALSE, FALSE, sizeof(vmt_gfn));
     for (guint i = 0; i < frames->len; i++) {
         sync_counts n = {0};
-        vmt_status st = sync_frame(coh->bpm, vmi, g_array_index(frames, vmt_gfn, i), coh->fn,
-                                   coh->user, &n);
+        vmt_status st =
+            sync_frame(coh->bpm, vmi, g_array_index(frames, vmt_gfn, i), coh->fn, coh->user, &n);
         coh->stats.refreshes++;
         coh->stats.overwritten += n.overwritten;
         coh->stats.dropped += n.dropped;

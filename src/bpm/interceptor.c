@@ -335,7 +335,8 @@ vmt_status vmt_interceptor_refresh(vmt_interceptor *ic, vmt_core *vmi, vmt_gfn g
         ic_page *page = v;
         if (page->gfn != gfn)
             continue;
-        if (n++ == 0 && (first = vmt_core_read(vmi, vmt_pa_from_gfn(gfn), now, sizeof now)) != VMT_OK)
+        if (n++ == 0 &&
+            (first = vmt_core_read(vmi, vmt_pa_from_gfn(gfn), now, sizeof now)) != VMT_OK)
             return first;
         vmt_status st = refresh_page(vmi, page, now, fn, user);
         if (st != VMT_OK && first == VMT_OK)

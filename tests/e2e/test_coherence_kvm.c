@@ -63,7 +63,10 @@ static uint64_t iterations(void)
     return getenv("VMT_UNDER_VALGRIND") ? 20 : 120;
 }
 
-static const vmt_guest_stats *gstats(session *s) { return vmt_kvm_guest_stats(s->kvm); }
+static const vmt_guest_stats *gstats(session *s)
+{
+    return vmt_kvm_guest_stats(s->kvm);
+}
 
 static vmt_overwrite_choice on_overwrite(void *user, vmt_tracer *t, const vmt_tracer_overwrite *ow)
 {
@@ -87,10 +90,15 @@ static void start(session *s, vmt_overwrite_choice choice, uint32_t kvm_flags, u
 {
     memset(s, 0, sizeof *s);
     s->choice = choice;
-    vmt_kvm_opts ko = {.sz = sizeof ko, .iterations = iterations(), .seed = 5, .pager = pager,
-                       .guest_flags = VMT_GUEST_F_SELF_PATCH, .flags = kvm_flags};
+    vmt_kvm_opts ko = {.sz = sizeof ko,
+                       .iterations = iterations(),
+                       .seed = 5,
+                       .pager = pager,
+                       .guest_flags = VMT_GUEST_F_SELF_PATCH,
+                       .flags = kvm_flags};
     print_message("guest: iterations %" PRIu64 ", pager %u, self-patch, execute-only %s\n",
-                  ko.iterations, pager, kvm_flags & VMT_KVM_F_EMULATE_EXECUTE_ONLY ? "emulated" : "no");
+                  ko.iterations, pager,
+                  kvm_flags & VMT_KVM_F_EMULATE_EXECUTE_ONLY ? "emulated" : "no");
     assert_int_equal(vmt_kvm_core_new(&ko, &s->vmi, &s->kvm), VMT_OK);
     vmt_regs regs;
     assert_int_equal(vmt_core_get_regs(s->vmi, 0, &regs), VMT_OK);
@@ -214,8 +222,9 @@ static void test_self_patch_drop(void **state)
     session s;
     start(&s, VMT_OVERWRITE_DROP, 0, 0);
     uint8_t first;
-    assert_int_equal(vmt_core_read_va(s.vmi, vmt_ctx(sym_addr(&s, "patch_target"), s.boot_root), &first, 1),
-                     VMT_OK);
+    assert_int_equal(
+        vmt_core_read_va(s.vmi, vmt_ctx(sym_addr(&s, "patch_target"), s.boot_root), &first, 1),
+        VMT_OK);
     bp_want *target;
     add_all(&s, &target);
     run_to_end(&s);

@@ -29,7 +29,7 @@
 #define FN_C (CODE_VA + 0x14)
 #define FN_B (CODE_VA + 0x80)
 #define DATA (CODE_VA + 0x300) /* same page, no breakpoint near */
-#define PA_OF(va) (CODE_PA + ((va) - CODE_VA))
+#define PA_OF(va) (CODE_PA + ((va)-CODE_VA))
 
 /* ---- the wrapping driver ---- */
 
@@ -54,18 +54,22 @@ static void do_guest_write(const vmt_event *ev, const vmt_response *resp)
         return;
     const guest_write *w = &drv.queue[drv.next++];
     vmt_view view = ev->view;
-    if (resp->action == VMT_ACTION_FAST_SINGLESTEP || (resp->action == VMT_ACTION_SINGLESTEP && resp->set_view))
+    if (resp->action == VMT_ACTION_FAST_SINGLESTEP ||
+        (resp->action == VMT_ACTION_SINGLESTEP && resp->set_view))
         view = resp->view;
     vmt_gfn backing;
-    assert_int_equal(vmt_mock_view_backing(drv.mock, view, vmt_gfn_from_pa(w->pa), &backing), VMT_OK);
-    assert_int_equal(vmt_mock_poke(drv.mock, vmt_pa_in_gfn(backing, w->pa), w->bytes, w->len), VMT_OK);
+    assert_int_equal(vmt_mock_view_backing(drv.mock, view, vmt_gfn_from_pa(w->pa), &backing),
+                     VMT_OK);
+    assert_int_equal(vmt_mock_poke(drv.mock, vmt_pa_in_gfn(backing, w->pa), w->bytes, w->len),
+                     VMT_OK);
 }
 
 static vmt_status wrap_fn(void *user, const vmt_event *ev, vmt_response *resp)
 {
     (void)user;
     vmt_status st = drv.fn(drv.user, ev, resp);
-    if (st == VMT_OK && ev->reason == VMT_EVENT_MEMORY_ACCESS && (ev->u.memory_access.access & VMT_ACCESS_W))
+    if (st == VMT_OK && ev->reason == VMT_EVENT_MEMORY_ACCESS &&
+        (ev->u.memory_access.access & VMT_ACCESS_W))
         do_guest_write(ev, resp);
     return st;
 }
@@ -120,8 +124,11 @@ static vmt_overwrite_choice on_overwrite(void *user, vmt_tracer *t, const vmt_tr
     assert_true(f->nows < 8);
     assert_int_equal(ow->len, 1);
     f->queued_at_overwrite = vmt_mock_pending_events(f->mock);
-    f->ow[f->nows++] = (overwrite_rec){.id = ow->bp->id, .key = ow->bp->key, .hits = ow->bp->hits,
-                                       .pa = ow->pa, .old_byte = ow->old_bytes[0],
+    f->ow[f->nows++] = (overwrite_rec){.id = ow->bp->id,
+                                       .key = ow->bp->key,
+                                       .hits = ow->bp->hits,
+                                       .pa = ow->pa,
+                                       .old_byte = ow->old_bytes[0],
                                        .new_byte = ow->new_bytes[0]};
     return f->choice;
 }
@@ -147,11 +154,12 @@ static fixture *make_fixture(uint32_t caps)
     drv.ops.wait_for_event = wrap_wait;
     assert_int_equal(vmt_core_new(&drv.ops, f->mock, &f->vmi), VMT_OK);
     assert_int_equal(vmt_mock_new_root(f->mock, &f->root), VMT_OK);
-    assert_int_equal(vmt_mock_map(f->mock, f->root, CODE_VA, CODE_PA, VMT_MOCK_4K, VMT_PTE_U), VMT_OK);
+    assert_int_equal(vmt_mock_map(f->mock, f->root, CODE_VA, CODE_PA, VMT_MOCK_4K, VMT_PTE_U),
+                     VMT_OK);
     fill_code(f->mock);
     vmt_mock_regs(f->mock, 0)->cr3 = f->root;
-    vmt_tracer_opts to = {.sz = sizeof to, .controller = VMT_TRACER_CONTROLLER_INT3, .on_hit = on_hit,
-                          .user = f};
+    vmt_tracer_opts to = {
+        .sz = sizeof to, .controller = VMT_TRACER_CONTROLLER_INT3, .on_hit = on_hit, .user = f};
     assert_int_equal(vmt_tracer_new(f->vmi, &to, &f->t), VMT_OK);
     return f;
 }
@@ -391,11 +399,13 @@ static void test_write_spanning_two_traps(void **state)
     assert_true(saw_a && saw_c);
     assert_false(bp_exists(f, a) || bp_exists(f, c));
     uint8_t got[8];
-    assert_int_equal(vmt_mock_view_read(f->mock, vmt_tracer_view(f->t), PA_OF(FN_A), got, 8), VMT_OK);
+    assert_int_equal(vmt_mock_view_read(f->mock, vmt_tracer_view(f->t), PA_OF(FN_A), got, 8),
+                     VMT_OK);
     assert_memory_equal(got, patch, 8);
     vmt_gfn backing;
-    assert_int_equal(vmt_mock_view_backing(f->mock, vmt_tracer_view(f->t), vmt_gfn_from_pa(CODE_PA), &backing),
-                     VMT_OK);
+    assert_int_equal(
+        vmt_mock_view_backing(f->mock, vmt_tracer_view(f->t), vmt_gfn_from_pa(CODE_PA), &backing),
+        VMT_OK);
     assert_int_equal(backing, vmt_gfn_from_pa(CODE_PA)); /* shadow released */
 }
 
@@ -647,7 +657,8 @@ static void test_bpm_sync_frame_views(void **state)
     const uint8_t data[2] = {0x31, 0xc0};
     assert_int_equal(vmt_core_write(b.vmi, PA_OF(DATA), data, 2), VMT_OK); /* no trap touched */
     size_t n = 7;
-    assert_int_equal(vmt_bpm_sync_frame(b.bpm, b.vmi, vmt_gfn_from_pa(CODE_PA), bare_fn, &b, &n), VMT_OK);
+    assert_int_equal(vmt_bpm_sync_frame(b.bpm, b.vmi, vmt_gfn_from_pa(CODE_PA), bare_fn, &b, &n),
+                     VMT_OK);
     assert_int_equal(n, 0);
     assert_int_equal(bare_view_byte(&b, b.v1, DATA), 0x31);
     assert_int_equal(bare_view_byte(&b, b.v2, DATA + 1), 0xc0);
@@ -656,7 +667,8 @@ static void test_bpm_sync_frame_views(void **state)
 
     const uint8_t x = 0xb8;
     assert_int_equal(vmt_core_write(b.vmi, PA_OF(FN_A), &x, 1), VMT_OK);
-    assert_int_equal(vmt_bpm_sync_frame(b.bpm, b.vmi, vmt_gfn_from_pa(CODE_PA), bare_fn, &b, &n), VMT_OK);
+    assert_int_equal(vmt_bpm_sync_frame(b.bpm, b.vmi, vmt_gfn_from_pa(CODE_PA), bare_fn, &b, &n),
+                     VMT_OK);
     assert_int_equal(n, 2);
     assert_int_equal(b.calls, 2);
     assert_int_equal(bare_view_byte(&b, b.v1, FN_A), 0xb8); /* key 5: dropped */
@@ -801,7 +813,8 @@ static void test_sync_frame_driver_failure(void **state)
     assert_int_equal(b.calls, 0);
     assert_int_equal(bare_view_byte(&b, b.v1, FN_A), 0xCC);
     assert_true(vmt_bpm_contains_by_address(b.bpm, vmt_ctx(FN_A, 0x1000), 5));
-    assert_int_equal(vmt_bpm_sync_frame(b.bpm, b.vmi, vmt_gfn_from_pa(CODE_PA), bare_fn, &b, NULL), VMT_OK);
+    assert_int_equal(vmt_bpm_sync_frame(b.bpm, b.vmi, vmt_gfn_from_pa(CODE_PA), bare_fn, &b, NULL),
+                     VMT_OK);
     assert_int_equal(b.calls, 1);
     assert_int_equal(bare_view_byte(&b, b.v1, FN_A), 0x31);
     assert_int_equal(vmt_bpm_check(b.bpm), VMT_OK);
@@ -857,7 +870,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stale_event_after_removal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_event_after_refresh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reads_see_original, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_write_stepped_without_fast_singlestep, setup_slow_step, teardown),
+        cmocka_unit_test_setup_teardown(test_write_stepped_without_fast_singlestep, setup_slow_step,
+                                        teardown),
         cmocka_unit_test(test_bpm_sync_frame_views),
         cmocka_unit_test(test_coherence_object),
         cmocka_unit_test(test_coherence_response_slow_driver),
