@@ -8,6 +8,7 @@
  *   bp_hit        a hidden breakpoint hit as the tracer does it: int3 in a
  *                 shadow copy in view 1, FAST_SINGLESTEP over the original
  *                 instruction in view 0
+ *   bp_hit_lazy_kgs  bp_hit with VMT_KVM_F_LAZY_KERNEL_GS_BASE
  *   write_trap    a write to an RX frame, event + CONTINUE
  *   exec_trap     a fetch from a non-executable frame, event + CONTINUE
  *   xo_event      emulated execute-only (VMT_KVM_F_EMULATE_EXECUTE_ONLY): the
@@ -237,6 +238,8 @@ int main(int argc, char **argv)
     bench_int3(4, "int3_cpl0");
     bench_int3(2, "int3_cpl3");
     bench_bp_hit("bp_hit", VMT_ACCESS_RX);
+    kvm_flags = VMT_KVM_F_LAZY_KERNEL_GS_BASE;
+    bench_bp_hit("bp_hit_lazy_kgs", VMT_ACCESS_RX);
     kvm_flags = VMT_KVM_F_EMULATE_EXECUTE_ONLY;
     bench_bp_hit("xo_event", VMT_ACCESS_X);
     kvm_flags = 0;

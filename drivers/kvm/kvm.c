@@ -132,6 +132,7 @@ vmt_status vmt_kvm_new(const vmt_kvm_opts *opts, vmt_kvm **out)
         return VMT_E_NOMEM;
     k->kvm_fd = k->vm_fd = k->vcpu_fd = k->mem_fd = -1;
     k->xo = (o.flags & VMT_KVM_F_EMULATE_EXECUTE_ONLY) != 0;
+    k->lazy_kgs = (o.flags & VMT_KVM_F_LAZY_KERNEL_GS_BASE) != 0;
     k->console = calloc(1, KVM_CONSOLE_MAX);
     vmt_status st = k->console ? create_vm(k) : VMT_E_NOMEM;
     if (st == VMT_OK)
@@ -183,7 +184,7 @@ static vmt_status op_get_regs(void *d, vmt_vcpu vcpu, vmt_regs *out)
 {
     if (vcpu != 0 || !out)
         return VMT_E_INVALID;
-    return kvm_regs_get(d, out);
+    return kvm_regs_get_exact(d, out);
 }
 
 static vmt_status op_set_regs(void *d, vmt_vcpu vcpu, const vmt_regs *regs)

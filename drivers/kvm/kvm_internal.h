@@ -116,6 +116,8 @@ struct vmt_kvm {
     timer_t timer;      /* bounds KVM_RUN for wait_for_event's timeout */
     uint32_t dbg_flags; /* KVM_SET_GUEST_DEBUG control currently set */
     bool kgs_valid;     /* kgs holds KERNEL_GS_BASE since the last KVM_RUN */
+    bool kgs_known;     /* kgs was read at least once */
+    bool lazy_kgs;      /* VMT_KVM_F_LAZY_KERNEL_GS_BASE */
     uint64_t kgs;
     kvm_step step;
     uint8_t swap_save[KVM_MAX_TEMP][4096]; /* installed frames' own bytes during a swap */
@@ -163,6 +165,7 @@ vmt_status kvm_boot_load(vmt_kvm *k, const char *path, const vmt_kvm_opts *o);
 
 /* kvm_cpu.c: registers */
 vmt_status kvm_regs_get(vmt_kvm *k, vmt_regs *out);
+vmt_status kvm_regs_get_exact(vmt_kvm *k, vmt_regs *out); /* KERNEL_GS_BASE read even if lazy */
 vmt_status kvm_regs_set(vmt_kvm *k, const vmt_regs *r);
 vmt_status kvm_sync_init(vmt_kvm *k);
 vmt_status kvm_debug_init(vmt_kvm *k);

@@ -186,6 +186,28 @@ static void collect(gpointer key, gpointer val, gpointer user)
     g_hash_table_add(user, key);
 }
 
+/* Re-installs the frames whose layout may differ between views a and b
+ * for the active view. */
+static vmt_status resync(vmt_kvm *k, const kvm_view *a, const kvm_view *b)
+{
+    vmt_status st = VMT_OK;
+    if (a->def != b->def) {
+        for (vmt_gfn g = 0; g < k->ram_frames && st == VMT_OK; g++)
+            st = kvm_sync_frame(k, g);
+        return st;
+    }
+    GHashTable *set = g_hash_table_new(g_direct_hash, g_direct_equal);
+    g_hash_table_foreach(a->frames, collect, set);
+    g_hash_table_foreach(b->frames, collect, set);
+    GHashTableIter it;
+    gpointer key;
+    g_hash_table_iter_init(&it, set);
+    while (st == VMT_OK && g_hash_table_iter_next(&it, &key, NULL))
+        st = kvm_sync_frame(k, GPOINTER_TO_SIZE(key));
+    g_hash_table_destroy(set);
+    return st;
+}
+
 static vmt_status switch_to(vmt_kvm *k, vmt_view id)
 {
     kvm_view *from = kvm_view_get(k, k->active), *to = kvm_view_get(k, id);
@@ -195,25 +217,12 @@ static vmt_status switch_to(vmt_kvm *k, vmt_view id)
         return VMT_OK;
     vmt_view old = k->active;
     k->active = id;
-    vmt_status st = VMT_OK;
-    if (from->def != to->def) {
-        for (vmt_gfn g = 0; g < k->ram_frames && st == VMT_OK; g++)
-            st = kvm_sync_frame(k, g);
-    } else {
-        GHashTable *set = g_hash_table_new(g_direct_hash, g_direct_equal);
-        g_hash_table_foreach(from->frames, collect, set);
-        g_hash_table_foreach(to->frames, collect, set);
-        GHashTableIter it;
-        gpointer key;
-        g_hash_table_iter_init(&it, set);
-        while (st == VMT_OK && g_hash_table_iter_next(&it, &key, NULL))
-            st = kvm_sync_frame(k, GPOINTER_TO_SIZE(key));
-        g_hash_table_destroy(set);
-    }
+    vmt_status st = resync(k, from, to);
     if (st != VMT_OK) {
+        /* back to the old view, as far as KVM lets us */
         vmt_log(VMT_LOG_ERROR, "kvm: switching to view %u failed; staying in view %u", id, old);
         k->active = old;
-        switch_to(k, old == id ? 0 : old); /* best effort back */
+        resync(k, from, to);
     }
     return st;
 }

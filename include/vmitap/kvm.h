@@ -47,6 +47,12 @@ typedef struct vmt_kvm_opts {
  * reading its own frame reads natively. */
 #define VMT_KVM_F_EMULATE_EXECUTE_ONLY (1u << 0)
 
+/* Events' regs.kernel_gs_base holds the value the driver last read (it is
+ * stale once the guest has run swapgs since), saving one vCPU ioctl per
+ * event (about one VM exit's cost on nested hosts). get_regs always reads
+ * it; set_regs writes it only when it differs from the last value read. */
+#define VMT_KVM_F_LAZY_KERNEL_GS_BASE (1u << 1)
+
 typedef enum vmt_kvm_state {
     VMT_KVM_RUNNING = 0, /* booted, not finished (it may be paused) */
     VMT_KVM_EXITED,      /* wrote its exit code to the done port */
@@ -65,7 +71,10 @@ bool vmt_kvm_available(char *why, size_t len);
 const char *vmt_kvm_default_guest(void);
 
 /* Creates the VM, loads the guest and prepares the vCPU at the guest's
- * entry (it first runs in wait_for_event). opts may be NULL. */
+ * entry (it first runs in wait_for_event). opts may be NULL.
+ * wait_for_event bounds KVM_RUN with a per-thread POSIX timer that sends
+ * SIGRTMIN+3 to the calling thread; the driver installs a handler for that
+ * signal (process-wide) the first time it needs it. */
 vmt_status vmt_kvm_new(const vmt_kvm_opts *opts, vmt_kvm **out);
 void vmt_kvm_free(vmt_kvm *kvm);
 
