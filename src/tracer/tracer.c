@@ -552,7 +552,7 @@ static bool step_over_by_emulation(vmt_tracer *t, const vmt_event *ev, vmt_respo
     if (vmt_core_read(t->vmi, vmt_pa_in_gfn(gfn, ev->regs.rip), insn, len) != VMT_OK)
         return false;
     vmt_regs regs = ev->regs;
-    if (!vmt_emulate_simple(t->vmi, &regs, insn, len))
+    if (!vmt_emulate_simple(t->vmi, ev->view, &regs, insn, len))
         return false;
     resp->action = VMT_ACTION_CONTINUE;
     resp->set_regs = true;
