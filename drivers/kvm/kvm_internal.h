@@ -63,7 +63,7 @@ typedef struct kvm_temp {
 typedef struct kvm_step {
     bool user;          /* a SINGLESTEP response: report a SINGLESTEP event after */
     bool fast;          /* FAST_SINGLESTEP: temps revert silently after */
-    bool passthrough;   /* running the guest's #BP handler frame, step by step */
+    bool passthrough;   /* running a trapped handler frame (pt_gfn), step by step */
     unsigned ntemp;
     kvm_temp temp[KVM_MAX_TEMP];
 } kvm_step;
@@ -99,6 +99,12 @@ struct vmt_kvm {
     bool bp_trap;
     vmt_gfn bp_gfn;
     uint64_t bp_handler; /* handler VA */
+    /* the guest's #DB handler frame, a hole while a step at CPL 3 is due:
+     * these hosts deliver that step's #DB to the guest instead of exiting */
+    bool db_trap;
+    vmt_gfn db_gfn;
+    uint64_t db_handler;
+    vmt_gfn pt_gfn; /* the trapped frame being passed through (step.passthrough) */
     uint64_t idt_base;   /* IDT base the trap was computed for */
 
     /* run state */
