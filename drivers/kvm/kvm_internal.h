@@ -26,6 +26,7 @@
 #include <linux/kvm.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "guest/abi.h"
@@ -120,6 +121,7 @@ struct vmt_kvm {
     vmt_gfn xo_gfn[2];
     bool have_timer;
     timer_t timer;      /* bounds KVM_RUN for wait_for_event's timeout */
+    pid_t timer_tid;    /* the thread the timer signals */
     uint32_t dbg_flags; /* KVM_SET_GUEST_DEBUG control currently set */
     bool kgs_valid;     /* kgs holds KERNEL_GS_BASE since the last KVM_RUN */
     bool kgs_known;     /* kgs was read at least once */

@@ -50,8 +50,11 @@ static void on_timer(int sig)
 
 static int timer_signal(void) { return SIGRTMIN + 3; }
 
-static bool timer_arm(timer_t *t, bool *have, int timeout_ms)
+static bool timer_arm(vmt_kvm *k, int timeout_ms)
 {
+    timer_t *t = &k->timer;
+    bool *have = &k->have_timer;
+    pid_t tid = (pid_t)syscall(SYS_gettid);
     static bool installed;
     if (!installed) {
         struct sigaction sa = {.sa_handler = on_timer};
@@ -59,12 +62,17 @@ static bool timer_arm(timer_t *t, bool *have, int timeout_ms)
         sigaction(timer_signal(), &sa, NULL);
         installed = true;
     }
+    if (*have && k->timer_tid != tid) { /* called from another thread now */
+        timer_delete(*t);
+        *have = false;
+    }
     if (!*have) {
         struct sigevent se = {.sigev_notify = SIGEV_THREAD_ID, .sigev_signo = timer_signal()};
-        se._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+        se._sigev_un._tid = tid;
         if (timer_create(CLOCK_MONOTONIC, &se, t) < 0)
             return false;
         *have = true;
+        k->timer_tid = tid;
     }
     struct itimerspec its = {.it_value = {.tv_sec = timeout_ms / 1000, .tv_nsec = (long)(timeout_ms % 1000) * 1000000L}};
     if (timeout_ms == 0)
@@ -794,7 +802,7 @@ vmt_status kvm_wait_for_event(void *d, int timeout_ms, vmt_event_fn fn, void *us
     /* before arming: the signal may come at once */
     tl_fired = 0;
     tl_run = k->run;
-    if (timeout_ms >= 0 && !timer_arm(&k->timer, &k->have_timer, timeout_ms)) {
+    if (timeout_ms >= 0 && !timer_arm(k, timeout_ms)) {
         tl_run = NULL;
         return VMT_E_DRIVER;
     }
