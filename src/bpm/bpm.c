@@ -30,6 +30,10 @@
  *   view where it is armed; nothing if the event hits no claim of the key.
  * - contains_by_address: an armed claim of (key, ctx) in any view, or a
  *   global one of (key, va) filed under another root.
+ * - insert_with_hint arms at the frame of *pa, at va's offset in the page
+ *   (the offset bits of *pa are not used); physical addresses must be
+ *   below 2^52 (VMT_E_INVALID otherwise).
+ * - A claim is armed on at most BPM_MAX_ARMS frames (VMT_E_NOMEM beyond).
  * - A driver that cannot tell the view (has_view false) is taken to run
  *   the default view (the built-in controllers' check_event). */
 #include <string.h>
@@ -320,9 +324,10 @@ static void claim_add_arm(bpm_claim *c, bpm_page *page, uint32_t idx)
     c->n_arms++;
 }
 
+/* Newest first: claim_destroy takes arms off the end. */
 static bpm_arm *claim_find_arm(bpm_claim *c, const bpm_page *page)
 {
-    for (unsigned i = 0; i < c->n_arms; i++)
+    for (unsigned i = c->n_arms; i-- > 0;)
         if (bpm_claim_arm(c, i)->page == page)
             return bpm_claim_arm(c, i);
     return NULL;
@@ -369,6 +374,15 @@ static bpm_page *page_new(vmt_bpm *bpm, bpm_view *vs, vmt_gfn gfn, bool monitore
     return page;
 }
 
+/* Memory only. */
+static void page_release(bpm_page *page)
+{
+    g_free(page->claims);
+    g_free(page->offs);
+    g_free(page);
+}
+
+/* Unlinks an empty page from its view and the page index, and frees it. */
 static void page_free(vmt_bpm *bpm, bpm_page *page)
 {
     bpm_view *vs = view_find(bpm, bpm_page_view(page));
@@ -383,9 +397,7 @@ static void page_free(vmt_bpm *bpm, bpm_page *page)
     g_hash_table_remove(bpm->pages, page);
     if (bpm->last_page == page)
         bpm->last_page = NULL;
-    g_free(page->claims);
-    g_free(page->offs);
-    g_free(page);
+    page_release(page);
 }
 
 /* Records claim c as armed on page (index change only). */
@@ -615,6 +627,8 @@ static bool event_address(const vmt_bpm *bpm, const vmt_event *ev, vmt_view *vie
 {
     if (!bpm || !ev || !bpm->ctl.ops->check_event(bpm->ctl.self, ev, view, gfn))
         return false;
+    if (*gfn >= BPM_PA_LIMIT >> VMT_PAGE_SHIFT)
+        return false; /* no frame of ours */
     *va = ev->regs.rip;
     *root = vmt_regs_translation_root(&ev->regs, *va);
     return true;
@@ -651,14 +665,6 @@ static void free_claim_chain(gpointer p)
     }
 }
 
-static void free_page(gpointer p)
-{
-    bpm_page *page = p;
-    g_free(page->claims);
-    g_free(page->offs);
-    g_free(page);
-}
-
 void vmt_bpm_free(vmt_bpm *bpm)
 {
     if (!bpm)
@@ -671,7 +677,7 @@ void vmt_bpm_free(vmt_bpm *bpm)
     g_hash_table_destroy(bpm->claims);
     g_hash_table_iter_init(&it, bpm->pages);
     while (g_hash_table_iter_next(&it, &k, &v))
-        free_page(k);
+        page_release(k);
     g_hash_table_destroy(bpm->pages);
     g_hash_table_destroy(bpm->views);
     g_hash_table_iter_init(&it, bpm->globals);
@@ -710,7 +716,7 @@ static vmt_status insert_active(vmt_bpm *bpm, vmt_core *vmi, const vmt_breakpoin
             *inserted = false;
         return VMT_OK;
     }
-    if (c && c->n_arms == UINT16_MAX)
+    if (c && c->n_arms == BPM_MAX_ARMS)
         return VMT_E_NOMEM;
     bool fresh = !c;
     if (fresh)
@@ -731,7 +737,7 @@ static vmt_status insert_active(vmt_bpm *bpm, vmt_core *vmi, const vmt_breakpoin
 vmt_status vmt_bpm_insert_with_hint(vmt_bpm *bpm, vmt_core *vmi, const vmt_breakpoint *bp,
                                     const vmt_pa *pa, bool *inserted)
 {
-    if (!bp_valid(bpm, vmi, bp))
+    if (!bp_valid(bpm, vmi, bp) || (pa && *pa >= BPM_PA_LIMIT))
         return VMT_E_INVALID;
     vmt_addr_ctx ctx = resolve_ctx(bpm, bp);
     bpm_claim *head;
@@ -991,7 +997,7 @@ static vmt_status page_in(vmt_bpm *bpm, vmt_core *vmi, vmt_view view, vmt_addr_c
     for (size_t i = 0; i < total && st == VMT_OK; i++) {
         bpm_claim *c = i < n ? todo[i] : g_ptr_array_index(more, i - n);
         if (!claim_armed_at(c, gfn)) {
-            if (c->n_arms == UINT16_MAX)
+            if (c->n_arms == BPM_MAX_ARMS)
                 st = VMT_E_NOMEM;
             else
                 st = arm(bpm, vmi, c, gfn);
@@ -1018,7 +1024,8 @@ vmt_status vmt_bpm_handle_ptm_events(vmt_bpm *bpm, vmt_core *vmi, const vmt_ptm_
     if (!bpm || !vmi || (!ev && n))
         return VMT_E_INVALID;
     for (size_t i = 0; i < n; i++)
-        if (ev[i].kind != VMT_PTM_PAGE_IN && ev[i].kind != VMT_PTM_PAGE_OUT)
+        if ((ev[i].kind != VMT_PTM_PAGE_IN && ev[i].kind != VMT_PTM_PAGE_OUT) ||
+            ev[i].pa >= BPM_PA_LIMIT)
             return VMT_E_INVALID;
     bool upd = false;
     vmt_status st = VMT_OK;

@@ -97,6 +97,14 @@ struct vmt_bpm {
     bpm_page *last_page; /* the page last armed on (NULL after it is freed) */
 };
 
+/* Physical addresses have at most 52 bits (the AMD64 architectural limit),
+ * so a gfn fits in the 48 low bits of a page id. */
+#define BPM_PA_LIMIT (1ull << 52)
+/* Frames one claim can be armed on. Its arms are a plain array searched
+ * linearly: a claim is armed on one frame, or a few (a global address under
+ * roots that map it differently), never on thousands. */
+#define BPM_MAX_ARMS 4096u
+
 static inline uint64_t bpm_page_id(vmt_view view, vmt_gfn gfn)
 {
     return ((uint64_t)view << 48) | gfn;

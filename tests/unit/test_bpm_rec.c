@@ -43,7 +43,9 @@ static vmt_status enter(rec_ctl *r, rec_op op, vmt_view view, uint64_t addr)
     vmt_status st = VMT_OK;
     if (r->fail_at && r->calls == r->fail_at) {
         st = r->fail_status;
-        r->fail_at = 0;
+        r->fail_at = r->fail_more ? r->fail_at + 1 : 0;
+        if (r->fail_more)
+            r->fail_more--;
     } else if (g_hash_table_contains(r->dead_views, GUINT_TO_POINTER(view + 1u))) {
         st = VMT_E_VIEW_NOT_FOUND;
     }
@@ -158,7 +160,14 @@ vmt_tap_controller rec_new(rec_ctl **out)
 void rec_fail_nth(rec_ctl *r, unsigned nth, vmt_status st)
 {
     r->fail_at = nth ? r->calls + nth : 0;
+    r->fail_more = 0;
     r->fail_status = st;
+}
+
+void rec_fail_run(rec_ctl *r, unsigned nth, unsigned count, vmt_status st)
+{
+    rec_fail_nth(r, nth, st);
+    r->fail_more = count ? count - 1 : 0;
 }
 
 void rec_kill_view(rec_ctl *r, vmt_view view)

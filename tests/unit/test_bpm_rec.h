@@ -25,8 +25,9 @@ typedef struct rec_ctl {
     GHashTable *traps;     /* "view:pa" keys of inserted traps */
     GHashTable *monitored; /* "view:gfn" keys */
     unsigned violations;
-    unsigned calls;   /* controller calls so far (check_event excluded) */
-    unsigned fail_at; /* fail the call with this number (1-based), 0 = never */
+    unsigned calls;     /* controller calls so far (check_event excluded) */
+    unsigned fail_at;   /* fail the call with this number (1-based), 0 = never */
+    unsigned fail_more; /* ... and this many calls after it (double faults) */
     vmt_status fail_status;
     GHashTable *dead_views;
     bool keep_log;
@@ -37,6 +38,8 @@ typedef struct rec_ctl {
 vmt_tap_controller rec_new(rec_ctl **out);
 /* The nth controller call from now fails with st (0: cancel). */
 void rec_fail_nth(rec_ctl *r, unsigned nth, vmt_status st);
+/* The nth call from now and the `count - 1` calls after it fail. */
+void rec_fail_run(rec_ctl *r, unsigned nth, unsigned count, vmt_status st);
 void rec_kill_view(rec_ctl *r, vmt_view view);
 void rec_revive_view(rec_ctl *r, vmt_view view);
 void rec_clear_log(rec_ctl *r);
