@@ -377,7 +377,10 @@ static void test_default_is_drop(void **state)
     vmt_tracer_stats ts;
     vmt_tracer_stats_get(f->t, &ts);
     assert_int_equal(ts.bpm.active, 0);
+    assert_int_equal(ts.bpm.pending, 0); /* gone, not waiting for a page-in */
     assert_int_equal(ts.bpm.pages, 0);
+    assert_int_equal(ts.ptm_entries, 0); /* its page tables are no longer watched */
+    assert_int_equal(vmt_tracer_bp_count(f->t), 0);
 }
 
 /* One store over two breakpoints: both reported, both dropped, and with
