@@ -26,6 +26,7 @@
 #include <linux/kvm.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "guest/abi.h"
@@ -63,7 +64,7 @@ typedef struct kvm_temp {
 typedef struct kvm_step {
     bool user;          /* a SINGLESTEP response: report a SINGLESTEP event after */
     bool fast;          /* FAST_SINGLESTEP: temps revert silently after */
-    bool passthrough;   /* running the guest's #BP handler frame, step by step */
+    bool passthrough;   /* running a trapped handler frame (pt_gfn), step by step */
     unsigned ntemp;
     kvm_temp temp[KVM_MAX_TEMP];
 } kvm_step;
@@ -99,6 +100,12 @@ struct vmt_kvm {
     bool bp_trap;
     vmt_gfn bp_gfn;
     uint64_t bp_handler; /* handler VA */
+    /* the guest's #DB handler frame, a hole while a step at CPL 3 is due:
+     * these hosts deliver that step's #DB to the guest instead of exiting */
+    bool db_trap;
+    vmt_gfn db_gfn;
+    uint64_t db_handler;
+    vmt_gfn pt_gfn; /* the trapped frame being passed through (step.passthrough) */
     uint64_t idt_base;   /* IDT base the trap was computed for */
 
     /* run state */
@@ -114,6 +121,7 @@ struct vmt_kvm {
     vmt_gfn xo_gfn[2];
     bool have_timer;
     timer_t timer;      /* bounds KVM_RUN for wait_for_event's timeout */
+    pid_t timer_tid;    /* the thread the timer signals */
     uint32_t dbg_flags; /* KVM_SET_GUEST_DEBUG control currently set */
     bool kgs_valid;     /* kgs holds KERNEL_GS_BASE since the last KVM_RUN */
     bool kgs_known;     /* kgs was read at least once */

@@ -20,7 +20,8 @@ static uint64_t *reg(vmt_regs *r, unsigned n)
 
 /* Translates an 8-byte access at va the way the CPU would allow it, or
  * fails (then the caller single-steps and the CPU decides). */
-static bool translate(vmt_core *vmi, const vmt_regs *r, vmt_va va, bool write, vmt_pa *pa)
+static bool translate(vmt_core *vmi, vmt_view view, const vmt_regs *r, vmt_va va, bool write,
+                      vmt_pa *pa)
 {
     if ((va & (VMT_PAGE_SIZE - 1)) > VMT_PAGE_SIZE - 8)
         return false; /* crosses a page */
@@ -37,34 +38,40 @@ static bool translate(vmt_core *vmi, const vmt_regs *r, vmt_va va, bool write, v
         return false;
     if (!user && user_page && (r->cr4 & CR4_SMAP) && !(r->rflags & RFLAGS_AC))
         return false;
+    vmt_access a;
+    if (write && (vmt_core_get_access(vmi, vmt_gfn_from_pa(w.pa), view, &a) != VMT_OK ||
+                  !(a & VMT_ACCESS_W)))
+        return false;
     *pa = w.pa;
     return true;
 }
 
-static bool push(vmt_core *vmi, vmt_regs *r, unsigned n, unsigned len)
+static bool push(vmt_core *vmi, vmt_view view, vmt_regs *r, unsigned n, unsigned len)
 {
     uint64_t value = *reg(r, n);
     vmt_pa pa;
-    if (!translate(vmi, r, r->rsp - 8, true, &pa) || vmt_core_write(vmi, pa, &value, 8) != VMT_OK)
+    if (!translate(vmi, view, r, r->rsp - 8, true, &pa) || vmt_core_write(vmi, pa, &value, 8) != VMT_OK)
         return false;
     r->rsp -= 8;
     r->rip += len;
     return true;
 }
 
-static bool load_abs32(vmt_core *vmi, vmt_regs *r, unsigned n, int32_t disp, unsigned len)
+static bool load_abs32(vmt_core *vmi, vmt_view view, vmt_regs *r, unsigned n, int32_t disp,
+                       unsigned len)
 {
     vmt_va va = (vmt_va)(int64_t)disp;
     vmt_pa pa;
     uint64_t value;
-    if (!translate(vmi, r, va, false, &pa) || vmt_core_read(vmi, pa, &value, 8) != VMT_OK)
+    if (!translate(vmi, view, r, va, false, &pa) || vmt_core_read(vmi, pa, &value, 8) != VMT_OK)
         return false;
     *reg(r, n) = value;
     r->rip += len;
     return true;
 }
 
-bool vmt_emulate_simple(vmt_core *vmi, vmt_regs *regs, const uint8_t *p, size_t len)
+bool vmt_emulate_simple(vmt_core *vmi, vmt_view view, vmt_regs *regs, const uint8_t *p,
+                        size_t len)
 {
     if (!vmi || !regs || !p || len == 0 || !(regs->efer & EFER_LMA))
         return false;
@@ -77,16 +84,16 @@ bool vmt_emulate_simple(vmt_core *vmi, vmt_regs *regs, const uint8_t *p, size_t 
         r.rip += 4;
         done = true;
     } else if (p[0] >= 0x50 && p[0] <= 0x57) { /* push r64 */
-        done = push(vmi, &r, p[0] - 0x50u, 1);
+        done = push(vmi, view, &r, p[0] - 0x50u, 1);
     } else if (len >= 2 && p[0] == 0x41 && p[1] >= 0x50 && p[1] <= 0x57) { /* push r8..r15 */
-        done = push(vmi, &r, 8u + (p[1] - 0x50u), 2);
+        done = push(vmi, view, &r, 8u + (p[1] - 0x50u), 2);
     } else if (len >= 8 && (p[0] & 0xfb) == 0x48 && p[1] == 0x8b && (p[2] & 0xc7) == 0x04 &&
                p[3] == 0x25) {
         /* REX.W [+R] 8B, ModRM mod=00 rm=100, SIB no base no index: mov r64, [disp32] */
         int32_t disp;
         memcpy(&disp, p + 4, 4);
         unsigned n = ((p[2] >> 3) & 7u) | ((p[0] & 0x04) ? 8u : 0u);
-        done = load_abs32(vmi, &r, n, disp, 8);
+        done = load_abs32(vmi, view, &r, n, disp, 8);
     }
     if (done)
         *regs = r;

@@ -15,8 +15,12 @@
 #include "vmitap/core.h"
 
 /* insn: the instruction's bytes from the guest's own frame (never a
- * shadow), len of them available. On true, *regs is the state after the
- * instruction and guest memory is updated; on false nothing changed. */
-bool vmt_emulate_simple(vmt_core *vmi, vmt_regs *regs, const uint8_t *insn, size_t len);
+ * shadow), len of them available. Writes go only to frames writable in
+ * `view` (the vCPU's view): a write-protected page-table page or a page
+ * holding breakpoints is left to the single-step, whose write the tracer
+ * then sees. On true, *regs is the state after the instruction and guest
+ * memory is updated; on false nothing changed. */
+bool vmt_emulate_simple(vmt_core *vmi, vmt_view view, vmt_regs *regs, const uint8_t *insn,
+                        size_t len);
 
 #endif /* VMITAP_TRACER_EMULATE_H */

@@ -29,6 +29,7 @@
 #define STOP (DATA + 0x28)
 #define UCOUNT (DATA + 0x30)
 #define FREAD (DATA + 0x38)
+#define DBCOUNT (DATA + 0x40)
 #define GFN_TEXT 0x200u
 #define GFN_F 0x201u
 #define GFN_USER 0x203u
@@ -521,6 +522,46 @@ static void test_int3_cpl3(void **state)
     vmt_core_free(v.core);
 }
 
+/* A step at CPL 3: its #DB must not reach the guest (caught at the
+ * guest's #DB handler, undone). */
+static vmt_status user_step(void *user, const vmt_event *ev, vmt_response *resp)
+{
+    rec *r = user;
+    uint64_t at = sym("user_int3");
+    r->n++;
+    if (ev->reason == VMT_EVENT_SOFTWARE_BREAKPOINT) {
+        assert_int_equal(ev->regs.rip, at);
+        resp->action = VMT_ACTION_SINGLESTEP;
+        resp->set_regs = true;
+        resp->regs = ev->regs;
+        resp->regs.rip = at + 1;
+    } else {
+        assert_int_equal(ev->reason, VMT_EVENT_SINGLESTEP);
+        assert_int_equal(ev->regs.rip, at + 1 + 8); /* after incq UCOUNT */
+        assert_int_equal(ev->regs.cs & 3, 3);
+        assert_int_equal(ev->regs.rflags & (1u << 8), 0); /* no TF left */
+        resp->action = VMT_ACTION_CONTINUE;
+    }
+    return VMT_OK;
+}
+
+static void test_singlestep_cpl3(void **state)
+{
+    (void)state;
+    vm v = boot(MODE_USER, 3);
+    rec r = {0};
+    vmt_status st;
+    while ((st = vmt_core_wait_for_event(v.core, 2000, user_step, &r)) == VMT_OK)
+        ;
+    assert_int_equal(st, VMT_E_GUEST_EXITED);
+    assert_int_equal(vmt_kvm_exit_code(v.kvm), 0);
+    assert_int_equal(r.n, 6);
+    assert_int_equal(rd64(&v, UCOUNT), 3);
+    assert_int_equal(rd64(&v, BPCOUNT), 0);
+    assert_int_equal(rd64(&v, DBCOUNT), 0);
+    vmt_core_free(v.core);
+}
+
 static void test_crash(void **state)
 {
     (void)state;
@@ -898,6 +939,7 @@ int main(void)
         cmocka_unit_test(test_fast_singlestep),
         cmocka_unit_test(test_int3_cpl0),
         cmocka_unit_test(test_int3_cpl3),
+        cmocka_unit_test(test_singlestep_cpl3),
         cmocka_unit_test(test_crash),
         cmocka_unit_test(test_pause),
         cmocka_unit_test(test_page_table_frames),

@@ -159,8 +159,120 @@ static void test_kernel_breakpoints(void **state)
     vmt_core_free(l.core);
 }
 
+/* Per-process breakpoints on user code (prog_work_a, private frames in
+ * every process), inserted while the guest runs, at one of its own int3s
+ * (then no instrumented function is between its entry and its counter
+ * bump). The pager is off: without the page-table monitor the code must
+ * not move. */
+typedef struct user_loop {
+    vmt_core *core;
+    vmt_kvm *kvm;
+    vmt_bpm *bpm;
+    vmt_view view;
+    bool armed;
+    uint64_t base[VMT_GUEST_NPROCS], hits[VMT_GUEST_NPROCS];
+    uint64_t foreign, reads, other, wrong_cpl;
+} user_loop;
+
+static void arm_user(user_loop *u)
+{
+    const vmt_guest_stats *s = vmt_kvm_guest_stats(u->kvm);
+    for (unsigned p = 0; p < VMT_GUEST_NPROCS; p++) {
+        vmt_breakpoint bp = {.ctx = vmt_ctx(guest_sym("prog_work_a"), s->proc_cr3[p]), .view = u->view, .tag = p};
+        bool inserted;
+        assert_int_equal(vmt_bpm_insert(u->bpm, u->core, &bp, &inserted), VMT_OK);
+        char name[32];
+        snprintf(name, sizeof name, "prog_work_a@%u", p);
+        u->base[p] = counter(s, name);
+    }
+    vmt_bpm_stats st;
+    vmt_bpm_stats_get(u->bpm, &st);
+    assert_int_equal(st.active, VMT_GUEST_NPROCS); /* all present: none pending */
+    assert_int_equal(st.pages, VMT_GUEST_NPROCS);
+    u->armed = true;
+}
+
+static vmt_status on_user_event(void *user, const vmt_event *ev, vmt_response *resp)
+{
+    user_loop *u = user;
+    vmt_breakpoint bp;
+    resp->action = VMT_ACTION_CONTINUE;
+    if (ev->reason == VMT_EVENT_SOFTWARE_BREAKPOINT && vmt_bpm_get_by_event(u->bpm, ev, 0, &bp)) {
+        u->hits[bp.tag]++;
+        u->wrong_cpl += (ev->regs.cs & 3) != 3;
+        resp->action = VMT_ACTION_FAST_SINGLESTEP;
+        resp->view = 0;
+    } else if (ev->reason == VMT_EVENT_SOFTWARE_BREAKPOINT) {
+        u->foreign++;
+        resp->action = VMT_ACTION_REINJECT;
+        if (!u->armed && vmt_kvm_guest_stats(u->kvm)->rounds >= 2) {
+            arm_user(u);
+            resp->set_view = true; /* from now on the vCPU runs in the breakpoints' view */
+            resp->view = u->view;
+        }
+    } else if (ev->reason == VMT_EVENT_MEMORY_ACCESS && ev->u.memory_access.access == VMT_ACCESS_R) {
+        u->reads++;
+        resp->action = VMT_ACTION_FAST_SINGLESTEP;
+        resp->view = 0;
+    } else {
+        u->other++;
+    }
+    return VMT_OK;
+}
+
+static void test_user_breakpoints(void **state)
+{
+    (void)state;
+    if (access(vmt_kvm_default_guest(), R_OK) != 0)
+        skip();
+    vmt_kvm_opts o = {.sz = sizeof o, .iterations = 40, .seed = 11, .pager = 0,
+                      .flags = VMT_KVM_F_EMULATE_EXECUTE_ONLY};
+    user_loop u = {0};
+    assert_int_equal(vmt_kvm_core_new(&o, &u.core, &u.kvm), VMT_OK);
+    vmt_tap_controller ctl;
+    assert_int_equal(vmt_breakpoint_controller_new(&ctl), VMT_OK);
+    assert_int_equal(vmt_bpm_new(ctl, &u.bpm), VMT_OK);
+    assert_int_equal(vmt_core_create_view(u.core, VMT_ACCESS_RWX, &u.view), VMT_OK);
+    vmt_status st;
+    while ((st = vmt_core_wait_for_event(u.core, 10000, on_user_event, &u)) == VMT_OK)
+        ;
+    assert_int_equal(st, VMT_E_GUEST_EXITED);
+    const vmt_guest_stats *s = vmt_kvm_guest_stats(u.kvm);
+    assert_true(u.armed);
+    assert_int_equal(vmt_kvm_exit_code(u.kvm), 0);
+    assert_int_equal(s->selfcheck_mismatches, 0);
+    for (unsigned p = 0; p < VMT_GUEST_NPROCS; p++) {
+        char name[32];
+        snprintf(name, sizeof name, "prog_work_a@%u", p);
+        fprintf(stderr, "%s: %llu hits, %llu calls since armed\n", name, (unsigned long long)u.hits[p],
+                (unsigned long long)(counter(s, name) - u.base[p]));
+        assert_true(u.hits[p] > 0);
+        assert_int_equal(u.hits[p], counter(s, name) - u.base[p]);
+    }
+    assert_int_equal(u.wrong_cpl, 0);
+    assert_int_equal(u.foreign, s->breakpoints);
+    assert_int_equal(u.other, 0);
+    assert_int_equal(vmt_bpm_clear(u.bpm, u.core), VMT_OK);
+    assert_int_equal(vmt_bpm_check(u.bpm), VMT_OK);
+    vmt_bpm_free(u.bpm);
+    vmt_core_free(u.core);
+}
+
+static void log_stderr(void *user, vmt_log_level level, const char *fmt, va_list ap)
+{
+    (void)user;
+    if (level > (getenv("VMT_TEST_DEBUG") ? VMT_LOG_TRACE : VMT_LOG_WARN))
+        return;
+    fputs("vmitap: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 int main(void)
 {
+    vmt_set_log_fn(log_stderr, NULL);
+    if (getenv("VMT_TEST_ONLY"))
+        cmocka_set_test_filter(getenv("VMT_TEST_ONLY"));
     char why[256];
     if (!vmt_kvm_available(why, sizeof why)) {
         fprintf(stderr, "test_kvm_bpm: skipped: %s\n", why);
@@ -168,6 +280,7 @@ int main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernel_breakpoints),
+        cmocka_unit_test(test_user_breakpoints),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,6 +26,7 @@
     .set STOP,    DATA + 0x28
     .set UCOUNT,  DATA + 0x30
     .set FREAD,   DATA + 0x38
+    .set DBCOUNT, DATA + 0x40
     .set PAGE_A,  0x205000
     .set PAGE_B,  0x206000
     .set PAGE_D,  0x207000
@@ -157,6 +158,12 @@ bp_handler:
     incq BPCOUNT
     iretq
 
+    .balign 2048                 /* the #DB handler, same page */
+    .globl db_handler
+db_handler:
+    incq DBCOUNT
+    iretq
+
 /* 0x203000: user code */
     .balign 4096
     .globl user_code, user_int3
@@ -196,8 +203,11 @@ tss:                             /* 0x208100 */
     .quad 0x20e000               /* RSP0 */
     .fill 0x68 - 12, 1, 0
     .balign 256
-idt:                             /* 0x208200: vectors 0..3, only 3 present */
-    .quad 0, 0, 0, 0, 0, 0
+idt:                             /* 0x208200: vectors 0..3, 1 and 3 present */
+    .quad 0, 0
+    .quad 0x00208e0000082800     /* vector 1 -> 0x202800, DPL 0, interrupt gate */
+    .quad 0
+    .quad 0, 0
     .quad 0x0020ee0000082000     /* vector 3 -> 0x202000, DPL 3, interrupt gate */
     .quad 0
 idt_end:

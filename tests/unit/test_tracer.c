@@ -793,10 +793,19 @@ static void test_emulation_falls_back_to_step(void **state)
     push_user_hit(f, PLAIN);
     drain(f);
     assert_step_in_default(response(f, 3));
+    /* Writable in the page tables, but write-protected in the session view
+     * (as the page-table monitor does): the single-step's write must trap. */
+    assert_int_equal(vmt_mock_map(f->mock, f->root, STACK_VA, STACK_PA, VMT_MOCK_4K,
+                                  VMT_PTE_U | VMT_PTE_W), VMT_OK);
+    assert_int_equal(vmt_core_set_access(f->vmi, vmt_gfn_from_pa(STACK_PA), vmt_tracer_view(f->t),
+                                         VMT_ACCESS_R, 0), VMT_OK);
+    push_user_hit(f, PLAIN);
+    drain(f);
+    assert_step_in_default(response(f, 4));
     vmt_tracer_stats s;
     vmt_tracer_stats_get(f->t, &s);
     assert_int_equal(s.emulated, 0);
-    assert_int_equal(f->hits, 4);
+    assert_int_equal(f->hits, 5);
     uint64_t top = 1;
     assert_int_equal(vmt_mock_peek(f->mock, STACK_PA + 0x800 - 8, &top, 8), VMT_OK);
     assert_int_equal(top, 0); /* nothing written */

@@ -360,10 +360,11 @@ static void print_summary(const run_ctx *rc, vmt_tracer_stop_reason why, unsigne
         printf("{\"type\":\"summary\",\"stop\":\"%s\",\"seconds\":%.3f,\"controller\":\"%s\","
                "\"stealthy\":%s,\"hits\":%" PRIu64 ",\"events\":%" PRIu64
                ",\"reinjected\":%" PRIu64 ",\"page_ins\":%" PRIu64 ",\"page_outs\":%" PRIu64
-               ",\"stealth_reads\":%" PRIu64 ",\"guest_exit_code\":",
+               ",\"stealth_reads\":%" PRIu64 ",\"emulated_step_overs\":%" PRIu64
+               ",\"guest_exit_code\":",
                interrupted ? "interrupted" : vmt_tracer_stop_reason_str(why), elapsed_s(rc), ctl,
                stealthy ? "true" : "false", s.hits, s.events, s.reinjected, s.page_ins,
-               s.page_outs, s.stealth_reads);
+               s.page_outs, s.stealth_reads, s.emulated);
         if (state == VMT_KVM_EXITED)
             printf("%u", vmt_kvm_exit_code(rc->kvm));
         else
