@@ -1,5 +1,5 @@
-/* The armed set (armset.h): open addressing, linear probing, tombstones,
- * and a short log of changes applied in batches. */
+/* The armed set (armset.h): open addressing, linear probing, deletion by
+ * backward shift, and a short log of changes applied in batches. */
 #define _DEFAULT_SOURCE /* mmap, MAP_ANONYMOUS */
 #include <stdlib.h>
 #include <string.h>
@@ -106,11 +106,11 @@ static bpm_armset_slot *find(const bpm_armset *s, uint64_t h, uint64_t page_id, 
     }
 }
 
-/* The first free (empty or deleted) slot on hash h's probe path. */
+/* The first empty slot on hash h's probe path. */
 static bpm_armset_slot *free_slot(bpm_armset_slot *slots, size_t n, uint64_t h)
 {
     for (size_t i = home(h, n);; i = next(i, n))
-        if (!(slots[i].id & BPM_ARMSET_LIVE))
+        if (slots[i].id == 0)
             return &slots[i];
 }
 
@@ -145,42 +145,42 @@ static void rehash(bpm_armset *s, size_t n)
     s->map_bytes = map_bytes;
     s->slots = slots;
     s->n = n;
-    s->tombs = 0;
 }
 
 static void table_add(bpm_armset *s, uint64_t h, const bpm_armset_slot *e)
 {
-    /* Keep live + tombstones at most 3/4 of the slots, so that probe runs
-     * stay short and every run ends at an empty slot. Grow (to twice the
-     * live pairs) only when the live pairs alone pass half; otherwise the
-     * rehash just clears the tombstones. */
-    if (!s->slots || 4 * (s->table_live + s->tombs + 1) > 3 * s->n) {
+    /* Keep the load at most 3/4, so that probe runs stay short; grow to
+     * twice the live pairs (1.5x). */
+    if (!s->slots || 4 * (s->table_live + 1) > 3 * s->n) {
         size_t want = 2 * (s->table_live + 1);
-        rehash(s, want < BPM_ARMSET_MIN_SLOTS ? BPM_ARMSET_MIN_SLOTS
-                  : want > s->n               ? want
-                                              : s->n);
+        rehash(s, want < BPM_ARMSET_MIN_SLOTS ? BPM_ARMSET_MIN_SLOTS : want);
     }
-    bpm_armset_slot *sl = free_slot(s->slots, s->n, h);
-    if (sl->id == BPM_ARMSET_TOMB)
-        s->tombs--;
-    *sl = *e;
+    *free_slot(s->slots, s->n, h) = *e;
     s->table_live++;
 }
 
+/* Removes a slot by backward shift: the later slots of its probe run that
+ * may move back (their home is not after the hole) fill the hole in turn,
+ * so that no tombstone is left and every run still ends at an empty slot.
+ * (Tombstones would fill a table that a page-out empties and the page-ins
+ * refill, and force a rehash per cycle.) */
 static void table_del(bpm_armset *s, bpm_armset_slot *sl)
 {
-    /* A slot followed by an empty one ends every probe run through it: it
-     * can become empty itself instead of a tombstone. */
-    if (s->slots[next((size_t)(sl - s->slots), s->n)].id == 0) {
-        sl->id = 0;
-    } else {
-        sl->id = BPM_ARMSET_TOMB;
-        s->tombs++;
+    size_t n = s->n, hole = (size_t)(sl - s->slots);
+    for (size_t j = next(hole, n); s->slots[j].id != 0; j = next(j, n)) {
+        const bpm_armset_slot *o = &s->slots[j];
+        size_t h = home(hash_of(page_of(o), o->key, o->va, o->root), n);
+        bool home_in_gap = hole <= j ? (hole < h && h <= j) : (hole < h || h <= j);
+        if (!home_in_gap) {
+            s->slots[hole] = *o;
+            hole = j;
+        }
     }
+    s->slots[hole].id = 0;
     s->table_live--;
     /* No shrinking here: a page-out followed by its page-ins (or a remove
-     * and a re-insert) must not rehash twice. A table shrinks at the next
-     * rehash that tombstones trigger, and bpm_armset_free releases it. */
+     * and a re-insert) must not rehash twice. bpm_armset_free releases the
+     * table. */
 }
 
 /* ---- the log ---- */
@@ -261,18 +261,16 @@ bool bpm_armset_has(const bpm_armset *s, uint64_t page_id, uint64_t key, uint64_
 static bool check_table(const bpm_armset *s)
 {
     if (!s->slots)
-        return s->n == 0 && s->table_live == 0 && s->tombs == 0;
-    size_t n = s->n, live = 0, tombs = 0;
-    if (n < BPM_ARMSET_MIN_SLOTS || 4 * (s->table_live + s->tombs) > 3 * n)
+        return s->n == 0 && s->table_live == 0;
+    size_t n = s->n, live = 0;
+    if (n < BPM_ARMSET_MIN_SLOTS || 4 * s->table_live > 3 * n)
         return false;
     if ((uintptr_t)s->slots % 64 || (char *)s->slots < (char *)s->mem ||
         (char *)s->slots >= (char *)s->mem + 64)
         return false;
     for (size_t i = 0; i < n; i++) {
         const bpm_armset_slot *sl = &s->slots[i];
-        if (sl->id == BPM_ARMSET_TOMB) {
-            tombs++;
-        } else if (sl->id & BPM_ARMSET_LIVE) {
+        if (sl->id & BPM_ARMSET_LIVE) {
             if ((sl->id & BPM_ARMSET_FLAGS & ~(BPM_ARMSET_LIVE | BPM_ARMSET_GLOBAL)) ||
                 find(s, hash_of(page_of(sl), sl->key, sl->va, sl->root), page_of(sl), sl->key,
                      sl->va, sl->root) != sl)
@@ -282,7 +280,7 @@ static bool check_table(const bpm_armset *s)
             return false;
         }
     }
-    return live == s->table_live && tombs == s->tombs;
+    return live == s->table_live;
 }
 
 /* Whether the pair is in the set after the table and log[0..upto). */

@@ -10,9 +10,9 @@
  * lookup reads one 32-byte slot (slots are line-aligned, two per line)
  * and, at the load kept (at most 3/4), rarely the next one.
  *
- * Open addressing with linear probing. Deletions leave tombstones (or an
- * empty slot where the next one is empty), cleared by a rehash once live
- * pairs plus tombstones pass 3/4 of the slots. The number of slots is not
+ * Open addressing with linear probing; a deletion shifts the rest of its
+ * probe run back (no tombstones); the table grows when the live pairs pass
+ * 3/4 of the slots and never shrinks until freed. The number of slots is not
  * a power of two: a hash is mapped to a slot by a multiply-shift, and a
  * growing rehash sizes the table to twice the live pairs (1.5x growth),
  * so it costs 43..64 bytes per pair rather than 64 at N = 2^17 exactly.
@@ -49,7 +49,6 @@ typedef struct bpm_armset {
     void *mem;              /* the allocation slots lie in */
     size_t n;               /* slots (even, at most 2^32) */
     size_t table_live;      /* live slots in the table */
-    size_t tombs;           /* tombstones in the table */
     size_t live;            /* pairs in the set: table_live plus the log's net change */
     size_t map_bytes;       /* mem is an mmap of this size (0: from calloc) */
     unsigned n_log;
@@ -62,7 +61,6 @@ typedef struct bpm_armset {
  * page id are free for the slot's state. */
 #define BPM_ARMSET_LIVE (1ull << 47)
 #define BPM_ARMSET_GLOBAL (1ull << 46)
-#define BPM_ARMSET_TOMB (1ull << 45) /* a deleted slot's id: not LIVE, not 0 */
 #define BPM_ARMSET_DEL (1ull << 44)  /* a logged removal */
 #define BPM_ARMSET_FLAGS (0xffull << 40)
 

@@ -67,18 +67,6 @@ static gboolean claim_equal(gconstpointer a, gconstpointer b)
     return x->key == y->key && x->ctx.va == y->ctx.va && x->ctx.root == y->ctx.root;
 }
 
-static guint pending_hash(gconstpointer p)
-{
-    const bpm_claim *c = p;
-    return mix64(c->ctx.va ^ (c->ctx.root * 0x9e3779b97f4a7c15ull));
-}
-
-static gboolean pending_equal(gconstpointer a, gconstpointer b)
-{
-    const bpm_claim *x = a, *y = b;
-    return x->ctx.va == y->ctx.va && x->ctx.root == y->ctx.root;
-}
-
 /* bpm_page and bpm_global both start with their 64-bit id. */
 static guint id_hash(gconstpointer p)
 {
@@ -163,7 +151,7 @@ static bpm_view *view_get(vmt_bpm *bpm, vmt_view view)
     if (!vs) {
         vs = g_new0(bpm_view, 1);
         vs->view = view;
-        vs->pending = g_hash_table_new(pending_hash, pending_equal);
+        bpm_pendmap_init(&vs->pending);
         g_hash_table_insert(bpm->views, GUINT_TO_POINTER(view), vs);
     }
     return vs;
@@ -172,7 +160,7 @@ static bpm_view *view_get(vmt_bpm *bpm, vmt_view view)
 static void view_free(gpointer p)
 {
     bpm_view *vs = p;
-    g_hash_table_destroy(vs->pending);
+    bpm_pendmap_free(&vs->pending);
     g_free(vs);
 }
 
@@ -267,13 +255,13 @@ static void release_if_unused(vmt_bpm *bpm, bpm_claim *c)
 
 static void pending_link(vmt_bpm *bpm, bpm_view *vs, bpm_claim *c)
 {
-    bpm_claim *head = g_hash_table_lookup(vs->pending, c);
+    bpm_claim *head = bpm_pendmap_get(&vs->pending, c->ctx.va, c->ctx.root);
     if (head) {
         c->next_pending = head->next_pending;
         head->next_pending = c;
     } else {
         c->next_pending = NULL;
-        g_hash_table_add(vs->pending, c);
+        bpm_pendmap_put(&vs->pending, c->ctx.va, c->ctx.root, c);
         c->pending_head = true;
     }
     c->pending = true;
@@ -286,13 +274,13 @@ static void pending_unlink(vmt_bpm *bpm, bpm_claim *c)
     bpm_view *vs = view_find(bpm, c->view);
     if (c->pending_head) {
         if (c->next_pending) {
-            g_hash_table_add(vs->pending, c->next_pending);
+            bpm_pendmap_put(&vs->pending, c->ctx.va, c->ctx.root, c->next_pending);
             c->next_pending->pending_head = true;
         } else {
-            g_hash_table_remove(vs->pending, c);
+            bpm_pendmap_del(&vs->pending, c->ctx.va, c->ctx.root);
         }
     } else {
-        bpm_claim *p = g_hash_table_lookup(vs->pending, c);
+        bpm_claim *p = bpm_pendmap_get(&vs->pending, c->ctx.va, c->ctx.root);
         while (p->next_pending != c)
             p = p->next_pending;
         p->next_pending = c->next_pending;
@@ -892,13 +880,11 @@ static vmt_status remove_view(vmt_bpm *bpm, vmt_core *vmi, bpm_view *vs)
         if (st != VMT_OK)
             return st;
     }
-    while (vs->n_pending) {
-        GHashTableIter it;
-        gpointer k, v;
-        g_hash_table_iter_init(&it, vs->pending);
-        g_hash_table_iter_next(&it, &k, &v);
-        claim_destroy(bpm, vmi, k); /* pending only: no controller call */
-    }
+    /* Pending only: no controller call. A removal shifts later entries
+     * back into the slot, never before it (the slots before are empty). */
+    for (size_t i = 0; i < vs->pending.n && vs->n_pending; i++)
+        while (vs->pending.slots[i].head)
+            claim_destroy(bpm, vmi, vs->pending.slots[i].head);
     return VMT_OK;
 }
 
@@ -1014,15 +1000,16 @@ static vmt_status page_in(vmt_bpm *bpm, vmt_core *vmi, vmt_view view, vmt_addr_c
     bpm_claim *todo[64];
     GPtrArray *more = NULL;
     size_t n = 0;
-    bpm_claim probe = {.ctx = ctx};
+    vmt_pa probe_root = ctx.root;
     bpm_global *g = bpm_global_lookup(bpm, view, ctx.va);
     for (int round = 0; round < 2; round++) {
         if (round == 1) {
             if (!g || g->root == ctx.root)
                 break;
-            probe.ctx.root = g->root;
+            probe_root = g->root;
         }
-        for (bpm_claim *c = g_hash_table_lookup(vs->pending, &probe); c; c = c->next_pending) {
+        for (bpm_claim *c = bpm_pendmap_get(&vs->pending, ctx.va, probe_root); c;
+             c = c->next_pending) {
             if (round == 1 && !c->global)
                 continue;
             if (n < G_N_ELEMENTS(todo)) {

@@ -18,7 +18,8 @@ typedef struct totals {
 
 static bool in_pending_chain(const bpm_view *vs, const bpm_claim *c)
 {
-    for (bpm_claim *p = g_hash_table_lookup(vs->pending, c); p; p = p->next_pending)
+    for (bpm_claim *p = bpm_pendmap_get(&vs->pending, c->ctx.va, c->ctx.root); p;
+         p = p->next_pending)
         if (p == c)
             return true;
     return false;
@@ -124,12 +125,15 @@ static bool check_view(const vmt_bpm *bpm, const bpm_view *vs, size_t *pages, si
         FAIL("view %u: %zu pages listed, %zu counted", vs->view, n, vs->n_pages);
     *pages += n;
     size_t np = 0;
-    GHashTableIter it;
-    gpointer k, v;
-    g_hash_table_iter_init(&it, vs->pending);
-    while (g_hash_table_iter_next(&it, &k, &v)) {
+    if (!bpm_pendmap_check(&vs->pending))
+        FAIL("view %u: pending index inconsistent", vs->view);
+    for (size_t i = 0; i < vs->pending.n; i++) {
+        const bpm_pendmap_slot *sl = &vs->pending.slots[i];
+        bpm_claim *k = sl->head;
+        if (k && (k->ctx.va != sl->va || k->ctx.root != sl->root))
+            FAIL("view %u: pending chain filed under another ctx", vs->view);
         for (bpm_claim *c = k; c; c = c->next_pending) {
-            if (!c->pending || c->view != vs->view || !vmt_ctx_eq(c->ctx, ((bpm_claim *)k)->ctx))
+            if (!c->pending || c->view != vs->view || !vmt_ctx_eq(c->ctx, k->ctx))
                 FAIL("foreign claim in view %u's pending index", vs->view);
             if (c->pending_head != (c == k))
                 FAIL("pending-index head flag wrong");
@@ -225,15 +229,13 @@ void vmt_bpm_foreach_arm(const vmt_bpm *bpm, vmt_bpm_arm_fn fn, void *user)
 
 void vmt_bpm_foreach_pending(const vmt_bpm *bpm, vmt_bpm_claim_fn fn, void *user)
 {
-    GHashTableIter vit, it;
+    GHashTableIter vit;
     gpointer k, v;
     g_hash_table_iter_init(&vit, bpm->views);
     while (g_hash_table_iter_next(&vit, &k, &v)) {
         bpm_view *vs = v;
-        gpointer ck, cv;
-        g_hash_table_iter_init(&it, vs->pending);
-        while (g_hash_table_iter_next(&it, &ck, &cv))
-            for (bpm_claim *c = ck; c; c = c->next_pending) {
+        for (size_t i = 0; i < vs->pending.n; i++)
+            for (bpm_claim *c = vs->pending.slots[i].head; c; c = c->next_pending) {
                 vmt_breakpoint bp = bpm_claim_breakpoint(c);
                 fn(user, &bp);
             }

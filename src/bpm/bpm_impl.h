@@ -15,6 +15,11 @@
  *   armed    every armed (claim, frame) pair with the claim's identity
  *            inline (armset.h): the hot path of contains_by_event
  *
+ * The claims, pages, views and globals indexes are GLib hash tables. The
+ * armed set and the views' pending indexes (pendmap.h) are small
+ * open-addressing tables of their own, where W1 measured that a
+ * GHashTable costs too much (docs/PERFORMANCE.md).
+ *
  * Hash tables store the record itself as the key (g_hash_table_add), with
  * hash and equality on the record's identity fields, so that a lookup
  * needs no allocation and an entry costs one pointer. Chained records (the
@@ -26,6 +31,7 @@
 #include <glib.h>
 
 #include "bpm/armset.h"
+#include "bpm/pendmap.h"
 #include "vmitap/bpm.h"
 
 typedef struct bpm_page bpm_page;
@@ -76,7 +82,7 @@ typedef struct bpm_view {
     vmt_view view;
     bpm_page *pages; /* list head */
     size_t n_pages;
-    GHashTable *pending; /* head claim of each (view, ctx) chain, by ctx */
+    bpm_pendmap pending; /* head claim of each (view, ctx) chain, by ctx */
     size_t n_pending;
 } bpm_view;
 
