@@ -973,6 +973,10 @@ static vmt_status page_out(vmt_bpm *bpm, vmt_core *vmi, vmt_view view, vmt_gfn g
     if (!page)
         return VMT_OK;
     bpm_view *vs = view_find(bpm, view);
+    /* Every claim goes pending: start the pending-index misses together
+     * instead of one per claim. */
+    for (uint32_t i = 0; i < page->n_claims && i < 64; i++)
+        bpm_pendmap_prefetch(&vs->pending, page->claims[i]->ctx.va, page->claims[i]->ctx.root);
     for (uint32_t n = page->n_claims; n > 0; n--) {
         bpm_claim *c = page->claims[n - 1];
         vmt_status st = disarm(bpm, vmi, c, page); /* frees page after its last claim */

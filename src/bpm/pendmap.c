@@ -51,6 +51,12 @@ void *bpm_pendmap_get(const bpm_pendmap *m, uint64_t va, uint64_t root)
     return sl ? sl->head : NULL;
 }
 
+void bpm_pendmap_prefetch(const bpm_pendmap *m, uint64_t va, uint64_t root)
+{
+    if (m->n)
+        __builtin_prefetch(&m->slots[home(m, va, root)], 1);
+}
+
 static void grow(bpm_pendmap *m)
 {
     bpm_pendmap old = *m;

@@ -44,6 +44,10 @@ static inline size_t bpm_pendmap_size(const bpm_pendmap *m)
     return m->live;
 }
 
+/* Starts loading the home slot of (va, root), for callers that know a
+ * batch of keys ahead (a page-out links all its claims). */
+void bpm_pendmap_prefetch(const bpm_pendmap *m, uint64_t va, uint64_t root);
+
 /* Iteration: for (size_t i = 0; i < m->n; i++) if (m->slots[i].head) ... */
 
 #endif /* VMITAP_BPM_PENDMAP_H */
