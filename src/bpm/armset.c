@@ -1,11 +1,10 @@
 /* The armed set (armset.h): open addressing, linear probing, deletion by
  * backward shift, and a short log of changes applied in batches. */
-#define _DEFAULT_SOURCE /* mmap, MAP_ANONYMOUS */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "bpm/armset.h"
+#include "bpm/tablemem.h"
 
 static inline uint64_t hash_of(uint64_t page_id, uint64_t key, uint64_t va, uint64_t root)
 {
@@ -47,46 +46,9 @@ void bpm_armset_init(bpm_armset *s)
     memset(s, 0, sizeof *s);
 }
 
-/* Tables of at least this size are mapped directly and unmapped when
- * replaced: from malloc, glibc's growing mmap threshold would soon put them
- * on the heap, where the replaced ones linger as fragments in the RSS. */
-#define MAP_MIN_BYTES (256u * 1024)
-/* Tables of at least one huge page are aligned to 2 MiB and offered to
- * transparent huge pages: random slot accesses then miss the TLB less,
- * and growing the table takes 512 times fewer page faults. */
-#define HUGE_BYTES (2u * 1024 * 1024)
-
-/* Anonymous zeroed memory of bytes (a multiple of 4 KiB), 2 MiB-aligned
- * when at least that large; NULL when out of memory. */
-static void *map_table(size_t bytes)
-{
-    size_t slack = bytes >= HUGE_BYTES ? HUGE_BYTES : 0;
-    char *raw = mmap(NULL, bytes + slack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                     -1, 0);
-    if (raw == MAP_FAILED)
-        return NULL;
-    if (!slack)
-        return raw;
-    size_t head = (HUGE_BYTES - (uintptr_t)raw % HUGE_BYTES) % HUGE_BYTES;
-    if (head)
-        munmap(raw, head);
-    if (slack - head)
-        munmap(raw + head + bytes, slack - head);
-    madvise(raw + head, bytes, MADV_HUGEPAGE); /* a hint: failure changes nothing */
-    return raw + head;
-}
-
-static void table_release(void *mem, size_t map_bytes)
-{
-    if (map_bytes)
-        munmap(mem, map_bytes);
-    else
-        free(mem);
-}
-
 void bpm_armset_free(bpm_armset *s)
 {
-    table_release(s->mem, s->map_bytes);
+    bpm_table_release(s->mem, s->map_bytes);
     bpm_armset_init(s);
 }
 
@@ -114,33 +76,22 @@ static bpm_armset_slot *free_slot(bpm_armset_slot *slots, size_t n, uint64_t h)
             return &slots[i];
 }
 
-/* Moves the live slots to a table of n slots. Zeroed memory from calloc
- * or mmap rather than aligned_alloc + memset: a large table comes as zero
- * pages from the kernel, touched only where slots land. Out of memory
- * aborts, as g_malloc does everywhere else in the manager. */
+/* Moves the live slots to a table of n slots (tablemem.h: zeroed,
+ * 64-byte aligned; out of memory aborts, as g_malloc does everywhere else
+ * in the manager). */
 static void rehash(bpm_armset *s, size_t n)
 {
     if (n > (1ull << 32))
         abort(); /* 128 GiB of slots: beyond home()'s range */
-    size_t bytes = n * sizeof(bpm_armset_slot), map_bytes = 0;
     void *mem;
-    if (bytes >= MAP_MIN_BYTES) {
-        map_bytes = (bytes + 4095) & ~(size_t)4095;
-        mem = map_table(map_bytes);
-        if (!mem)
-            abort();
-    } else {
-        mem = calloc(bytes + 63, 1);
-        if (!mem)
-            abort();
-    }
-    bpm_armset_slot *slots = (bpm_armset_slot *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
+    size_t map_bytes;
+    bpm_armset_slot *slots = bpm_table_alloc(n * sizeof(bpm_armset_slot), &mem, &map_bytes);
     for (size_t i = 0; i < s->n; i++) {
         const bpm_armset_slot *o = &s->slots[i];
         if (o->id & BPM_ARMSET_LIVE)
             *free_slot(slots, n, hash_of(page_of(o), o->key, o->va, o->root)) = *o;
     }
-    table_release(s->mem, s->map_bytes);
+    bpm_table_release(s->mem, s->map_bytes);
     s->mem = mem;
     s->map_bytes = map_bytes;
     s->slots = slots;

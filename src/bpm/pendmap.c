@@ -1,7 +1,7 @@
 /* The pending index of a view (pendmap.h). */
-#include <glib.h>
 
 #include "bpm/pendmap.h"
+#include "bpm/tablemem.h"
 
 #define MIN_SLOTS 16u
 
@@ -24,11 +24,13 @@ void bpm_pendmap_init(bpm_pendmap *m)
     m->slots = NULL;
     m->n = 0;
     m->live = 0;
+    m->mem = NULL;
+    m->map_bytes = 0;
 }
 
 void bpm_pendmap_free(bpm_pendmap *m)
 {
-    g_free(m->slots);
+    bpm_table_release(m->mem, m->map_bytes);
     bpm_pendmap_init(m);
 }
 
@@ -61,7 +63,7 @@ static void grow(bpm_pendmap *m)
 {
     bpm_pendmap old = *m;
     m->n = old.n ? 2 * old.n : MIN_SLOTS;
-    m->slots = g_new0(bpm_pendmap_slot, m->n);
+    m->slots = bpm_table_alloc(m->n * sizeof(bpm_pendmap_slot), &m->mem, &m->map_bytes);
     for (size_t i = 0; i < old.n; i++) {
         const bpm_pendmap_slot *o = &old.slots[i];
         if (!o->head)
@@ -71,7 +73,7 @@ static void grow(bpm_pendmap *m)
             j = next(m, j);
         m->slots[j] = *o;
     }
-    g_free(old.slots);
+    bpm_table_release(old.mem, old.map_bytes);
 }
 
 void bpm_pendmap_put(bpm_pendmap *m, uint64_t va, uint64_t root, void *head)

@@ -8,7 +8,7 @@
  * (one more cache miss per probe). This table keeps (va, root) inline next
  * to the head pointer, never shrinks until freed, and removes by backward
  * shift (no tombstones). Open addressing, linear probing, load at most
- * 3/4, doubling. */
+ * 3/4, doubling; memory from tablemem.h (large tables prefaulted). */
 #ifndef VMITAP_BPM_PENDMAP_H
 #define VMITAP_BPM_PENDMAP_H
 
@@ -25,6 +25,8 @@ typedef struct bpm_pendmap {
     bpm_pendmap_slot *slots; /* NULL until the first put */
     size_t n;                /* slots: 0 or a power of two */
     size_t live;
+    void *mem;        /* the allocation slots lie in (tablemem.h) */
+    size_t map_bytes; /* and how it was made */
 } bpm_pendmap;
 
 void bpm_pendmap_init(bpm_pendmap *m);

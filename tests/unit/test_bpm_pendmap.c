@@ -84,6 +84,32 @@ static void test_grow_iterate(void **state)
     bpm_pendmap_free(&m);
 }
 
+/* Past 256 KiB a table is mapped from the kernel and prefaulted
+ * (tablemem.h): 20000 entries need 32768 slots (768 KiB). Everything stays
+ * findable across the growths into mapped memory, and deleting everything
+ * empties it; valgrind checks the mapping and its release. */
+static void test_grow_mapped(void **state)
+{
+    (void)state;
+    bpm_pendmap m;
+    bpm_pendmap_init(&m);
+    const unsigned n = 20000;
+    char *hs = g_new0(char, n);
+    for (unsigned i = 0; i < n; i++)
+        bpm_pendmap_put(&m, 0xffff800000000000ull + i * 0x200ull, 0x1000, &hs[i]);
+    assert_true(bpm_pendmap_check(&m));
+    assert_int_equal(m.n, 32768);
+    assert_int_not_equal(m.map_bytes, 0);
+    for (unsigned i = 0; i < n; i++)
+        assert_ptr_equal(bpm_pendmap_get(&m, 0xffff800000000000ull + i * 0x200ull, 0x1000), &hs[i]);
+    for (unsigned i = 0; i < n; i++)
+        assert_true(bpm_pendmap_del(&m, 0xffff800000000000ull + i * 0x200ull, 0x1000));
+    assert_true(bpm_pendmap_check(&m));
+    assert_int_equal(bpm_pendmap_size(&m), 0);
+    bpm_pendmap_free(&m);
+    g_free(hs);
+}
+
 static uint64_t splitmix(uint64_t *x)
 {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
@@ -146,6 +172,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_basic),
         cmocka_unit_test(test_grow_iterate),
+        cmocka_unit_test(test_grow_mapped),
         cmocka_unit_test(test_random_vs_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
