@@ -255,13 +255,12 @@ static void release_if_unused(vmt_bpm *bpm, bpm_claim *c)
 
 static void pending_link(vmt_bpm *bpm, bpm_view *vs, bpm_claim *c)
 {
-    bpm_claim *head = bpm_pendmap_get(&vs->pending, c->ctx.va, c->ctx.root);
+    bpm_claim *head = bpm_pendmap_get_or_put(&vs->pending, c->ctx.va, c->ctx.root, c);
     if (head) {
         c->next_pending = head->next_pending;
         head->next_pending = c;
     } else {
         c->next_pending = NULL;
-        bpm_pendmap_put(&vs->pending, c->ctx.va, c->ctx.root, c);
         c->pending_head = true;
     }
     c->pending = true;

@@ -92,6 +92,19 @@ void bpm_pendmap_put(bpm_pendmap *m, uint64_t va, uint64_t root, void *head)
     m->live++;
 }
 
+void *bpm_pendmap_get_or_put(bpm_pendmap *m, uint64_t va, uint64_t root, void *head)
+{
+    if (4 * (m->live + 1) > 3 * m->n)
+        grow(m);
+    size_t i = home(m, va, root);
+    for (; m->slots[i].head; i = next(m, i))
+        if (m->slots[i].va == va && m->slots[i].root == root)
+            return m->slots[i].head;
+    m->slots[i] = (bpm_pendmap_slot){va, root, head};
+    m->live++;
+    return NULL;
+}
+
 /* Backward shift: later slots of the probe run whose home is not inside
  * the gap move back into the hole, so every run still ends at an empty
  * slot and no tombstone is needed. */

@@ -35,6 +35,11 @@ void bpm_pendmap_free(bpm_pendmap *m);
 void *bpm_pendmap_get(const bpm_pendmap *m, uint64_t va, uint64_t root);
 /* Stores head (not NULL) for (va, root), adding or replacing. */
 void bpm_pendmap_put(bpm_pendmap *m, uint64_t va, uint64_t root, void *head);
+/* The head stored for (va, root) if there is one (nothing changes);
+ * otherwise stores head (not NULL) for it and returns NULL. One probe
+ * where a get and a put would make two (a page-out links every claim of
+ * the page). May grow the table either way. */
+void *bpm_pendmap_get_or_put(bpm_pendmap *m, uint64_t va, uint64_t root, void *head);
 /* Removes (va, root); false if absent. */
 bool bpm_pendmap_del(bpm_pendmap *m, uint64_t va, uint64_t root);
 /* Consistency for vmt_bpm_check (linear): counts, load, every entry found

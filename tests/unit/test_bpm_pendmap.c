@@ -84,6 +84,27 @@ static void test_grow_iterate(void **state)
     bpm_pendmap_free(&m);
 }
 
+/* get_or_put: stores on the first call, then returns the stored head and
+ * changes nothing (the later head is not stored). */
+static void test_get_or_put(void **state)
+{
+    (void)state;
+    bpm_pendmap m;
+    bpm_pendmap_init(&m);
+    for (unsigned i = 0; i < 100; i++)
+        assert_null(bpm_pendmap_get_or_put(&m, 0x400000 + i * 8, 0x1000, &heads[i]));
+    assert_int_equal(bpm_pendmap_size(&m), 100);
+    for (unsigned i = 0; i < 100; i++)
+        assert_ptr_equal(bpm_pendmap_get_or_put(&m, 0x400000 + i * 8, 0x1000, &heads[200 + i]),
+                         &heads[i]);
+    assert_int_equal(bpm_pendmap_size(&m), 100);
+    assert_true(bpm_pendmap_check(&m));
+    for (unsigned i = 0; i < 100; i++)
+        assert_ptr_equal(bpm_pendmap_get(&m, 0x400000 + i * 8, 0x1000), &heads[i]);
+    assert_null(bpm_pendmap_get(&m, 0x400000, 0x2000)); /* another root */
+    bpm_pendmap_free(&m);
+}
+
 /* Past 256 KiB a table is mapped from the kernel and prefaulted
  * (tablemem.h): 20000 entries need 32768 slots (768 KiB). Everything stays
  * findable across the growths into mapped memory, and deleting everything
@@ -173,6 +194,7 @@ int main(void)
         cmocka_unit_test(test_basic),
         cmocka_unit_test(test_grow_iterate),
         cmocka_unit_test(test_grow_mapped),
+        cmocka_unit_test(test_get_or_put),
         cmocka_unit_test(test_random_vs_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
