@@ -4,10 +4,11 @@
  *
  * Why not g_new0: a table grows by moving every entry into a new, larger
  * one, so over a table's growth from empty the manager writes about three
- * times its final size of fresh memory. Taking one page fault per 4 KiB of
- * it was half the cost of growing the armed set (about 35 of 70 ns per
- * insert at N = 131072, docs/PERFORMANCE.md W1); one madvise per table
- * does the same work in a single call. Large tables are also mapped and
+ * times its final size of fresh memory. Faulting it in one 4 KiB page at
+ * a time, as the rehash first wrote to it, was more than half the cost of
+ * growing the armed set (about 40 of 70 ns per insert at N = 131072,
+ * docs/PERFORMANCE.md W1); one madvise per table does the same zeroing
+ * without the faults (about 25 ns). Large tables are also mapped and
  * unmapped directly: from malloc, glibc's growing mmap threshold would soon
  * put them on the heap, where the replaced ones linger as fragments in the
  * resident set. */
