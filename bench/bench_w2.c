@@ -359,11 +359,13 @@ static void report_paging(const config *on, const measured *m_on, const measured
            " bpm_page_outs=%" PRIu64 " bpm_page_ins=%" PRIu64 " bpm_relocations=%" PRIu64
            " pt_writes=%" PRIu64 " other_writes=%" PRIu64 " pager0_traps=%" PRIu64
            " pager0_ptm_events=%" PRIu64 " extra_ms=%.1f ns_per_trapped_write=%.0f x_exit=%.1f "
-           "ns_per_ptm_event=%.0f reps=%d\n",
+           "ns_per_ptm_event=%.0f memslot_per_trapped_write=%.1f reps=%d\n",
            on->name, on->iterations, on->pager, r->guest_page_outs, r->guest_page_ins,
            r->ts.page_outs, r->ts.page_ins, r->bp_page_outs, r->bp_page_ins, r->bp_relocations,
            r->ts.pt_writes, r->ts.other_writes, traps0, ptm0, cost / 1e6, ns_trap,
-           ns_trap / exit_ns, ptm > ptm0 ? cost / (double)(ptm - ptm0) : 0.0, REPS);
+           ns_trap / exit_ns, ptm > ptm0 ? cost / (double)(ptm - ptm0) : 0.0,
+           traps > traps0 ? dper(r->kc.memslot_ops, r0->kc.memslot_ops, traps - traps0) : 0.0,
+           REPS);
     fflush(stdout);
 }
 
@@ -424,6 +426,12 @@ int main(int argc, char **argv)
     config int3_nopager = int3;
     int3_nopager.name = "int3_pager0";
     int3_nopager.pager = 0;
+    /* The same, and events reuse the last KERNEL_GS_BASE read instead of
+     * one vCPU ioctl each (VMT_KVM_F_LAZY_KERNEL_GS_BASE; the tracer never
+     * looks at that register). */
+    config int3_lazy = int3_nopager;
+    int3_lazy.name = "int3_lazy_kgs_pager0";
+    int3_lazy.kvm_flags = VMT_KVM_F_LAZY_KERNEL_GS_BASE;
     const config xo = {"int3_xo", VMT_TRACER_CONTROLLER_INT3, VMT_KVM_F_EMULATE_EXECUTE_ONLY, 0,
                        100 / div, PAGER, xo_bps, N(xo_bps)};
     const config mem = {"memory", VMT_TRACER_CONTROLLER_MEMORY, 0, 0, 50 / div, PAGER,
@@ -432,13 +440,15 @@ int main(int argc, char **argv)
                        VMT_GUEST_F_READ_LOOP, 20000 / div, 0, read_bps, N(read_bps)};
 
     double exit_ns = bench_exit();
-    measured m_int3, m_int3_0, m_xo, m_mem, m_rd;
+    measured m_int3, m_int3_0, m_lazy, m_xo, m_mem, m_rd;
     if (wanted(only, "int3")) {
         measure(&int3, &m_int3);
         report_run(&int3, &m_int3, exit_ns);
         measure(&int3_nopager, &m_int3_0);
         report_run(&int3_nopager, &m_int3_0, exit_ns);
         report_paging(&int3, &m_int3, &m_int3_0, exit_ns);
+        measure(&int3_lazy, &m_lazy);
+        report_run(&int3_lazy, &m_lazy, exit_ns);
     }
     if (wanted(only, "int3_xo")) {
         measure(&xo, &m_xo);
