@@ -3,7 +3,10 @@
  * words per figure, each the median of REPS repetitions, all in one run:
  *
  *   phase=exit          the raw VM-exit round trip (VMT_GUEST_F_EXIT_LOOP:
- *                       a loop of port writes, run with no observer);
+ *                       a loop of port writes, run with no observer); it is
+ *                       also measured alongside every other phase (exit_ns
+ *                       there), and x_exit divides by that one, since the
+ *                       host's load drifts during a run;
  *   phase=run           the guest for a fixed number of rounds with the
  *                       pager on, under a tracer with no breakpoints
  *                       (ctl=none, the baseline) and with breakpoints on
@@ -265,31 +268,34 @@ static void run_once(const config *c, size_t nbps, run_result *r)
     vmt_core_free(vmi);
 }
 
-/* Raw exit round trip: ns per exit of the exit loop, no observer. */
+/* One exit-loop run of n exits, no observer: ns per exit. */
+static double exit_once(uint64_t n)
+{
+    vmt_kvm_opts ko = {.sz = sizeof ko, .iterations = n, .guest_flags = VMT_GUEST_F_EXIT_LOOP};
+    vmt_core *vmi;
+    vmt_kvm *k;
+    check(vmt_kvm_core_new(&ko, &vmi, &k) == VMT_OK, "exit", "boot the guest");
+    vmt_kvm_counters c0, c1;
+    vmt_kvm_counters_get(k, &c0);
+    double t0 = bench_now_ns();
+    vmt_status st = vmt_kvm_run(k, 120000);
+    double ns = (bench_now_ns() - t0) / (double)n;
+    check(st == VMT_E_GUEST_EXITED && vmt_kvm_exit_code(k) == 0, "exit", "exit loop ends");
+    vmt_kvm_counters_get(k, &c1);
+    check(c1.exits - c0.exits >= n, "exit", "one exit per iteration");
+    vmt_core_free(vmi);
+    return ns;
+}
+
+/* Raw exit round trip: ns per exit of the exit loop. */
 static double bench_exit(void)
 {
     const uint64_t n = 50000;
     double v[REPS];
-    vmt_kvm_counters kc = {0};
-    for (int i = 0; i < REPS; i++) {
-        vmt_kvm_opts ko = {.sz = sizeof ko, .iterations = n, .guest_flags = VMT_GUEST_F_EXIT_LOOP};
-        vmt_core *vmi;
-        vmt_kvm *k;
-        check(vmt_kvm_core_new(&ko, &vmi, &k) == VMT_OK, "exit", "boot the guest");
-        vmt_kvm_counters c0;
-        vmt_kvm_counters_get(k, &c0);
-        double t0 = bench_now_ns();
-        vmt_status st = vmt_kvm_run(k, 120000);
-        v[i] = (bench_now_ns() - t0) / (double)n;
-        check(st == VMT_E_GUEST_EXITED && vmt_kvm_exit_code(k) == 0, "exit", "exit loop ends");
-        vmt_kvm_counters_get(k, &kc);
-        counters_sub(&kc, &c0);
-        check(kc.exits >= n, "exit", "one exit per iteration");
-        vmt_core_free(vmi);
-    }
+    for (int i = 0; i < REPS; i++)
+        v[i] = exit_once(n);
     double ns = bench_median(v, REPS);
-    printf("w2 phase=exit ns_per_exit=%.0f exits=%" PRIu64 " iterations=%" PRIu64 " reps=%d\n",
-           ns, kc.exits, n, REPS);
+    printf("w2 phase=exit ns_per_exit=%.0f iterations=%" PRIu64 " reps=%d\n", ns, n, REPS);
     fflush(stdout);
     return ns;
 }
@@ -298,14 +304,16 @@ static double bench_exit(void)
  * breakpoints), run alternately so that drift hits both alike. */
 typedef struct measured {
     double run_ns, base_ns, extra_ns; /* extra: median of the per-repetition differences */
+    double exit_ns; /* the raw exit, measured alongside (the host's load drifts) */
     run_result last;                  /* counts of the last traced run (deterministic) */
     run_result base;                  /* counts of the last baseline */
 } measured;
 
 static void measure(const config *c, measured *m)
 {
-    double run[REPS], base[REPS], extra[REPS];
+    double run[REPS], base[REPS], extra[REPS], ex[REPS];
     for (int i = 0; i < REPS; i++) {
+        ex[i] = exit_once(10000);
         run_once(c, 0, &m->base);
         base[i] = m->base.ns;
         run_once(c, c->nbps, &m->last);
@@ -315,6 +323,7 @@ static void measure(const config *c, measured *m)
     m->run_ns = bench_median(run, REPS);
     m->base_ns = bench_median(base, REPS);
     m->extra_ns = bench_median(extra, REPS);
+    m->exit_ns = bench_median(ex, REPS);
 }
 
 static double per(double a, uint64_t n) { return n ? a / (double)n : 0.0; }
@@ -322,19 +331,20 @@ static double per(double a, uint64_t n) { return n ? a / (double)n : 0.0; }
 /* (a - b) / n for driver counters of a traced run and its baseline. */
 static double dper(uint64_t a, uint64_t b, uint64_t n) { return per((double)a - (double)b, n); }
 
-static void report_run(const config *c, const measured *m, double exit_ns)
+static void report_run(const config *c, const measured *m)
 {
+    double exit_ns = m->exit_ns;
     const run_result *r = &m->last;
     const vmt_kvm_counters *kc = &r->kc, *kb = &m->base.kc; /* minus the baseline's */
     uint64_t hits = r->ts.hits;
     double ns_hit = per(m->extra_ns, hits);
     printf("w2 phase=run ctl=%s iterations=%" PRIu64 " pager=%u bps=%zu run_ms=%.1f "
-           "base_ms=%.1f hits=%" PRIu64 " hits_per_s=%.0f ns_per_hit=%.0f x_exit=%.1f "
+           "base_ms=%.1f hits=%" PRIu64 " hits_per_s=%.0f ns_per_hit=%.0f exit_ns=%.0f x_exit=%.1f "
            "exits_per_hit=%.2f runs_per_hit=%.2f steps_per_hit=%.2f memslot_per_hit=%.2f "
            "remaps_per_hit=%.2f emulated=%" PRIu64 " exec_steps=%" PRIu64
            " stealth_reads=%" PRIu64 " reps=%d exact=1\n",
            c->name, c->iterations, c->pager, c->nbps, m->run_ns / 1e6, m->base_ns / 1e6, hits,
-           (double)hits * 1e9 / m->run_ns, ns_hit, ns_hit / exit_ns,
+           (double)hits * 1e9 / m->run_ns, ns_hit, exit_ns, ns_hit / exit_ns,
            dper(kc->exits, kb->exits, hits), dper(kc->runs, kb->runs, hits),
            dper(kc->steps, kb->steps, hits), dper(kc->memslot_ops, kb->memslot_ops, hits),
            dper(kc->remaps, kb->remaps, hits), r->ts.emulated,
@@ -345,9 +355,9 @@ static void report_run(const config *c, const measured *m, double exit_ns)
 /* Paging: the int3 config with the pager on (m_on) against the same with
  * the pager off; the difference of the extra costs is what the pager's
  * page-table writes cost the tracer. */
-static void report_paging(const config *on, const measured *m_on, const measured *m_off,
-                          double exit_ns)
+static void report_paging(const config *on, const measured *m_on, const measured *m_off)
 {
+    double exit_ns = m_on->exit_ns;
     const run_result *r = &m_on->last, *r0 = &m_off->last;
     uint64_t traps = r->ts.pt_writes + r->ts.other_writes;
     uint64_t traps0 = r0->ts.pt_writes + r0->ts.other_writes;
@@ -358,27 +368,30 @@ static void report_paging(const config *on, const measured *m_on, const measured
            " guest_page_ins=%" PRIu64 " ptm_page_outs=%" PRIu64 " ptm_page_ins=%" PRIu64
            " bpm_page_outs=%" PRIu64 " bpm_page_ins=%" PRIu64 " bpm_relocations=%" PRIu64
            " pt_writes=%" PRIu64 " other_writes=%" PRIu64 " pager0_traps=%" PRIu64
-           " pager0_ptm_events=%" PRIu64 " extra_ms=%.1f ns_per_trapped_write=%.0f x_exit=%.1f "
+           " pager0_ptm_events=%" PRIu64 " extra_ms=%.1f ns_per_trapped_write=%.0f exit_ns=%.0f x_exit=%.1f "
            "ns_per_ptm_event=%.0f memslot_per_trapped_write=%.1f reps=%d\n",
            on->name, on->iterations, on->pager, r->guest_page_outs, r->guest_page_ins,
            r->ts.page_outs, r->ts.page_ins, r->bp_page_outs, r->bp_page_ins, r->bp_relocations,
-           r->ts.pt_writes, r->ts.other_writes, traps0, ptm0, cost / 1e6, ns_trap,
+           r->ts.pt_writes, r->ts.other_writes, traps0, ptm0, cost / 1e6, ns_trap, exit_ns,
            ns_trap / exit_ns, ptm > ptm0 ? cost / (double)(ptm - ptm0) : 0.0,
            traps > traps0 ? dper(r->kc.memslot_ops, r0->kc.memslot_ops, traps - traps0) : 0.0,
            REPS);
     fflush(stdout);
 }
 
-static void report_read(const config *c, const measured *m, double exit_ns)
+static void report_read(const config *c, const measured *m)
 {
+    double exit_ns = m->exit_ns;
     const run_result *r = &m->last;
     const vmt_kvm_counters *kc = &r->kc, *kb = &m->base.kc;
     uint64_t reads = r->ts.stealth_reads;
     double ns = per(m->extra_ns, reads);
     printf("w2 phase=stealth_read ctl=%s reads=%" PRIu64 " served=%" PRIu64 " run_ms=%.1f "
-           "base_ms=%.1f ns_per_read=%.0f x_exit=%.1f exits_per_read=%.2f steps_per_read=%.2f "
+           "base_ms=%.1f ns_per_read=%.0f exit_ns=%.0f x_exit=%.1f exits_per_read=%.2f "
+           "steps_per_read=%.2f "
            "memslot_per_read=%.2f remaps_per_read=%.2f guest_mismatches=0 reps=%d exact=1\n",
-           c->name, c->iterations, reads, m->run_ns / 1e6, m->base_ns / 1e6, ns, ns / exit_ns,
+           c->name, c->iterations, reads, m->run_ns / 1e6, m->base_ns / 1e6, ns, exit_ns,
+           ns / exit_ns,
            dper(kc->exits, kb->exits, reads), dper(kc->steps, kb->steps, reads),
            dper(kc->memslot_ops, kb->memslot_ops, reads), dper(kc->remaps, kb->remaps, reads),
            REPS);
@@ -439,28 +452,28 @@ int main(int argc, char **argv)
     const config rd = {"int3_xo", VMT_TRACER_CONTROLLER_INT3, VMT_KVM_F_EMULATE_EXECUTE_ONLY,
                        VMT_GUEST_F_READ_LOOP, 20000 / div, 0, read_bps, N(read_bps)};
 
-    double exit_ns = bench_exit();
+    bench_exit();
     measured m_int3, m_int3_0, m_lazy, m_xo, m_mem, m_rd;
     if (wanted(only, "int3")) {
         measure(&int3, &m_int3);
-        report_run(&int3, &m_int3, exit_ns);
+        report_run(&int3, &m_int3);
         measure(&int3_nopager, &m_int3_0);
-        report_run(&int3_nopager, &m_int3_0, exit_ns);
-        report_paging(&int3, &m_int3, &m_int3_0, exit_ns);
+        report_run(&int3_nopager, &m_int3_0);
+        report_paging(&int3, &m_int3, &m_int3_0);
         measure(&int3_lazy, &m_lazy);
-        report_run(&int3_lazy, &m_lazy, exit_ns);
+        report_run(&int3_lazy, &m_lazy);
     }
     if (wanted(only, "int3_xo")) {
         measure(&xo, &m_xo);
-        report_run(&xo, &m_xo, exit_ns);
+        report_run(&xo, &m_xo);
     }
     if (wanted(only, "memory")) {
         measure(&mem, &m_mem);
-        report_run(&mem, &m_mem, exit_ns);
+        report_run(&mem, &m_mem);
     }
     if (wanted(only, "read")) {
         measure(&rd, &m_rd);
-        report_read(&rd, &m_rd, exit_ns);
+        report_read(&rd, &m_rd);
     }
     printf("w2 exact=1\n");
     return 0;
