@@ -322,7 +322,7 @@ static void measure(const config *c, measured *m)
 {
     double run[REPS], base[REPS], extra[REPS], ex[REPS];
     for (int i = 0; i < REPS; i++) {
-        ex[i] = exit_once(10000);
+        ex[i] = exit_once(30000);
         run_once(c, 0, &m->base);
         base[i] = m->base.ns;
         run_once(c, c->nbps, &m->last);
