@@ -16,5 +16,17 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/vmitapConfigVersion.cmake
 install(FILES ${PROJECT_BINARY_DIR}/vmitapConfig.cmake ${PROJECT_BINARY_DIR}/vmitapConfigVersion.cmake
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/vmitap)
 
+# The .pc file names its directories relative to its own location
+# (${pcfiledir}), because the prefix is only known at install time
+# (cmake --install --prefix). Absolute install dirs are kept as given.
+file(RELATIVE_PATH VMITAP_PC_PREFIX_FROM_PCDIR /p/${CMAKE_INSTALL_LIBDIR}/pkgconfig /p)
+string(REGEX REPLACE "/$" "" VMITAP_PC_PREFIX_FROM_PCDIR "${VMITAP_PC_PREFIX_FROM_PCDIR}")
+foreach(kind LIBDIR INCLUDEDIR)
+  if(IS_ABSOLUTE "${CMAKE_INSTALL_${kind}}")
+    set(VMITAP_PC_${kind} "${CMAKE_INSTALL_${kind}}")
+  else()
+    set(VMITAP_PC_${kind} "\${prefix}/${CMAKE_INSTALL_${kind}}")
+  endif()
+endforeach()
 configure_file(${PROJECT_SOURCE_DIR}/cmake/vmitap.pc.in ${PROJECT_BINARY_DIR}/vmitap.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/vmitap.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

@@ -18,7 +18,23 @@
  *   VMT_E_OUT_OF_BOUNDS.
  * - allocate_gfn returns frames from max_gfn upwards; free_gfn of a frame
  *   not allocated is VMT_E_INVALID.
- * - every op call is counted, including failed and injected ones. */
+ * - every op call is counted, including failed and injected ones.
+ * Details the header above leaves open (the mock's choices):
+ * - create_view hands out the lowest free id; destroying the current view
+ *   puts the guest back in view 0. Without VMT_CAP_VIEWS create_view is
+ *   VMT_E_UNSUPPORTED; without VMT_CAP_EXECUTE_ONLY so is set_access(X).
+ * - change_view_gfn(v, g, g) and reset_view_gfn of a frame that is not
+ *   remapped are no-ops returning VMT_OK.
+ * - free_gfn of a frame some view still shows in place of another is
+ *   VMT_E_CONFLICT (reset_view_gfn first); a freed frame loses its
+ *   contents and access overrides, and is handed out again (lowest first).
+ * - pause nests (a depth); resume at depth 0 is VMT_E_INVALID.
+ * - wait_for_event never sleeps. The callback gets a zeroed response; if it
+ *   returns an error, wait_for_event returns it and nothing is recorded or
+ *   applied. A set_view naming an unknown view is recorded, not applied
+ *   (regs neither), and gives VMT_E_VIEW_NOT_FOUND.
+ * - page-table helpers, peek/poke and the inspection functions below are
+ *   neither counted nor subject to fault injection. */
 #ifndef VMITAP_MOCK_H
 #define VMITAP_MOCK_H
 
@@ -32,9 +48,10 @@ typedef struct vmt_mock vmt_mock;
 
 typedef struct vmt_mock_opts {
     size_t sz;       /* sizeof(vmt_mock_opts); 0 means "all defaults" */
-    vmt_gfn max_gfn; /* guest RAM frames [0, max_gfn); default 0x100000 (4 GiB) */
+    vmt_gfn max_gfn; /* guest RAM frames [0, max_gfn); default 0x100000 (4 GiB);
+                        2 <= max_gfn < 2^39, else vmt_mock_new is VMT_E_INVALID */
     uint16_t vcpus;  /* default 1 */
-    uint32_t caps;   /* default VIEWS | EXECUTE_ONLY | FAST_SINGLESTEP | EMULATE */
+    uint32_t caps;   /* default (also when 0) VIEWS | EXECUTE_ONLY | FAST_SINGLESTEP | EMULATE */
 } vmt_mock_opts;
 
 /* The ops table of the mock driver (static, never NULL). */
@@ -87,6 +104,10 @@ uint64_t vmt_mock_injected(const vmt_mock *mock);
 vmt_status vmt_mock_peek(const vmt_mock *mock, vmt_pa pa, void *buf, size_t len);
 vmt_status vmt_mock_poke(vmt_mock *mock, vmt_pa pa, const void *buf, size_t len);
 
+/* Frames whose contents the mock stores (written at least once since they
+ * were last zeroed); reading a never-written frame does not add one. */
+size_t vmt_mock_resident_frames(const vmt_mock *mock);
+
 /* ---- page tables ---- */
 typedef enum vmt_mock_page_size {
     VMT_MOCK_4K = 12,
@@ -134,6 +155,8 @@ size_t vmt_mock_allocated_gfns(const vmt_mock *mock);
 /* Last flags passed to set_access for (gfn, view), 0 if never set. */
 unsigned vmt_mock_last_access_flags(const vmt_mock *mock, vmt_gfn gfn, vmt_view view);
 bool vmt_mock_paused(const vmt_mock *mock);
+/* pause calls not yet matched by a resume. */
+unsigned vmt_mock_pause_depth(const vmt_mock *mock);
 /* Monitoring switched on for reason (via the monitor op). */
 bool vmt_mock_monitoring(const vmt_mock *mock, vmt_event_reason what);
 
