@@ -18,17 +18,33 @@
  * The guest then installs its own GDT/IDT/TSS and page tables.
  *
  * End of run: the guest sets stats->done, then writes its exit code to
- * port VMT_GUEST_DONE_PORT (0 = success, its self-checks passed) and halts.
- * Console: bytes written to port VMT_GUEST_CONSOLE_PORT. */
+ * port VMT_GUEST_DONE_PORT with a 32-bit `outl` (0 = success, its
+ * self-checks passed; the code always fits in one byte, see
+ * VMT_GUEST_EXIT_*) and halts (cli; hlt loop).
+ * Console: bytes written to port VMT_GUEST_CONSOLE_PORT, one `outb` each.
+ * Exit loop (VMT_GUEST_F_EXIT_LOOP): the guest writes `iterations` bytes
+ * to VMT_GUEST_NOP_PORT, which the VMM ignores, then ends as above.
+ *
+ * What the guest sets up itself (guest/README.md has the details):
+ * - the kernel image is linked at VMT_GUEST_KERNEL_VBASE +
+ *   VMT_GUEST_KERNEL_PA and runs from one 2 MiB page; the kernel maps all of
+ *   guest-physical [0, 1 GiB) at VMT_GUEST_KERNEL_VBASE + pa with 2 MiB
+ *   pages in every address space;
+ * - the IDT vector 3 (#BP) entry stub sits alone in its own 4 KiB page
+ *   (symbol `vmt_bp_entry`), so a VMM that traps fetches there traps nothing
+ *   else; it leaves that page within three instructions;
+ * - VMT_GUEST_NPROCS ring-3 processes, each with its own CR3, published in
+ *   stats->proc_cr3[] before the first one runs; user layout below. */
 #ifndef VMITAP_GUEST_ABI_H
 #define VMITAP_GUEST_ABI_H
 
 #include <stdint.h>
 
-#define VMT_GUEST_ABI_VERSION 1u
+#define VMT_GUEST_ABI_VERSION 2u
 
 #define VMT_GUEST_CONSOLE_PORT 0xE9
 #define VMT_GUEST_DONE_PORT 0xF4
+#define VMT_GUEST_NOP_PORT 0xF6 /* written by the exit loop only; the VMM ignores it */
 
 #define VMT_GUEST_BOOT_PML4_PA 0x1000ull /* 0x1000..0x4fff: boot tables */
 #define VMT_GUEST_PARAMS_PA 0x6000ull
@@ -54,6 +70,39 @@ typedef struct vmt_guest_params {
 
 #define VMT_GUEST_F_SELF_PATCH (1u << 0) /* run the self-patching step (issue 8) */
 #define VMT_GUEST_F_EXIT_LOOP (1u << 1)  /* only a tight port-I/O exit loop, for W2's raw exit cost */
+/* Also run kernel_int3_probe (an int3 at CPL 0) every 10 rounds. Off by
+ * default: on the nested AMD hosts of DESIGN.md an int3 at CPL 0 exits to
+ * the VMM as KVM_EXIT_INTERNAL_ERROR even without guest debugging, so only
+ * a VMM that delivers it (reinjects #BP) can run with this flag. The
+ * guest's own int3 at CPL 3 (lib_int3) runs in every mode. */
+#define VMT_GUEST_F_KERNEL_INT3 (1u << 2)
+
+/* Guest defaults for zero parameter fields. RAM must be at least
+ * VMT_GUEST_MIN_RAM: the guest's frame pool is [4 MiB, 8 MiB). */
+#define VMT_GUEST_DEFAULT_ITERATIONS 1000u
+#define VMT_GUEST_DEFAULT_EXIT_LOOP_ITERATIONS 10000u
+#define VMT_GUEST_DEFAULT_SEED 1u
+#define VMT_GUEST_MIN_RAM (8ull << 20)
+
+/* Exit codes (stats->exit_code and the value written to the done port). */
+#define VMT_GUEST_EXIT_OK 0u
+#define VMT_GUEST_EXIT_SELFCHECK 1u  /* a code-page checksum changed */
+#define VMT_GUEST_EXIT_SELF_PATCH 2u /* the patched code did not read back or run as written */
+#define VMT_GUEST_EXIT_PARAMS 3u     /* unusable parameter block (e.g. RAM too small) */
+#define VMT_GUEST_EXIT_NOMEM 4u      /* frame pool exhausted */
+#define VMT_GUEST_EXIT_USER 5u       /* a user process reported a failed check */
+#define VMT_GUEST_EXIT_BAD_BP 6u     /* #BP at an address that holds no int3 of the guest's own */
+#define VMT_GUEST_EXIT_EXCEPTION 0x40u /* + vector: unexpected exception */
+
+/* Per-process user address space (identical in every process). */
+#define VMT_GUEST_NPROCS 3u
+#define VMT_GUEST_MAX_PROCS 8u
+#define VMT_GUEST_USER_LIB_VA 0x400000ull   /* shared library: 1 page, same frame in all processes */
+#define VMT_GUEST_USER_STATS_VA 0x500000ull /* the stats pages, user-writable (user counters) */
+#define VMT_GUEST_USER_CODE_VA 0x600000ull  /* private code: VMT_GUEST_USER_CODE_PAGES pages, own frames */
+#define VMT_GUEST_USER_CODE_PAGES 4u
+#define VMT_GUEST_USER_INFO_VA 0x700000ull  /* read-only page: the process index (uint64_t) */
+#define VMT_GUEST_USER_STACK_TOP 0x800000ull
 
 #define VMT_GUEST_MAX_COUNTERS 64
 #define VMT_GUEST_NAME_LEN 32
@@ -81,6 +130,32 @@ typedef struct vmt_guest_stats {
     uint64_t selfcheck_mismatches; /* code-page checksums that changed */
     uint64_t reserved[8];
     vmt_guest_counter counters[VMT_GUEST_MAX_COUNTERS];
+    /* ABI version 2 */
+    uint32_t nprocs;
+    uint32_t reserved2;
+    uint64_t proc_cr3[VMT_GUEST_MAX_PROCS]; /* CR3 (PML4 PA) of process i */
+    uint64_t self_patches;       /* code patches written (VMT_GUEST_F_SELF_PATCH) */
+    uint64_t self_patch_errors;  /* read-back or behaviour mismatches after a patch */
+    uint64_t patch_v1_calls;     /* calls of patch_target that ran the original code */
+    uint64_t patch_v2_calls;     /* calls that ran the patched code */
 } vmt_guest_stats;
+
+/* Counter names: `name` is the ELF symbol of the function; for user
+ * functions there is also `name@P` (P = process index 0..nprocs-1, decimal)
+ * counting the calls made in process P alone, whose CR3 is
+ * stats->proc_cr3[P]; `name` is the sum over processes. Returns the counter
+ * or NULL. */
+static inline const vmt_guest_counter *vmt_guest_counter_find(const vmt_guest_stats *st, const char *name)
+{
+    for (uint32_t i = 0; i < st->ncounters && i < VMT_GUEST_MAX_COUNTERS; i++) {
+        const char *a = st->counters[i].name, *b = name;
+        uint32_t k = 0;
+        while (k < VMT_GUEST_NAME_LEN && a[k] != '\0' && a[k] == b[k])
+            k++;
+        if (k < VMT_GUEST_NAME_LEN && a[k] == b[k])
+            return &st->counters[i];
+    }
+    return 0;
+}
 
 #endif /* VMITAP_GUEST_ABI_H */

@@ -15,7 +15,7 @@
 #include "vmitap/log.h"
 
 #ifndef VMITAP_GUEST_ELF
-#define VMITAP_GUEST_ELF "guest/vmitap-guest"
+#define VMITAP_GUEST_ELF "guest/vmitap-guest.elf"
 #endif
 
 #define DEFAULT_RAM (64ull << 20)

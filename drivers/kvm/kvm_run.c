@@ -378,8 +378,13 @@ static enum handled on_emulation_failure(vmt_kvm *k, pending_ev *p)
         return H_EVENT;
     }
     uint8_t b = 0;
-    if (kvm_va_read(k, r.cr3, r.rip, &b, 1) == VMT_OK && b == 0xCC)
+    if (kvm_va_read(k, r.cr3, r.rip, &b, 1) == VMT_OK && b == 0xCC) {
+        struct kvm_vcpu_events e;
+        ioctl(k->vcpu_fd, KVM_GET_VCPU_EVENTS, &e);
+        vmt_log(VMT_LOG_DEBUG, "quirk: exc inj %u pend %u nr %u, ndata %u flags %llx insn %02x %02x", e.exception.injected, e.exception.pending, e.exception.nr,
+            k->run->emulation_failure.ndata, (unsigned long long)k->run->emulation_failure.flags, k->run->emulation_failure.insn_bytes[0], k->run->emulation_failure.insn_bytes[1]);
         return bp_event(k, p, EV_BP_KVM); /* the int3 quirk of these hosts */
+    }
     struct kvm_run *run = k->run;
     kvm_crash(k, "KVM could not emulate the instruction at rip 0x%llx (cpl %u, suberror %u)",
               (unsigned long long)r.rip, r.cs & 3u, run->internal.suberror);
@@ -388,21 +393,53 @@ static enum handled on_emulation_failure(vmt_kvm *k, pending_ev *p)
 
 /* ---- single-step completion ---- */
 
+/* iretq, done by hand: a single-step over it may not trap (the popped
+ * RFLAGS decide), so the handler could run on unobserved. */
+static bool emulate_iretq(vmt_kvm *k, vmt_regs *r)
+{
+    uint8_t insn[2];
+    uint64_t f[5]; /* RIP, CS, RFLAGS, RSP, SS */
+    if (kvm_va_read(k, r->cr3, r->rip, insn, 2) != VMT_OK || insn[0] != 0x48 || insn[1] != 0xcf ||
+        kvm_va_read(k, r->cr3, r->rsp, f, sizeof f) != VMT_OK)
+        return false;
+    vmt_regs n = *r;
+    n.rip = f[0];
+    n.cs = (uint16_t)f[1];
+    n.rflags = (f[2] & 0x3f7fd7ull) | 2;
+    n.rsp = f[3];
+    n.ss = (uint16_t)f[4];
+    if (kvm_regs_set(k, &n) != VMT_OK)
+        return false;
+    *r = n;
+    return true;
+}
+
+/* One instruction of the guest's #BP handler frame ran: stop passing
+ * through once RIP has left the frame. */
+static void passthrough_next(vmt_kvm *k)
+{
+    vmt_regs r;
+    if (kvm_regs_get(k, &r) != VMT_OK)
+        return;
+    if (rip_gfn(k, &r) == k->bp_gfn && emulate_iretq(k, &r))
+        k->ctr.steps++;
+    if (rip_gfn(k, &r) != k->bp_gfn) {
+        k->step.passthrough = false;
+        kvm_sync_frame(k, k->bp_gfn);
+    }
+}
+
 static enum handled on_step(vmt_kvm *k, pending_ev *p)
 {
     k->ctr.steps++;
+    vmt_log(VMT_LOG_TRACE, "kvm: step done at 0x%llx", (unsigned long long)k->run->debug.arch.pc);
     bool report = k->step.user || k->monitor_ss;
     k->step.user = false;
     k->step.fast = false;
     if (k->step.ntemp)
         drop_temps(k);
-    if (k->step.passthrough) {
-        vmt_regs r;
-        if (kvm_regs_get(k, &r) == VMT_OK && rip_gfn(k, &r) != k->bp_gfn) {
-            k->step.passthrough = false;
-            kvm_sync_frame(k, k->bp_gfn);
-        }
-    }
+    if (k->step.passthrough)
+        passthrough_next(k);
     if (!report)
         return H_RUN;
     if (make_event(k, p, EV_STEP, VMT_EVENT_SINGLESTEP) != VMT_OK)
@@ -420,6 +457,10 @@ static enum handled on_io(vmt_kvm *k)
     size_t n = (size_t)run->io.size * run->io.count;
     if (run->io.direction == KVM_EXIT_IO_OUT && run->io.port == VMT_GUEST_CONSOLE_PORT) {
         console_put(k, data, n);
+        /* A guest prints after installing its IDT: a cheap moment to look
+         * for (a new) #BP handler. Other ports stay fast. */
+        if (!k->step.passthrough)
+            refresh_bp_trap(k);
     } else if (run->io.direction == KVM_EXIT_IO_OUT && run->io.port == VMT_GUEST_DONE_PORT) {
         uint32_t code = 0;
         memcpy(&code, data, run->io.size < 4 ? run->io.size : 4);
@@ -430,8 +471,6 @@ static enum handled on_io(vmt_kvm *k)
     } else if (run->io.direction == KVM_EXIT_IO_IN) {
         memset(data, 0xff, n);
     }
-    if (!k->step.passthrough)
-        refresh_bp_trap(k);
     return H_RUN;
 }
 
@@ -603,6 +642,8 @@ static vmt_status deliver(vmt_kvm *k, pending_ev *p, vmt_event_fn fn, void *user
     vmt_status st = fn ? fn(user, &p->ev, &resp) : VMT_OK;
     if (st != VMT_OK)
         vmt_log(VMT_LOG_WARN, "kvm: event callback returned %s; continuing", vmt_status_str(st));
+    vmt_log(VMT_LOG_DEBUG, "kvm: event %d (kind %d) at rip 0x%llx view %u -> action %d", p->ev.reason, p->kind,
+            (unsigned long long)p->ev.regs.rip, p->ev.view, resp.action);
     st = apply_response(k, p, &resp);
     if (st == VMT_OK)
         st = kvm_set_debug(k, want_step(k));

@@ -65,7 +65,7 @@ _start:
     cmpq $2, %r15
     je mode_user
 
-    .globl loop, loop_int3, done
+    .globl loop, loop_int3, done, after_a
 loop:
     incq COUNTER
     cmpq $1, CMD
@@ -75,6 +75,7 @@ loop_int3:
     int3
 3:  call func
     incq PAGE_A
+after_a:
     incq PAGE_B
     movq PAGE_D, %rax
     addq %rax, DSUM

@@ -1,0 +1,566 @@
+/* End-to-end tests of the KVM driver: every driver operation on a live
+ * guest. Most use the tiny assembly guest of tests/e2e/tiny_guest.S (its
+ * addresses come from its ELF symbols); one runs the bundled guest. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <gelf.h>
+#include <libelf.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "guest/abi.h"
+#include "vmitap/vmitap.h"
+
+/* tiny guest layout (see tiny_guest.S) */
+#define DATA 0x204000ull
+#define CMD (DATA + 0x00)
+#define COUNTER (DATA + 0x08)
+#define FVAL (DATA + 0x10)
+#define BPCOUNT (DATA + 0x18)
+#define DSUM (DATA + 0x20)
+#define STOP (DATA + 0x28)
+#define UCOUNT (DATA + 0x30)
+#define GFN_TEXT 0x200u
+#define GFN_F 0x201u
+#define GFN_USER 0x203u
+#define GFN_A 0x205u
+#define GFN_B 0x206u
+#define GFN_D 0x207u
+
+enum { MODE_HELLO = 0, MODE_LOOP = 1, MODE_USER = 2, MODE_CRASH = 3 };
+
+static uint64_t sym(const char *name)
+{
+    uint64_t addr = 0;
+    elf_version(EV_CURRENT);
+    int fd = open(VMT_TINY_GUEST, O_RDONLY);
+    assert_true(fd >= 0);
+    Elf *e = elf_begin(fd, ELF_C_READ, NULL);
+    Elf_Scn *scn = NULL;
+    while ((scn = elf_nextscn(e, scn))) {
+        GElf_Shdr sh;
+        gelf_getshdr(scn, &sh);
+        if (sh.sh_type != SHT_SYMTAB)
+            continue;
+        Elf_Data *d = elf_getdata(scn, NULL);
+        for (size_t i = 0; i < sh.sh_size / sh.sh_entsize; i++) {
+            GElf_Sym s;
+            gelf_getsym(d, (int)i, &s);
+            if (!strcmp(elf_strptr(e, sh.sh_link, s.st_name), name))
+                addr = s.st_value;
+        }
+    }
+    elf_end(e);
+    close(fd);
+    assert_true(addr != 0);
+    return addr;
+}
+
+typedef struct vm {
+    vmt_core *core;
+    vmt_kvm *kvm;
+} vm;
+
+static vm boot(uint64_t mode, uint64_t iterations)
+{
+    vmt_kvm_opts o = {.sz = sizeof o, .guest_path = VMT_TINY_GUEST, .seed = mode, .iterations = iterations};
+    vm v;
+    assert_int_equal(vmt_kvm_core_new(&o, &v.core, &v.kvm), VMT_OK);
+    return v;
+}
+
+static uint64_t rd64(vm *v, vmt_pa pa)
+{
+    uint64_t x = 0;
+    assert_int_equal(vmt_core_read(v->core, pa, &x, sizeof x), VMT_OK);
+    return x;
+}
+
+static void wr64(vm *v, vmt_pa pa, uint64_t x) { assert_int_equal(vmt_core_write(v->core, pa, &x, sizeof x), VMT_OK); }
+
+/* Answers every event with CONTINUE. */
+static vmt_status cont(void *user, const vmt_event *ev, vmt_response *resp)
+{
+    (void)user;
+    if (getenv("VMT_TEST_DEBUG"))
+    {
+        uint64_t d[4] = {0};
+        if (user)
+            vmt_core_read(user, DATA, d, sizeof d);
+        fprintf(stderr, "event %d rip %llx cs %x rsp %llx cmd %llu bpcount %llu\n", ev->reason,
+                (unsigned long long)ev->regs.rip, ev->regs.cs, (unsigned long long)ev->regs.rsp,
+                (unsigned long long)d[0], (unsigned long long)d[3]);
+    }
+    resp->action = VMT_ACTION_CONTINUE;
+    return VMT_OK;
+}
+
+/* Runs the loop guest for a while; it makes no exits of its own. */
+static void run_quiet(vm *v)
+{
+    assert_int_equal(vmt_core_wait_for_event(v->core, 20, cont, v->core), VMT_E_TIMEOUT);
+}
+
+/* Event recorder with a scripted response. */
+typedef struct rec {
+    vmt_event ev;
+    int n;
+    vmt_response resp;
+} rec;
+
+static vmt_status record(void *user, const vmt_event *ev, vmt_response *resp)
+{
+    rec *r = user;
+    r->ev = *ev;
+    r->n++;
+    *resp = r->resp;
+    return VMT_OK;
+}
+
+static vmt_status wait_ev(vm *v, rec *r) { return vmt_core_wait_for_event(v->core, 2000, record, r); }
+
+static void test_hello(void **state)
+{
+    (void)state;
+    vm v = boot(MODE_HELLO, 0);
+    assert_int_equal(vmt_kvm_run(v.kvm, 5000), VMT_E_GUEST_EXITED);
+    size_t len;
+    assert_string_equal(vmt_kvm_console(v.kvm, &len), "hello\n");
+    assert_int_equal(len, 6);
+    assert_int_equal(vmt_kvm_get_state(v.kvm), VMT_KVM_EXITED);
+    assert_int_equal(vmt_kvm_exit_code(v.kvm), 0);
+    assert_int_equal(vmt_core_wait_for_event(v.core, 10, cont, NULL), VMT_E_GUEST_EXITED);
+    vmt_core_free(v.core);
+}
+
+static void test_info_and_memory(void **state)
+{
+    (void)state;
+    vm v = boot(MODE_LOOP, 0);
+    vmt_driver_info info;
+    assert_int_equal(vmt_core_info(v.core, &info), VMT_OK);
+    assert_int_equal(info.max_gfn, (64u << 20) >> 12);
+    assert_int_equal(info.vcpus, 1);
+    assert_true(info.caps & VMT_CAP_VIEWS);
+    assert_false(info.caps & VMT_CAP_EXECUTE_ONLY);
+
+    run_quiet(&v);
+    uint64_t c1 = rd64(&v, COUNTER);
+    assert_true(c1 > 0);
+    run_quiet(&v);
+    assert_true(rd64(&v, COUNTER) > c1);
+    /* the guest sees what we write: it exits with the code put in STOP */
+    wr64(&v, STOP, 7);
+    assert_int_equal(vmt_core_wait_for_event(v.core, 2000, cont, NULL), VMT_E_GUEST_EXITED);
+    assert_int_equal(vmt_kvm_exit_code(v.kvm), 7);
+
+    uint8_t b;
+    assert_int_equal(vmt_core_read(v.core, info.max_gfn << 12, &b, 1), VMT_E_OUT_OF_BOUNDS);
+    assert_int_equal(vmt_core_read(v.core, (info.max_gfn << 12) - 1, &b, 2), VMT_E_OUT_OF_BOUNDS);
+    vmt_gfn sh;
+    assert_int_equal(vmt_core_allocate_gfn(v.core, &sh), VMT_OK);
+    assert_true(sh >= info.max_gfn);
+    wr64(&v, sh << 12, 0xabcdef);
+    assert_int_equal(rd64(&v, sh << 12), 0xabcdef);
+    assert_int_equal(vmt_core_free_gfn(v.core, sh), VMT_OK);
+    assert_int_equal(vmt_core_read(v.core, sh << 12, &b, 1), VMT_E_OUT_OF_BOUNDS);
+    assert_int_equal(vmt_core_free_gfn(v.core, sh), VMT_E_INVALID);
+    vmt_core_free(v.core);
+}
+
+static void test_registers(void **state)
+{
+    (void)state;
+    vm v = boot(MODE_LOOP, 0);
+    run_quiet(&v);
+    vmt_regs r;
+    assert_int_equal(vmt_core_get_regs(v.core, 0, &r), VMT_OK);
+    assert_int_equal(r.cs, 0x08);
+    assert_int_equal(r.cr3, 0x209000);
+    assert_true(r.efer & (1u << 10)); /* LMA */
+    assert_true(r.rip >= 0x200000 && r.rip < 0x202000);
+    assert_int_equal(vmt_core_get_regs(v.core, 1, &r), VMT_E_INVALID);
+    /* jump to `done` with exit code 0x55 in al */
+    r.rip = sym("done");
+    r.rax = 0x55;
+    assert_int_equal(vmt_core_set_regs(v.core, 0, &r), VMT_OK);
+    vmt_regs back;
+    assert_int_equal(vmt_core_get_regs(v.core, 0, &back), VMT_OK);
+    assert_int_equal(back.rip, r.rip);
+    assert_int_equal(vmt_core_wait_for_event(v.core, 2000, cont, NULL), VMT_E_GUEST_EXITED);
+    assert_int_equal(vmt_kvm_exit_code(v.kvm), 0x55);
+    vmt_core_free(v.core);
+}
+
+static void test_write_trap(void **state)
+{
+    (void)state;
+    vm v = boot(MODE_LOOP, 0);
+    run_quiet(&v);
+    assert_int_equal(vmt_core_set_access(v.core, GFN_A, 0, VMT_ACCESS_RX, 0), VMT_OK);
+    vmt_access acc;
+    assert_int_equal(vmt_core_get_access(v.core, GFN_A, 0, &acc), VMT_OK);
+    assert_int_equal(acc, VMT_ACCESS_RX);
+    rec r = {.resp.action = VMT_ACTION_CONTINUE};
+    uint64_t a0 = rd64(&v, GFN_A << 12);
+    for (int i = 1; i <= 5; i++) {
+        assert_int_equal(wait_ev(&v, &r), VMT_OK);
+        assert_int_equal(r.ev.reason, VMT_EVENT_MEMORY_ACCESS);
+        assert_int_equal(r.ev.u.memory_access.access, VMT_ACCESS_W);
+        assert_int_equal(r.ev.u.memory_access.pa, GFN_A << 12);
+        assert_true(r.ev.has_view);
+        assert_int_equal(r.ev.view, 0);
+        /* CONTINUE completed the write into the frame */
+        assert_int_equal(rd64(&v, GFN_A << 12), a0 + (uint64_t)i);
+    }
+    assert_int_equal(r.n, 5);
+    assert_int_equal(vmt_core_set_access(v.core, GFN_A, 0, VMT_ACCESS_RWX, 0), VMT_OK);
+    uint64_t b0 = rd64(&v, GFN_B << 12);
+    assert_int_equal(vmt_core_wait_for_event(v.core, 20, record, &r), VMT_E_TIMEOUT);
+    assert_int_equal(r.n, 5);
+    assert_true(rd64(&v, GFN_B << 12) > b0);
+    vmt_core_free(v.core);
+}
+
+static void test_exec_trap_and_nx_reads(void **state)
+{
+    (void)state;
+    vm v = boot(MODE_LOOP, 0);
+    run_quiet(&v);
+    uint64_t func = sym("func");
+    assert_int_equal(vmt_core_set_access(v.core, GFN_F, 0, VMT_ACCESS_RW, 0), VMT_OK);
+    rec r = {.resp.action = VMT_ACTION_CONTINUE};
+    assert_int_equal(wait_ev(&v, &r), VMT_OK);
+    assert_int_equal(r.ev.reason, VMT_EVENT_MEMORY_ACCESS);
+    assert_int_equal(r.ev.u.memory_access.access, VMT_ACCESS_X);
+    assert_int_equal(r.ev.u.memory_access.pa, func);
+    assert_int_equal(r.ev.u.memory_access.va, func);
+    assert_int_equal(r.ev.regs.rip, func);
+    /* CONTINUE ran that instruction: the next one (ret) traps */
+    assert_int_equal(wait_ev(&v, &r), VMT_OK);
+    assert_int_equal(r.ev.u.memory_access.access, VMT_ACCESS_X);
+    assert_int_equal(r.ev.regs.rip, func + 12);
+    assert_int_equal(rd64(&v, FVAL), 0x1111);
+    assert_int_equal(vmt_core_set_access(v.core, GFN_F, 0, VMT_ACCESS_RWX, 0), VMT_OK);
+
+    /* a non-executable frame is still read correctly, without events */
+    wr64(&v, DSUM, 0);
+    assert_int_equal(vmt_core_set_access(v.core, GFN_D, 0, VMT_ACCESS_RW, 0), VMT_OK);
+    int n = r.n;
+    vmt_kvm_counters c0, c1;
+    vmt_kvm_counters_get(v.kvm, &c0);
+    assert_int_equal(vmt_core_wait_for_event(v.core, 20, record, &r), VMT_E_TIMEOUT);
+    vmt_kvm_counters_get(v.kvm, &c1);
+    assert_int_equal(r.n, n);
+    assert_true(c1.mmio > c0.mmio);
+    uint64_t dsum = rd64(&v, DSUM);
+    assert_true(dsum > 0);
+    assert_int_equal(dsum % 42, 0);
+    /* without R, the read is an event */
+    assert_int_equal(vmt_core_set_access(v.core, GFN_D, 0, VMT_ACCESS_W, 0), VMT_OK);
+    assert_int_equal(wait_ev(&v, &r), VMT_OK);
+    assert_int_equal(r.ev.u.memory_access.access, VMT_ACCESS_R);
+    assert_int_equal(r.ev.u.memory_access.pa, GFN_D << 12);
+    /* execute-only is not offered */
+    assert_int_equal(vmt_core_set_access(v.core, GFN_D, 0, VMT_ACCESS_X, 0), VMT_E_UNSUPPORTED);
+    assert_int_equal(vmt_core_get_access(v.core, GFN_D, 0, (vmt_access[]){0}), VMT_OK);
+    vmt_core_free(v.core);
+}
+
+/* A shadow copy of page F whose func stores 0x2222 instead of 0x1111. */
+static vmt_gfn shadow_f(vm *v)
+{
+    uint8_t page[4096];
+    vmt_gfn sh;
+    assert_int_equal(vmt_core_read(v->core, GFN_F << 12, page, sizeof page), VMT_OK);
+    size_t off = sym("func") - (GFN_F << 12);
+    assert_int_equal(page[off + 8], 0x11);
+    page[off + 8] = page[off + 9] = 0x22;
+    assert_int_equal(vmt_core_allocate_gfn(v->core, &sh), VMT_OK);
+    assert_int_equal(vmt_core_write(v->core, sh << 12, page, sizeof page), VMT_OK);
+    return sh;
+}
+
+static void test_views(void **state)
+{
+    (void)state;
+    vm v = boot(MODE_LOOP, 0);
+    run_quiet(&v);
+    vmt_gfn sh = shadow_f(&v);
+    vmt_view view;
+    assert_int_equal(vmt_core_create_view(v.core, VMT_ACCESS_RWX, &view), VMT_OK);
+    assert_true(view != 0);
+    assert_int_equal(vmt_core_change_view_gfn(v.core, view, GFN_F, sh), VMT_OK);
+    run_quiet(&v);
+    assert_int_equal(rd64(&v, FVAL), 0x1111); /* view not active yet */
+    assert_int_equal(vmt_core_switch_view(v.core, view), VMT_OK);
+    run_quiet(&v);
+    assert_int_equal(rd64(&v, FVAL), 0x2222);
+    uint8_t b;
+    assert_int_equal(vmt_core_read(v.core, sym("func") + 8, &b, 1), VMT_OK);
+    assert_int_equal(b, 0x11); /* raw reads never go through a view */
+    assert_int_equal(vmt_core_switch_view(v.core, 0), VMT_OK);
+    run_quiet(&v);
+    assert_int_equal(rd64(&v, FVAL), 0x1111);
+    assert_int_equal(vmt_core_switch_view(v.core, view), VMT_OK);
+    assert_int_equal(vmt_core_reset_view_gfn(v.core, view, GFN_F), VMT_OK);
+    run_quiet(&v);
+    assert_int_equal(rd64(&v, FVAL), 0x1111);
+    /* destroying the active view moves the vCPU to view 0 */
+    assert_int_equal(vmt_core_destroy_view(v.core, view), VMT_OK);
+    assert_int_equal(vmt_core_destroy_view(v.core, view), VMT_E_VIEW_NOT_FOUND);
+    assert_int_equal(vmt_core_switch_view(v.core, view), VMT_E_VIEW_NOT_FOUND);
+    assert_int_equal(vmt_core_set_access(v.core, GFN_F, view, VMT_ACCESS_RW, 0), VMT_E_VIEW_NOT_FOUND);
+    assert_int_equal(vmt_core_destroy_view(v.core, 0), VMT_E_INVALID);
+    run_quiet(&v);
+    assert_int_equal(rd64(&v, FVAL), 0x1111);
+    vmt_core_free(v.core);
+}
+
+/* A write exits once KVM has executed the writing instruction (only the
+ * store itself waits for the response): the event's rip is past it. */
+static void test_singlestep(void **state)
+{
+    (void)state;
+    vm v = boot(MODE_LOOP, 0);
+    run_quiet(&v);
+    uint64_t after_a = sym("after_a");
+    assert_int_equal(vmt_core_set_access(v.core, GFN_A, 0, VMT_ACCESS_RX, 0), VMT_OK);
+    rec r = {.resp.action = VMT_ACTION_SINGLESTEP};
+    uint64_t a = rd64(&v, GFN_A << 12);
+    assert_int_equal(wait_ev(&v, &r), VMT_OK);
+    assert_int_equal(r.ev.reason, VMT_EVENT_MEMORY_ACCESS);
+    assert_int_equal(r.ev.regs.rip, after_a);
+    /* the step: the write is done, no further instruction ran */
+    assert_int_equal(wait_ev(&v, &r), VMT_OK);
+    assert_int_equal(r.ev.reason, VMT_EVENT_SINGLESTEP);
+    assert_int_equal(r.ev.regs.rip, after_a);
+    assert_int_equal(r.ev.u.singlestep.gfn, GFN_TEXT);
+    assert_int_equal(rd64(&v, GFN_A << 12), a + 1);
+    /* stepping from a step event: incq PAGE_B (8 bytes) */
+    uint64_t b = rd64(&v, GFN_B << 12);
+    assert_int_equal(wait_ev(&v, &r), VMT_OK);
+    assert_int_equal(r.ev.reason, VMT_EVENT_SINGLESTEP);
+    assert_int_equal(r.ev.regs.rip, after_a + 8);
+    assert_int_equal(rd64(&v, GFN_B << 12), b + 1);
+    r.resp.action = VMT_ACTION_CONTINUE;
+    assert_int_equal(wait_ev(&v, &r), VMT_OK);
+    assert_int_equal(r.ev.reason, VMT_EVENT_SINGLESTEP);
+    assert_int_equal(wait_ev(&v, &r), VMT_OK); /* the next write to A, done by CONTINUE */
+    assert_int_equal(r.ev.reason, VMT_EVENT_MEMORY_ACCESS);
+    assert_int_equal(r.ev.regs.rip, after_a);
+    assert_int_equal(rd64(&v, GFN_A << 12), a + 2);
+    vmt_core_free(v.core);
+}
+
+static void test_fast_singlestep(void **state)
+{
+    (void)state;
+    vm v = boot(MODE_LOOP, 0);
+    run_quiet(&v);
+    uint64_t func = sym("func");
+    vmt_view view;
+    assert_int_equal(vmt_core_create_view(v.core, VMT_ACCESS_RWX, &view), VMT_OK);
+    assert_int_equal(vmt_core_change_view_gfn(v.core, view, GFN_F, shadow_f(&v)), VMT_OK);
+    assert_int_equal(vmt_core_set_access(v.core, GFN_F, 0, VMT_ACCESS_RW, 0), VMT_OK);
+    rec r = {.resp = {.action = VMT_ACTION_FAST_SINGLESTEP, .view = view}};
+    assert_int_equal(wait_ev(&v, &r), VMT_OK);
+    assert_int_equal(r.ev.u.memory_access.access, VMT_ACCESS_X);
+    assert_int_equal(r.ev.regs.rip, func);
+    /* the instruction ran from the view's frame, then back in view 0 */
+    r.resp.action = VMT_ACTION_CONTINUE;
+    assert_int_equal(wait_ev(&v, &r), VMT_OK);
+    assert_int_equal(r.ev.u.memory_access.access, VMT_ACCESS_X);
+    assert_int_equal(r.ev.regs.rip, func + 12);
+    assert_int_equal(r.ev.view, 0);
+    assert_int_equal(rd64(&v, FVAL), 0x2222);
+    vmt_core_free(v.core);
+}
+
+static void test_int3_cpl0(void **state)
+{
+    (void)state;
+    vm v = boot(MODE_LOOP, 0);
+    run_quiet(&v);
+    uint64_t at = sym("loop_int3");
+    wr64(&v, CMD, 1);
+    rec r = {.resp.action = VMT_ACTION_REINJECT};
+    assert_int_equal(wait_ev(&v, &r), VMT_OK);
+    assert_int_equal(r.ev.reason, VMT_EVENT_SOFTWARE_BREAKPOINT);
+    assert_int_equal(r.ev.regs.rip, at);
+    assert_int_equal(r.ev.u.software_breakpoint.gfn, at >> 12);
+    assert_int_equal(r.ev.u.software_breakpoint.insn_len, 1);
+    assert_int_equal(r.ev.regs.cs & 3, 0);
+    run_quiet(&v);
+    assert_int_equal(rd64(&v, BPCOUNT), 1); /* the guest's handler ran */
+    /* CONTINUE past it: the guest's handler does not run */
+    wr64(&v, CMD, 1);
+    r.resp.action = VMT_ACTION_CONTINUE;
+    assert_int_equal(wait_ev(&v, &r), VMT_OK);
+    assert_int_equal(r.ev.regs.rip, at);
+    /* plain CONTINUE resumes at the int3 itself: it traps again */
+    r.resp.set_regs = true;
+    r.resp.regs = r.ev.regs;
+    r.resp.regs.rip = at + 1;
+    assert_int_equal(wait_ev(&v, &r), VMT_OK);
+    assert_int_equal(r.ev.reason, VMT_EVENT_SOFTWARE_BREAKPOINT);
+    assert_int_equal(r.ev.regs.rip, at);
+    assert_int_equal(r.n, 3);
+    run_quiet(&v);
+    assert_int_equal(rd64(&v, BPCOUNT), 1);
+    uint64_t c = rd64(&v, COUNTER);
+    run_quiet(&v);
+    assert_true(rd64(&v, COUNTER) > c);
+    vmt_core_free(v.core);
+}
+
+static vmt_status user_bp(void *user, const vmt_event *ev, vmt_response *resp)
+{
+    rec *r = user;
+    r->ev = *ev;
+    r->n++;
+    assert_int_equal(ev->reason, VMT_EVENT_SOFTWARE_BREAKPOINT);
+    assert_int_equal(ev->regs.cs & 3, 3);
+    assert_int_equal(ev->regs.rip, sym("user_int3"));
+    assert_int_equal(ev->u.software_breakpoint.gfn, GFN_USER);
+    assert_int_equal(ev->regs.ss, 0x1b);
+    assert_int_equal(ev->regs.rsp, 0x210000);
+    /* reinject the first three, skip the others */
+    if (r->n <= 3) {
+        resp->action = VMT_ACTION_REINJECT;
+    } else {
+        resp->action = VMT_ACTION_CONTINUE;
+        resp->set_regs = true;
+        resp->regs = ev->regs;
+        resp->regs.rip++;
+    }
+    return VMT_OK;
+}
+
+static void test_int3_cpl3(void **state)
+{
+    (void)state;
+    vm v = boot(MODE_USER, 5);
+    rec r = {0};
+    vmt_status st;
+    while ((st = vmt_core_wait_for_event(v.core, 2000, user_bp, &r)) == VMT_OK)
+        ;
+    assert_int_equal(st, VMT_E_GUEST_EXITED);
+    assert_int_equal(vmt_kvm_exit_code(v.kvm), 0);
+    assert_int_equal(r.n, 5);
+    assert_int_equal(rd64(&v, BPCOUNT), 3);
+    assert_int_equal(rd64(&v, UCOUNT), 5);
+    vmt_core_free(v.core);
+}
+
+static void test_crash(void **state)
+{
+    (void)state;
+    vm v = boot(MODE_CRASH, 0);
+    assert_int_equal(vmt_core_wait_for_event(v.core, 2000, cont, NULL), VMT_E_GUEST_CRASHED);
+    assert_int_equal(vmt_kvm_get_state(v.kvm), VMT_KVM_CRASHED);
+    assert_non_null(strstr(vmt_kvm_crash_reason(v.kvm), "triple fault"));
+    assert_int_equal(vmt_core_wait_for_event(v.core, 2000, cont, NULL), VMT_E_GUEST_CRASHED);
+    vmt_core_free(v.core);
+
+    /* bad register state set by the host: also a crash, not a hang */
+    v = boot(MODE_LOOP, 0);
+    run_quiet(&v);
+    vmt_regs r;
+    assert_int_equal(vmt_core_get_regs(v.core, 0, &r), VMT_OK);
+    r.rip = 0x3ff00000; /* beyond RAM: nothing to fetch */
+    assert_int_equal(vmt_core_set_regs(v.core, 0, &r), VMT_OK);
+    assert_int_equal(vmt_core_wait_for_event(v.core, 2000, cont, NULL), VMT_E_GUEST_CRASHED);
+    vmt_core_free(v.core);
+}
+
+static void test_pause(void **state)
+{
+    (void)state;
+    vm v = boot(MODE_LOOP, 0);
+    run_quiet(&v);
+    assert_int_equal(vmt_core_pause(v.core), VMT_OK);
+    uint64_t c = rd64(&v, COUNTER);
+    assert_int_equal(vmt_core_wait_for_event(v.core, 10, cont, NULL), VMT_E_TIMEOUT);
+    assert_int_equal(rd64(&v, COUNTER), c);
+    assert_int_equal(vmt_core_resume(v.core), VMT_OK);
+    run_quiet(&v);
+    assert_true(rd64(&v, COUNTER) > c);
+    vmt_core_free(v.core);
+}
+
+static void test_bundled_guest(void **state)
+{
+    (void)state;
+    const char *path = vmt_kvm_default_guest();
+    if (access(path, R_OK) != 0) {
+        fprintf(stderr, "bundled guest %s not built: skipped\n", path);
+        skip();
+    }
+    /* KERNEL_INT3: the guest's own int3 at CPL 0 too (CPL 3 ones always) */
+    vmt_kvm_opts o = {.sz = sizeof o, .iterations = 20, .seed = 1, .pager = 30, .guest_flags = VMT_GUEST_F_KERNEL_INT3};
+    vmt_kvm *k;
+    assert_int_equal(vmt_kvm_new(&o, &k), VMT_OK);
+    assert_int_equal(vmt_kvm_run(k, 60000), VMT_E_GUEST_EXITED);
+    assert_int_equal(vmt_kvm_exit_code(k), 0);
+    const vmt_guest_stats *s = vmt_kvm_guest_stats(k);
+    assert_int_equal(s->magic, VMT_GUEST_STATS_MAGIC);
+    assert_int_equal(s->done, 1);
+    assert_int_equal(s->rounds, 20);
+    assert_true(s->page_outs > 0 && s->page_ins > 0 && s->page_faults > 0 && s->selfcheck_runs > 0);
+    assert_true(s->relocations > 0);
+    assert_true(s->breakpoints > 0); /* every one reinjected by vmt_kvm_run */
+    assert_int_equal(s->selfcheck_mismatches, 0);
+    assert_true(s->ncounters > 0);
+    for (uint32_t i = 0; i < s->ncounters && i < VMT_GUEST_MAX_COUNTERS; i++)
+        assert_true(s->counters[i].calls > 0);
+    size_t len;
+    const char *con = vmt_kvm_console(k, &len);
+    assert_non_null(strstr(con, "vmitap-guest: done rounds=20"));
+    vmt_kvm_free(k);
+}
+
+static void log_stderr(void *user, vmt_log_level level, const char *fmt, va_list ap)
+{
+    (void)user;
+    if (level > (getenv("VMT_TEST_DEBUG") ? VMT_LOG_TRACE : VMT_LOG_WARN))
+        return;
+    fputs("vmitap: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+int main(void)
+{
+    vmt_set_log_fn(log_stderr, NULL);
+    if (getenv("VMT_TEST_ONLY"))
+        cmocka_set_test_filter(getenv("VMT_TEST_ONLY"));
+    char why[256];
+    if (!vmt_kvm_available(why, sizeof why)) {
+        fprintf(stderr, "test_kvm: skipped: %s\n", why);
+        return 77;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hello),
+        cmocka_unit_test(test_info_and_memory),
+        cmocka_unit_test(test_registers),
+        cmocka_unit_test(test_write_trap),
+        cmocka_unit_test(test_exec_trap_and_nx_reads),
+        cmocka_unit_test(test_views),
+        cmocka_unit_test(test_singlestep),
+        cmocka_unit_test(test_fast_singlestep),
+        cmocka_unit_test(test_int3_cpl0),
+        cmocka_unit_test(test_int3_cpl3),
+        cmocka_unit_test(test_crash),
+        cmocka_unit_test(test_pause),
+        cmocka_unit_test(test_bundled_guest),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
