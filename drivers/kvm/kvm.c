@@ -102,6 +102,9 @@ static vmt_status create_vm(vmt_kvm *k)
         return VMT_E_DRIVER;
     }
     ioctl(k->vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000ul); /* needed on Intel only */
+    vmt_status st = k->linux_boot ? kvm_linux_vm_init(k) : VMT_OK; /* linux: irqchip, PIT */
+    if (st != VMT_OK)
+        return st;
     k->vcpu_fd = ioctl(k->vm_fd, KVM_CREATE_VCPU, 0);
     int sz = ioctl(k->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
     if (k->vcpu_fd < 0 || sz <= 0) {
@@ -131,6 +134,7 @@ vmt_status vmt_kvm_new(const vmt_kvm_opts *opts, vmt_kvm **out)
     if (!k)
         return VMT_E_NOMEM;
     k->kvm_fd = k->vm_fd = k->vcpu_fd = k->mem_fd = -1;
+    k->linux_boot = o.kernel_path != NULL; /* linux */
     k->console = calloc(1, KVM_CONSOLE_MAX);
     vmt_status st = k->console ? create_vm(k) : VMT_E_NOMEM;
     if (st == VMT_OK)
@@ -138,7 +142,8 @@ vmt_status vmt_kvm_new(const vmt_kvm_opts *opts, vmt_kvm **out)
     if (st == VMT_OK)
         st = kvm_views_init(k);
     if (st == VMT_OK)
-        st = kvm_boot_load(k, o.guest_path ? o.guest_path : vmt_kvm_default_guest(), &o);
+        st = k->linux_boot ? kvm_linux_boot(k, &o) /* linux */
+                           : kvm_boot_load(k, o.guest_path ? o.guest_path : vmt_kvm_default_guest(), &o);
     if (st == VMT_OK)
         st = kvm_set_debug(k, false);
     if (st != VMT_OK) {

@@ -455,6 +455,12 @@ static enum handled on_io(vmt_kvm *k)
     struct kvm_run *run = k->run;
     uint8_t *data = (uint8_t *)run + run->io.data_offset;
     size_t n = (size_t)run->io.size * run->io.count;
+    if (k->linux_boot) { /* linux: the board's serial port and reset */
+        int r = kvm_linux_io(k, run->io.port, run->io.direction == KVM_EXIT_IO_OUT, data, run->io.size,
+                             run->io.count);
+        if (r != KVM_LINUX_IO_NOT_MINE)
+            return r == KVM_LINUX_IO_STOP ? H_STOP : H_RUN;
+    }
     if (run->io.direction == KVM_EXIT_IO_OUT && run->io.port == VMT_GUEST_CONSOLE_PORT) {
         console_put(k, data, n);
         /* A guest prints after installing its IDT: a cheap moment to look

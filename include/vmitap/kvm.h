@@ -35,7 +35,24 @@ typedef struct vmt_kvm_opts {
     uint64_t seed;          /* params block */
     uint32_t pager;         /* params block: pager aggressiveness 0..100 */
     uint32_t guest_flags;   /* params block: VMT_GUEST_F_* */
+    /* linux: boot a Linux bzImage instead of guest_path (see kvm_linux.c):
+     * 64-bit boot protocol, in-kernel PIC/IOAPIC/LAPIC and PIT, COM1 as
+     * the console (vmt_kvm_console), the keyboard-controller reset as
+     * power-off. ram_bytes should then be 128 MiB or more. */
+    const char *kernel_path; /* bzImage; NULL: boot guest_path */
+    const char *initrd_path; /* optional initramfs */
+    const char *cmdline;     /* NULL: vmt_kvm_linux_default_cmdline */
 } vmt_kvm_opts;
+
+/* linux: the command line used when vmt_kvm_opts.cmdline is NULL: serial
+ * console, no KASLR (System.map / kallsyms addresses are the live ones),
+ * no ACPI and no PCI, reset through the keyboard controller. */
+extern const char *const vmt_kvm_linux_default_cmdline;
+
+/* linux: queues bytes for the guest to read from COM1 (its console
+ * input). VMT_E_UNSUPPORTED if the guest is not a Linux boot, VMT_E_NOMEM
+ * if the 4 KiB receive buffer cannot take them all (nothing queued). */
+vmt_status vmt_kvm_serial_input(vmt_kvm *kvm, const void *buf, size_t len);
 
 typedef enum vmt_kvm_state {
     VMT_KVM_RUNNING = 0, /* booted, not finished (it may be paused) */
