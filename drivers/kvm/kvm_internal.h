@@ -123,6 +123,7 @@ struct vmt_kvm {
 
     /* linux: a bzImage boot (kvm_linux.c) with its board devices */
     bool linux_boot;
+    bool emulated_cpl0; /* the host emulates guest kernel code (kvm_pvm) */
     kvm_uart uart;
 };
 

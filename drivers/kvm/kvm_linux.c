@@ -300,6 +300,17 @@ static void flat(struct kvm_segment *s, uint16_t sel, uint8_t type, bool code)
                               .s = 1, .g = 1, .l = code, .db = !code};
 }
 
+/* Where the host's KVM runs guest kernel code in its instruction emulator
+ * (kvm_pvm, a software hypervisor without hardware virtualization), the
+ * CPU features whose instructions the emulator lacks are hidden, so the
+ * kernel picks the alternatives it can run: CMPXCHG16B (SLUB), POPCNT,
+ * PCID, XSAVE (and AVX, which needs it), AES-NI, PCLMULQDQ, MOVBE, RDRAND;
+ * FSGSBASE, SMAP (stac/clac), INVPCID, RDSEED; RDPID. */
+#define LX_EMU_MISSING_1_ECX ((1u << 13) | (1u << 23) | (1u << 17) | (1u << 26) | (1u << 27) | (1u << 28) | \
+                              (1u << 25) | (1u << 1) | (1u << 22) | (1u << 30))
+#define LX_EMU_MISSING_7_EBX ((1u << 0) | (1u << 20) | (1u << 10) | (1u << 18))
+#define LX_EMU_MISSING_7_ECX (1u << 22)
+
 static vmt_status set_cpuid(vmt_kvm *k)
 {
     struct {
@@ -308,9 +319,18 @@ static vmt_status set_cpuid(vmt_kvm *k)
     } cpuid = {.c.nent = 256};
     if (ioctl(k->kvm_fd, KVM_GET_SUPPORTED_CPUID, &cpuid) < 0)
         return VMT_E_DRIVER;
-    for (unsigned i = 0; i < cpuid.c.nent; i++)
-        if (cpuid.e[i].function == 1)
-            cpuid.e[i].ecx |= 1u << 31; /* running under a hypervisor: look for KVM's leaves */
+    for (unsigned i = 0; i < cpuid.c.nent; i++) {
+        struct kvm_cpuid_entry2 *e = &cpuid.e[i];
+        if (e->function == 1) {
+            e->ecx |= 1u << 31; /* running under a hypervisor: look for KVM's leaves */
+            if (k->emulated_cpl0)
+                e->ecx &= ~LX_EMU_MISSING_1_ECX;
+        }
+        if (e->function == 7 && e->index == 0 && k->emulated_cpl0) {
+            e->ebx &= ~LX_EMU_MISSING_7_EBX;
+            e->ecx &= ~LX_EMU_MISSING_7_ECX;
+        }
+    }
     if (ioctl(k->vcpu_fd, KVM_SET_CPUID2, &cpuid) < 0) {
         vmt_log(VMT_LOG_ERROR, "kvm: KVM_SET_CPUID2: %s", strerror(errno));
         return VMT_E_DRIVER;
@@ -379,6 +399,7 @@ static vmt_status enter_64bit(vmt_kvm *k, uint64_t entry)
 vmt_status kvm_linux_boot(vmt_kvm *k, const vmt_kvm_opts *o)
 {
     lx_image im = {0};
+    k->emulated_cpl0 = vmt_kvm_emulates_kernel_mode();
     im.file = read_file(o->kernel_path, &im.len);
     if (!im.file)
         return VMT_E_INVALID;
@@ -404,6 +425,11 @@ vmt_status kvm_linux_boot(vmt_kvm *k, const vmt_kvm_opts *o)
                 im.elf ? "vmlinux" : "bzImage", im.len >> 10, (unsigned long long)im.entry);
     free(im.file);
     return st;
+}
+
+bool vmt_kvm_emulates_kernel_mode(void)
+{
+    return access("/sys/module/kvm_pvm", F_OK) == 0;
 }
 
 /* ---- port I/O of the board ---- */

@@ -49,6 +49,13 @@ typedef struct vmt_kvm_opts {
  * no ACPI and no PCI, reset through the keyboard controller. */
 extern const char *const vmt_kvm_linux_default_cmdline;
 
+/* linux: true where the host's KVM is kvm_pvm, a software hypervisor that
+ * runs guest kernel-mode code in KVM's instruction emulator, one
+ * instruction at a time (user mode runs natively). A stock Linux kernel
+ * boots there, but thousands of times slower than on hardware
+ * virtualization: minutes to reach user space. */
+bool vmt_kvm_emulates_kernel_mode(void);
+
 /* linux: queues bytes for the guest to read from COM1 (its console
  * input). VMT_E_UNSUPPORTED if the guest is not a Linux boot, VMT_E_NOMEM
  * if the 4 KiB receive buffer cannot take them all (nothing queued). */
