@@ -34,7 +34,12 @@
  *   (symbol `vmt_bp_entry`), so a VMM that traps fetches there traps nothing
  *   else; it leaves that page within three instructions;
  * - VMT_GUEST_NPROCS ring-3 processes, each with its own CR3, published in
- *   stats->proc_cr3[] before the first one runs; user layout below. */
+ *   stats->proc_cr3[] before the first one runs; user layout below;
+ * - system calls are a `cli` at symbol lib_syscall_site in ring 3: the #GP
+ *   it raises is the kernel entry (a VMM sees ordinary #GP faults there);
+ * - the guest's own int3: lib_int3 (CPL 3, always) and kernel_int3_probe
+ *   (CPL 0, only with VMT_GUEST_F_KERNEL_INT3); any other #BP that reaches
+ *   the guest ends the run with VMT_GUEST_EXIT_BAD_BP. */
 #ifndef VMITAP_GUEST_ABI_H
 #define VMITAP_GUEST_ABI_H
 

@@ -190,9 +190,16 @@ static vmt_status op_get_regs(void *d, vmt_vcpu vcpu, vmt_regs *out)
 
 static vmt_status op_set_regs(void *d, vmt_vcpu vcpu, const vmt_regs *regs)
 {
+    vmt_kvm *k = d;
     if (vcpu != 0 || !regs)
         return VMT_E_INVALID;
-    return kvm_regs_set(d, regs);
+    if (k->read_pending) {
+        /* KVM re-executes the reading instruction with the data we give
+         * it and would overwrite these registers: use resp.set_regs. */
+        vmt_log(VMT_LOG_WARN, "kvm: set_regs during a read event: use the response's set_regs");
+        return VMT_E_CONFLICT;
+    }
+    return kvm_regs_set(k, regs);
 }
 
 /* Only single-step is switchable: memory-access and breakpoint events

@@ -38,8 +38,13 @@
 
 enum kvm_class { CLASS_NORMAL = 0, CLASS_RO = 1, CLASS_HOLE = 2 };
 
+/* Stored with a frame's access in a view: set with
+ * VMT_SET_ACCESS_IGNORE_PAGE_WALK_UPDATES, the frame holds page tables and
+ * must stay walkable by the CPU (see kvm_op_set_access). */
+#define KVM_ACCESS_WALK 8
+
 /* A view: default access plus the frames that differ from it. Values of
- * `frames` pack (backing gfn << 3) | access. */
+ * `frames` pack (backing gfn << 4) | access (with KVM_ACCESS_WALK). */
 typedef struct kvm_view {
     vmt_access def;
     GHashTable *frames; /* gfn -> packed entry */
@@ -113,6 +118,7 @@ struct vmt_kvm {
     bool paused;
     bool monitor_ss;    /* report every instruction as SINGLESTEP */
     bool pending_ss;    /* a SINGLESTEP event is due before running again */
+    bool read_pending;  /* an MMIO read awaits its data (during a callback) */
     bool have_timer;
     timer_t timer;      /* bounds KVM_RUN for wait_for_event's timeout */
     uint32_t dbg_flags; /* KVM_SET_GUEST_DEBUG control currently set */

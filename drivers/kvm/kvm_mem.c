@@ -203,6 +203,8 @@ vmt_status kvm_install(vmt_kvm *k, vmt_gfn gfn, unsigned cls, vmt_gfn backing)
 
 unsigned kvm_class_of(vmt_access a)
 {
+    if ((a & KVM_ACCESS_WALK) && (a & VMT_ACCESS_R))
+        a = (vmt_access)(a | VMT_ACCESS_X);
     if ((a & VMT_ACCESS_R) && (a & VMT_ACCESS_X))
         return (a & VMT_ACCESS_W) ? CLASS_NORMAL : CLASS_RO;
     return CLASS_HOLE;

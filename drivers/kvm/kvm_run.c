@@ -645,7 +645,9 @@ static vmt_status deliver(vmt_kvm *k, pending_ev *p, vmt_event_fn fn, void *user
 {
     vmt_response resp = {.action = VMT_ACTION_CONTINUE};
     k->ctr.events++;
+    k->read_pending = p->kind == EV_MMIO && !k->run->mmio.is_write;
     vmt_status st = fn ? fn(user, &p->ev, &resp) : VMT_OK;
+    k->read_pending = false;
     if (st != VMT_OK)
         vmt_log(VMT_LOG_WARN, "kvm: event callback returned %s; continuing", vmt_status_str(st));
     vmt_log(VMT_LOG_DEBUG, "kvm: event %d (kind %d) at rip 0x%llx view %u -> action %d", p->ev.reason, p->kind,

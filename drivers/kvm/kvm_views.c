@@ -6,7 +6,7 @@
 #include "drivers/kvm/kvm_internal.h"
 #include "vmitap/log.h"
 
-#define PACK(backing, acc) GSIZE_TO_POINTER(((gsize)(backing) << 3) | (gsize)(acc))
+#define PACK(backing, acc) GSIZE_TO_POINTER(((gsize)(backing) << 4) | (gsize)(acc))
 
 static kvm_view *view_new(vmt_access def)
 {
@@ -45,8 +45,8 @@ void kvm_view_lookup(const kvm_view *v, vmt_gfn gfn, vmt_access *acc, vmt_gfn *b
     gpointer val;
     if (g_hash_table_lookup_extended(v->frames, GSIZE_TO_POINTER(gfn), NULL, &val)) {
         gsize e = GPOINTER_TO_SIZE(val);
-        *acc = (vmt_access)(e & 7);
-        *backing = e >> 3;
+        *acc = (vmt_access)(e & 15);
+        *backing = e >> 4;
     } else {
         *acc = v->def;
         *backing = gfn;
@@ -129,16 +129,21 @@ vmt_status kvm_op_get_access(void *d, vmt_gfn gfn, vmt_view view, vmt_access *ou
     if (gfn >= k->ram_frames)
         return VMT_E_OUT_OF_BOUNDS;
     vmt_gfn backing;
-    kvm_view_lookup(v, gfn, out, &backing);
+    vmt_access acc;
+    kvm_view_lookup(v, gfn, &acc, &backing);
+    *out = (vmt_access)(acc & VMT_ACCESS_RWX);
     return VMT_OK;
 }
 
-/* flags: VMT_SET_ACCESS_IGNORE_PAGE_WALK_UPDATES needs nothing here: the
- * guest's page walker never faults on its own A/D updates under KVM. */
+/* flags: VMT_SET_ACCESS_IGNORE_PAGE_WALK_UPDATES says the frame holds page
+ * tables. The CPU cannot walk page tables in a frame without a memslot
+ * (the guest would take a fault it cannot handle), so such a frame, when
+ * it keeps R, stays mapped even without X: fetches from it are then not
+ * trapped (nobody executes page tables); writes still are. The CPU's own
+ * A/D-bit updates produce no events under KVM either way. */
 vmt_status kvm_op_set_access(void *d, vmt_gfn gfn, vmt_view view, vmt_access access, unsigned flags)
 {
     vmt_kvm *k = d;
-    (void)flags;
     vmt_status st = check_access(access);
     if (st != VMT_OK)
         return st;
@@ -150,6 +155,8 @@ vmt_status kvm_op_set_access(void *d, vmt_gfn gfn, vmt_view view, vmt_access acc
     vmt_access acc;
     vmt_gfn backing;
     kvm_view_lookup(v, gfn, &acc, &backing);
+    if (flags & VMT_SET_ACCESS_IGNORE_PAGE_WALK_UPDATES)
+        access = (vmt_access)(access | KVM_ACCESS_WALK);
     return view_update(k, view, v, gfn, access, backing);
 }
 

@@ -11,5 +11,6 @@
 #include "vmitap/bpm.h"
 #include "vmitap/mock.h"
 #include "vmitap/kvm.h"
+#include "vmitap/tracer.h"
 
 #endif /* VMITAP_VMITAP_H */

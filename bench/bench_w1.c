@@ -1,0 +1,235 @@
+/* W1 of BENCHMARKS.md: the breakpoint manager alone, with a no-op
+ * controller over the mock driver.
+ *
+ *   bench_w1 [N ...]        default: 1024 131072 1048576
+ *
+ * Phases, each repeated REPS times on a fresh manager (the median is
+ * printed): insert N breakpoints with vmt_bpm_insert_with_hint (8 per 4 KiB
+ * page), 1,000,000 vmt_bpm_contains_by_event (90% at breakpoints, 10% at
+ * other addresses of their pages), a PAGE_OUT per page and a PAGE_IN per
+ * breakpoint, and vmt_bpm_remove_with_hint of all N. Bytes per breakpoint
+ * is the growth of the resident set over the inserts. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vmitap/bpm.h"
+#include "vmitap/mock.h"
+
+#define REPS 5
+#define LOOKUPS 1000000
+#define VA0 0xffff800000000000ull
+#define PA0 0x100000000ull
+#define ROOT 0x1000ull
+#define STRIDE 0x200ull
+
+static bool noop_check_event(void *self, const vmt_event *ev, vmt_view *view, vmt_gfn *gfn)
+{
+    (void)self;
+    if (ev->reason != VMT_EVENT_SOFTWARE_BREAKPOINT)
+        return false;
+    *view = ev->view;
+    *gfn = ev->u.software_breakpoint.gfn;
+    return true;
+}
+
+static vmt_status noop_bp(void *self, vmt_core *vmi, vmt_pa pa, vmt_view view)
+{
+    (void)self, (void)vmi, (void)pa, (void)view;
+    return VMT_OK;
+}
+
+static vmt_status noop_page(void *self, vmt_core *vmi, vmt_gfn gfn, vmt_view view)
+{
+    (void)self, (void)vmi, (void)gfn, (void)view;
+    return VMT_OK;
+}
+
+static const vmt_tap_controller_ops noop_ops = {
+    .check_event = noop_check_event,
+    .insert_breakpoint = noop_bp,
+    .remove_breakpoint = noop_bp,
+    .monitor = noop_page,
+    .unmonitor = noop_page,
+};
+
+static double now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+static long rss_bytes(void)
+{
+    long pages_total, pages_res;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f || fscanf(f, "%ld %ld", &pages_total, &pages_res) != 2) {
+        if (f)
+            fclose(f);
+        return 0;
+    }
+    fclose(f);
+    return pages_res * sysconf(_SC_PAGESIZE);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static void die(const char *what, vmt_status st)
+{
+    fprintf(stderr, "bench_w1: %s: %s\n", what, vmt_status_str(st));
+    exit(1);
+}
+
+static vmt_breakpoint bp_at(size_t i)
+{
+    vmt_breakpoint bp = {.ctx = vmt_ctx(VA0 + i * STRIDE, ROOT)};
+    return bp;
+}
+
+/* xorshift64*: reproducible addresses for the lookups. */
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 0x2545f4914f6cdd1dull;
+}
+
+typedef struct result {
+    double insert, contains, page_out, page_in, remove, bytes;
+} result;
+
+static void run_once(vmt_core *vmi, size_t n, result *r, vmt_event *evs)
+{
+    vmt_bpm *bpm;
+    vmt_status st = vmt_bpm_new((vmt_tap_controller){&noop_ops, NULL}, &bpm);
+    if (st)
+        die("bpm_new", st);
+    long rss0 = rss_bytes();
+    double t0 = now_ns();
+    for (size_t i = 0; i < n; i++) {
+        vmt_breakpoint bp = bp_at(i);
+        vmt_pa pa = PA0 + i * STRIDE;
+        bool ins;
+        if ((st = vmt_bpm_insert_with_hint(bpm, vmi, &bp, &pa, &ins)) || !ins)
+            die("insert", st);
+    }
+    double t1 = now_ns();
+    r->insert = (t1 - t0) / n;
+    r->bytes = (double)(rss_bytes() - rss0) / n;
+
+    size_t hits = 0;
+    t0 = now_ns();
+    for (size_t i = 0; i < LOOKUPS; i++)
+        hits += vmt_bpm_contains_by_event(bpm, &evs[i], 0);
+    t1 = now_ns();
+    r->contains = (t1 - t0) / LOOKUPS;
+    if (hits < LOOKUPS * 8 / 10)
+        die("contains: too few hits", VMT_E_CONFLICT);
+
+    size_t pages = n / 8;
+    t0 = now_ns();
+    for (size_t p = 0; p < pages; p++) {
+        vmt_ptm_event ev = {.kind = VMT_PTM_PAGE_OUT, .view = 0, .ctx = vmt_ctx(VA0 + p * 4096, ROOT),
+                            .pa = PA0 + p * 4096};
+        bool upd;
+        if ((st = vmt_bpm_handle_ptm_event(bpm, vmi, &ev, &upd)) || !upd)
+            die("page_out", st);
+    }
+    t1 = now_ns();
+    r->page_out = (t1 - t0) / pages;
+    t0 = now_ns();
+    for (size_t i = 0; i < n; i++) {
+        vmt_ptm_event ev = {.kind = VMT_PTM_PAGE_IN, .view = 0, .ctx = vmt_ctx(VA0 + i * STRIDE, ROOT),
+                            .pa = PA0 + i * STRIDE};
+        bool upd;
+        if ((st = vmt_bpm_handle_ptm_event(bpm, vmi, &ev, &upd)) || !upd)
+            die("page_in", st);
+    }
+    t1 = now_ns();
+    r->page_in = (t1 - t0) / n;
+    vmt_bpm_stats stats;
+    vmt_bpm_stats_get(bpm, &stats);
+    if (stats.active != n || stats.pending != 0)
+        die("after page-in: not all active", VMT_E_CONFLICT);
+
+    t0 = now_ns();
+    for (size_t i = 0; i < n; i++) {
+        vmt_breakpoint bp = bp_at(i);
+        vmt_pa pa = PA0 + i * STRIDE;
+        bool rem;
+        if ((st = vmt_bpm_remove_with_hint(bpm, vmi, &bp, &pa, &rem)) || !rem)
+            die("remove", st);
+    }
+    t1 = now_ns();
+    r->remove = (t1 - t0) / n;
+    vmt_bpm_free(bpm);
+}
+
+static void bench(vmt_core *vmi, size_t n)
+{
+    vmt_event *evs = calloc(LOOKUPS, sizeof *evs);
+    uint64_t seed = 0x5eed0000u + n;
+    for (size_t i = 0; i < LOOKUPS; i++) {
+        size_t b = rng_next(&seed) % n;
+        vmt_va va = VA0 + b * STRIDE;
+        if (rng_next(&seed) % 10 == 0)
+            va += 1 + rng_next(&seed) % (STRIDE - 1); /* same page, no breakpoint */
+        evs[i].has_view = true;
+        evs[i].reason = VMT_EVENT_SOFTWARE_BREAKPOINT;
+        evs[i].regs.rip = va;
+        evs[i].regs.cr3 = ROOT;
+        evs[i].u.software_breakpoint.gfn = vmt_gfn_from_pa(PA0 + (va - VA0));
+    }
+    double v[6][REPS];
+    for (int rep = 0; rep < REPS; rep++) {
+        result r;
+        run_once(vmi, n, &r, evs);
+        v[0][rep] = r.insert, v[1][rep] = r.contains, v[2][rep] = r.page_out;
+        v[3][rep] = r.page_in, v[4][rep] = r.remove, v[5][rep] = r.bytes;
+    }
+    free(evs);
+    static const char *phase[] = {"insert", "contains", "page_out", "page_in", "remove"};
+    static const long ops[] = {0, LOOKUPS, 0, 0, 0};
+    for (int p = 0; p < 5; p++) {
+        long o = ops[p] ? ops[p] : (p == 2 ? (long)n / 8 : (long)n);
+        printf("w1 n=%zu phase=%s ns_per_op=%.1f ops=%ld reps=%d\n", n, phase[p], median(v[p], REPS), o, REPS);
+    }
+    double po = median(v[2], REPS), pi = median(v[3], REPS);
+    printf("w1 n=%zu phase=page_cycle ns_per_page=%.1f\n", n, po + 8 * pi);
+    /* The first repetition grows the heap; later ones reuse freed memory. */
+    printf("w1 n=%zu bytes_per_bp=%.1f\n", n, v[5][0]);
+    fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+    vmt_core *vmi;
+    vmt_status st = vmt_mock_core_new(NULL, &vmi, NULL);
+    if (st)
+        die("mock", st);
+    if (argc > 1) {
+        for (int i = 1; i < argc; i++)
+            bench(vmi, strtoull(argv[i], NULL, 0));
+    } else {
+        bench(vmi, 1024);
+        bench(vmi, 131072);
+        bench(vmi, 1048576);
+    }
+    vmt_core_free(vmi);
+    return 0;
+}

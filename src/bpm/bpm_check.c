@@ -1,0 +1,244 @@
+/* vmt_bpm_check: recomputes every index from the others and compares; and
+ * the internal accessors of bpm_internal.h. Linear in the manager's size:
+ * meant for tests and the fuzzer, not for hot paths. */
+#include "bpm/bpm_impl.h"
+#include "bpm/bpm_internal.h"
+#include "vmitap/log.h"
+
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        vmt_log(VMT_LOG_ERROR, "bpm_check: " __VA_ARGS__);                                         \
+        return false;                                                                              \
+    } while (0)
+
+typedef struct totals {
+    size_t arms, pending, global_claims;
+    GHashTable *global_counts; /* bpm_global* -> count */
+} totals;
+
+static bool in_pending_chain(const bpm_view *vs, const bpm_claim *c)
+{
+    for (bpm_claim *p = g_hash_table_lookup(vs->pending, c); p; p = p->next_pending)
+        if (p == c)
+            return true;
+    return false;
+}
+
+static bool check_claim(const vmt_bpm *bpm, const bpm_claim *head, const bpm_claim *c, totals *t)
+{
+    if (c->key != head->key || !vmt_ctx_eq(c->ctx, head->ctx))
+        FAIL("claim chained under another (key, ctx)");
+    for (const bpm_claim *o = head; o != c; o = o->next_view)
+        if (o->view == c->view)
+            FAIL("two claims for view %u, key %llu", c->view, (unsigned long long)c->key);
+    if (!c->pending && c->n_arms == 0)
+        FAIL("claim neither pending nor armed");
+    if (c->arms_cap == 0 && c->n_arms > 1)
+        FAIL("inline arms overflow");
+    for (unsigned i = 0; i < c->n_arms; i++) {
+        bpm_arm *a = bpm_claim_arm((bpm_claim *)c, i);
+        if (g_hash_table_lookup(bpm->pages, &a->page->id) != a->page)
+            FAIL("arm on a page not in the page index");
+        if (a->gfn != bpm_page_gfn(a->page))
+            FAIL("arm's gfn differs from its page's");
+        if (bpm_page_view(a->page) != c->view)
+            FAIL("arm on a page of another view");
+        if (a->idx >= a->page->n_claims || a->page->claims[a->idx] != c)
+            FAIL("arm index does not point back at its claim");
+        for (unsigned j = 0; j < i; j++)
+            if (bpm_claim_arm((bpm_claim *)c, j)->page == a->page)
+                FAIL("claim armed twice on one page");
+    }
+    if (c->pending) {
+        bpm_view *vs = bpm_view_lookup(bpm, c->view);
+        if (!vs || !in_pending_chain(vs, c))
+            FAIL("pending claim missing from its view's pending index");
+        t->pending++;
+    }
+    if (c->global) {
+        bpm_global *g = bpm_global_lookup(bpm, c->view, c->ctx.va);
+        if (!g || g->root != c->ctx.root)
+            FAIL("global claim without its canonical root");
+        guint n = GPOINTER_TO_UINT(g_hash_table_lookup(t->global_counts, g));
+        g_hash_table_insert(t->global_counts, g, GUINT_TO_POINTER(n + 1));
+        t->global_claims++;
+    }
+    t->arms += c->n_arms;
+    return true;
+}
+
+static bool check_page(const vmt_bpm *bpm, const bpm_page *page)
+{
+    if (page->n_claims == 0)
+        FAIL("empty page");
+    uint32_t sum = 0;
+    for (unsigned i = 0; i < page->n_offs; i++) {
+        uint32_t n = 0;
+        for (uint32_t j = 0; j < page->n_claims; j++)
+            n += bpm_va_off(page->claims[j]->ctx.va) == page->offs[i].off;
+        if (n == 0 || n != page->offs[i].count)
+            FAIL("offset count of 0x%x is %u, %u claims there", page->offs[i].off, page->offs[i].count, n);
+        for (unsigned j = 0; j < i; j++)
+            if (page->offs[j].off == page->offs[i].off)
+                FAIL("offset listed twice");
+        sum += n;
+    }
+    if (sum != page->n_claims)
+        FAIL("claims at offsets not counted");
+    for (uint32_t j = 0; j < page->n_claims; j++) {
+        bpm_claim *c = page->claims[j];
+        if (c->view != bpm_page_view(page))
+            FAIL("claim of another view on a page");
+        bool back = false;
+        for (unsigned i = 0; i < c->n_arms; i++) {
+            bpm_arm *a = bpm_claim_arm(c, i);
+            back |= a->page == page && a->idx == j;
+        }
+        if (!back)
+            FAIL("page lists a claim not armed on it");
+        if (bpm_claim_lookup(bpm, c->view, c->key, c->ctx) != c)
+            FAIL("page lists a claim missing from the claim index");
+    }
+    return true;
+}
+
+static bool check_view(const vmt_bpm *bpm, const bpm_view *vs, size_t *pages, size_t *pending)
+{
+    if (vs->n_pages == 0 && vs->n_pending == 0)
+        FAIL("empty view %u kept", vs->view);
+    size_t n = 0;
+    for (const bpm_page *p = vs->pages; p; p = p->next) {
+        if (bpm_page_view(p) != vs->view || g_hash_table_lookup(bpm->pages, &p->id) != p)
+            FAIL("view %u lists a foreign page", vs->view);
+        if ((p->prev ? p->prev->next : vs->pages) != p)
+            FAIL("broken page list");
+        n++;
+    }
+    if (n != vs->n_pages)
+        FAIL("view %u: %zu pages listed, %zu counted", vs->view, n, vs->n_pages);
+    *pages += n;
+    size_t np = 0;
+    GHashTableIter it;
+    gpointer k, v;
+    g_hash_table_iter_init(&it, vs->pending);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        for (bpm_claim *c = k; c; c = c->next_pending) {
+            if (!c->pending || c->view != vs->view || !vmt_ctx_eq(c->ctx, ((bpm_claim *)k)->ctx))
+                FAIL("foreign claim in view %u's pending index", vs->view);
+            if (bpm_claim_lookup(bpm, c->view, c->key, c->ctx) != c)
+                FAIL("pending claim missing from the claim index");
+            np++;
+        }
+    }
+    if (np != vs->n_pending)
+        FAIL("view %u: %zu pending listed, %zu counted", vs->view, np, vs->n_pending);
+    *pending += np;
+    return true;
+}
+
+static bool check_all(const vmt_bpm *bpm)
+{
+    totals t = {.global_counts = g_hash_table_new(g_direct_hash, g_direct_equal)};
+    bool ok = true;
+    GHashTableIter it;
+    gpointer k, v;
+    g_hash_table_iter_init(&it, bpm->claims);
+    while (ok && g_hash_table_iter_next(&it, &k, &v))
+        for (const bpm_claim *c = k; ok && c; c = c->next_view)
+            ok = check_claim(bpm, k, c, &t);
+    if (ok) {
+        g_hash_table_iter_init(&it, bpm->globals);
+        while (ok && g_hash_table_iter_next(&it, &k, &v)) {
+            bpm_global *g = k;
+            guint n = GPOINTER_TO_UINT(g_hash_table_lookup(t.global_counts, g));
+            if (g->count == 0 || g->count != n) {
+                vmt_log(VMT_LOG_ERROR, "bpm_check: global record counts %u claims, found %u", g->count, n);
+                ok = false;
+            }
+        }
+    }
+    g_hash_table_destroy(t.global_counts);
+    if (!ok)
+        return false;
+    if (t.arms != bpm->n_arms || t.pending != bpm->n_pending)
+        FAIL("totals: %zu arms (counted %zu), %zu pending (counted %zu)", t.arms, bpm->n_arms, t.pending,
+             bpm->n_pending);
+    size_t page_arms = 0;
+    g_hash_table_iter_init(&it, bpm->pages);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        if (!check_page(bpm, k))
+            return false;
+        page_arms += ((bpm_page *)k)->n_claims;
+    }
+    if (page_arms != t.arms)
+        FAIL("pages hold %zu arms, claims %zu", page_arms, t.arms);
+    size_t pages = 0, pending = 0;
+    g_hash_table_iter_init(&it, bpm->views);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        if ((vmt_view)GPOINTER_TO_UINT(k) != ((bpm_view *)v)->view)
+            FAIL("view filed under another id");
+        if (!check_view(bpm, v, &pages, &pending))
+            return false;
+    }
+    if (pages != g_hash_table_size(bpm->pages) || pending != t.pending)
+        FAIL("views list %zu pages, %zu pending", pages, pending);
+    return true;
+}
+
+vmt_status vmt_bpm_check(const vmt_bpm *bpm)
+{
+    if (!bpm)
+        return VMT_E_INVALID;
+    return check_all(bpm) ? VMT_OK : VMT_E_CONFLICT;
+}
+
+/* ---- accessors ---- */
+
+void vmt_bpm_foreach_arm(const vmt_bpm *bpm, vmt_bpm_arm_fn fn, void *user)
+{
+    GHashTableIter it;
+    gpointer k, v;
+    g_hash_table_iter_init(&it, bpm->pages);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        bpm_page *page = k;
+        for (uint32_t i = 0; i < page->n_claims; i++) {
+            vmt_breakpoint bp = bpm_claim_breakpoint(page->claims[i]);
+            fn(user, &bp, bpm_page_gfn(page));
+        }
+    }
+}
+
+void vmt_bpm_foreach_pending(const vmt_bpm *bpm, vmt_bpm_claim_fn fn, void *user)
+{
+    GHashTableIter vit, it;
+    gpointer k, v;
+    g_hash_table_iter_init(&vit, bpm->views);
+    while (g_hash_table_iter_next(&vit, &k, &v)) {
+        bpm_view *vs = v;
+        gpointer ck, cv;
+        g_hash_table_iter_init(&it, vs->pending);
+        while (g_hash_table_iter_next(&it, &ck, &cv))
+            for (bpm_claim *c = ck; c; c = c->next_pending) {
+                vmt_breakpoint bp = bpm_claim_breakpoint(c);
+                fn(user, &bp);
+            }
+    }
+}
+
+size_t vmt_bpm_foreach_claim_on_page(const vmt_bpm *bpm, vmt_view view, vmt_gfn gfn,
+                                     vmt_bpm_claim_fn fn, void *user)
+{
+    bpm_page *page = bpm ? bpm_page_lookup(bpm, view, gfn) : NULL;
+    if (!page)
+        return 0;
+    for (uint32_t i = 0; fn && i < page->n_claims; i++) {
+        vmt_breakpoint bp = bpm_claim_breakpoint(page->claims[i]);
+        fn(user, &bp);
+    }
+    return page->n_claims;
+}
+
+bool vmt_bpm_has_page(const vmt_bpm *bpm, vmt_view view, vmt_gfn gfn)
+{
+    return bpm && bpm_page_lookup(bpm, view, gfn) != NULL;
+}

@@ -1,0 +1,118 @@
+/* The breakpoint manager's data structures, shared by bpm.c (operations)
+ * and bpm_check.c (consistency check, accessors). Nothing else includes it.
+ *
+ * A claim is one breakpoint per (view, key, ctx); a global claim's ctx
+ * carries the canonical root of its (view, va). A claim exists while it is
+ * pending (has a pending copy) or armed on at least one frame. Indexes:
+ *
+ *   claims   (key, ctx) -> chain of claims, one per view  ("locations per
+ *            (key, ctx)": each claim lists the frames it is armed on)
+ *   pages    (view, gfn) -> page: the claims armed on that frame and a
+ *            count per page offset (one controller trap per (view, pa))
+ *   views    view -> its pages (a list: "frames per view") and its pending
+ *            claims by ctx ("pending claims per (view, ctx)")
+ *   globals  (view, va) -> canonical root and number of global claims
+ *
+ * Hash tables store the record itself as the key (g_hash_table_add), with
+ * hash and equality on the record's identity fields, so that a lookup
+ * needs no allocation and an entry costs one pointer. Chained records (the
+ * other views of a (key, ctx), the other keys pending at a (view, ctx))
+ * hang off the record the table holds. */
+#ifndef VMITAP_BPM_IMPL_H
+#define VMITAP_BPM_IMPL_H
+
+#include <glib.h>
+
+#include "vmitap/bpm.h"
+
+typedef struct bpm_page bpm_page;
+
+/* One frame a claim is armed on, and the claim's slot in page->claims.
+ * The gfn duplicates page->id so that an event lookup need not touch the
+ * page (one cache miss less on the hot path). */
+typedef struct bpm_arm {
+    bpm_page *page;
+    vmt_gfn gfn;
+    uint32_t idx;
+} bpm_arm;
+
+typedef struct bpm_claim {
+    uint64_t key;
+    vmt_addr_ctx ctx;
+    uintptr_t tag;
+    vmt_view view;
+    bool global;
+    bool pending;      /* has a pending copy, linked in its view's pending index */
+    uint16_t n_arms;   /* frames armed on */
+    uint16_t arms_cap; /* 0: the one arm is inline in arms.one */
+    union {
+        bpm_arm one;
+        bpm_arm *many;
+    } arms;
+    struct bpm_claim *next_view;    /* same (key, ctx), another view */
+    struct bpm_claim *next_pending; /* same (view, ctx), another key, also pending */
+} bpm_claim;
+
+typedef struct bpm_off {
+    uint16_t off;   /* page offset of a trap */
+    uint32_t count; /* claims armed at it */
+} bpm_off;
+
+struct bpm_page {
+    uint64_t id; /* (view, gfn) packed */
+    bpm_page *prev, *next; /* in the view's page list */
+    bpm_claim **claims;
+    uint32_t n_claims, cap;
+    bpm_off *offs;
+    uint16_t n_offs, offs_cap;
+    bool monitored; /* controller monitor done (false only after a double fault) */
+};
+
+typedef struct bpm_view {
+    vmt_view view;
+    bpm_page *pages; /* list head */
+    size_t n_pages;
+    GHashTable *pending; /* head claim of each (view, ctx) chain, by ctx */
+    size_t n_pending;
+} bpm_view;
+
+typedef struct bpm_global {
+    uint64_t id; /* (view, va) packed */
+    vmt_pa root; /* canonical root */
+    uint32_t count; /* global claims (pending or armed) at (view, va) */
+} bpm_global;
+
+struct vmt_bpm {
+    vmt_tap_controller ctl;
+    GHashTable *claims;  /* bpm_claim (chain heads) by (key, ctx) */
+    GHashTable *pages;   /* bpm_page by id */
+    GHashTable *views;   /* GUINT_TO_POINTER(view) -> bpm_view */
+    GHashTable *globals; /* bpm_global by id */
+    size_t n_arms;       /* armed (claim, frame) pairs */
+    size_t n_pending;    /* pending claims */
+    bool gc_views;       /* some view may have become empty */
+};
+
+static inline uint64_t bpm_page_id(vmt_view view, vmt_gfn gfn) { return ((uint64_t)view << 48) | gfn; }
+static inline vmt_gfn bpm_page_gfn(const bpm_page *p) { return p->id & ((1ull << 48) - 1); }
+static inline vmt_view bpm_page_view(const bpm_page *p) { return (vmt_view)(p->id >> 48); }
+/* Canonical VAs have 48 significant bits. */
+static inline uint64_t bpm_global_id(vmt_view view, vmt_va va)
+{
+    return ((uint64_t)view << 48) | (va & ((1ull << 48) - 1));
+}
+static inline unsigned bpm_va_off(vmt_va va) { return (unsigned)(va & (VMT_PAGE_SIZE - 1)); }
+
+static inline bpm_arm *bpm_claim_arm(bpm_claim *c, unsigned i)
+{
+    return c->arms_cap ? &c->arms.many[i] : &c->arms.one;
+}
+
+/* Lookups shared with the checker. */
+bpm_claim *bpm_claim_lookup(const vmt_bpm *bpm, vmt_view view, uint64_t key, vmt_addr_ctx ctx);
+bpm_page *bpm_page_lookup(const vmt_bpm *bpm, vmt_view view, vmt_gfn gfn);
+bpm_global *bpm_global_lookup(const vmt_bpm *bpm, vmt_view view, vmt_va va);
+bpm_view *bpm_view_lookup(const vmt_bpm *bpm, vmt_view view);
+vmt_breakpoint bpm_claim_breakpoint(const bpm_claim *c);
+
+#endif /* VMITAP_BPM_IMPL_H */

@@ -1,0 +1,257 @@
+/* The shadow-page interceptor (see interceptor.h). */
+#include "bpm/interceptor.h"
+
+#include <glib.h>
+#include <string.h>
+
+#include "vmitap/log.h"
+
+/* One trap on a shadow page: where, which bytes, what was under them. */
+typedef struct ic_trap {
+    uint16_t off;
+    uint8_t len;
+    uint32_t refs;
+    uint8_t bytes[VMT_INTERCEPTOR_MAX_TRAP];
+    uint8_t orig[VMT_INTERCEPTOR_MAX_TRAP];
+} ic_trap;
+
+/* A (view, frame) remapped to a shadow frame. */
+typedef struct ic_page {
+    gint64 id; /* (view, gfn) packed: the hash key */
+    vmt_view view;
+    vmt_gfn gfn;
+    vmt_gfn shadow;
+    GArray *traps; /* of ic_trap, few per page */
+} ic_page;
+
+struct vmt_interceptor {
+    GHashTable *pages; /* &page->id -> ic_page */
+};
+
+static gint64 pack(vmt_view view, vmt_gfn gfn) { return (gint64)(((uint64_t)view << 48) | gfn); }
+
+static void page_free(gpointer p)
+{
+    ic_page *page = p;
+    g_array_free(page->traps, TRUE);
+    g_free(page);
+}
+
+vmt_interceptor *vmt_interceptor_new(void)
+{
+    vmt_interceptor *ic = g_new0(vmt_interceptor, 1);
+    ic->pages = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, page_free);
+    return ic;
+}
+
+void vmt_interceptor_free(vmt_interceptor *ic)
+{
+    if (!ic)
+        return;
+    g_hash_table_destroy(ic->pages);
+    g_free(ic);
+}
+
+static ic_page *find_page(const vmt_interceptor *ic, vmt_view view, vmt_gfn gfn)
+{
+    gint64 id = pack(view, gfn);
+    return g_hash_table_lookup(ic->pages, &id);
+}
+
+static ic_trap *find_trap(ic_page *page, unsigned off)
+{
+    for (guint i = 0; i < page->traps->len; i++) {
+        ic_trap *t = &g_array_index(page->traps, ic_trap, i);
+        if (t->off == off)
+            return t;
+    }
+    return NULL;
+}
+
+/* True if [off, off+len) overlaps a trap starting elsewhere. */
+static bool overlaps_other(ic_page *page, unsigned off, size_t len)
+{
+    for (guint i = 0; i < page->traps->len; i++) {
+        ic_trap *t = &g_array_index(page->traps, ic_trap, i);
+        if (t->off != off && t->off < off + len && off < (unsigned)t->off + t->len)
+            return true;
+    }
+    return false;
+}
+
+static void free_shadow_or_log(vmt_core *vmi, vmt_gfn shadow)
+{
+    vmt_status st = vmt_core_free_gfn(vmi, shadow);
+    if (st != VMT_OK)
+        vmt_log(VMT_LOG_ERROR, "interceptor: shadow frame 0x%llx leaked (free_gfn: %s)",
+                (unsigned long long)shadow, vmt_status_str(st));
+}
+
+/* First trap of a frame: allocate a shadow, fill it with the frame's
+ * content and the trap, and remap the frame to it in the view. */
+static vmt_status new_shadow_page(vmt_interceptor *ic, vmt_core *vmi, vmt_view view, vmt_pa pa,
+                                  const uint8_t *trap, size_t len)
+{
+    vmt_gfn gfn = vmt_gfn_from_pa(pa);
+    unsigned off = pa & (VMT_PAGE_SIZE - 1);
+    uint8_t buf[VMT_PAGE_SIZE];
+    vmt_gfn shadow;
+    vmt_status st = vmt_core_allocate_gfn(vmi, &shadow);
+    if (st != VMT_OK)
+        return st;
+    st = vmt_core_read(vmi, vmt_pa_from_gfn(gfn), buf, sizeof buf);
+    ic_trap t = {.off = (uint16_t)off, .len = (uint8_t)len, .refs = 1};
+    if (st == VMT_OK) {
+        memcpy(t.orig, buf + off, len);
+        memcpy(t.bytes, trap, len);
+        memcpy(buf + off, trap, len);
+        st = vmt_core_write(vmi, vmt_pa_from_gfn(shadow), buf, sizeof buf);
+    }
+    if (st == VMT_OK)
+        st = vmt_core_change_view_gfn(vmi, view, gfn, shadow);
+    if (st != VMT_OK) {
+        free_shadow_or_log(vmi, shadow);
+        return st;
+    }
+    ic_page *page = g_new0(ic_page, 1);
+    page->id = pack(view, gfn);
+    page->view = view;
+    page->gfn = gfn;
+    page->shadow = shadow;
+    page->traps = g_array_new(FALSE, FALSE, sizeof(ic_trap));
+    g_array_append_val(page->traps, t);
+    g_hash_table_insert(ic->pages, &page->id, page);
+    return VMT_OK;
+}
+
+vmt_status vmt_interceptor_insert(vmt_interceptor *ic, vmt_core *vmi, vmt_view view, vmt_pa pa,
+                                  const uint8_t *trap, size_t len)
+{
+    if (!ic || !vmi || !trap || len == 0 || len > VMT_INTERCEPTOR_MAX_TRAP)
+        return VMT_E_INVALID;
+    unsigned off = pa & (VMT_PAGE_SIZE - 1);
+    if (off + len > VMT_PAGE_SIZE)
+        return VMT_E_OUT_OF_BOUNDS;
+    ic_page *page = find_page(ic, view, vmt_gfn_from_pa(pa));
+    if (!page)
+        return new_shadow_page(ic, vmi, view, pa, trap, len);
+
+    ic_trap *t = find_trap(page, off);
+    if (t) {
+        if (t->len != len || memcmp(t->bytes, trap, len) != 0)
+            return VMT_E_CONFLICT;
+        t->refs++;
+        return VMT_OK;
+    }
+    if (overlaps_other(page, off, len))
+        return VMT_E_CONFLICT;
+    /* The shadow holds what the guest sees in the view: keep those bytes. */
+    ic_trap nt = {.off = (uint16_t)off, .len = (uint8_t)len, .refs = 1};
+    vmt_pa spa = vmt_pa_from_gfn(page->shadow) + off;
+    vmt_status st = vmt_core_read(vmi, spa, nt.orig, len);
+    if (st == VMT_OK)
+        st = vmt_core_write(vmi, spa, trap, len);
+    if (st != VMT_OK)
+        return st;
+    memcpy(nt.bytes, trap, len);
+    g_array_append_val(page->traps, nt);
+    return VMT_OK;
+}
+
+/* Last trap of a frame: give the guest its own frame back, release the
+ * shadow. The shadow's content does not matter any more, so the original
+ * bytes need not be written into it. */
+static vmt_status drop_shadow_page(vmt_interceptor *ic, vmt_core *vmi, ic_page *page)
+{
+    vmt_status st = vmt_core_reset_view_gfn(vmi, page->view, page->gfn);
+    if (st != VMT_OK && st != VMT_E_VIEW_NOT_FOUND)
+        return st;
+    bool view_gone = st == VMT_E_VIEW_NOT_FOUND;
+    st = vmt_core_free_gfn(vmi, page->shadow);
+    if (st != VMT_OK) {
+        /* Undo the reset so that nothing changed; if that fails too the
+         * guest still sees its own frame (no trap), only the shadow leaks. */
+        if (view_gone || vmt_core_change_view_gfn(vmi, page->view, page->gfn, page->shadow) != VMT_OK) {
+            vmt_log(VMT_LOG_ERROR, "interceptor: shadow frame 0x%llx of view %u frame 0x%llx leaked",
+                    (unsigned long long)page->shadow, page->view, (unsigned long long)page->gfn);
+            g_hash_table_remove(ic->pages, &page->id);
+        }
+        return st;
+    }
+    g_hash_table_remove(ic->pages, &page->id);
+    return view_gone ? VMT_E_VIEW_NOT_FOUND : VMT_OK;
+}
+
+vmt_status vmt_interceptor_remove(vmt_interceptor *ic, vmt_core *vmi, vmt_view view, vmt_pa pa)
+{
+    if (!ic || !vmi)
+        return VMT_E_INVALID;
+    ic_page *page = find_page(ic, view, vmt_gfn_from_pa(pa));
+    ic_trap *t = page ? find_trap(page, pa & (VMT_PAGE_SIZE - 1)) : NULL;
+    if (!t) {
+        vmt_log(VMT_LOG_DEBUG, "interceptor: no trap at view %u pa 0x%llx", view,
+                (unsigned long long)pa);
+        return VMT_OK;
+    }
+    if (t->refs > 1) {
+        t->refs--;
+        return VMT_OK;
+    }
+    if (page->traps->len == 1)
+        return drop_shadow_page(ic, vmi, page);
+    vmt_status st = vmt_core_write(vmi, vmt_pa_from_gfn(page->shadow) + t->off, t->orig, t->len);
+    if (st != VMT_OK)
+        return st;
+    g_array_remove_index_fast(page->traps, (guint)(t - &g_array_index(page->traps, ic_trap, 0)));
+    return VMT_OK;
+}
+
+bool vmt_interceptor_shadow_gfn(const vmt_interceptor *ic, vmt_view view, vmt_gfn gfn,
+                                vmt_gfn *shadow)
+{
+    ic_page *page = ic ? find_page(ic, view, gfn) : NULL;
+    if (!page)
+        return false;
+    if (shadow)
+        *shadow = page->shadow;
+    return true;
+}
+
+unsigned vmt_interceptor_refs(const vmt_interceptor *ic, vmt_view view, vmt_pa pa)
+{
+    ic_page *page = ic ? find_page(ic, view, vmt_gfn_from_pa(pa)) : NULL;
+    ic_trap *t = page ? find_trap(page, pa & (VMT_PAGE_SIZE - 1)) : NULL;
+    return t ? t->refs : 0;
+}
+
+size_t vmt_interceptor_pages(const vmt_interceptor *ic)
+{
+    return ic ? g_hash_table_size(ic->pages) : 0;
+}
+
+vmt_status vmt_interceptor_read_original(const vmt_interceptor *ic, vmt_core *vmi, vmt_view view,
+                                         vmt_pa pa, void *buf, size_t len)
+{
+    if (!ic || !vmi || (!buf && len))
+        return VMT_E_INVALID;
+    unsigned off = pa & (VMT_PAGE_SIZE - 1);
+    if (off + len > VMT_PAGE_SIZE)
+        return VMT_E_OUT_OF_BOUNDS;
+    ic_page *page = find_page(ic, view, vmt_gfn_from_pa(pa));
+    if (!page)
+        return vmt_core_read(vmi, pa, buf, len);
+    uint8_t tmp[VMT_PAGE_SIZE];
+    vmt_status st = vmt_core_read(vmi, vmt_pa_from_gfn(page->shadow) + off, tmp, len);
+    if (st != VMT_OK)
+        return st;
+    for (guint i = 0; i < page->traps->len; i++) {
+        ic_trap *t = &g_array_index(page->traps, ic_trap, i);
+        for (unsigned b = 0; b < t->len; b++) {
+            unsigned at = t->off + b;
+            if (at >= off && at < off + len)
+                tmp[at - off] = t->orig[b];
+        }
+    }
+    memcpy(buf, tmp, len);
+    return VMT_OK;
+}

@@ -1,0 +1,61 @@
+/* The shadow-page interceptor: hides trap instructions from the guest.
+ *
+ * For each (view, frame) that holds at least one trap, the interceptor owns
+ * a shadow frame (from allocate_gfn) holding a copy of the guest's frame
+ * with the trap bytes written in, and remaps the frame to that shadow in the
+ * view (change_view_gfn). The guest's own frame is never written. Traps are
+ * reference-counted per (view, frame, offset); the original bytes under a
+ * trap are kept and written back exactly when its last reference goes. When
+ * the last trap of a frame goes, the view entry is reset and the shadow
+ * frame released.
+ *
+ * Every failing driver call is returned and, where the interceptor had
+ * already changed something, undone first, so that a failed call leaves the
+ * interceptor and the guest as they were. */
+#ifndef VMITAP_BPM_INTERCEPTOR_H
+#define VMITAP_BPM_INTERCEPTOR_H
+
+#include "vmitap/core.h"
+
+/* Longest trap instruction accepted (int3 is 1 byte, ud2 2). */
+#define VMT_INTERCEPTOR_MAX_TRAP 16
+
+typedef struct vmt_interceptor vmt_interceptor;
+
+vmt_interceptor *vmt_interceptor_new(void);
+/* Memory only: shadow frames are not released (no core here). Remove every
+ * trap first to restore the guest. */
+void vmt_interceptor_free(vmt_interceptor *ic);
+
+/* Writes the trap bytes at pa into the view's shadow of pa's frame, creating
+ * the shadow on the frame's first trap. A second insert at the same (view,
+ * pa) only takes a reference; it must carry the same bytes (VMT_E_CONFLICT
+ * otherwise, as for a trap overlapping another one at a different offset).
+ * VMT_E_OUT_OF_BOUNDS if the trap would cross the end of the page. */
+vmt_status vmt_interceptor_insert(vmt_interceptor *ic, vmt_core *vmi, vmt_view view, vmt_pa pa,
+                                  const uint8_t *trap, size_t len);
+/* Drops one reference of the trap at (view, pa); on the last one writes the
+ * original bytes back (or, for the frame's last trap, resets the view entry
+ * and releases the shadow). Removing a trap the interceptor does not hold is
+ * VMT_OK (idempotent: a retry after a partly failed removal is harmless).
+ * If the view no longer exists, the state is dropped all the same and
+ * VMT_E_VIEW_NOT_FOUND returned. */
+vmt_status vmt_interceptor_remove(vmt_interceptor *ic, vmt_core *vmi, vmt_view view, vmt_pa pa);
+
+/* ---- accessors (tracer, tests) ---- */
+
+/* Shadow frame of (view, gfn); false if the frame has no trap in the view. */
+bool vmt_interceptor_shadow_gfn(const vmt_interceptor *ic, vmt_view view, vmt_gfn gfn,
+                                vmt_gfn *shadow);
+/* References of the trap at (view, pa); 0 if none. */
+unsigned vmt_interceptor_refs(const vmt_interceptor *ic, vmt_view view, vmt_pa pa);
+/* Number of (view, frame) pairs with a shadow. */
+size_t vmt_interceptor_pages(const vmt_interceptor *ic);
+/* What the guest would read at [pa, pa+len) in the view if there were no
+ * traps: the shadow's content with the saved original bytes put back under
+ * every trap (or the guest's frame when there is no shadow). The range must
+ * stay within one page. */
+vmt_status vmt_interceptor_read_original(const vmt_interceptor *ic, vmt_core *vmi, vmt_view view,
+                                         vmt_pa pa, void *buf, size_t len);
+
+#endif /* VMITAP_BPM_INTERCEPTOR_H */

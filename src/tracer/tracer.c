@@ -1,0 +1,744 @@
+/* The tracer: one session view, a bpm and a ptm, and the event loop that
+ * keeps them in step with the guest. See include/vmitap/tracer.h.
+ *
+ * Where things live: every breakpoint is one bpm claim with key = its
+ * tracer id (so claims never collide and a hit can ask the bpm about each
+ * candidate), plus one ptm monitor of its (ctx, session view). The tracer
+ * indexes its breakpoints by id and by virtual address; on an event it
+ * takes the breakpoints at rip and asks the bpm which are armed there. */
+#include "vmitap/tracer.h"
+
+#include <glib.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tracer/symbols.h"
+#include "vmitap/log.h"
+
+/* What a vCPU is in the middle of, between a SINGLESTEP response and the
+ * SINGLESTEP event that ends it. */
+typedef enum step_kind {
+    STEP_NONE = 0,
+    STEP_RETURN,   /* stepping in the default view; then back to the session view */
+    STEP_PT_WRITE, /* stepping a write to a monitored page-table entry */
+} step_kind;
+
+typedef struct tracer_bp {
+    vmt_tracer_bp_info info; /* info.name points to name */
+    char *name;
+} tracer_bp;
+
+/* All breakpoints at one virtual address (any root). */
+typedef struct va_slot {
+    vmt_va va; /* the hash key points here */
+    GPtrArray *bps;
+} va_slot;
+
+struct vmt_tracer {
+    vmt_core *vmi;
+    vmt_tracer_opts opts;
+    vmt_tracer_controller controller;
+    uint32_t caps;
+    vmt_view view;
+    bool attached;
+    bool monitoring_mem, monitoring_int3;
+    vmt_bpm *bpm;
+    vmt_ptm *ptm;
+    vmt_symtab *syms;
+    GHashTable *by_id; /* id -> tracer_bp (owned) */
+    GHashTable *by_va; /* &slot->va -> va_slot (owned) */
+    vmt_tracer_bp_id next_id;
+    step_kind *steps; /* per vCPU */
+    uint16_t nvcpus;
+    vmt_tracer_stats stats;
+    uint64_t run_hits;
+    vmt_status loop_error; /* first failure inside the event callback */
+    volatile sig_atomic_t stop_requested;
+};
+
+const char *vmt_tracer_controller_name(vmt_tracer_controller c)
+{
+    switch (c) {
+    case VMT_TRACER_CONTROLLER_AUTO: return "auto";
+    case VMT_TRACER_CONTROLLER_INT3: return "int3";
+    case VMT_TRACER_CONTROLLER_MEMORY: return "memory";
+    }
+    return "unknown";
+}
+
+const char *vmt_tracer_stop_reason_str(vmt_tracer_stop_reason r)
+{
+    switch (r) {
+    case VMT_TRACER_STOP_NONE: return "none";
+    case VMT_TRACER_STOP_GUEST_EXITED: return "guest exited";
+    case VMT_TRACER_STOP_TIMEOUT: return "timeout";
+    case VMT_TRACER_STOP_HITS: return "hits";
+    case VMT_TRACER_STOP_REQUESTED: return "requested";
+    }
+    return "unknown";
+}
+
+/* ---- bookkeeping ---- */
+
+static void bp_free(gpointer p)
+{
+    tracer_bp *bp = p;
+    g_free(bp->name);
+    free(bp);
+}
+
+static void slot_free(gpointer p)
+{
+    va_slot *s = p;
+    g_ptr_array_free(s->bps, TRUE);
+    free(s);
+}
+
+static va_slot *slot_get(const vmt_tracer *t, vmt_va va)
+{
+    return g_hash_table_lookup(t->by_va, &va);
+}
+
+static tracer_bp *bp_by_id(const vmt_tracer *t, vmt_tracer_bp_id id)
+{
+    return g_hash_table_lookup(t->by_id, GUINT_TO_POINTER(id));
+}
+
+static vmt_breakpoint bpm_claim(const vmt_tracer *t, const tracer_bp *bp)
+{
+    return (vmt_breakpoint){.ctx = bp->info.ctx, .view = t->view, .global = bp->info.global,
+                            .key = bp->info.id, .tag = (uintptr_t)bp->info.id};
+}
+
+/* Re-reads from the bpm whether bp is armed and counts the transition.
+ * pa: where the ptm says the page now is (0 when unknown). */
+static void bp_refresh(vmt_tracer *t, tracer_bp *bp, vmt_pa pa)
+{
+    bool now = vmt_bpm_contains_by_address(t->bpm, bp->info.ctx, bp->info.id);
+    vmt_tracer_bp_info *i = &bp->info;
+    if (now && !pa && vmt_core_translate(t->vmi, i->ctx, &pa) != VMT_OK)
+        pa = 0;
+    if (now && pa)
+        pa = vmt_pa_in_gfn(vmt_gfn_from_pa(pa), i->ctx.va);
+    if (now && !i->active) {
+        i->page_ins++;
+        if (i->pa && pa && vmt_gfn_from_pa(i->pa) != vmt_gfn_from_pa(pa))
+            i->relocations++;
+    } else if (!now && i->active) {
+        i->page_outs++;
+    }
+    i->active = now;
+    if (now && pa)
+        i->pa = pa; /* kept while pending: the frame it last lived in */
+}
+
+/* ---- creation and teardown ---- */
+
+static vmt_status make_controller(vmt_tracer_controller c, vmt_tap_controller *out)
+{
+    return c == VMT_TRACER_CONTROLLER_INT3 ? vmt_breakpoint_controller_new(out)
+                                           : vmt_memory_controller_new(out);
+}
+
+/* Turns on an event source; a driver that always reports it (no monitor
+ * op) is fine. */
+static vmt_status monitor_on(vmt_tracer *t, vmt_event_reason what, bool *on)
+{
+    vmt_status st = vmt_core_monitor(t->vmi, what, true);
+    if (st == VMT_E_UNSUPPORTED)
+        return VMT_OK;
+    *on = st == VMT_OK;
+    return st;
+}
+
+/* A driver that always reports an event (it cannot switch it off) has
+ * nothing to undo. */
+static vmt_status monitor_off(vmt_tracer *t, vmt_event_reason what)
+{
+    vmt_status st = vmt_core_monitor(t->vmi, what, false);
+    return st == VMT_E_UNSUPPORTED ? VMT_OK : st;
+}
+
+static vmt_status tracer_setup(vmt_tracer *t)
+{
+    vmt_driver_info info;
+    vmt_status st = vmt_core_info(t->vmi, &info);
+    if (st != VMT_OK)
+        return st;
+    if (!(info.caps & VMT_CAP_VIEWS)) {
+        vmt_log(VMT_LOG_ERROR, "tracer: the driver has no views");
+        return VMT_E_UNSUPPORTED;
+    }
+    t->caps = info.caps;
+    t->nvcpus = info.vcpus ? info.vcpus : 1;
+    t->steps = calloc(t->nvcpus, sizeof *t->steps);
+    if (!t->steps)
+        return VMT_E_NOMEM;
+    t->controller = t->opts.controller;
+    if (t->controller == VMT_TRACER_CONTROLLER_AUTO)
+        t->controller = (info.caps & VMT_CAP_EXECUTE_ONLY) ? VMT_TRACER_CONTROLLER_INT3
+                                                          : VMT_TRACER_CONTROLLER_MEMORY;
+    vmt_tap_controller ctl;
+    if ((st = make_controller(t->controller, &ctl)) != VMT_OK)
+        return st;
+    if ((st = vmt_bpm_new(ctl, &t->bpm)) != VMT_OK)
+        return st;
+    if ((st = vmt_ptm_new(&t->ptm)) != VMT_OK)
+        return st;
+    if ((st = vmt_core_create_view(t->vmi, VMT_ACCESS_RWX, &t->view)) != VMT_OK)
+        return st;
+    t->attached = true; /* from here on, detach undoes what follows */
+    if ((st = monitor_on(t, VMT_EVENT_MEMORY_ACCESS, &t->monitoring_mem)) != VMT_OK)
+        return st;
+    if ((st = monitor_on(t, VMT_EVENT_SOFTWARE_BREAKPOINT, &t->monitoring_int3)) != VMT_OK)
+        return st;
+    return vmt_core_switch_view(t->vmi, t->view);
+}
+
+vmt_status vmt_tracer_new(vmt_core *vmi, const vmt_tracer_opts *opts, vmt_tracer **out)
+{
+    if (!vmi || !out || (opts && opts->sz > sizeof(vmt_tracer_opts)))
+        return VMT_E_INVALID;
+    vmt_tracer *t = calloc(1, sizeof *t);
+    if (!t)
+        return VMT_E_NOMEM;
+    t->vmi = vmi;
+    if (opts && opts->sz)
+        memcpy(&t->opts, opts, opts->sz);
+    else if (opts)
+        t->opts = (vmt_tracer_opts){.sz = sizeof(vmt_tracer_opts)};
+    if (t->opts.controller > VMT_TRACER_CONTROLLER_MEMORY) {
+        free(t);
+        return VMT_E_INVALID;
+    }
+    t->next_id = 1;
+    t->by_id = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, bp_free);
+    t->by_va = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, slot_free);
+    vmt_status st = tracer_setup(t);
+    if (st != VMT_OK) {
+        vmt_log(VMT_LOG_ERROR, "tracer: setup failed: %s", vmt_status_str(st));
+        vmt_tracer_free(t);
+        return st;
+    }
+    *out = t;
+    return VMT_OK;
+}
+
+/* Keeps the first error of a sequence of steps that must all run. */
+static void keep_first(vmt_status *first, vmt_status st, const char *what)
+{
+    if (st == VMT_OK)
+        return;
+    vmt_log(VMT_LOG_ERROR, "tracer: detach: %s: %s", what, vmt_status_str(st));
+    if (*first == VMT_OK)
+        *first = st;
+}
+
+vmt_status vmt_tracer_detach(vmt_tracer *t)
+{
+    if (!t)
+        return VMT_E_INVALID;
+    if (!t->attached)
+        return VMT_OK;
+    vmt_status first = VMT_OK;
+    keep_first(&first, vmt_bpm_clear(t->bpm, t->vmi), "clear breakpoints");
+    vmt_ptm_unmonitor_all(t->ptm, t->vmi);
+    keep_first(&first, vmt_core_switch_view(t->vmi, vmt_core_default_view(t->vmi)),
+               "switch to the default view");
+    keep_first(&first, vmt_core_destroy_view(t->vmi, t->view), "destroy the view");
+    if (t->monitoring_int3)
+        keep_first(&first, monitor_off(t, VMT_EVENT_SOFTWARE_BREAKPOINT), "stop breakpoint events");
+    if (t->monitoring_mem)
+        keep_first(&first, monitor_off(t, VMT_EVENT_MEMORY_ACCESS), "stop memory events");
+    t->monitoring_int3 = t->monitoring_mem = false;
+    t->attached = false;
+    GHashTableIter it;
+    gpointer v;
+    g_hash_table_iter_init(&it, t->by_id);
+    while (g_hash_table_iter_next(&it, NULL, &v))
+        ((tracer_bp *)v)->info.active = false;
+    return first;
+}
+
+void vmt_tracer_free(vmt_tracer *t)
+{
+    if (!t)
+        return;
+    vmt_tracer_detach(t);
+    vmt_bpm_free(t->bpm);
+    vmt_ptm_free(t->ptm);
+    vmt_symtab_free(t->syms);
+    g_hash_table_destroy(t->by_va);
+    g_hash_table_destroy(t->by_id);
+    free(t->steps);
+    free(t);
+}
+
+vmt_view vmt_tracer_view(const vmt_tracer *t) { return t ? t->view : 0; }
+
+vmt_tracer_controller vmt_tracer_controller_used(const vmt_tracer *t)
+{
+    return t ? t->controller : VMT_TRACER_CONTROLLER_AUTO;
+}
+
+bool vmt_tracer_is_stealthy(const vmt_tracer *t)
+{
+    if (!t)
+        return false;
+    return t->controller == VMT_TRACER_CONTROLLER_MEMORY || (t->caps & VMT_CAP_EXECUTE_ONLY);
+}
+
+/* ---- breakpoints ---- */
+
+static vmt_status index_bp(vmt_tracer *t, tracer_bp *bp)
+{
+    va_slot *s = slot_get(t, bp->info.ctx.va);
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s)
+            return VMT_E_NOMEM;
+        s->va = bp->info.ctx.va;
+        s->bps = g_ptr_array_new();
+        g_hash_table_insert(t->by_va, &s->va, s);
+    }
+    g_ptr_array_add(s->bps, bp);
+    g_hash_table_insert(t->by_id, GUINT_TO_POINTER(bp->info.id), bp);
+    return VMT_OK;
+}
+
+static void unindex_bp(vmt_tracer *t, tracer_bp *bp)
+{
+    va_slot *s = slot_get(t, bp->info.ctx.va);
+    if (s) {
+        g_ptr_array_remove(s->bps, bp);
+        if (s->bps->len == 0)
+            g_hash_table_remove(t->by_va, &s->va);
+    }
+    g_hash_table_remove(t->by_id, GUINT_TO_POINTER(bp->info.id)); /* frees bp */
+}
+
+vmt_status vmt_tracer_add(vmt_tracer *t, vmt_addr_ctx ctx, const vmt_tracer_bp_opts *opts,
+                          vmt_tracer_bp_id *id)
+{
+    if (!t || !t->attached || !vmt_va_is_canonical(ctx.va) ||
+        (opts && opts->sz > sizeof(vmt_tracer_bp_opts)))
+        return VMT_E_INVALID;
+    vmt_tracer_bp_opts o = {0};
+    if (opts)
+        memcpy(&o, opts, opts->sz ? opts->sz : sizeof o);
+    tracer_bp *bp = calloc(1, sizeof *bp);
+    if (!bp || (o.name && !(bp->name = g_strdup(o.name)))) {
+        free(bp);
+        return VMT_E_NOMEM;
+    }
+    bp->info = (vmt_tracer_bp_info){.id = t->next_id, .ctx = ctx, .global = o.global,
+                                    .key = o.key, .tag = o.tag, .name = bp->name};
+    vmt_breakpoint claim = bpm_claim(t, bp);
+    bool inserted;
+    vmt_status st = vmt_bpm_insert(t->bpm, t->vmi, &claim, &inserted);
+    if (st == VMT_OK) {
+        st = vmt_ptm_monitor(t->ptm, t->vmi, ctx, t->view, (uintptr_t)bp->info.id);
+        if (st != VMT_OK)
+            vmt_bpm_remove(t->bpm, t->vmi, &claim, &inserted);
+    }
+    if (st == VMT_OK && (st = index_bp(t, bp)) != VMT_OK) {
+        vmt_ptm_unmonitor(t->ptm, t->vmi, ctx, t->view);
+        vmt_bpm_remove(t->bpm, t->vmi, &claim, &inserted);
+    }
+    if (st != VMT_OK) {
+        bp_free(bp);
+        return st;
+    }
+    t->next_id++;
+    bp->info.active = false;
+    bp_refresh(t, bp, 0);
+    bp->info.page_ins = 0; /* arming at creation is not a page-in */
+    if (id)
+        *id = bp->info.id;
+    return VMT_OK;
+}
+
+vmt_status vmt_tracer_load_symbols(vmt_tracer *t, const char *elf_path)
+{
+    if (!t || !elf_path)
+        return VMT_E_INVALID;
+    vmt_symtab *tab;
+    vmt_status st = vmt_symtab_load(elf_path, &tab);
+    if (st != VMT_OK)
+        return st;
+    vmt_symtab_free(t->syms);
+    t->syms = tab;
+    return VMT_OK;
+}
+
+vmt_status vmt_tracer_add_symbol(vmt_tracer *t, const char *symbol, vmt_pa root,
+                                 const vmt_tracer_bp_opts *opts, vmt_tracer_bp_id *id)
+{
+    if (!t || !symbol || (opts && opts->sz > sizeof(vmt_tracer_bp_opts)))
+        return VMT_E_INVALID;
+    const vmt_symbol *s = vmt_symtab_lookup(t->syms, symbol);
+    if (!s) {
+        vmt_log(VMT_LOG_ERROR, "tracer: unknown symbol %s", symbol);
+        return VMT_E_INVALID;
+    }
+    vmt_tracer_bp_opts o = {0};
+    if (opts)
+        memcpy(&o, opts, opts->sz ? opts->sz : sizeof o);
+    if (!o.name)
+        o.name = s->name;
+    return vmt_tracer_add(t, vmt_ctx(s->addr, root), &o, id);
+}
+
+vmt_status vmt_tracer_remove(vmt_tracer *t, vmt_tracer_bp_id id)
+{
+    tracer_bp *bp = t ? bp_by_id(t, id) : NULL;
+    if (!bp)
+        return VMT_E_INVALID;
+    if (t->attached) {
+        vmt_breakpoint claim = bpm_claim(t, bp);
+        bool removed;
+        vmt_status st = vmt_bpm_remove(t->bpm, t->vmi, &claim, &removed);
+        if (st != VMT_OK)
+            return st;
+        st = vmt_ptm_unmonitor(t->ptm, t->vmi, bp->info.ctx, t->view);
+        if (st != VMT_OK) /* the trap is gone; only table protection may linger */
+            vmt_log(VMT_LOG_WARN, "tracer: unmonitor %#llx: %s",
+                    (unsigned long long)bp->info.ctx.va, vmt_status_str(st));
+    }
+    unindex_bp(t, bp);
+    return VMT_OK;
+}
+
+vmt_status vmt_tracer_bp_get(const vmt_tracer *t, vmt_tracer_bp_id id, vmt_tracer_bp_info *out)
+{
+    const tracer_bp *bp = t ? bp_by_id(t, id) : NULL;
+    if (!bp || !out)
+        return VMT_E_INVALID;
+    *out = bp->info;
+    return VMT_OK;
+}
+
+void vmt_tracer_foreach_bp(const vmt_tracer *t,
+                           void (*fn)(void *user, const vmt_tracer_bp_info *bp), void *user)
+{
+    if (!t || !fn)
+        return;
+    for (vmt_tracer_bp_id id = 1; id < t->next_id; id++) {
+        const tracer_bp *bp = bp_by_id(t, id);
+        if (bp)
+            fn(user, &bp->info);
+    }
+}
+
+size_t vmt_tracer_bp_count(const vmt_tracer *t) { return t ? g_hash_table_size(t->by_id) : 0; }
+
+/* ---- the event handlers ---- */
+
+/* Runs one instruction in the default view, where the guest's original
+ * memory is mapped with full rights, then returns to the session view.
+ * With FAST_SINGLESTEP, resp.view names the view the one instruction runs
+ * in and the vCPU stays in its own view (set_view stays false: nothing
+ * changes after the step). Without it: switch to the default view, step,
+ * and switch back at the SINGLESTEP event. */
+static void step_in_default_view(vmt_tracer *t, vmt_vcpu vcpu, vmt_response *resp)
+{
+    resp->view = vmt_core_default_view(t->vmi);
+    if (t->caps & VMT_CAP_FAST_SINGLESTEP) {
+        resp->action = VMT_ACTION_FAST_SINGLESTEP;
+    } else {
+        resp->action = VMT_ACTION_SINGLESTEP;
+        resp->set_view = true;
+        t->steps[vcpu] = STEP_RETURN;
+    }
+}
+
+/* Counts a hit on every breakpoint armed at the event's rip and calls the
+ * application. Returns whether there was at least one. */
+static bool report_hits(vmt_tracer *t, const vmt_event *ev)
+{
+    va_slot *s = slot_get(t, ev->regs.rip);
+    if (!s)
+        return false;
+    /* Callbacks may add or remove breakpoints: decide the set first. */
+    vmt_tracer_bp_id ids[16];
+    vmt_tracer_bp_id *hit = s->bps->len <= 16 ? ids : calloc(s->bps->len, sizeof *hit);
+    if (!hit)
+        return false;
+    size_t n = 0;
+    for (guint i = 0; i < s->bps->len; i++) {
+        const tracer_bp *bp = g_ptr_array_index(s->bps, i);
+        if (vmt_bpm_contains_by_event(t->bpm, ev, bp->info.id))
+            hit[n++] = bp->info.id;
+    }
+    if (n)
+        t->stats.hit_events++;
+    for (size_t i = 0; i < n; i++) {
+        tracer_bp *bp = bp_by_id(t, hit[i]);
+        if (!bp)
+            continue; /* removed by an earlier callback of this hit */
+        bp->info.hits++;
+        t->stats.hits++;
+        t->run_hits++;
+        if (t->opts.on_hit) {
+            vmt_tracer_hit h = {.bp = &bp->info, .vcpu = ev->vcpu, .regs = &ev->regs};
+            t->opts.on_hit(t->opts.user, t, &h);
+        }
+    }
+    if (hit != ids)
+        free(hit);
+    return n > 0;
+}
+
+static void on_breakpoint(vmt_tracer *t, const vmt_event *ev, vmt_response *resp)
+{
+    if (ev->view == t->view && report_hits(t, ev)) {
+        /* Stepping in the default view runs the original instruction, even
+         * if a callback just removed the breakpoint. */
+        step_in_default_view(t, ev->vcpu, resp);
+        return;
+    }
+    bool guest_has = false;
+    vmt_status st = vmt_breakpoint_controller_is_breakpoint(t->vmi, ev, &guest_has);
+    if (st != VMT_OK)
+        vmt_log(VMT_LOG_WARN, "tracer: reading the trap at %#llx: %s",
+                (unsigned long long)ev->regs.rip, vmt_status_str(st));
+    if (guest_has) {
+        t->stats.reinjected++;
+        resp->action = VMT_ACTION_REINJECT;
+        return;
+    }
+    /* Neither ours nor the guest's: a trap removed between the hit and
+     * now. Resuming at rip runs the original instruction. */
+    t->stats.stale++;
+    resp->action = VMT_ACTION_CONTINUE;
+}
+
+static void on_memory_access(vmt_tracer *t, const vmt_event *ev, vmt_response *resp)
+{
+    vmt_access a = ev->u.memory_access.access;
+    if (ev->view != t->view) {
+        /* The tracer restricts nothing outside its view. */
+        t->stats.ignored++;
+        resp->action = VMT_ACTION_CONTINUE;
+        return;
+    }
+    if (a & VMT_ACCESS_W) {
+        vmt_pa entry = ev->u.memory_access.pa & ~(vmt_pa)7;
+        if (vmt_ptm_mark_dirty_entry(t->ptm, entry, t->view, ev->vcpu)) {
+            /* The table page is writable in the default view; the entry is
+             * read back once the instruction has run. */
+            t->stats.pt_writes++;
+            resp->action = VMT_ACTION_SINGLESTEP;
+            resp->set_view = true;
+            resp->view = vmt_core_default_view(t->vmi);
+            t->steps[ev->vcpu] = STEP_PT_WRITE;
+            return;
+        }
+        /* Another entry of a protected table page, or (int3 controller) a
+         * write to a page holding breakpoints. The write goes to the
+         * guest's own frame. Issue 8 will refresh the shadow copy here. */
+        t->stats.other_writes++;
+        step_in_default_view(t, ev->vcpu, resp);
+        return;
+    }
+    if (a & VMT_ACCESS_X) {
+        if (report_hits(t, ev)) {
+            step_in_default_view(t, ev->vcpu, resp);
+            return;
+        }
+        /* Memory controller: a fetch elsewhere on a page holding a breakpoint. */
+        t->stats.exec_steps++;
+        step_in_default_view(t, ev->vcpu, resp);
+        return;
+    }
+    /* A read of an execute-only page: the default view maps the original. */
+    t->stats.stealth_reads++;
+    step_in_default_view(t, ev->vcpu, resp);
+}
+
+/* After a write to monitored page-table entries: turn what changed into
+ * page-in / page-out events, and move the breakpoints accordingly. */
+static void apply_ptm_event(vmt_tracer *t, const vmt_ptm_event *pe)
+{
+    bool updated;
+    vmt_status st = vmt_bpm_handle_ptm_event(t->bpm, t->vmi, pe, &updated);
+    if (st != VMT_OK) {
+        vmt_log(VMT_LOG_ERROR, "tracer: %s at %#llx: %s",
+                pe->kind == VMT_PTM_PAGE_IN ? "page-in" : "page-out",
+                (unsigned long long)pe->ctx.va, vmt_status_str(st));
+        if (t->loop_error == VMT_OK)
+            t->loop_error = st;
+    }
+    if (pe->kind == VMT_PTM_PAGE_IN)
+        t->stats.page_ins++;
+    else
+        t->stats.page_outs++;
+    va_slot *s = pe->view == t->view ? slot_get(t, pe->ctx.va) : NULL;
+    for (guint i = 0; s && i < s->bps->len; i++) {
+        tracer_bp *bp = g_ptr_array_index(s->bps, i);
+        if (vmt_ctx_eq(bp->info.ctx, pe->ctx))
+            bp_refresh(t, bp, pe->kind == VMT_PTM_PAGE_IN ? pe->pa : 0);
+    }
+}
+
+static void process_pt_write(vmt_tracer *t, vmt_vcpu vcpu)
+{
+    vmt_ptm_events evs = {0};
+    vmt_status st = vmt_ptm_process_dirty_entries(t->ptm, t->vmi, vcpu, &evs);
+    if (st != VMT_OK) {
+        vmt_log(VMT_LOG_ERROR, "tracer: processing page-table writes: %s", vmt_status_str(st));
+        if (t->loop_error == VMT_OK)
+            t->loop_error = st;
+    }
+    for (size_t i = 0; i < evs.len; i++)
+        apply_ptm_event(t, &evs.items[i]);
+    vmt_ptm_events_free(&evs);
+}
+
+static void on_singlestep(vmt_tracer *t, const vmt_event *ev, vmt_response *resp)
+{
+    step_kind k = t->steps[ev->vcpu];
+    t->steps[ev->vcpu] = STEP_NONE;
+    resp->action = VMT_ACTION_CONTINUE;
+    if (k == STEP_NONE) {
+        t->stats.ignored++;
+        return;
+    }
+    if (k == STEP_PT_WRITE)
+        process_pt_write(t, ev->vcpu);
+    resp->set_view = true;
+    resp->view = t->view;
+}
+
+static vmt_status on_event(void *user, const vmt_event *ev, vmt_response *resp)
+{
+    vmt_tracer *t = user;
+    memset(resp, 0, sizeof *resp);
+    resp->action = VMT_ACTION_CONTINUE;
+    t->stats.events++;
+    if (ev->vcpu >= t->nvcpus) {
+        vmt_log(VMT_LOG_WARN, "tracer: event from unknown vCPU %u", ev->vcpu);
+        t->stats.ignored++;
+        return VMT_OK;
+    }
+    vmt_event e = *ev;
+    if (!e.has_view) {
+        /* The vCPU is in the session view unless a step of ours is running. */
+        e.has_view = true;
+        e.view = t->steps[e.vcpu] ? vmt_core_default_view(t->vmi) : t->view;
+    }
+    switch (e.reason) {
+    case VMT_EVENT_SOFTWARE_BREAKPOINT: on_breakpoint(t, &e, resp); break;
+    case VMT_EVENT_MEMORY_ACCESS: on_memory_access(t, &e, resp); break;
+    case VMT_EVENT_SINGLESTEP: on_singlestep(t, &e, resp); break;
+    default: t->stats.ignored++; break;
+    }
+    vmt_log(VMT_LOG_TRACE,
+            "tracer: event %d vcpu %u view %u rip %#llx cr3 %#llx pa %#llx access %d -> "
+            "action %d view %d",
+            (int)e.reason, e.vcpu, e.view, (unsigned long long)e.regs.rip,
+            (unsigned long long)e.regs.cr3,
+            (unsigned long long)(e.reason == VMT_EVENT_MEMORY_ACCESS ? e.u.memory_access.pa : 0),
+            e.reason == VMT_EVENT_MEMORY_ACCESS ? (int)e.u.memory_access.access : 0,
+            (int)resp->action, resp->set_view ? (int)resp->view : -1);
+    return VMT_OK;
+}
+
+/* ---- the loop ---- */
+
+static int64_t now_ms(void) { return g_get_monotonic_time() / 1000; }
+
+static bool stepping(const vmt_tracer *t)
+{
+    for (uint16_t i = 0; i < t->nvcpus; i++)
+        if (t->steps[i] != STEP_NONE)
+            return true;
+    return false;
+}
+
+static vmt_tracer_stop_reason stop_reason(const vmt_tracer *t, const vmt_tracer_run_opts *o,
+                                          int64_t start)
+{
+    if (t->stop_requested)
+        return VMT_TRACER_STOP_REQUESTED;
+    if (o->max_hits && t->run_hits >= o->max_hits)
+        return VMT_TRACER_STOP_HITS;
+    if (o->timeout_ms && now_ms() - start >= o->timeout_ms)
+        return VMT_TRACER_STOP_TIMEOUT;
+    return VMT_TRACER_STOP_NONE;
+}
+
+/* Polls the driver may time out while a stop is due before the tracer
+ * gives up on a step that never completes. */
+#define MAX_IDLE_POLLS_WHILE_STEPPING 100
+
+vmt_status vmt_tracer_run(vmt_tracer *t, const vmt_tracer_run_opts *opts,
+                          vmt_tracer_stop_reason *why)
+{
+    if (!t || !t->attached || (opts && opts->sz > sizeof(vmt_tracer_run_opts)))
+        return VMT_E_INVALID;
+    vmt_tracer_run_opts o = {0};
+    if (opts)
+        memcpy(&o, opts, opts->sz ? opts->sz : sizeof o);
+    if (o.poll_ms <= 0)
+        o.poll_ms = 100;
+    int64_t start = now_ms();
+    t->run_hits = 0;
+    t->loop_error = VMT_OK;
+    unsigned idle = 0;
+    vmt_tracer_stop_reason reason = VMT_TRACER_STOP_NONE;
+    for (;;) {
+        vmt_tracer_stop_reason r = stop_reason(t, &o, start);
+        if (r != VMT_TRACER_STOP_NONE && !stepping(t)) {
+            reason = r;
+            break;
+        }
+        if (r != VMT_TRACER_STOP_NONE && idle > MAX_IDLE_POLLS_WHILE_STEPPING) {
+            vmt_log(VMT_LOG_ERROR, "tracer: a single-step never completed");
+            return VMT_E_TIMEOUT;
+        }
+        int wait = o.poll_ms;
+        if (o.timeout_ms) {
+            int64_t left = o.timeout_ms - (now_ms() - start);
+            wait = left < 1 ? 1 : (left < wait ? (int)left : wait);
+        }
+        vmt_status st = vmt_core_wait_for_event(t->vmi, wait, on_event, t);
+        if (st == VMT_E_TIMEOUT) {
+            idle += r != VMT_TRACER_STOP_NONE;
+            continue;
+        }
+        idle = 0;
+        if (st == VMT_E_GUEST_EXITED) {
+            memset(t->steps, 0, t->nvcpus * sizeof *t->steps);
+            reason = VMT_TRACER_STOP_GUEST_EXITED;
+            break;
+        }
+        if (st == VMT_OK && t->loop_error != VMT_OK)
+            st = t->loop_error;
+        if (st != VMT_OK) {
+            vmt_log(VMT_LOG_ERROR, "tracer: event loop: %s", vmt_status_str(st));
+            return st;
+        }
+    }
+    t->stop_requested = 0;
+    if (why)
+        *why = reason;
+    return VMT_OK;
+}
+
+void vmt_tracer_stop(vmt_tracer *t)
+{
+    if (t)
+        t->stop_requested = 1;
+}
+
+void vmt_tracer_stats_get(const vmt_tracer *t, vmt_tracer_stats *out)
+{
+    if (!t || !out)
+        return;
+    *out = t->stats;
+    vmt_bpm_stats_get(t->bpm, &out->bpm);
+    out->ptm_tables = vmt_ptm_monitored_tables(t->ptm);
+    out->ptm_entries = vmt_ptm_monitored_entries(t->ptm);
+}

@@ -1,0 +1,48 @@
+# Helpers for the CLI tests: run the binary, capture out/err/status, check.
+# Each check prints one line; the script's status is the number of failures.
+VMITAP=${1:?usage: $0 path/to/vmitap}
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+FAILS=0
+
+# run ARGS...: sets $OUT, $ERR (files) and $RC.
+run() {
+  "$VMITAP" "$@" >"$TMP/out" 2>"$TMP/err" </dev/null
+  RC=$?
+  OUT=$TMP/out
+  ERR=$TMP/err
+  LAST="vmitap $*"
+}
+
+fail() {
+  echo "FAIL: $LAST: $*"
+  echo "  exit $RC; stdout:"; sed 's/^/    /' "$OUT" | head -20
+  echo "  stderr:"; sed 's/^/    /' "$ERR" | head -20
+  FAILS=$((FAILS + 1))
+}
+
+expect_rc() { [ "$RC" -eq "$1" ] || fail "exit status $RC, expected $1"; }
+expect_out() { grep -qE -- "$1" "$OUT" || fail "stdout lacks /$1/"; }
+expect_err() { grep -qE -- "$1" "$ERR" || fail "stderr lacks /$1/"; }
+expect_no_out() { [ ! -s "$OUT" ] || fail "stdout not empty"; }
+expect_no_err() { [ ! -s "$ERR" ] || fail "stderr not empty"; }
+# An error is exactly one line on stderr, starting with "vmitap: ".
+expect_one_line_error() {
+  [ "$(wc -l <"$ERR")" -eq 1 ] || fail "stderr is not exactly one line"
+  grep -q '^vmitap: ' "$ERR" || fail "stderr does not start with 'vmitap: '"
+  expect_no_out
+}
+# Every stdout line is a JSON object.
+expect_json_lines() {
+  [ -s "$OUT" ] || fail "no output"
+  if grep -qv '^{.*}$' "$OUT"; then fail "a line is not a JSON object"; fi
+  if command -v python3 >/dev/null; then
+    python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "$OUT" \
+      || fail "invalid JSON"
+  fi
+}
+
+finish() {
+  if [ "$FAILS" -eq 0 ]; then echo "all checks passed"; exit 0; fi
+  echo "$FAILS check(s) failed"; exit 1
+}

@@ -1,0 +1,343 @@
+/* The tracer end to end on the KVM micro-VM and the bundled test guest:
+ * hits equal the guest's own call counters (kernel and user functions,
+ * global and per process), breakpoints go pending on page-out and come
+ * back on page-in (also into another frame), guest reads of breakpointed
+ * code see the original bytes with the stealthy controller, the guest's
+ * own int3 reach its handler, and detach leaves the guest intact.
+ *
+ * Exits 77 (skipped) when /dev/kvm cannot be opened. */
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <glib.h>
+
+#include "guest/abi.h"
+#include "tracer/symbols.h"
+#include "vmitap/kvm.h"
+#include "vmitap/tracer.h"
+
+#define MAX_BPS 64
+
+typedef struct bp_want {
+    const char *symbol;
+    int proc;            /* -1: global (kernel or shared page), else process index */
+    vmt_tracer_bp_id id;
+} bp_want;
+
+typedef struct session {
+    vmt_core *vmi;
+    vmt_kvm *kvm;
+    vmt_tracer *t;
+    vmt_symtab *syms;
+    vmt_pa boot_root;
+    bp_want bps[MAX_BPS];
+    unsigned nbps;
+} session;
+
+static uint64_t iterations(void)
+{
+    return getenv("VMT_UNDER_VALGRIND") ? 20 : 150;
+}
+
+static const vmt_guest_stats *gstats(session *s) { return vmt_kvm_guest_stats(s->kvm); }
+
+static void start_flags(session *s, vmt_tracer_controller ctl, uint32_t pager, uint64_t seed,
+                        uint32_t flags)
+{
+    memset(s, 0, sizeof *s);
+    vmt_kvm_opts ko = {.sz = sizeof ko, .iterations = iterations(), .seed = seed, .pager = pager,
+                       .guest_flags = flags};
+    print_message("guest: iterations %" PRIu64 ", pager %u, seed %" PRIu64 ", controller %s\n",
+                  ko.iterations, pager, seed, vmt_tracer_controller_name(ctl));
+    assert_int_equal(vmt_kvm_core_new(&ko, &s->vmi, &s->kvm), VMT_OK);
+    vmt_regs regs;
+    assert_int_equal(vmt_core_get_regs(s->vmi, 0, &regs), VMT_OK);
+    s->boot_root = vmt_regs_translation_root(&regs, 0);
+    assert_int_equal(vmt_symtab_load(vmt_kvm_default_guest(), &s->syms), VMT_OK);
+    vmt_tracer_opts to = {.sz = sizeof to, .controller = ctl};
+    assert_int_equal(vmt_tracer_new(s->vmi, &to, &s->t), VMT_OK);
+}
+
+static void start(session *s, vmt_tracer_controller ctl, uint32_t pager, uint64_t seed)
+{
+    start_flags(s, ctl, pager, seed, 0);
+}
+
+static void finish(session *s)
+{
+    vmt_tracer_free(s->t);
+    vmt_symtab_free(s->syms);
+    vmt_core_free(s->vmi);
+}
+
+static vmt_va sym_addr(session *s, const char *name)
+{
+    const vmt_symbol *sym = vmt_symtab_lookup(s->syms, name);
+    if (!sym)
+        fail_msg("the guest has no symbol %s", name);
+    return sym->addr;
+}
+
+static void add(session *s, const char *symbol, int proc)
+{
+    assert_true(s->nbps < MAX_BPS);
+    bp_want *w = &s->bps[s->nbps++];
+    w->symbol = symbol;
+    w->proc = proc;
+    vmt_va va = sym_addr(s, symbol);
+    vmt_pa root = s->boot_root;
+    if (va >> 47 == 0)
+        root = gstats(s)->proc_cr3[proc < 0 ? 0 : proc] & 0x000ffffffffff000ull;
+    vmt_tracer_bp_opts bo = {.sz = sizeof bo, .global = proc < 0, .name = symbol};
+    assert_int_equal(vmt_tracer_add(s->t, vmt_ctx(va, root), &bo, &w->id), VMT_OK);
+}
+
+/* Runs until the guest has published its process table: a kernel
+ * breakpoint on the scheduler, which runs before any process does. */
+static void wait_for_processes(session *s)
+{
+    vmt_tracer_bp_opts bo = {.sz = sizeof bo, .global = true};
+    vmt_tracer_bp_id id;
+    assert_int_equal(vmt_tracer_add(s->t, vmt_ctx(sym_addr(s, "schedule"), s->boot_root), &bo, &id),
+                     VMT_OK);
+    vmt_tracer_run_opts ro = {.sz = sizeof ro, .max_hits = 1};
+    for (int i = 0; gstats(s)->magic != VMT_GUEST_STATS_MAGIC || gstats(s)->nprocs == 0; i++) {
+        assert_true(i < 1000);
+        vmt_tracer_stop_reason why;
+        assert_int_equal(vmt_tracer_run(s->t, &ro, &why), VMT_OK);
+        assert_int_equal(why, VMT_TRACER_STOP_HITS);
+    }
+    assert_int_equal(vmt_tracer_remove(s->t, id), VMT_OK);
+    assert_true(gstats(s)->nprocs >= 2);
+}
+
+static void run_to_end(session *s)
+{
+    vmt_tracer_stop_reason why = VMT_TRACER_STOP_NONE;
+    vmt_status st = vmt_tracer_run(s->t, NULL, &why);
+    if (st != VMT_OK)
+        fail_msg("run: %s (%s)", vmt_status_str(st), vmt_kvm_crash_reason(s->kvm));
+    assert_int_equal(why, VMT_TRACER_STOP_GUEST_EXITED);
+    assert_int_equal(vmt_kvm_get_state(s->kvm), VMT_KVM_EXITED);
+    print_message("guest exit code %u after %" PRIu64 " rounds\n", vmt_kvm_exit_code(s->kvm),
+                  gstats(s)->rounds);
+}
+
+static uint64_t counter(session *s, const bp_want *w)
+{
+    char name[64];
+    if (w->proc >= 0)
+        snprintf(name, sizeof name, "%s@%d", w->symbol, w->proc);
+    else
+        snprintf(name, sizeof name, "%s", w->symbol);
+    const vmt_guest_counter *c = vmt_guest_counter_find(gstats(s), name);
+    if (!c)
+        fail_msg("the guest has no counter %s", name);
+    return c->calls;
+}
+
+/* Every breakpoint's hits equal the guest's counter; returns the sums of
+ * page-outs / page-ins / relocations seen. */
+static void check_counts(session *s, uint64_t *outs, uint64_t *ins, uint64_t *moves)
+{
+    *outs = *ins = *moves = 0;
+    for (unsigned i = 0; i < s->nbps; i++) {
+        vmt_tracer_bp_info bi;
+        assert_int_equal(vmt_tracer_bp_get(s->t, s->bps[i].id, &bi), VMT_OK);
+        uint64_t want = counter(s, &s->bps[i]);
+        print_message("  %-20s proc %2d hits %6" PRIu64 " guest %6" PRIu64 " out %3" PRIu64
+                      " in %3" PRIu64 " moved %3" PRIu64 "\n",
+                      s->bps[i].symbol, s->bps[i].proc, bi.hits, want, bi.page_outs, bi.page_ins,
+                      bi.relocations);
+        assert_true(want > 0);
+        assert_int_equal(bi.hits, want);
+        *outs += bi.page_outs;
+        *ins += bi.page_ins;
+        *moves += bi.relocations;
+    }
+}
+
+/* The memory controller (stealthy on every driver) on per-process user
+ * code, with the pager moving it around: every count exact, breakpoints
+ * survive page-out, page-in and relocation, and the guest's self-check of
+ * its code sees no change. (Kernel functions share one hot page; the
+ * memory controller makes every fetch there trap, so they are left to the
+ * int3 test below.) */
+static void test_memory_controller_counts_paging_stealth(void **state)
+{
+    (void)state;
+    session s;
+    start(&s, VMT_TRACER_CONTROLLER_MEMORY, 60, 7);
+    assert_true(vmt_tracer_is_stealthy(s.t));
+    wait_for_processes(&s);
+    add(&s, "prog_work_a", 0);
+    add(&s, "prog_work_a", 1);
+    add(&s, "prog_work_b", 1);
+    add(&s, "prog_work_c", 2);
+    run_to_end(&s);
+    uint64_t outs, ins, moves;
+    check_counts(&s, &outs, &ins, &moves);
+    const vmt_guest_stats *g = gstats(&s);
+    print_message("guest: page-outs %" PRIu64 " page-ins %" PRIu64 " relocations %" PRIu64
+                  " self-check runs %" PRIu64 " mismatches %" PRIu64 "\n",
+                  g->page_outs, g->page_ins, g->relocations, g->selfcheck_runs,
+                  g->selfcheck_mismatches);
+    assert_true(outs > 0);  /* breakpoints went pending ... */
+    assert_true(ins > 0);   /* ... and came back */
+    assert_true(moves > 0); /* ... some into another frame */
+    assert_true(g->selfcheck_runs > 0);
+    assert_int_equal(g->selfcheck_mismatches, 0);
+    assert_int_equal(vmt_kvm_exit_code(s.kvm), VMT_GUEST_EXIT_OK);
+    finish(&s);
+}
+
+/* The int3 controller: kernel functions, the shared library page (one
+ * global breakpoint) and per-process code, counts exact, through paging.
+ * On a driver without execute-only pages the guest's reads may see the
+ * trap bytes, so the self-check is asserted only where it is stealthy. */
+static void test_int3_controller_counts(void **state)
+{
+    (void)state;
+    session s;
+    start(&s, VMT_TRACER_CONTROLLER_INT3, 60, 3);
+    add(&s, "schedule", -1); /* kernel: from boot, so every call is counted */
+    add(&s, "syscall_dispatch", -1);
+    add(&s, "pager_page_in", -1);
+    wait_for_processes(&s); /* user code has not run yet */
+    add(&s, "lib_getpid", -1);
+    add(&s, "lib_yield", -1);
+    add(&s, "prog_main", 0);
+    add(&s, "prog_work_a", 1);
+    add(&s, "prog_work_b", 2);
+    run_to_end(&s);
+    uint64_t outs, ins, moves;
+    check_counts(&s, &outs, &ins, &moves);
+    assert_true(outs > 0);
+    assert_true(ins > 0);
+    print_message("int3 controller: stealthy %d, guest self-check mismatches %" PRIu64
+                  ", relocations seen %" PRIu64 "\n",
+                  vmt_tracer_is_stealthy(s.t), gstats(&s)->selfcheck_mismatches, moves);
+    if (vmt_tracer_is_stealthy(s.t))
+        assert_int_equal(gstats(&s)->selfcheck_mismatches, 0);
+    finish(&s);
+}
+
+/* The guest's own int3 (kernel and user) reach its handler while our
+ * breakpoints sit on the same code paths. */
+static void test_guest_int3_reinjected(void **state)
+{
+    (void)state;
+    session s;
+    start_flags(&s, VMT_TRACER_CONTROLLER_INT3, 0, 1, VMT_GUEST_F_KERNEL_INT3);
+    add(&s, "kernel_int3_probe", -1);
+    wait_for_processes(&s);
+    add(&s, "lib_int3", -1);
+    run_to_end(&s);
+    uint64_t outs, ins, moves;
+    check_counts(&s, &outs, &ins, &moves);
+    vmt_tracer_stats st;
+    vmt_tracer_stats_get(s.t, &st);
+    print_message("guest breakpoints %" PRIu64 ", reinjected %" PRIu64 "\n", gstats(&s)->breakpoints,
+                  st.reinjected);
+    assert_true(gstats(&s)->breakpoints > 0);
+    assert_int_equal(vmt_kvm_exit_code(s.kvm), VMT_GUEST_EXIT_OK); /* no #BP it did not expect */
+    finish(&s);
+}
+
+/* The bytes of every kernel function, read through the boot root. */
+static GByteArray *kernel_text(session *s)
+{
+    GByteArray *b = g_byte_array_new();
+    for (size_t i = 0; i < vmt_symtab_count(s->syms); i++) {
+        const vmt_symbol *sym = vmt_symtab_at(s->syms, i);
+        if (sym->addr >> 47 == 0 || sym->size == 0 || sym->size > 65536)
+            continue;
+        uint8_t buf[65536];
+        assert_int_equal(vmt_core_read_va(s->vmi, vmt_ctx(sym->addr, s->boot_root), buf, sym->size),
+                         VMT_OK);
+        g_byte_array_append(b, buf, (guint)sym->size);
+    }
+    return b;
+}
+
+/* Detach in the middle of a run: kernel code is byte for byte what it was
+ * before tracing, no view is left, and the guest then finishes on its own
+ * (with its self-checks passing when the controller is stealthy). */
+static void detach_mid_run(vmt_tracer_controller ctl)
+{
+    session s;
+    start(&s, ctl, 50, 11);
+    GByteArray *before = kernel_text(&s);
+    assert_true(before->len > 0);
+    if (ctl == VMT_TRACER_CONTROLLER_INT3) { /* memory: kernel code is one hot page */
+        add(&s, "schedule", -1);
+        add(&s, "syscall_dispatch", -1);
+    }
+    wait_for_processes(&s);
+    add(&s, "prog_work_a", 1);
+    add(&s, "prog_work_c", 2);
+    if (ctl == VMT_TRACER_CONTROLLER_INT3)
+        add(&s, "lib_getpid", -1);
+    vmt_tracer_run_opts ro = {.sz = sizeof ro, .max_hits = 100};
+    vmt_tracer_stop_reason why;
+    assert_int_equal(vmt_tracer_run(s.t, &ro, &why), VMT_OK);
+    assert_int_equal(why, VMT_TRACER_STOP_HITS);
+    vmt_view view = vmt_tracer_view(s.t);
+    bool stealthy = vmt_tracer_is_stealthy(s.t);
+    assert_int_equal(vmt_tracer_detach(s.t), VMT_OK);
+    assert_int_equal(vmt_core_destroy_view(s.vmi, view), VMT_E_VIEW_NOT_FOUND);
+    GByteArray *after = kernel_text(&s);
+    assert_int_equal(after->len, before->len);
+    assert_memory_equal(after->data, before->data, before->len);
+    g_byte_array_free(before, TRUE);
+    g_byte_array_free(after, TRUE);
+    vmt_status st = vmt_kvm_run(s.kvm, 120000);
+    if (st != VMT_OK && st != VMT_E_GUEST_EXITED)
+        fail_msg("guest after detach: %s (%s)", vmt_status_str(st), vmt_kvm_crash_reason(s.kvm));
+    assert_int_equal(vmt_kvm_get_state(s.kvm), VMT_KVM_EXITED);
+    print_message("after detach: guest exit code %u, self-check mismatches %" PRIu64 "\n",
+                  vmt_kvm_exit_code(s.kvm), gstats(&s)->selfcheck_mismatches);
+    if (stealthy) {
+        assert_int_equal(vmt_kvm_exit_code(s.kvm), VMT_GUEST_EXIT_OK);
+        assert_int_equal(gstats(&s)->selfcheck_mismatches, 0);
+    }
+    finish(&s);
+}
+
+static void test_detach_memory_controller(void **state)
+{
+    (void)state;
+    detach_mid_run(VMT_TRACER_CONTROLLER_MEMORY);
+}
+
+static void test_detach_int3_controller(void **state)
+{
+    (void)state;
+    detach_mid_run(VMT_TRACER_CONTROLLER_INT3);
+}
+
+int main(void)
+{
+    char why[256];
+    if (!vmt_kvm_available(why, sizeof why)) {
+        fprintf(stderr, "test_tracer_kvm: skipped: %s\n", why);
+        return 77;
+    }
+    if (getenv("VMT_TEST_FILTER")) /* e.g. VMT_TEST_FILTER='*int3*' */
+        cmocka_set_test_filter(getenv("VMT_TEST_FILTER"));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_memory_controller_counts_paging_stealth),
+        cmocka_unit_test(test_int3_controller_counts),
+        cmocka_unit_test(test_guest_int3_reinjected),
+        cmocka_unit_test(test_detach_memory_controller),
+        cmocka_unit_test(test_detach_int3_controller),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,647 @@
+/* The tracer's event loop on the mock driver: synthetic events in, and the
+ * recorded responses, the bpm/ptm state and guest memory checked after.
+ *
+ * Guest layout used throughout: one address space (root from the mock's
+ * table pool), user code page CODE_VA -> CODE_PA filled with nops and a
+ * `push rbp` (0x55) at every function entry the tests break on. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "vmitap/mock.h"
+#include "vmitap/tracer.h"
+
+#define CODE_VA 0x400000ull
+#define CODE_PA 0x10000ull
+#define MOVED_PA 0x20000ull  /* where the code page comes back after a relocation */
+#define LATE_VA 0x401000ull  /* not mapped at first */
+#define LATE_PA 0x30000ull
+#define FN_A (CODE_VA + 0x10)
+#define FN_B (CODE_VA + 0x80)
+#define GUEST_INT3 (CODE_VA + 0x100) /* the guest's own int3 */
+#define PLAIN (CODE_VA + 0x200)      /* ordinary code, no trap of anyone */
+
+typedef struct fixture {
+    vmt_core *vmi;
+    vmt_mock *mock;
+    vmt_pa root;
+    vmt_tracer *t;
+    /* hit callback record */
+    unsigned hits;
+    vmt_tracer_bp_info last;
+    vmt_regs last_regs;
+    bool remove_on_hit;
+} fixture;
+
+static void fill_code(vmt_mock *m, vmt_pa pa)
+{
+    uint8_t page[VMT_PAGE_SIZE];
+    memset(page, 0x90, sizeof page);
+    page[FN_A - CODE_VA] = 0x55;
+    page[FN_B - CODE_VA] = 0x55;
+    page[GUEST_INT3 - CODE_VA] = 0xCC;
+    assert_int_equal(vmt_mock_poke(m, pa, page, sizeof page), VMT_OK);
+}
+
+static void on_hit(void *user, vmt_tracer *t, const vmt_tracer_hit *hit)
+{
+    fixture *f = user;
+    f->hits++;
+    f->last = *hit->bp;
+    f->last_regs = *hit->regs;
+    if (f->remove_on_hit)
+        assert_int_equal(vmt_tracer_remove(t, hit->bp->id), VMT_OK);
+}
+
+static fixture *make_fixture(uint32_t caps, vmt_tracer_controller ctl)
+{
+    fixture *f = test_calloc(1, sizeof *f);
+    vmt_mock_opts mo = {.sz = sizeof mo, .max_gfn = 0x1000, .caps = caps};
+    assert_int_equal(vmt_mock_core_new(&mo, &f->vmi, &f->mock), VMT_OK);
+    assert_int_equal(vmt_mock_new_root(f->mock, &f->root), VMT_OK);
+    assert_int_equal(vmt_mock_map(f->mock, f->root, CODE_VA, CODE_PA, VMT_MOCK_4K, VMT_PTE_U), VMT_OK);
+    fill_code(f->mock, CODE_PA);
+    vmt_mock_regs(f->mock, 0)->cr3 = f->root;
+    vmt_tracer_opts to = {.sz = sizeof to, .controller = ctl, .on_hit = on_hit, .user = f};
+    assert_int_equal(vmt_tracer_new(f->vmi, &to, &f->t), VMT_OK);
+    return f;
+}
+
+static int setup_int3(void **state)
+{
+    *state = make_fixture(0, VMT_TRACER_CONTROLLER_INT3);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    vmt_tracer_free(f->t);
+    vmt_core_free(f->vmi);
+    test_free(f);
+    return 0;
+}
+
+/* ---- events ---- */
+
+static vmt_event base_event(fixture *f, vmt_event_reason why, vmt_va rip)
+{
+    vmt_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.vcpu = 0;
+    ev.has_view = true;
+    ev.view = vmt_tracer_view(f->t);
+    ev.reason = why;
+    ev.regs.rip = rip;
+    ev.regs.cr3 = f->root;
+    ev.regs.cs = 0x33;
+    return ev;
+}
+
+static void push_int3(fixture *f, vmt_va rip, vmt_pa pa)
+{
+    vmt_event ev = base_event(f, VMT_EVENT_SOFTWARE_BREAKPOINT, rip);
+    ev.u.software_breakpoint.gfn = vmt_gfn_from_pa(pa);
+    ev.u.software_breakpoint.insn_len = 1;
+    assert_int_equal(vmt_mock_push_event(f->mock, &ev), VMT_OK);
+}
+
+static void push_access(fixture *f, vmt_va rip, vmt_pa pa, vmt_va va, vmt_access a)
+{
+    vmt_event ev = base_event(f, VMT_EVENT_MEMORY_ACCESS, rip);
+    ev.u.memory_access.pa = pa;
+    ev.u.memory_access.va = va;
+    ev.u.memory_access.access = a;
+    assert_int_equal(vmt_mock_push_event(f->mock, &ev), VMT_OK);
+}
+
+static void push_step(fixture *f, vmt_va rip)
+{
+    vmt_event ev = base_event(f, VMT_EVENT_SINGLESTEP, rip);
+    ev.view = 0; /* the step ran in the default view */
+    assert_int_equal(vmt_mock_push_event(f->mock, &ev), VMT_OK);
+}
+
+/* Handles every queued event. The mock never blocks (an empty queue is an
+ * immediate timeout), so each short run handles at least the first event
+ * it finds; repeat until the queue is empty. */
+static void drain(fixture *f)
+{
+    for (int tries = 0; vmt_mock_pending_events(f->mock) > 0; tries++) {
+        assert_true(tries < 100000);
+        vmt_tracer_run_opts ro = {.sz = sizeof ro, .timeout_ms = 1};
+        vmt_tracer_stop_reason why = VMT_TRACER_STOP_NONE;
+        assert_int_equal(vmt_tracer_run(f->t, &ro, &why), VMT_OK);
+        assert_int_equal(why, VMT_TRACER_STOP_TIMEOUT);
+    }
+}
+
+static const vmt_response *response(fixture *f, size_t i)
+{
+    const vmt_response *r;
+    size_t n = vmt_mock_responses(f->mock, &r);
+    assert_true(i < n);
+    return &r[i];
+}
+
+/* FAST_SINGLESTEP: one instruction in resp.view (the default view); the
+ * vCPU stays in the session view, so no set_view. */
+static void assert_step_in_default(const vmt_response *r)
+{
+    assert_int_equal(r->action, VMT_ACTION_FAST_SINGLESTEP);
+    assert_int_equal(r->view, 0);
+    assert_false(r->set_view);
+    assert_false(r->set_regs);
+}
+
+static uint8_t view_byte(fixture *f, vmt_view view, vmt_pa pa)
+{
+    uint8_t b;
+    assert_int_equal(vmt_mock_view_read(f->mock, view, pa, &b, 1), VMT_OK);
+    return b;
+}
+
+static uint8_t raw_byte(fixture *f, vmt_pa pa)
+{
+    uint8_t b;
+    assert_int_equal(vmt_mock_peek(f->mock, pa, &b, 1), VMT_OK);
+    return b;
+}
+
+static vmt_tracer_bp_id add_bp(fixture *f, vmt_va va, bool global, const char *name)
+{
+    vmt_tracer_bp_opts bo = {.sz = sizeof bo, .global = global, .name = name, .key = 7, .tag = 9};
+    vmt_tracer_bp_id id = 0;
+    assert_int_equal(vmt_tracer_add(f->t, vmt_ctx(va, f->root), &bo, &id), VMT_OK);
+    assert_true(id != 0);
+    return id;
+}
+
+static vmt_tracer_bp_info bp_info(fixture *f, vmt_tracer_bp_id id)
+{
+    vmt_tracer_bp_info bi;
+    assert_int_equal(vmt_tracer_bp_get(f->t, id, &bi), VMT_OK);
+    return bi;
+}
+
+/* ---- tests ---- */
+
+static void test_session_view_and_detach(void **state)
+{
+    fixture *f = *state;
+    vmt_view v = vmt_tracer_view(f->t);
+    assert_true(v != 0);
+    assert_true(vmt_mock_view_exists(f->mock, v));
+    assert_int_equal(vmt_mock_current_view(f->mock), v);
+    assert_true(vmt_mock_monitoring(f->mock, VMT_EVENT_SOFTWARE_BREAKPOINT));
+    assert_true(vmt_mock_monitoring(f->mock, VMT_EVENT_MEMORY_ACCESS));
+    assert_int_equal(vmt_tracer_controller_used(f->t), VMT_TRACER_CONTROLLER_INT3);
+    assert_true(vmt_tracer_is_stealthy(f->t));
+    assert_int_equal(vmt_tracer_detach(f->t), VMT_OK);
+    assert_false(vmt_mock_view_exists(f->mock, v));
+    assert_int_equal(vmt_mock_current_view(f->mock), 0);
+    assert_false(vmt_mock_monitoring(f->mock, VMT_EVENT_SOFTWARE_BREAKPOINT));
+    assert_false(vmt_mock_monitoring(f->mock, VMT_EVENT_MEMORY_ACCESS));
+    assert_int_equal(vmt_tracer_detach(f->t), VMT_OK); /* idempotent */
+    assert_int_equal(vmt_tracer_run(f->t, NULL, NULL), VMT_E_INVALID);
+    assert_int_equal(vmt_tracer_add(f->t, vmt_ctx(FN_A, f->root), NULL, NULL), VMT_E_INVALID);
+}
+
+static void test_hit_steps_over_in_default_view(void **state)
+{
+    fixture *f = *state;
+    vmt_tracer_bp_id id = add_bp(f, FN_A, false, "fn_a");
+    vmt_view v = vmt_tracer_view(f->t);
+    vmt_tracer_bp_info bi = bp_info(f, id);
+    assert_true(bi.active);
+    assert_int_equal(bi.pa, CODE_PA + (FN_A - CODE_VA));
+    assert_string_equal(bi.name, "fn_a");
+    /* The trap lives in the session view only; the guest's frame is intact. */
+    assert_int_equal(view_byte(f, v, bi.pa), 0xCC);
+    assert_int_equal(view_byte(f, 0, bi.pa), 0x55);
+    assert_int_equal(raw_byte(f, bi.pa), 0x55);
+
+    push_int3(f, FN_A, CODE_PA);
+    push_int3(f, FN_A, CODE_PA);
+    drain(f);
+    assert_int_equal(f->hits, 2);
+    assert_int_equal(f->last.id, id);
+    assert_int_equal(f->last.key, 7);
+    assert_int_equal(f->last.tag, 9);
+    assert_int_equal(f->last_regs.rip, FN_A);
+    assert_int_equal(bp_info(f, id).hits, 2);
+    assert_step_in_default(response(f, 0));
+    assert_step_in_default(response(f, 1));
+    vmt_tracer_stats s;
+    vmt_tracer_stats_get(f->t, &s);
+    assert_int_equal(s.hits, 2);
+    assert_int_equal(s.hit_events, 2);
+    assert_int_equal(s.reinjected, 0);
+}
+
+static void test_max_hits_stops_the_run(void **state)
+{
+    fixture *f = *state;
+    add_bp(f, FN_A, false, NULL);
+    for (int i = 0; i < 5; i++)
+        push_int3(f, FN_A, CODE_PA);
+    vmt_tracer_run_opts ro = {.sz = sizeof ro, .max_hits = 3};
+    vmt_tracer_stop_reason why = VMT_TRACER_STOP_NONE;
+    assert_int_equal(vmt_tracer_run(f->t, &ro, &why), VMT_OK);
+    assert_int_equal(why, VMT_TRACER_STOP_HITS);
+    assert_int_equal(f->hits, 3);
+    assert_int_equal(vmt_mock_pending_events(f->mock), 2);
+}
+
+static void test_foreign_and_stale_int3(void **state)
+{
+    fixture *f = *state;
+    add_bp(f, FN_A, false, NULL);
+    push_int3(f, GUEST_INT3, CODE_PA); /* the guest's own trap */
+    push_int3(f, PLAIN, CODE_PA);      /* nobody's: a breakpoint removed meanwhile */
+    drain(f);
+    assert_int_equal(f->hits, 0);
+    assert_int_equal(response(f, 0)->action, VMT_ACTION_REINJECT);
+    assert_false(response(f, 0)->set_view);
+    assert_int_equal(response(f, 1)->action, VMT_ACTION_CONTINUE);
+    assert_false(response(f, 1)->set_regs);
+    vmt_tracer_stats s;
+    vmt_tracer_stats_get(f->t, &s);
+    assert_int_equal(s.reinjected, 1);
+    assert_int_equal(s.stale, 1);
+}
+
+static void test_stealth_read_served_in_default_view(void **state)
+{
+    fixture *f = *state;
+    vmt_tracer_bp_id id = add_bp(f, FN_A, false, NULL);
+    vmt_access a;
+    assert_int_equal(vmt_core_get_access(f->vmi, vmt_gfn_from_pa(CODE_PA), vmt_tracer_view(f->t), &a),
+                     VMT_OK);
+    assert_false(a & VMT_ACCESS_R); /* reads of the page trap in the session view */
+    push_access(f, PLAIN, bp_info(f, id).pa, FN_A, VMT_ACCESS_R);
+    drain(f);
+    assert_step_in_default(response(f, 0));
+    vmt_tracer_stats s;
+    vmt_tracer_stats_get(f->t, &s);
+    assert_int_equal(s.stealth_reads, 1);
+    assert_int_equal(f->hits, 0);
+    /* What the read sees in the default view is the original byte. */
+    assert_int_equal(view_byte(f, response(f, 0)->view, bp_info(f, id).pa), 0x55);
+}
+
+/* A write to a monitored page-table entry is single-stepped in the default
+ * view; the tracer reads the entry back after the step. The test applies
+ * the write before queueing the events: the tracer reads nothing at the
+ * write event itself. */
+static void guest_writes_pte(fixture *f, vmt_va va, uint64_t pte)
+{
+    vmt_pa pte_pa;
+    assert_int_equal(vmt_mock_entry_pa(f->mock, f->root, va, 1, &pte_pa), VMT_OK);
+    assert_int_equal(vmt_mock_poke(f->mock, pte_pa, &pte, sizeof pte), VMT_OK);
+    push_access(f, PLAIN, pte_pa, 0xffff800000000000ull, VMT_ACCESS_W);
+    push_step(f, PLAIN + 3);
+}
+
+static void assert_pt_write_responses(fixture *f, size_t first)
+{
+    const vmt_response *w = response(f, first), *s = response(f, first + 1);
+    assert_int_equal(w->action, VMT_ACTION_SINGLESTEP);
+    assert_true(w->set_view);
+    assert_int_equal(w->view, 0);
+    assert_int_equal(s->action, VMT_ACTION_CONTINUE);
+    assert_true(s->set_view);
+    assert_int_equal(s->view, vmt_tracer_view(f->t));
+}
+
+static void test_page_out_and_relocated_page_in(void **state)
+{
+    fixture *f = *state;
+    vmt_tracer_bp_id id = add_bp(f, FN_A, false, NULL);
+    vmt_view v = vmt_tracer_view(f->t);
+    vmt_tracer_stats s;
+
+    guest_writes_pte(f, CODE_VA, CODE_PA | VMT_PTE_U | VMT_PTE_W); /* Present cleared */
+    drain(f);
+    assert_pt_write_responses(f, 0);
+    vmt_tracer_bp_info bi = bp_info(f, id);
+    assert_false(bi.active);
+    assert_int_equal(bi.page_outs, 1);
+    vmt_tracer_stats_get(f->t, &s);
+    assert_int_equal(s.pt_writes, 1);
+    assert_int_equal(s.page_outs, 1);
+    assert_int_equal(s.bpm.pending, 1);
+    assert_int_equal(s.bpm.active, 0);
+    assert_int_equal(view_byte(f, v, CODE_PA + 0x10), 0x55); /* trap gone with the page */
+
+    fill_code(f->mock, MOVED_PA); /* the pager reads the page back into another frame */
+    guest_writes_pte(f, CODE_VA, MOVED_PA | VMT_PTE_P | VMT_PTE_U | VMT_PTE_W);
+    drain(f);
+    assert_pt_write_responses(f, 2);
+    bi = bp_info(f, id);
+    assert_true(bi.active);
+    assert_int_equal(bi.page_ins, 1);
+    assert_int_equal(bi.relocations, 1);
+    assert_int_equal(bi.pa, MOVED_PA + 0x10);
+    assert_int_equal(view_byte(f, v, MOVED_PA + 0x10), 0xCC);
+    assert_int_equal(raw_byte(f, MOVED_PA + 0x10), 0x55);
+
+    push_int3(f, FN_A, MOVED_PA);
+    drain(f);
+    assert_int_equal(bp_info(f, id).hits, 1);
+    assert_step_in_default(response(f, 4));
+}
+
+static void test_pending_breakpoint_arms_at_page_in(void **state)
+{
+    fixture *f = *state;
+    /* LATE_VA shares CODE_VA's page table, but its entry is empty. */
+    vmt_tracer_bp_id id = add_bp(f, LATE_VA + 0x10, false, "late");
+    assert_false(bp_info(f, id).active);
+    vmt_tracer_stats s;
+    vmt_tracer_stats_get(f->t, &s);
+    assert_int_equal(s.bpm.pending, 1);
+    push_int3(f, LATE_VA + 0x10, LATE_PA); /* cannot be ours yet */
+    drain(f);
+    assert_int_equal(f->hits, 0);
+
+    fill_code(f->mock, LATE_PA);
+    guest_writes_pte(f, LATE_VA, LATE_PA | VMT_PTE_P | VMT_PTE_U);
+    drain(f);
+    assert_true(bp_info(f, id).active);
+    assert_int_equal(bp_info(f, id).page_ins, 1);
+    assert_int_equal(bp_info(f, id).relocations, 0);
+    assert_int_equal(view_byte(f, vmt_tracer_view(f->t), LATE_PA + 0x10), 0xCC);
+    push_int3(f, LATE_VA + 0x10, LATE_PA);
+    drain(f);
+    assert_int_equal(f->hits, 1);
+    assert_string_equal(f->last.name, "late");
+}
+
+static void test_unmonitored_table_write_is_completed(void **state)
+{
+    fixture *f = *state;
+    add_bp(f, FN_A, false, NULL);
+    vmt_pa pte_pa;
+    assert_int_equal(vmt_mock_entry_pa(f->mock, f->root, CODE_VA, 1, &pte_pa), VMT_OK);
+    /* Another entry of the same (write-protected) table page. */
+    push_access(f, PLAIN, pte_pa + 8 * 100, 0xffff800000000000ull, VMT_ACCESS_W);
+    drain(f);
+    assert_step_in_default(response(f, 0));
+    vmt_tracer_stats s;
+    vmt_tracer_stats_get(f->t, &s);
+    assert_int_equal(s.other_writes, 1);
+    assert_int_equal(s.pt_writes, 0);
+}
+
+static void test_global_breakpoint_any_root(void **state)
+{
+    fixture *f = *state;
+    vmt_tracer_bp_id id = add_bp(f, FN_B, true, "shared");
+    vmt_pa other;
+    assert_int_equal(vmt_mock_new_root(f->mock, &other), VMT_OK);
+    assert_int_equal(vmt_mock_map(f->mock, other, CODE_VA, CODE_PA, VMT_MOCK_4K, VMT_PTE_U), VMT_OK);
+    vmt_event ev = base_event(f, VMT_EVENT_SOFTWARE_BREAKPOINT, FN_B);
+    ev.regs.cr3 = other;
+    ev.u.software_breakpoint.gfn = vmt_gfn_from_pa(CODE_PA);
+    ev.u.software_breakpoint.insn_len = 1;
+    assert_int_equal(vmt_mock_push_event(f->mock, &ev), VMT_OK);
+    push_int3(f, FN_B, CODE_PA);
+    drain(f);
+    assert_int_equal(bp_info(f, id).hits, 2);
+    assert_true(bp_info(f, id).global);
+}
+
+static void test_callback_removes_its_breakpoint(void **state)
+{
+    fixture *f = *state;
+    vmt_tracer_bp_id id = add_bp(f, FN_A, false, NULL);
+    f->remove_on_hit = true;
+    push_int3(f, FN_A, CODE_PA);
+    drain(f);
+    assert_int_equal(f->hits, 1);
+    assert_step_in_default(response(f, 0)); /* the original instruction still runs */
+    assert_int_equal(vmt_tracer_bp_count(f->t), 0);
+    vmt_tracer_bp_info bi;
+    assert_int_equal(vmt_tracer_bp_get(f->t, id, &bi), VMT_E_INVALID);
+    assert_int_equal(view_byte(f, vmt_tracer_view(f->t), CODE_PA + 0x10), 0x55);
+    push_int3(f, FN_A, CODE_PA); /* a late event for it: stale */
+    drain(f);
+    assert_int_equal(f->hits, 1);
+    assert_int_equal(response(f, 1)->action, VMT_ACTION_CONTINUE);
+}
+
+static void test_two_breakpoints_one_address(void **state)
+{
+    fixture *f = *state;
+    vmt_tracer_bp_id a = add_bp(f, FN_A, false, "first");
+    vmt_tracer_bp_id b = add_bp(f, FN_A, false, "second");
+    push_int3(f, FN_A, CODE_PA);
+    drain(f);
+    assert_int_equal(bp_info(f, a).hits, 1);
+    assert_int_equal(bp_info(f, b).hits, 1);
+    assert_int_equal(vmt_mock_responses(f->mock, NULL), 1); /* one step over */
+    assert_int_equal(vmt_tracer_remove(f->t, a), VMT_OK);
+    assert_int_equal(view_byte(f, vmt_tracer_view(f->t), CODE_PA + 0x10), 0xCC);
+    assert_int_equal(vmt_tracer_remove(f->t, b), VMT_OK);
+    assert_int_equal(view_byte(f, vmt_tracer_view(f->t), CODE_PA + 0x10), 0x55);
+    assert_int_equal(vmt_tracer_remove(f->t, b), VMT_E_INVALID);
+}
+
+/* Everything the tracer did is undone by detach: guest frames (code and
+ * page tables) byte for byte, access rights, shadow frames, views. */
+static void test_detach_restores_guest(void **state)
+{
+    (void)state;
+    fixture *f = make_fixture(0, VMT_TRACER_CONTROLLER_INT3);
+    vmt_pa pte_pa;
+    assert_int_equal(vmt_mock_entry_pa(f->mock, f->root, CODE_VA, 1, &pte_pa), VMT_OK);
+    vmt_pa table = pte_pa & ~(vmt_pa)0xfff;
+    uint8_t code0[VMT_PAGE_SIZE], table0[VMT_PAGE_SIZE], buf[VMT_PAGE_SIZE];
+    assert_int_equal(vmt_mock_peek(f->mock, CODE_PA, code0, sizeof code0), VMT_OK);
+    assert_int_equal(vmt_mock_peek(f->mock, table, table0, sizeof table0), VMT_OK);
+    vmt_access before;
+    assert_int_equal(vmt_core_get_access(f->vmi, vmt_gfn_from_pa(table), 0, &before), VMT_OK);
+
+    add_bp(f, FN_A, false, NULL);
+    add_bp(f, FN_B, true, NULL);
+    add_bp(f, LATE_VA, false, NULL);
+    assert_true(vmt_mock_allocated_gfns(f->mock) > 0);
+    push_int3(f, FN_A, CODE_PA);
+    drain(f);
+    vmt_tracer_stats s;
+    vmt_tracer_stats_get(f->t, &s);
+    assert_true(s.ptm_tables > 0);
+
+    assert_int_equal(vmt_tracer_detach(f->t), VMT_OK);
+    assert_int_equal(vmt_mock_peek(f->mock, CODE_PA, buf, sizeof buf), VMT_OK);
+    assert_memory_equal(buf, code0, sizeof buf);
+    assert_int_equal(vmt_mock_peek(f->mock, table, buf, sizeof buf), VMT_OK);
+    assert_memory_equal(buf, table0, sizeof buf);
+    assert_int_equal(vmt_mock_view_read(f->mock, 0, CODE_PA, buf, sizeof buf), VMT_OK);
+    assert_memory_equal(buf, code0, sizeof buf);
+    vmt_access after;
+    assert_int_equal(vmt_core_get_access(f->vmi, vmt_gfn_from_pa(table), 0, &after), VMT_OK);
+    assert_int_equal(after, before);
+    assert_int_equal(vmt_mock_allocated_gfns(f->mock), 0);
+    assert_false(vmt_mock_view_exists(f->mock, 1));
+    assert_int_equal(vmt_mock_current_view(f->mock), 0);
+    vmt_tracer_stats_get(f->t, &s);
+    assert_int_equal(s.bpm.active + s.bpm.pending, 0);
+    assert_int_equal(s.ptm_tables, 0);
+    /* Info stays readable; the breakpoints are no longer armed. */
+    assert_int_equal(vmt_tracer_bp_count(f->t), 3);
+    assert_false(bp_info(f, 1).active);
+    assert_int_equal(bp_info(f, 1).hits, 1);
+    teardown((void **)&f);
+}
+
+/* Without FAST_SINGLESTEP the step-over is a SINGLESTEP whose event brings
+ * the vCPU back; the run does not return between the two. */
+static void test_step_over_without_fast_singlestep(void **state)
+{
+    (void)state;
+    fixture *f = make_fixture(VMT_CAP_VIEWS | VMT_CAP_EXECUTE_ONLY, VMT_TRACER_CONTROLLER_AUTO);
+    assert_int_equal(vmt_tracer_controller_used(f->t), VMT_TRACER_CONTROLLER_INT3);
+    add_bp(f, FN_A, false, NULL);
+    push_int3(f, FN_A, CODE_PA);
+    push_step(f, FN_A + 1);
+    vmt_tracer_run_opts ro = {.sz = sizeof ro, .max_hits = 1};
+    vmt_tracer_stop_reason why;
+    assert_int_equal(vmt_tracer_run(f->t, &ro, &why), VMT_OK);
+    assert_int_equal(why, VMT_TRACER_STOP_HITS);
+    assert_int_equal(vmt_mock_pending_events(f->mock), 0); /* waited for the step */
+    assert_int_equal(response(f, 0)->action, VMT_ACTION_SINGLESTEP);
+    assert_int_equal(response(f, 0)->view, 0);
+    assert_int_equal(response(f, 1)->action, VMT_ACTION_CONTINUE);
+    assert_true(response(f, 1)->set_view);
+    assert_int_equal(response(f, 1)->view, vmt_tracer_view(f->t));
+    assert_int_equal(vmt_mock_current_view(f->mock), vmt_tracer_view(f->t));
+    teardown((void **)&f);
+}
+
+/* The memory controller: the page loses X; a fetch at a breakpoint is a
+ * hit, a fetch elsewhere on the page is just stepped. */
+static void test_memory_controller(void **state)
+{
+    (void)state;
+    fixture *f = make_fixture(VMT_CAP_VIEWS | VMT_CAP_FAST_SINGLESTEP, VMT_TRACER_CONTROLLER_AUTO);
+    assert_int_equal(vmt_tracer_controller_used(f->t), VMT_TRACER_CONTROLLER_MEMORY);
+    assert_true(vmt_tracer_is_stealthy(f->t));
+    vmt_tracer_bp_id id = add_bp(f, FN_A, false, NULL);
+    vmt_access a;
+    assert_int_equal(vmt_core_get_access(f->vmi, vmt_gfn_from_pa(CODE_PA), vmt_tracer_view(f->t), &a),
+                     VMT_OK);
+    assert_false(a & VMT_ACCESS_X);
+    assert_true(a & VMT_ACCESS_R);
+    assert_int_equal(view_byte(f, vmt_tracer_view(f->t), CODE_PA + 0x10), 0x55); /* no code change */
+    push_access(f, FN_A, CODE_PA + 0x10, FN_A, VMT_ACCESS_X);
+    push_access(f, PLAIN, CODE_PA + 0x200, PLAIN, VMT_ACCESS_X);
+    drain(f);
+    assert_int_equal(bp_info(f, id).hits, 1);
+    assert_int_equal(f->hits, 1);
+    assert_step_in_default(response(f, 0));
+    assert_step_in_default(response(f, 1));
+    vmt_tracer_stats s;
+    vmt_tracer_stats_get(f->t, &s);
+    assert_int_equal(s.exec_steps, 1);
+    assert_int_equal(vmt_tracer_detach(f->t), VMT_OK);
+    assert_int_equal(vmt_core_get_access(f->vmi, vmt_gfn_from_pa(CODE_PA), 0, &a), VMT_OK);
+    assert_int_equal(a, VMT_ACCESS_RWX);
+    teardown((void **)&f);
+}
+
+static void test_bad_arguments(void **state)
+{
+    fixture *f = *state;
+    vmt_tracer *t = (vmt_tracer *)(uintptr_t)1;
+    assert_int_equal(vmt_tracer_new(NULL, NULL, &t), VMT_E_INVALID);
+    assert_int_equal(vmt_tracer_new(f->vmi, NULL, NULL), VMT_E_INVALID);
+    assert_ptr_equal(t, (vmt_tracer *)(uintptr_t)1);
+    vmt_tracer_bp_id id = 42;
+    assert_int_equal(vmt_tracer_add(f->t, vmt_ctx(0x0000900000000000ull, f->root), NULL, &id),
+                     VMT_E_INVALID);
+    assert_int_equal(vmt_tracer_add(NULL, vmt_ctx(FN_A, f->root), NULL, &id), VMT_E_INVALID);
+    assert_int_equal(id, 42);
+    assert_int_equal(vmt_tracer_add_symbol(f->t, "main", f->root, NULL, &id), VMT_E_INVALID);
+    assert_int_equal(vmt_tracer_load_symbols(f->t, "/nonexistent.elf"), VMT_E_INVALID);
+    assert_int_equal(vmt_tracer_remove(f->t, 1), VMT_E_INVALID);
+    assert_int_equal(vmt_tracer_bp_count(f->t), 0);
+    assert_string_equal(vmt_tracer_stop_reason_str(VMT_TRACER_STOP_HITS), "hits");
+    assert_string_equal(vmt_tracer_controller_name(VMT_TRACER_CONTROLLER_MEMORY), "memory");
+    vmt_tracer_free(NULL);
+}
+
+static void test_driver_without_views(void **state)
+{
+    (void)state;
+    vmt_core *vmi;
+    vmt_mock *m;
+    vmt_mock_opts mo = {.sz = sizeof mo, .max_gfn = 0x1000, .caps = VMT_CAP_FAST_SINGLESTEP};
+    assert_int_equal(vmt_mock_core_new(&mo, &vmi, &m), VMT_OK);
+    vmt_tracer *t = NULL;
+    assert_int_equal(vmt_tracer_new(vmi, NULL, &t), VMT_E_UNSUPPORTED);
+    assert_null(t);
+    assert_int_equal(vmt_mock_current_view(m), 0);
+    vmt_core_free(vmi);
+}
+
+/* A driver failure at any point of vmt_tracer_new leaves nothing behind. */
+static void test_new_fails_cleanly_at_every_call(void **state)
+{
+    (void)state;
+    for (unsigned nth = 1;; nth++) {
+        vmt_core *vmi;
+        vmt_mock *m;
+        assert_int_equal(vmt_mock_core_new(NULL, &vmi, &m), VMT_OK);
+        vmt_mock_fail_nth_any(m, nth, VMT_E_DRIVER);
+        vmt_tracer *t = NULL;
+        vmt_status st = vmt_tracer_new(vmi, NULL, &t);
+        bool injected = vmt_mock_injected(m) > 0;
+        vmt_mock_fail_nth_any(m, 0, VMT_OK);
+        if (st == VMT_OK) {
+            assert_false(injected);
+            vmt_tracer_free(t);
+            vmt_core_free(vmi);
+            assert_true(nth > 3);
+            break;
+        }
+        assert_null(t);
+        assert_int_equal(vmt_mock_current_view(m), 0);
+        for (vmt_view v = 1; v < 4; v++)
+            assert_false(vmt_mock_view_exists(m, v));
+        assert_false(vmt_mock_monitoring(m, VMT_EVENT_MEMORY_ACCESS));
+        assert_false(vmt_mock_monitoring(m, VMT_EVENT_SOFTWARE_BREAKPOINT));
+        vmt_core_free(vmi);
+    }
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup_int3, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_session_view_and_detach),
+        T(test_hit_steps_over_in_default_view),
+        T(test_max_hits_stops_the_run),
+        T(test_foreign_and_stale_int3),
+        T(test_stealth_read_served_in_default_view),
+        T(test_page_out_and_relocated_page_in),
+        T(test_pending_breakpoint_arms_at_page_in),
+        T(test_unmonitored_table_write_is_completed),
+        T(test_global_breakpoint_any_root),
+        T(test_callback_removes_its_breakpoint),
+        T(test_two_breakpoints_one_address),
+        T(test_bad_arguments),
+        cmocka_unit_test(test_detach_restores_guest),
+        cmocka_unit_test(test_step_over_without_fast_singlestep),
+        cmocka_unit_test(test_memory_controller),
+        cmocka_unit_test(test_driver_without_views),
+        cmocka_unit_test(test_new_fails_cleanly_at_every_call),
+    };
+#undef T
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
