@@ -26,6 +26,8 @@ set -euo pipefail
 DIR=${1:-${VMITAP_LINUX_DIR:-$HOME/.cache/vmitap/linux}}
 # The workload's file count; the tests read it from DIR/workload-files.
 NFILES=16
+# Bumped whenever what this script makes changes: an older DIR is redone.
+FORMAT=2
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -45,6 +47,7 @@ complete() {
   for f in vmlinuz vmlinux System.map busybox initramfs.cpio.gz kernel-version workload-files; do
     [ -s "$DIR/$f" ] || return 1
   done
+  [ "$(cat "$DIR/format" 2>/dev/null)" = "$FORMAT" ]
 }
 
 if complete; then
@@ -123,6 +126,12 @@ exec </dev/console >/dev/console 2>&1
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 echo "VMT-INIT: start"
+# With vmt.wait on the kernel command line, wait for one line on the
+# console before the workload: a tracer attaches meanwhile, then sends it.
+if grep -q 'vmt[.]wait' /proc/cmdline; then
+  echo "VMT-INIT: waiting"
+  read -r go
+fi
 # Workload: create NFILES files, then read each back. Each file is opened
 # exactly twice (once by the redirection that creates it, once by cat).
 N=$NFILES
@@ -164,5 +173,6 @@ mv "$WORK/System.map.out" "$DIR/System.map"
 cp "$WORK/bb/bin/busybox" "$DIR/busybox"
 mv "$WORK/initramfs.cpio.gz" "$DIR/initramfs.cpio.gz"
 echo "$NFILES" >"$DIR/workload-files"
+echo "$FORMAT" >"$DIR/format"
 echo "$PKG $VERSION" >"$DIR/kernel-version"
 say "ready in $DIR ($PKG, busybox-static)"
