@@ -317,14 +317,18 @@ static void flat(struct kvm_segment *s, uint16_t sel, uint8_t type, bool code)
 
 static vmt_status set_cpuid(vmt_kvm *k)
 {
-    struct {
-        struct kvm_cpuid2 c;
-        struct kvm_cpuid_entry2 e[256];
-    } cpuid = {.c.nent = 256};
-    if (ioctl(k->kvm_fd, KVM_GET_SUPPORTED_CPUID, &cpuid) < 0)
-        return VMT_E_DRIVER;
-    for (unsigned i = 0; i < cpuid.c.nent; i++) {
-        struct kvm_cpuid_entry2 *e = &cpuid.e[i];
+    const unsigned max = 256;
+    struct kvm_cpuid2 *cpuid = calloc(1, sizeof *cpuid + max * sizeof(struct kvm_cpuid_entry2));
+    if (!cpuid)
+        return VMT_E_NOMEM;
+    cpuid->nent = max;
+    vmt_status st = VMT_OK;
+    if (ioctl(k->kvm_fd, KVM_GET_SUPPORTED_CPUID, cpuid) < 0) {
+        vmt_log(VMT_LOG_ERROR, "kvm: KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
+        st = VMT_E_DRIVER;
+    }
+    for (unsigned i = 0; st == VMT_OK && i < cpuid->nent; i++) {
+        struct kvm_cpuid_entry2 *e = &cpuid->entries[i];
         if (e->function == 1) {
             e->ecx |= 1u << 31; /* running under a hypervisor: look for KVM's leaves */
             if (k->emulated_cpl0)
@@ -336,11 +340,12 @@ static vmt_status set_cpuid(vmt_kvm *k)
             e->edx &= ~LX_EMU_MISSING_7_EDX;
         }
     }
-    if (ioctl(k->vcpu_fd, KVM_SET_CPUID2, &cpuid) < 0) {
+    if (st == VMT_OK && ioctl(k->vcpu_fd, KVM_SET_CPUID2, cpuid) < 0) {
         vmt_log(VMT_LOG_ERROR, "kvm: KVM_SET_CPUID2: %s", strerror(errno));
-        return VMT_E_DRIVER;
+        st = VMT_E_DRIVER;
     }
-    return VMT_OK;
+    free(cpuid);
+    return st;
 }
 
 /* MTRRs enabled with write-back as the default type. A vCPU starts with
@@ -350,11 +355,15 @@ static vmt_status set_cpuid(vmt_kvm *k)
  * minutes). Firmware would have done this. */
 static vmt_status set_mtrr_wb(vmt_kvm *k)
 {
-    struct {
-        struct kvm_msrs m;
-        struct kvm_msr_entry e;
-    } msrs = {.m.nmsrs = 1, .e = {.index = 0x2ff /* MTRRdefType */, .data = (1u << 11) | 6 /* E, WB */}};
-    if (ioctl(k->vcpu_fd, KVM_SET_MSRS, &msrs) != 1) {
+    struct kvm_msrs *msrs = calloc(1, sizeof *msrs + sizeof(struct kvm_msr_entry));
+    if (!msrs)
+        return VMT_E_NOMEM;
+    msrs->nmsrs = 1;
+    msrs->entries[0].index = 0x2ff; /* MTRRdefType */
+    msrs->entries[0].data = (1u << 11) | 6; /* enabled, write-back */
+    int r = ioctl(k->vcpu_fd, KVM_SET_MSRS, msrs);
+    free(msrs);
+    if (r != 1) {
         vmt_log(VMT_LOG_ERROR, "kvm: setting MTRRdefType failed");
         return VMT_E_DRIVER;
     }
