@@ -211,8 +211,13 @@ static vmt_status op_monitor(void *d, vmt_event_reason what, bool enable)
     case VMT_EVENT_SINGLESTEP:
         k->monitor_ss = enable;
         return VMT_OK;
-    case VMT_EVENT_MEMORY_ACCESS:
     case VMT_EVENT_SOFTWARE_BREAKPOINT:
+        if (k->linux_boot) { /* linux: the #BP trap only while someone listens */
+            k->bp_monitor = enable;
+            return VMT_OK;
+        }
+        return enable ? VMT_OK : VMT_E_UNSUPPORTED;
+    case VMT_EVENT_MEMORY_ACCESS:
         return enable ? VMT_OK : VMT_E_UNSUPPORTED;
     default:
         return VMT_E_INVALID;

@@ -123,6 +123,8 @@ vmt_status kvm_regs_set(vmt_kvm *k, const vmt_regs *v)
 vmt_status kvm_set_debug(vmt_kvm *k, bool step)
 {
     uint32_t flags = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP | (step ? KVM_GUESTDBG_SINGLESTEP : 0);
+    if (step && k->step_blockirq) /* linux: no interrupt may slip into a step */
+        flags |= KVM_GUESTDBG_BLOCKIRQ;
     if (flags == k->dbg_flags)
         return VMT_OK;
     struct kvm_guest_debug dbg = {.control = flags};

@@ -130,6 +130,8 @@ struct vmt_kvm {
     /* linux: a bzImage boot (kvm_linux.c) with its board devices */
     bool linux_boot;
     bool emulated_cpl0; /* the host emulates guest kernel code (kvm_pvm) */
+    bool bp_monitor;    /* SOFTWARE_BREAKPOINT monitored: keep the #BP trap */
+    bool step_blockirq; /* single-steps use KVM_GUESTDBG_BLOCKIRQ */
     kvm_uart uart;
 };
 

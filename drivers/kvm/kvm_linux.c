@@ -119,6 +119,14 @@ vmt_status kvm_linux_vm_init(vmt_kvm *k)
         vmt_log(VMT_LOG_ERROR, "kvm: Linux boot needs KVM_CAP_IRQCHIP and KVM_CAP_PIT2");
         return VMT_E_UNSUPPORTED;
     }
+    /* With an interrupt controller, an interrupt can be delivered just as a
+     * single-step starts: the step would then end at the handler's first
+     * instruction, not after the stepped one (a breakpoint stepped over
+     * would hit again on return). BLOCKIRQ holds interrupts during steps. */
+    int dbg2 = ioctl(k->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SET_GUEST_DEBUG2);
+    k->step_blockirq = dbg2 > 0 && (dbg2 & KVM_GUESTDBG_BLOCKIRQ);
+    if (!k->step_blockirq)
+        vmt_log(VMT_LOG_WARN, "kvm: no KVM_GUESTDBG_BLOCKIRQ: an interrupt may land inside a single-step");
     if (ioctl(k->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0) {
         vmt_log(VMT_LOG_ERROR, "kvm: KVM_CREATE_IRQCHIP: %s", strerror(errno));
         return VMT_E_DRIVER;

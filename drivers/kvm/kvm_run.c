@@ -118,6 +118,13 @@ static void refresh_bp_trap(vmt_kvm *k)
 {
     struct kvm_sregs s;
     uint8_t g[16];
+    if (k->linux_boot && !k->bp_monitor) {
+        /* linux: Linux's vector-3 handler shares its page with the syscall
+         * and interrupt entry code, so trapping it costs every syscall and
+         * interrupt a few single-steps: only while breakpoints are monitored. */
+        set_bp_trap(k, false, 0, 0);
+        return;
+    }
     if (ioctl(k->vcpu_fd, KVM_GET_SREGS, &s) < 0)
         return;
     if (s.idt.limit < 4 * 16 - 1 || kvm_va_read(k, s.cr3, s.idt.base + 3 * 16, g, sizeof g) != VMT_OK ||
