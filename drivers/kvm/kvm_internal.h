@@ -132,6 +132,9 @@ struct vmt_kvm {
     bool emulated_cpl0; /* the host emulates guest kernel code (kvm_pvm) */
     bool bp_monitor;    /* SOFTWARE_BREAKPOINT monitored: keep the #BP trap */
     bool step_blockirq; /* single-steps use KVM_GUESTDBG_BLOCKIRQ */
+    uint64_t retry_rip; /* last emulation failure retried, and how often */
+    unsigned retries;
+    uint64_t emu_retries; /* emulation failures resumed (kvm_pvm) */
     kvm_uart uart;
 };
 
@@ -176,6 +179,9 @@ vmt_status kvm_linux_vm_init(vmt_kvm *k); /* before the vCPU exists */
 vmt_status kvm_linux_boot(vmt_kvm *k, const vmt_kvm_opts *o);
 /* Port I/O of the Linux board (serial, reset); KVM_LINUX_IO_STOP: the guest is over. */
 int kvm_linux_io(vmt_kvm *k, uint16_t port, bool out, uint8_t *data, size_t size, size_t count);
+/* True to resume after an emulation failure at rip on an emulating host
+ * (retried, then single-stepped once) rather than call it a crash. */
+bool kvm_linux_emulation_retry(vmt_kvm *k, uint64_t rip);
 bool kvm_serial_io(vmt_kvm *k, uint16_t port, bool out, uint8_t *data, size_t size, size_t count);
 
 /* kvm_cpu.c: registers */

@@ -454,6 +454,29 @@ bool vmt_kvm_emulates_kernel_mode(void)
     return access("/sys/module/kvm_pvm", F_OK) == 0;
 }
 
+/* kvm_pvm reported emulation failures at ordinary instructions (a nop at
+ * the start of the interrupt entry code, right after the interrupt was
+ * delivered) that run fine when the vCPU simply tries again, or steps. So
+ * on such a host a failure is resumed once, then single-stepped once, and
+ * only a third failure at the same rip in a row is a crash. */
+bool kvm_linux_emulation_retry(vmt_kvm *k, uint64_t rip)
+{
+    if (!k->linux_boot || !k->emulated_cpl0)
+        return false;
+    if (rip != k->retry_rip) {
+        k->retry_rip = rip;
+        k->retries = 0;
+    }
+    if (k->retries >= 2)
+        return false;
+    if (++k->retries == 2)
+        k->step.fast = true; /* one silent single-step */
+    k->emu_retries++;
+    vmt_log(VMT_LOG_DEBUG, "kvm: emulation failure at 0x%llx resumed (try %u)", (unsigned long long)rip,
+            k->retries);
+    return true;
+}
+
 /* ---- port I/O of the board ---- */
 
 /* The reset that `reboot -f` (reboot=k) ends with: the guest is over. */

@@ -392,6 +392,8 @@ static enum handled on_emulation_failure(vmt_kvm *k, pending_ev *p)
             k->run->emulation_failure.ndata, (unsigned long long)k->run->emulation_failure.flags, k->run->emulation_failure.insn_bytes[0], k->run->emulation_failure.insn_bytes[1]);
         return bp_event(k, p, EV_BP_KVM); /* the int3 quirk of these hosts */
     }
+    if (kvm_linux_emulation_retry(k, r.rip)) /* linux: kvm_pvm's spurious failures */
+        return H_RUN;
     struct kvm_run *run = k->run;
     kvm_crash(k, "KVM could not emulate the instruction at rip 0x%llx (cpl %u, suberror %u)",
               (unsigned long long)r.rip, r.cs & 3u, run->internal.suberror);
