@@ -10,43 +10,43 @@
 
 #include "abi.h"
 
-#define VMT_KERNEL_COUNTERS(X) \
-    X(syscall_dispatch)        \
-    X(schedule)                \
-    X(pager_page_in)           \
-    X(pager_page_out)          \
-    X(selfcheck_run)           \
-    X(kernel_int3_probe)       \
-    X(patch_target)            \
+#define VMT_KERNEL_COUNTERS(X)                                                                     \
+    X(syscall_dispatch)                                                                            \
+    X(schedule)                                                                                    \
+    X(pager_page_in)                                                                               \
+    X(pager_page_out)                                                                              \
+    X(selfcheck_run)                                                                               \
+    X(kernel_int3_probe)                                                                           \
+    X(patch_target)                                                                                \
     X(patch_neighbor)
 
-#define VMT_USER_COUNTERS(X) \
-    X(lib_mix)               \
-    X(lib_getpid)            \
-    X(lib_yield)             \
-    X(lib_int3)              \
-    X(prog_main)             \
-    X(prog_work_a)           \
-    X(prog_work_b)           \
+#define VMT_USER_COUNTERS(X)                                                                       \
+    X(lib_mix)                                                                                     \
+    X(lib_getpid)                                                                                  \
+    X(lib_yield)                                                                                   \
+    X(lib_int3)                                                                                    \
+    X(prog_main)                                                                                   \
+    X(prog_work_a)                                                                                 \
+    X(prog_work_b)                                                                                 \
     X(prog_work_c)
 
 enum vmt_kernel_counter {
 #define X(name) KCNT_##name,
     VMT_KERNEL_COUNTERS(X)
 #undef X
-    KCNT_COUNT
+        KCNT_COUNT
 };
 
 enum vmt_user_counter {
 #define X(name) UCNT_##name,
     VMT_USER_COUNTERS(X)
 #undef X
-    UCNT_COUNT
+        UCNT_COUNT
 };
 
 /* Index in stats->counters[] of user counter u: the sum, then per process. */
 #define UCNT_SLOTS (1u + VMT_GUEST_NPROCS)
-#define UCNT_INDEX(u) (KCNT_COUNT + (u) * UCNT_SLOTS)
+#define UCNT_INDEX(u) (KCNT_COUNT + (u)*UCNT_SLOTS)
 #define UCNT_INDEX_PROC(u, p) (UCNT_INDEX(u) + 1u + (p))
 #define VMT_GUEST_NCOUNTERS (KCNT_COUNT + UCNT_COUNT * UCNT_SLOTS)
 

@@ -145,7 +145,9 @@ vmt_status vmt_kvm_new(const vmt_kvm_opts *opts, vmt_kvm **out)
         st = k->linux_boot ? kvm_linux_boot(k, &o) /* linux */
                            : kvm_boot_load(k, o.guest_path ? o.guest_path : vmt_kvm_default_guest(), &o);
     if (st == VMT_OK)
-        st = kvm_set_debug(k, false);
+        st = kvm_sync_init(k);
+    if (st == VMT_OK)
+        st = kvm_debug_init(k);
     if (st != VMT_OK) {
         vmt_kvm_free(k);
         return st;

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <gelf.h>
 #include <libelf.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -115,14 +116,16 @@ static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type, bool code)
 static vmt_status setup_cpu(vmt_kvm *k, uint64_t entry)
 {
     /* Let the guest see the host's CPU features (SSE, NX, ...). */
-    struct {
-        struct kvm_cpuid2 c;
-        struct kvm_cpuid_entry2 e[256];
-    } cpuid = {.c.nent = 256};
-    if (ioctl(k->kvm_fd, KVM_GET_SUPPORTED_CPUID, &cpuid) < 0 || ioctl(k->vcpu_fd, KVM_SET_CPUID2, &cpuid) < 0) {
+    struct kvm_cpuid2 *cpuid = calloc(1, sizeof *cpuid + 256 * sizeof(struct kvm_cpuid_entry2));
+    if (!cpuid)
+        return VMT_E_NOMEM;
+    cpuid->nent = 256;
+    if (ioctl(k->kvm_fd, KVM_GET_SUPPORTED_CPUID, cpuid) < 0 || ioctl(k->vcpu_fd, KVM_SET_CPUID2, cpuid) < 0) {
         vmt_log(VMT_LOG_ERROR, "kvm: setting CPUID: %s", strerror(errno));
+        free(cpuid);
         return VMT_E_DRIVER;
     }
+    free(cpuid);
     /* null, 64-bit code (0x08), data (0x10) */
     uint64_t *gdt = (uint64_t *)(k->raw + BOOT_GDT_PA);
     gdt[0] = 0;

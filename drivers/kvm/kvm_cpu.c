@@ -11,47 +11,89 @@
 
 #define MSR_KERNEL_GS_BASE 0xc0000102u
 
-static vmt_status get_kgs(vmt_kvm *k, uint64_t *out)
+/* One MSR through KVM_GET/SET_MSRS (a struct with a flexible array). */
+static vmt_status msr_io(vmt_kvm *k, unsigned long req, uint32_t index, uint64_t *val)
 {
-    struct {
-        struct kvm_msrs m;
-        struct kvm_msr_entry e;
-    } msrs = {.m.nmsrs = 1, .e.index = MSR_KERNEL_GS_BASE};
-    if (ioctl(k->vcpu_fd, KVM_GET_MSRS, &msrs) != 1)
+    _Alignas(struct kvm_msrs) uint8_t buf[sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)];
+    memset(buf, 0, sizeof buf);
+    struct kvm_msrs *m = (struct kvm_msrs *)buf;
+    m->nmsrs = 1;
+    m->entries[0].index = index;
+    m->entries[0].data = *val;
+    if (ioctl(k->vcpu_fd, req, m) != 1)
         return VMT_E_DRIVER;
-    *out = msrs.e.data;
+    *val = m->entries[0].data;
     return VMT_OK;
 }
 
-static vmt_status set_kgs(vmt_kvm *k, uint64_t v)
+static vmt_status get_kgs(vmt_kvm *k, uint64_t *out)
 {
-    struct {
-        struct kvm_msrs m;
-        struct kvm_msr_entry e;
-    } msrs = {.m.nmsrs = 1, .e.index = MSR_KERNEL_GS_BASE, .e.data = v};
-    return ioctl(k->vcpu_fd, KVM_SET_MSRS, &msrs) == 1 ? VMT_OK : VMT_E_DRIVER;
+    *out = 0;
+    return msr_io(k, KVM_GET_MSRS, MSR_KERNEL_GS_BASE, out);
+}
+
+static vmt_status set_kgs(vmt_kvm *k, uint64_t v) { return msr_io(k, KVM_SET_MSRS, MSR_KERNEL_GS_BASE, &v); }
+
+/* Registers live in the kvm_run page between two KVM_RUNs
+ * (KVM_CAP_SYNC_REGS): KVM stores them there at every exit and loads the
+ * ones marked dirty at the next entry. Each vCPU ioctl costs about as much
+ * as a VM exit on these hosts (nested), so the driver reads and writes
+ * registers there and never with KVM_GET/SET_REGS/SREGS once running. */
+static struct kvm_regs *R(vmt_kvm *k) { return &k->run->s.regs.regs; }
+static struct kvm_sregs *S(vmt_kvm *k) { return &k->run->s.regs.sregs; }
+
+vmt_status kvm_sync_init(vmt_kvm *k)
+{
+    int caps = ioctl(k->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
+    if ((caps & (KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS)) != (KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS)) {
+        vmt_log(VMT_LOG_ERROR, "kvm: KVM_CAP_SYNC_REGS lacks regs/sregs");
+        return VMT_E_UNSUPPORTED;
+    }
+    k->run->kvm_valid_regs = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS;
+    if (ioctl(k->vcpu_fd, KVM_GET_REGS, R(k)) < 0 || ioctl(k->vcpu_fd, KVM_GET_SREGS, S(k)) < 0)
+        return VMT_E_DRIVER;
+    return VMT_OK;
+}
+
+const struct kvm_sregs *kvm_sregs(vmt_kvm *k) { return S(k); }
+
+/* KERNEL_GS_BASE is not in the synced state and can change without an
+ * exit (swapgs): read once per stop of the vCPU, when asked. */
+static vmt_status kgs(vmt_kvm *k, uint64_t *out)
+{
+    if (!k->kgs_valid) {
+        if (get_kgs(k, &k->kgs) != VMT_OK)
+            return VMT_E_DRIVER;
+        k->kgs_valid = true;
+    }
+    *out = k->kgs;
+    return VMT_OK;
 }
 
 vmt_status kvm_regs_get(vmt_kvm *k, vmt_regs *out)
 {
-    struct kvm_regs r;
-    struct kvm_sregs s;
-    uint64_t kgs;
-    if (ioctl(k->vcpu_fd, KVM_GET_REGS, &r) < 0 || ioctl(k->vcpu_fd, KVM_GET_SREGS, &s) < 0 ||
-        get_kgs(k, &kgs) != VMT_OK) {
-        vmt_log(VMT_LOG_ERROR, "kvm: reading registers: %s", strerror(errno));
+    const struct kvm_regs *r = R(k);
+    const struct kvm_sregs *s = S(k);
+    uint64_t kg;
+    if (kgs(k, &kg) != VMT_OK) {
+        vmt_log(VMT_LOG_ERROR, "kvm: reading KERNEL_GS_BASE: %s", strerror(errno));
         return VMT_E_DRIVER;
     }
     *out = (vmt_regs){
-        .rax = r.rax, .rbx = r.rbx, .rcx = r.rcx, .rdx = r.rdx, .rsi = r.rsi, .rdi = r.rdi,
-        .rbp = r.rbp, .rsp = r.rsp, .r8 = r.r8, .r9 = r.r9, .r10 = r.r10, .r11 = r.r11,
-        .r12 = r.r12, .r13 = r.r13, .r14 = r.r14, .r15 = r.r15, .rip = r.rip, .rflags = r.rflags,
-        .cr0 = s.cr0, .cr2 = s.cr2, .cr3 = s.cr3, .cr4 = s.cr4, .efer = s.efer,
-        .fs_base = s.fs.base, .gs_base = s.gs.base, .kernel_gs_base = kgs,
-        .cs = s.cs.selector, .ss = s.ss.selector,
+        .rax = r->rax, .rbx = r->rbx, .rcx = r->rcx, .rdx = r->rdx, .rsi = r->rsi, .rdi = r->rdi,
+        .rbp = r->rbp, .rsp = r->rsp, .r8 = r->r8, .r9 = r->r9, .r10 = r->r10, .r11 = r->r11,
+        .r12 = r->r12, .r13 = r->r13, .r14 = r->r14, .r15 = r->r15, .rip = r->rip,
+        .rflags = r->rflags,
+        .cr0 = s->cr0, .cr2 = s->cr2, .cr3 = s->cr3, .cr4 = s->cr4, .efer = s->efer,
+        .fs_base = s->fs.base, .gs_base = s->gs.base, .kernel_gs_base = kg,
+        .cs = s->cs.selector, .ss = s->ss.selector,
     };
     return VMT_OK;
 }
+
+uint64_t kvm_rip(vmt_kvm *k) { return R(k)->rip; }
+uint64_t kvm_rsp(vmt_kvm *k) { return R(k)->rsp; }
+uint64_t kvm_cr3(vmt_kvm *k) { return S(k)->cr3; }
 
 /* The descriptor-cache contents for selector sel, from the guest's GDT. */
 static vmt_status load_segment(vmt_kvm *k, const struct kvm_sregs *s, uint16_t sel, struct kvm_segment *out)
@@ -85,16 +127,7 @@ static vmt_status load_segment(vmt_kvm *k, const struct kvm_sregs *s, uint16_t s
 
 vmt_status kvm_regs_set(vmt_kvm *k, const vmt_regs *v)
 {
-    struct kvm_regs r = {
-        .rax = v->rax, .rbx = v->rbx, .rcx = v->rcx, .rdx = v->rdx, .rsi = v->rsi, .rdi = v->rdi,
-        .rbp = v->rbp, .rsp = v->rsp, .r8 = v->r8, .r9 = v->r9, .r10 = v->r10, .r11 = v->r11,
-        .r12 = v->r12, .r13 = v->r13, .r14 = v->r14, .r15 = v->r15, .rip = v->rip, .rflags = v->rflags,
-    };
-    struct kvm_sregs s, old;
-    uint64_t kgs;
-    if (ioctl(k->vcpu_fd, KVM_GET_SREGS, &s) < 0 || get_kgs(k, &kgs) != VMT_OK)
-        return VMT_E_DRIVER;
-    old = s;
+    struct kvm_sregs s = *S(k);
     s.cr0 = v->cr0;
     s.cr2 = v->cr2;
     s.cr3 = v->cr3;
@@ -103,24 +136,48 @@ vmt_status kvm_regs_set(vmt_kvm *k, const vmt_regs *v)
     s.fs.base = v->fs_base;
     s.gs.base = v->gs_base;
     vmt_status st = VMT_OK;
-    if (v->cs != old.cs.selector)
+    if (v->cs != s.cs.selector)
         st = load_segment(k, &s, v->cs, &s.cs);
-    if (st == VMT_OK && v->ss != old.ss.selector)
+    if (st == VMT_OK && v->ss != s.ss.selector)
         st = load_segment(k, &s, v->ss, &s.ss);
     if (st != VMT_OK) {
         vmt_log(VMT_LOG_WARN, "kvm: set_regs: cannot load cs 0x%x / ss 0x%x from the guest GDT", v->cs, v->ss);
         return VMT_E_INVALID;
     }
-    bool sregs_changed = memcmp(&s, &old, sizeof s) != 0;
-    if (ioctl(k->vcpu_fd, KVM_SET_REGS, &r) < 0 || (sregs_changed && ioctl(k->vcpu_fd, KVM_SET_SREGS, &s) < 0) ||
-        (kgs != v->kernel_gs_base && set_kgs(k, v->kernel_gs_base) != VMT_OK)) {
-        vmt_log(VMT_LOG_ERROR, "kvm: writing registers: %s", strerror(errno));
+    uint64_t kg;
+    if (kgs(k, &kg) != VMT_OK)
         return VMT_E_DRIVER;
+    if (kg != v->kernel_gs_base) {
+        if (set_kgs(k, v->kernel_gs_base) != VMT_OK) {
+            vmt_log(VMT_LOG_ERROR, "kvm: writing KERNEL_GS_BASE: %s", strerror(errno));
+            return VMT_E_DRIVER;
+        }
+        k->kgs = v->kernel_gs_base;
     }
+    if (memcmp(&s, S(k), sizeof s) != 0) {
+        *S(k) = s;
+        k->run->kvm_dirty_regs |= KVM_SYNC_X86_SREGS;
+    }
+    *R(k) = (struct kvm_regs){
+        .rax = v->rax, .rbx = v->rbx, .rcx = v->rcx, .rdx = v->rdx, .rsi = v->rsi, .rdi = v->rdi,
+        .rbp = v->rbp, .rsp = v->rsp, .r8 = v->r8, .r9 = v->r9, .r10 = v->r10, .r11 = v->r11,
+        .r12 = v->r12, .r13 = v->r13, .r14 = v->r14, .r15 = v->r15, .rip = v->rip,
+        .rflags = v->rflags,
+    };
+    k->run->kvm_dirty_regs |= KVM_SYNC_X86_REGS;
     return VMT_OK;
 }
 
-vmt_status kvm_set_debug(vmt_kvm *k, bool step)
+/* Called after every KVM_RUN: the synced registers are fresh, the MSR
+ * may have changed. */
+void kvm_regs_ran(vmt_kvm *k)
+{
+    k->run->kvm_dirty_regs = 0;
+    k->kgs_valid = false;
+    k->read_pending = false;
+}
+
+static vmt_status set_debug(vmt_kvm *k, bool step)
 {
     uint32_t flags = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP | (step ? KVM_GUESTDBG_SINGLESTEP : 0);
     if (step && k->step_blockirq) /* linux: no interrupt may slip into a step */
@@ -128,6 +185,10 @@ vmt_status kvm_set_debug(vmt_kvm *k, bool step)
     if (flags == k->dbg_flags)
         return VMT_OK;
     struct kvm_guest_debug dbg = {.control = flags};
+    /* KVM_SET_GUEST_DEBUG reads and writes RFLAGS: hand it ours first. */
+    if ((k->run->kvm_dirty_regs & KVM_SYNC_X86_REGS) && ioctl(k->vcpu_fd, KVM_SET_REGS, R(k)) < 0)
+        return VMT_E_DRIVER;
+    k->run->kvm_dirty_regs &= ~(uint64_t)KVM_SYNC_X86_REGS;
     if (ioctl(k->vcpu_fd, KVM_SET_GUEST_DEBUG, &dbg) < 0) {
         vmt_log(VMT_LOG_ERROR, "kvm: KVM_SET_GUEST_DEBUG: %s", strerror(errno));
         return VMT_E_DRIVER;
@@ -135,6 +196,15 @@ vmt_status kvm_set_debug(vmt_kvm *k, bool step)
     k->dbg_flags = flags;
     return VMT_OK;
 }
+
+vmt_status kvm_debug_init(vmt_kvm *k) { return set_debug(k, false); }
+
+/* Makes the next KVM_RUN execute one instruction, or run freely. Measured
+ * here: a step by setting TF ourselves (with #DB intercepted through
+ * KVM_GUESTDBG_USE_HW_BP) is not intercepted on these nested hosts, the
+ * #DB reaches the guest; KVM's own single-step works, at two ioctls per
+ * step (on and off). */
+vmt_status kvm_step_arm(vmt_kvm *k, bool step) { return set_debug(k, step); }
 
 vmt_status kvm_va_to_pa(vmt_kvm *k, uint64_t cr3, uint64_t va, vmt_pa *out)
 {

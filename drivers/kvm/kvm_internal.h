@@ -56,6 +56,7 @@ typedef struct kvm_temp {
     uint8_t cls;
     vmt_gfn backing;
     vmt_view access_view; /* whose access rights decide MMIO on this frame */
+    bool swap;            /* content swapped into the installed frame (see add_temp) */
 } kvm_temp;
 
 /* What the vCPU is single-stepping for (several may be true at once). */
@@ -122,7 +123,10 @@ struct vmt_kvm {
     bool have_timer;
     timer_t timer;      /* bounds KVM_RUN for wait_for_event's timeout */
     uint32_t dbg_flags; /* KVM_SET_GUEST_DEBUG control currently set */
+    bool kgs_valid;     /* kgs holds KERNEL_GS_BASE since the last KVM_RUN */
+    uint64_t kgs;
     kvm_step step;
+    uint8_t swap_save[KVM_MAX_TEMP][4096]; /* installed frames' own bytes during a swap */
     char *console;
     size_t console_len;
     vmt_kvm_counters ctr;
@@ -143,6 +147,8 @@ vmt_status kvm_mem_init(vmt_kvm *k, uint64_t ram_bytes);
 void kvm_mem_fini(vmt_kvm *k);
 bool kvm_pa_backed(const vmt_kvm *k, vmt_pa pa, size_t len);
 uint8_t *kvm_frame_raw(vmt_kvm *k, vmt_gfn gfn);
+uint8_t *kvm_frame_content(vmt_kvm *k, vmt_gfn gfn);
+void kvm_raw_copy(vmt_kvm *k, vmt_pa pa, void *buf, size_t len, bool write);
 vmt_status kvm_install(vmt_kvm *k, vmt_gfn gfn, unsigned cls, vmt_gfn backing);
 /* Effective access and backing of gfn in a view (view must exist). */
 void kvm_view_lookup(const kvm_view *v, vmt_gfn gfn, vmt_access *acc, vmt_gfn *backing);
@@ -187,7 +193,15 @@ bool kvm_serial_io(vmt_kvm *k, uint16_t port, bool out, uint8_t *data, size_t si
 /* kvm_cpu.c: registers */
 vmt_status kvm_regs_get(vmt_kvm *k, vmt_regs *out);
 vmt_status kvm_regs_set(vmt_kvm *k, const vmt_regs *r);
-vmt_status kvm_set_debug(vmt_kvm *k, bool step);
+vmt_status kvm_sync_init(vmt_kvm *k);
+vmt_status kvm_debug_init(vmt_kvm *k);
+void kvm_regs_ran(vmt_kvm *k);
+const struct kvm_sregs *kvm_sregs(vmt_kvm *k);
+uint64_t kvm_rip(vmt_kvm *k);
+uint64_t kvm_rsp(vmt_kvm *k);
+uint64_t kvm_cr3(vmt_kvm *k);
+vmt_status kvm_step_arm(vmt_kvm *k, bool step);
+
 /* Virtual-address access through the current CR3 and the guest view. */
 vmt_status kvm_va_read(vmt_kvm *k, uint64_t cr3, uint64_t va, void *buf, size_t len);
 vmt_status kvm_va_write(vmt_kvm *k, uint64_t cr3, uint64_t va, const void *buf, size_t len);

@@ -106,6 +106,36 @@ bool kvm_pa_backed(const vmt_kvm *k, vmt_pa pa, size_t len)
 
 uint8_t *kvm_frame_raw(vmt_kvm *k, vmt_gfn gfn) { return k->raw + ((size_t)gfn << VMT_PAGE_SHIFT); }
 
+/* A frame's own content: during a one-step content swap (kvm_run.c,
+ * add_temp) it is parked in swap_save, and the frame holds another view's
+ * bytes for the guest; read/write/allocate see and change the parked copy,
+ * which goes back into the frame after the step. */
+uint8_t *kvm_frame_content(vmt_kvm *k, vmt_gfn gfn)
+{
+    for (unsigned i = 0; i < k->step.ntemp; i++)
+        if (k->step.temp[i].swap && k->step.temp[i].backing == gfn)
+            return k->swap_save[i];
+    return kvm_frame_raw(k, gfn);
+}
+
+void kvm_raw_copy(vmt_kvm *k, vmt_pa pa, void *buf, size_t len, bool write)
+{
+    uint8_t *p = buf;
+    while (len) {
+        size_t off = pa & (VMT_PAGE_SIZE - 1), n = VMT_PAGE_SIZE - off;
+        if (n > len)
+            n = len;
+        uint8_t *frame = kvm_frame_content(k, pa >> VMT_PAGE_SHIFT) + off;
+        if (write)
+            memcpy(frame, p, n);
+        else
+            memcpy(p, frame, n);
+        pa += n;
+        p += n;
+        len -= n;
+    }
+}
+
 static vmt_status set_slot(vmt_kvm *k, uint32_t slot, vmt_gfn gfn, uint64_t frames, uint32_t flags)
 {
     struct kvm_userspace_memory_region r = {

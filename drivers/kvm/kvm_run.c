@@ -116,7 +116,8 @@ static void set_bp_trap(vmt_kvm *k, bool on, vmt_gfn gfn, uint64_t handler)
 /* Finds gate 3 of the guest's IDT and keeps its handler's frame trapped. */
 static void refresh_bp_trap(vmt_kvm *k)
 {
-    struct kvm_sregs s;
+    const struct kvm_sregs *sr = kvm_sregs(k);
+    struct kvm_sregs s = *sr;
     uint8_t g[16];
     if (k->linux_boot && !k->bp_monitor) {
         /* linux: Linux's vector-3 handler shares its page with the syscall
@@ -125,8 +126,6 @@ static void refresh_bp_trap(vmt_kvm *k)
         set_bp_trap(k, false, 0, 0);
         return;
     }
-    if (ioctl(k->vcpu_fd, KVM_GET_SREGS, &s) < 0)
-        return;
     if (s.idt.limit < 4 * 16 - 1 || kvm_va_read(k, s.cr3, s.idt.base + 3 * 16, g, sizeof g) != VMT_OK ||
         !(g[5] & 0x80)) {
         set_bp_trap(k, false, 0, 0);
@@ -152,6 +151,15 @@ static bool want_step(const vmt_kvm *k)
     return k->step.user || k->step.fast || k->step.passthrough || k->step.ntemp || k->monitor_ss;
 }
 
+/* Overrides gfn for one step: the guest fetches `backing`'s content with
+ * class cls; accesses that exit are decided by `view`'s rights.
+ *
+ * When the class does not change and writes exit anyway (RO or HOLE), the
+ * content is swapped instead of remapped: the installed frame receives a
+ * copy of `backing` and gets its own bytes back after the step (two 4 KiB
+ * copies instead of two mmap calls that KVM must also unmap from the
+ * nested page tables). This is exact: every write to the frame exits and
+ * goes to `backing`, so the temporary copy is never written. */
 static vmt_status add_temp(vmt_kvm *k, vmt_gfn gfn, unsigned cls, vmt_gfn backing, vmt_view view)
 {
     if (gfn >= k->ram_frames || k->step.ntemp == KVM_MAX_TEMP)
@@ -159,7 +167,16 @@ static vmt_status add_temp(vmt_kvm *k, vmt_gfn gfn, unsigned cls, vmt_gfn backin
     for (unsigned i = 0; i < k->step.ntemp; i++)
         if (k->step.temp[i].gfn == gfn)
             return VMT_OK;
-    k->step.temp[k->step.ntemp++] = (kvm_temp){.gfn = gfn, .cls = (uint8_t)cls, .backing = backing, .access_view = view};
+    unsigned i = k->step.ntemp++;
+    kvm_temp *t = &k->step.temp[i];
+    *t = (kvm_temp){.gfn = gfn, .cls = (uint8_t)cls, .backing = backing, .access_view = view};
+    if (cls == k->cls[gfn] && cls != CLASS_NORMAL && backing != k->backing[gfn]) {
+        t->swap = true;
+        t->backing = k->backing[gfn];
+        memcpy(k->swap_save[i], kvm_frame_raw(k, t->backing), VMT_PAGE_SIZE);
+        memcpy(kvm_frame_raw(k, t->backing), kvm_frame_raw(k, backing), VMT_PAGE_SIZE);
+        return VMT_OK;
+    }
     return kvm_sync_frame(k, gfn);
 }
 
@@ -169,8 +186,11 @@ static void drop_temps(vmt_kvm *k)
     kvm_temp t[KVM_MAX_TEMP];
     memcpy(t, k->step.temp, sizeof t);
     k->step.ntemp = 0;
-    for (unsigned i = 0; i < n; i++)
-        kvm_sync_frame(k, t[i].gfn);
+    for (unsigned i = 0; i < n; i++) {
+        if (t[i].swap)
+            memcpy(kvm_frame_raw(k, t[i].backing), k->swap_save[i], VMT_PAGE_SIZE);
+        kvm_sync_frame(k, t[i].gfn); /* the view may have changed meanwhile */
+    }
 }
 
 /* The frames an instruction at rip may be fetched from (two if it may cross). */
@@ -178,9 +198,11 @@ static unsigned insn_frames(vmt_kvm *k, uint64_t cr3, uint64_t rip, vmt_gfn out[
 {
     unsigned n = 0;
     vmt_pa pa;
-    if (kvm_va_to_pa(k, cr3, rip, &pa) == VMT_OK)
-        out[n++] = pa >> VMT_PAGE_SHIFT;
-    if ((rip & 0xfff) > 0xff0 && kvm_va_to_pa(k, cr3, (rip | 0xfff) + 1, &pa) == VMT_OK)
+    if (kvm_va_to_pa(k, cr3, rip, &pa) != VMT_OK || (pa >> VMT_PAGE_SHIFT) >= k->ram_frames)
+        return 0; /* no RAM there: nothing of ours */
+    out[n++] = pa >> VMT_PAGE_SHIFT;
+    if ((rip & 0xfff) > 0xff0 && kvm_va_to_pa(k, cr3, (rip | 0xfff) + 1, &pa) == VMT_OK &&
+        (pa >> VMT_PAGE_SHIFT) < k->ram_frames)
         out[n++] = pa >> VMT_PAGE_SHIFT;
     return n;
 }
@@ -310,6 +332,7 @@ static vmt_status finish_mmio(vmt_kvm *k, vmt_view view)
         k->run->immediate_exit = 1;
         int r = ioctl(k->vcpu_fd, KVM_RUN, 0);
         k->run->immediate_exit = 0;
+        kvm_regs_ran(k);
         if (r < 0 && (errno == EINTR || errno == EAGAIN))
             return VMT_OK;
         if (r < 0 || k->run->exit_reason != KVM_EXIT_MMIO) {
@@ -385,13 +408,8 @@ static enum handled on_emulation_failure(vmt_kvm *k, pending_ev *p)
         return H_EVENT;
     }
     uint8_t b = 0;
-    if (kvm_va_read(k, r.cr3, r.rip, &b, 1) == VMT_OK && b == 0xCC) {
-        struct kvm_vcpu_events e;
-        ioctl(k->vcpu_fd, KVM_GET_VCPU_EVENTS, &e);
-        vmt_log(VMT_LOG_DEBUG, "quirk: exc inj %u pend %u nr %u, ndata %u flags %llx insn %02x %02x", e.exception.injected, e.exception.pending, e.exception.nr,
-            k->run->emulation_failure.ndata, (unsigned long long)k->run->emulation_failure.flags, k->run->emulation_failure.insn_bytes[0], k->run->emulation_failure.insn_bytes[1]);
+    if (kvm_va_read(k, r.cr3, r.rip, &b, 1) == VMT_OK && b == 0xCC)
         return bp_event(k, p, EV_BP_KVM); /* the int3 quirk of these hosts */
-    }
     if (kvm_linux_emulation_retry(k, r.rip)) /* linux: kvm_pvm's spurious failures */
         return H_RUN;
     struct kvm_run *run = k->run;
@@ -534,9 +552,7 @@ static enum handled handle_exit(vmt_kvm *k, pending_ev *p)
  * the frame the CPU would push, on the stack the CPU would choose. */
 static vmt_status deliver_bp(vmt_kvm *k, const vmt_regs *r)
 {
-    struct kvm_sregs s;
-    if (ioctl(k->vcpu_fd, KVM_GET_SREGS, &s) < 0)
-        return VMT_E_DRIVER;
+    struct kvm_sregs s = *kvm_sregs(k);
     uint8_t g[16];
     vmt_status st = kvm_va_read(k, s.cr3, s.idt.base + 3 * 16, g, sizeof g);
     if (st != VMT_OK || !(g[5] & 0x80) || s.idt.limit < 4 * 16 - 1)
@@ -586,12 +602,19 @@ static vmt_status apply_response(vmt_kvm *k, pending_ev *p, const vmt_response *
         vmt_gfn backing;
         kvm_view_lookup(kvm_view_get(k, target), p->ev.u.memory_access.pa >> VMT_PAGE_SHIFT, &acc, &backing);
         mmio_serve(k, backing);
-        if ((st = finish_mmio(k, target)) != VMT_OK)
+        /* The next KVM_RUN retires the instruction anyway; retire it now
+         * (an extra KVM_RUN, about one exit's cost) only when something
+         * must happen after it and before the guest runs on. */
+        bool plain = (a == VMT_ACTION_CONTINUE || a == VMT_ACTION_EMULATE || a == VMT_ACTION_FAST_SINGLESTEP) &&
+                     !resp->set_regs && !resp->set_view;
+        if (!plain && (st = finish_mmio(k, target)) != VMT_OK)
             return st;
+        if (plain)
+            k->read_pending = !k->run->mmio.is_write;
     }
     bool reinject = a == VMT_ACTION_REINJECT && (p->kind == EV_BP_KVM || p->kind == EV_BP_IDT);
     if (reinject && p->kind == EV_BP_KVM) {
-        if ((st = deliver_bp(k, resp->set_regs ? &resp->regs : &p->ev.regs)) != VMT_OK) {
+        if ((st = deliver_bp(k, &p->ev.regs)) != VMT_OK) {
             vmt_log(VMT_LOG_ERROR, "kvm: cannot reinject #BP: %s", vmt_status_str(st));
             return st;
         }
@@ -656,14 +679,14 @@ static vmt_status deliver(vmt_kvm *k, pending_ev *p, vmt_event_fn fn, void *user
     k->ctr.events++;
     k->read_pending = p->kind == EV_MMIO && !k->run->mmio.is_write;
     vmt_status st = fn ? fn(user, &p->ev, &resp) : VMT_OK;
-    k->read_pending = false;
+    k->read_pending = false; /* apply_response may set it again */
     if (st != VMT_OK)
         vmt_log(VMT_LOG_WARN, "kvm: event callback returned %s; continuing", vmt_status_str(st));
     vmt_log(VMT_LOG_DEBUG, "kvm: event %d (kind %d) at rip 0x%llx view %u -> action %d", p->ev.reason, p->kind,
             (unsigned long long)p->ev.regs.rip, p->ev.view, resp.action);
     st = apply_response(k, p, &resp);
     if (st == VMT_OK)
-        st = kvm_set_debug(k, want_step(k));
+        st = kvm_step_arm(k, want_step(k));
     if (st != VMT_OK && k->state != VMT_KVM_RUNNING)
         return stop_status(k);
     return st;
@@ -689,19 +712,38 @@ vmt_status kvm_wait_for_event(void *d, int timeout_ms, vmt_event_fn fn, void *us
         p.ev.u.singlestep.gfn = rip_gfn(k, &p.ev.regs);
         return deliver(k, &p, fn, user);
     }
-    if (timeout_ms >= 0 && !timer_arm(&k->timer, &k->have_timer, timeout_ms))
-        return VMT_E_DRIVER;
+    /* before arming: the signal may come at once */
     tl_fired = 0;
     tl_run = k->run;
+    if (timeout_ms >= 0 && !timer_arm(&k->timer, &k->have_timer, timeout_ms)) {
+        tl_run = NULL;
+        return VMT_E_DRIVER;
+    }
     vmt_status st = VMT_OK;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
         if (tl_fired) {
-            st = VMT_E_TIMEOUT;
-            break;
+            /* a late signal of an earlier call must not cut this one short */
+            tl_fired = 0;
+            if (timeout_ms >= 0) {
+                struct timespec t;
+                clock_gettime(CLOCK_MONOTONIC, &t);
+                long long left = (long long)timeout_ms * 1000000 -
+                                 ((long long)(t.tv_sec - t0.tv_sec) * 1000000000 + (t.tv_nsec - t0.tv_nsec));
+                if (left <= 0) {
+                    st = VMT_E_TIMEOUT;
+                    break;
+                }
+                struct itimerspec its = {.it_value = {.tv_sec = (time_t)(left / 1000000000),
+                                                      .tv_nsec = (long)(left % 1000000000)}};
+                timer_settime(k->timer, 0, &its, NULL);
+            }
         }
-        if ((st = kvm_set_debug(k, want_step(k))) != VMT_OK)
+        if ((st = kvm_step_arm(k, want_step(k))) != VMT_OK)
             break;
         int r = ioctl(k->vcpu_fd, KVM_RUN, 0);
+        kvm_regs_ran(k);
         k->ctr.runs++;
         if (r < 0) {
             if (errno == EINTR || errno == EAGAIN) {

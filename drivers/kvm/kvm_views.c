@@ -101,7 +101,7 @@ vmt_status kvm_op_read(void *d, vmt_pa pa, void *buf, size_t len)
         return VMT_OK;
     if (!kvm_pa_backed(k, pa, len))
         return VMT_E_OUT_OF_BOUNDS;
-    memcpy(buf, k->raw + pa, len);
+    kvm_raw_copy(k, pa, buf, len, false);
     return VMT_OK;
 }
 
@@ -114,7 +114,7 @@ vmt_status kvm_op_write(void *d, vmt_pa pa, const void *buf, size_t len)
         return VMT_OK;
     if (!kvm_pa_backed(k, pa, len))
         return VMT_E_OUT_OF_BOUNDS;
-    memcpy(k->raw + pa, buf, len);
+    kvm_raw_copy(k, pa, (void *)(uintptr_t)buf, len, true);
     return VMT_OK;
 }
 
@@ -274,7 +274,7 @@ vmt_status kvm_op_allocate_gfn(void *d, vmt_gfn *out)
     } else {
         return VMT_E_NOMEM;
     }
-    memset(kvm_frame_raw(k, g), 0, VMT_PAGE_SIZE);
+    memset(kvm_frame_content(k, g), 0, VMT_PAGE_SIZE);
     g_hash_table_add(k->shadow_used, GSIZE_TO_POINTER(g));
     *out = g;
     return VMT_OK;

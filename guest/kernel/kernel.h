@@ -14,7 +14,7 @@
 
 /* Kernel virtual address of guest-physical `pa` (the 1 GiB direct map). */
 #define P2V(pa) ((void *)(uintptr_t)(VMT_GUEST_KERNEL_VBASE + (uint64_t)(pa)))
-#define V2P(va) ((uint64_t)(uintptr_t)(va) - VMT_GUEST_KERNEL_VBASE)
+#define V2P(va) (((uint64_t)(uintptr_t)(va)) - VMT_GUEST_KERNEL_VBASE)
 
 #define STATS ((volatile vmt_guest_stats *)P2V(VMT_GUEST_STATS_PA))
 
@@ -102,9 +102,18 @@ void prng_seed(uint64_t seed);
 uint64_t prng_below(uint64_t n);
 
 /* cpu helpers */
-static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
-static inline void outl(uint16_t port, uint32_t v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port)); }
-static inline void write_cr3(uint64_t v) { __asm__ volatile("mov %0, %%cr3" : : "r"(v) : "memory"); }
+static inline void outb(uint16_t port, uint8_t v)
+{
+    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
+}
+static inline void outl(uint16_t port, uint32_t v)
+{
+    __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port));
+}
+static inline void write_cr3(uint64_t v)
+{
+    __asm__ volatile("mov %0, %%cr3" : : "r"(v) : "memory");
+}
 static inline uint64_t read_cr2(void)
 {
     uint64_t v;
@@ -121,7 +130,10 @@ static inline void wrmsr(uint32_t msr, uint64_t v)
 {
     __asm__ volatile("wrmsr" : : "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)));
 }
-static inline void invlpg(uint64_t va) { __asm__ volatile("invlpg (%0)" : : "r"(va) : "memory"); }
+static inline void invlpg(uint64_t va)
+{
+    __asm__ volatile("invlpg (%0)" : : "r"(va) : "memory");
+}
 
 /* trap.c */
 void trap_init(void);

@@ -57,16 +57,17 @@ static void params_init(uint64_t params_pa)
         kprintf("vmitap-guest: no parameter block at %lx, using defaults\n", params_pa);
     }
     if (params.iterations == 0)
-        params.iterations = params.flags & VMT_GUEST_F_EXIT_LOOP ? VMT_GUEST_DEFAULT_EXIT_LOOP_ITERATIONS
-                                                                   : VMT_GUEST_DEFAULT_ITERATIONS;
+        params.iterations = params.flags & (VMT_GUEST_F_EXIT_LOOP | VMT_GUEST_F_READ_LOOP)
+                                ? VMT_GUEST_DEFAULT_EXIT_LOOP_ITERATIONS
+                                : VMT_GUEST_DEFAULT_ITERATIONS;
     if (params.seed == 0)
         params.seed = VMT_GUEST_DEFAULT_SEED;
     kprintf("vmitap-guest: boot abi=%u iterations=%lu seed=%lu pager=%u flags=%x ram=%lx\n",
             VMT_GUEST_ABI_VERSION, params.iterations, params.seed, params.pager, params.flags,
             params.ram_bytes);
     if (params.ram_bytes != 0 && params.ram_bytes < VMT_GUEST_MIN_RAM)
-        fatal(VMT_GUEST_EXIT_PARAMS, "guest RAM %lx is below the %lx the guest needs", params.ram_bytes,
-              (uint64_t)VMT_GUEST_MIN_RAM);
+        fatal(VMT_GUEST_EXIT_PARAMS, "guest RAM %lx is below the %lx the guest needs",
+              params.ram_bytes, (uint64_t)VMT_GUEST_MIN_RAM);
     selfcheck_interval = params.iterations / 4 ? params.iterations / 4 : 1;
     patch_round = params.iterations / 2 ? params.iterations / 2 : 1;
 }
@@ -78,6 +79,21 @@ static void exit_loop(void)
         outb(VMT_GUEST_NOP_PORT, (uint8_t)i);
     STATS->rounds = params.iterations;
     finish(VMT_GUEST_EXIT_OK);
+}
+
+/* VMT_GUEST_F_READ_LOOP: nothing but `iterations` reads of code. */
+static void read_loop(void)
+{
+    const volatile uint64_t *code = (const volatile uint64_t *)(uintptr_t)patch_neighbor;
+    uint64_t first = *code, differ = 0;
+
+    for (uint64_t i = 1; i < params.iterations; i++)
+        if (*code != first)
+            differ++;
+    STATS->rounds = params.iterations;
+    STATS->selfcheck_runs = 1;
+    STATS->selfcheck_mismatches = differ;
+    finish(differ ? VMT_GUEST_EXIT_SELFCHECK : VMT_GUEST_EXIT_OK);
 }
 
 static void end_run(void)
@@ -122,6 +138,8 @@ void kmain(uint64_t params_pa)
     mm_init();
     if (params.flags & VMT_GUEST_F_EXIT_LOOP)
         exit_loop();
+    if (params.flags & VMT_GUEST_F_READ_LOOP)
+        read_loop();
     sched_init();
     pager_init();
     selfcheck_init();

@@ -45,7 +45,11 @@ uint64_t frame_alloc(void)
             pool_used[i / 64] |= 1ull << (i % 64);
             pool_cursor = i + 1;
             uint64_t pa = POOL_START + i * PAGE_SIZE;
-            memset(P2V(pa), 0, PAGE_SIZE);
+            volatile uint64_t *w = P2V(pa);
+            /* 64-bit stores: a freed frame may still be write-trapped by a
+             * host that has not yet seen it leave the page tables. */
+            for (unsigned k = 0; k < PAGE_SIZE / 8; k++)
+                w[k] = 0;
             return pa;
         }
     }

@@ -120,9 +120,11 @@ void pager_tick(void)
 
 void pager_init(void)
 {
-    shared_lib = (struct upage){VMT_GUEST_USER_LIB_VA, 0, PAGE_UNLOADED, (uint64_t)(uintptr_t)__ulib_load_pa};
+    shared_lib = (struct upage){VMT_GUEST_USER_LIB_VA, 0, PAGE_UNLOADED,
+                                (uint64_t)(uintptr_t)__ulib_load_pa};
     for (unsigned i = 0; i < VMT_GUEST_NPROCS; i++)
         for (unsigned j = 0; j < VMT_GUEST_USER_CODE_PAGES; j++)
-            procs[i].code[j] = (struct upage){VMT_GUEST_USER_CODE_VA + j * PAGE_SIZE, 0, PAGE_UNLOADED,
-                                              (uint64_t)(uintptr_t)__uprog_load_pa + j * PAGE_SIZE};
+            procs[i].code[j] =
+                (struct upage){VMT_GUEST_USER_CODE_VA + j * PAGE_SIZE, 0, PAGE_UNLOADED,
+                               (uint64_t)(uintptr_t)__uprog_load_pa + j * PAGE_SIZE};
 }

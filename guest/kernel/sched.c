@@ -24,12 +24,14 @@ static void proc_create(struct proc *p, unsigned index)
     p->index = index;
     p->cr3 = mm_new_address_space();
     for (uint64_t off = 0; off < 2 * PAGE_SIZE; off += PAGE_SIZE)
-        mm_map(p->cr3, VMT_GUEST_USER_STATS_VA + off, VMT_GUEST_STATS_PA + off, PTE_U | PTE_W | PTE_NX);
+        mm_map(p->cr3, VMT_GUEST_USER_STATS_VA + off, VMT_GUEST_STATS_PA + off,
+               PTE_U | PTE_W | PTE_NX);
     info = frame_alloc();
     *(uint64_t *)P2V(info) = index;
     mm_map(p->cr3, VMT_GUEST_USER_INFO_VA, info, PTE_U | PTE_NX);
     for (uint64_t i = 1; i <= USER_STACK_PAGES; i++)
-        mm_map(p->cr3, VMT_GUEST_USER_STACK_TOP - i * PAGE_SIZE, frame_alloc(), PTE_U | PTE_W | PTE_NX);
+        mm_map(p->cr3, VMT_GUEST_USER_STACK_TOP - i * PAGE_SIZE, frame_alloc(),
+               PTE_U | PTE_W | PTE_NX);
     /* Code pages stay unmapped: the first fetch pages them in. */
 
     p->frame = (struct trap_frame){

@@ -34,7 +34,8 @@ void selfcheck_init(void)
 {
     ktext_pages = (unsigned)((__ktext_end - __ktext_start) / PAGE_SIZE);
     if (ktext_pages > KTEXT_MAX_PAGES)
-        fatal(VMT_GUEST_EXIT_SELFCHECK, "kernel text has %u pages, more than %u", ktext_pages, KTEXT_MAX_PAGES);
+        fatal(VMT_GUEST_EXIT_SELFCHECK, "kernel text has %u pages, more than %u", ktext_pages,
+              KTEXT_MAX_PAGES);
     for (unsigned i = 0; i < ktext_pages; i++)
         ktext_sum[i] = page_sum(__ktext_start + i * PAGE_SIZE);
     lib_sum = page_sum(P2V(shared_lib.template_pa));
@@ -118,9 +119,15 @@ void self_patch_step(void)
     /* The new body: mov $2,%eax; addq $1,<counter>; ret. It counts in the
      * same counter and starts with another instruction than the old one. */
     uint64_t counter = (uint64_t)(uintptr_t)&STATS->counters[KCNT_patch_target].calls;
-    uint8_t code[16] = {0xb8, 0x02, 0x00, 0x00, 0x00, 0x48, 0x83, 0x04, 0x25, (uint8_t)counter,
-                        (uint8_t)(counter >> 8), (uint8_t)(counter >> 16), (uint8_t)(counter >> 24),
-                        0x01, 0xc3};
+    /* clang-format off */
+    uint8_t code[16] = {
+        0xb8, 0x02, 0x00, 0x00, 0x00,   /* mov $2, %eax */
+        0x48, 0x83, 0x04, 0x25,         /* addq $1, disp32 (absolute, sign-extended) */
+        (uint8_t)counter, (uint8_t)(counter >> 8), (uint8_t)(counter >> 16), (uint8_t)(counter >> 24),
+        0x01,                           /* the immediate 1 */
+        0xc3,                           /* ret */
+    };
+    /* clang-format on */
     uint8_t *dst = (uint8_t *)(uintptr_t)patch_target;
     uint64_t page = (uint64_t)(uintptr_t)dst & PAGE_MASK;
     uint64_t ktext = (uint64_t)(uintptr_t)__ktext_start;
@@ -128,7 +135,8 @@ void self_patch_step(void)
 
     /* The write is 16 bytes; the last one is the old byte after the new code. */
     code[15] = dst[15];
-    if ((uint8_t *)(uintptr_t)patch_neighbor > dst && (uint8_t *)(uintptr_t)patch_neighbor < dst + sizeof(code)) {
+    if ((uint8_t *)(uintptr_t)patch_neighbor > dst &&
+        (uint8_t *)(uintptr_t)patch_neighbor < dst + sizeof(code)) {
         patch_error("patch_target is too small to patch");
         return;
     }

@@ -126,8 +126,8 @@ static void general_protection(struct trap_frame *f)
         syscall_dispatch(f);
         return;
     }
-    fatal(VMT_GUEST_EXIT_EXCEPTION + 13, "general protection fault at rip=%lx error=%lx cs=%lx", f->rip,
-          f->error, f->cs);
+    fatal(VMT_GUEST_EXIT_EXCEPTION + 13, "general protection fault at rip=%lx error=%lx cs=%lx",
+          f->rip, f->error, f->cs);
 }
 
 void trap_dispatch(struct trap_frame *f);

@@ -5,10 +5,10 @@
 /* The system call: a cli at this one known address. In ring 3 it raises
  * #GP, which the kernel takes as a system call (number in rax, argument in
  * rdi, result in rax) and resumes after it. Not int 0x80, syscall or a
- * call gate: on the nested AMD hosts (no NRIPS) this guest was built on,
- * KVM turned int 0x80 and a far call through a call gate into #UD, and
- * syscall into a jump that kept CPL 3; a #GP is a plain fault that the
- * hypervisor leaves alone. Not instrumented. */
+ * call gate: on the KVM of the (nested, AMD EPYC) machines this guest was
+ * built on, int 0x80 and a far call through a call gate came back as #UD,
+ * and syscall jumped to LSTAR still at CPL 3, while faults such as #GP are
+ * delivered correctly. Not instrumented. */
 ULIB uint64_t lib_syscall(uint64_t nr, uint64_t arg)
 {
     uint64_t ret;

@@ -20,12 +20,11 @@
 
 /* Every instrumented user function starts with this: the sum and the
  * counter of this process. */
-#define UCOUNT(name)                                                       \
-    do {                                                                   \
-        USTATS->counters[UCNT_INDEX(UCNT_##name)].calls++;                 \
-        USTATS->counters[UCNT_INDEX_PROC(UCNT_##name, UPID)].calls++;      \
+#define UCOUNT(name)                                                                               \
+    do {                                                                                           \
+        USTATS->counters[UCNT_INDEX(UCNT_##name)].calls++;                                         \
+        USTATS->counters[UCNT_INDEX_PROC(UCNT_##name, UPID)].calls++;                              \
     } while (0)
-
 
 /* ulib.c: the shared library. */
 uint64_t lib_syscall(uint64_t nr, uint64_t arg);

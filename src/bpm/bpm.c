@@ -6,7 +6,36 @@
  * half-done pair of calls on failure). Operations over many claims (page
  * in/out, remove_by_view, clear) are sequences of these steps: a failure
  * stops the sequence with every index consistent and every trap accounted
- * for, and calling the operation again finishes the work. */
+ * for, and calling the operation again finishes the work.
+ *
+ * Where API.md section 6 leaves room, the manager does this:
+ * - A global claim is filed under the canonical root of its (view, va): the
+ *   root of the first global claim there, kept while any global claim at
+ *   (view, va), pending or armed, exists. Pending global claims are filed
+ *   under it too; a page-in of (view, (va, r)) activates the pending claims
+ *   of exactly (va, r) and, for any r, the pending global claims of (va,
+ *   canonical root).
+ * - Conflict: inserting a claim whose global flag differs from a claim of
+ *   the same (view, key) at bp's ctx or at (va, canonical root).
+ * - insert of an armed claim with no PA adds a pending copy (inserted =
+ *   true); with a PA where it is armed, nothing changes (inserted = false).
+ * - remove / remove_with_hint drop the claim of (view, key, ctx) (ctx
+ *   resolved as for insert; the global flag must match) wherever it is
+ *   armed, and its pending copy; the hint is not needed and not used, so
+ *   `remove` does not translate.
+ * - Page-out of a frame gives every claim armed there a pending copy, even
+ *   one still armed on another frame.
+ * - remove_by_event: the key's claim the event hits (as get_by_event finds
+ *   it) is removed, and the claim of the same (key, ctx) in every other
+ *   view where it is armed; nothing if the event hits no claim of the key.
+ * - contains_by_address: an armed claim of (key, ctx) in any view, or a
+ *   global one of (key, va) filed under another root.
+ * - insert_with_hint arms at the frame of *pa, at va's offset in the page
+ *   (the offset bits of *pa are not used); physical addresses must be
+ *   below 2^52 (VMT_E_INVALID otherwise).
+ * - A claim is armed on at most BPM_MAX_ARMS frames (VMT_E_NOMEM beyond).
+ * - A driver that cannot tell the view (has_view false) is taken to run
+ *   the default view (the built-in controllers' check_event). */
 #include <string.h>
 
 #include "bpm/bpm_impl.h"
@@ -28,7 +57,8 @@ static inline guint mix64(uint64_t x)
 static guint claim_hash(gconstpointer p)
 {
     const bpm_claim *c = p;
-    return mix64(c->ctx.va ^ (c->ctx.root * 0x9e3779b97f4a7c15ull) ^ (c->key * 0xc2b2ae3d27d4eb4full));
+    return mix64(c->ctx.va ^ (c->ctx.root * 0x9e3779b97f4a7c15ull) ^
+                 (c->key * 0xc2b2ae3d27d4eb4full));
 }
 
 static gboolean claim_equal(gconstpointer a, gconstpointer b)
@@ -50,7 +80,10 @@ static gboolean pending_equal(gconstpointer a, gconstpointer b)
 }
 
 /* bpm_page and bpm_global both start with their 64-bit id. */
-static guint id_hash(gconstpointer p) { return mix64(*(const uint64_t *)p); }
+static guint id_hash(gconstpointer p)
+{
+    return mix64(*(const uint64_t *)p);
+}
 
 static gboolean id_equal(gconstpointer a, gconstpointer b)
 {
@@ -59,13 +92,22 @@ static gboolean id_equal(gconstpointer a, gconstpointer b)
 
 /* ---- lookups ---- */
 
-bpm_claim *bpm_claim_lookup(const vmt_bpm *bpm, vmt_view view, uint64_t key, vmt_addr_ctx ctx)
+/* The claim of (view, key, ctx); *head (optional) = the chain's head. */
+static bpm_claim *claim_find(const vmt_bpm *bpm, vmt_view view, uint64_t key, vmt_addr_ctx ctx,
+                             bpm_claim **head)
 {
     bpm_claim probe = {.key = key, .ctx = ctx};
     bpm_claim *c = g_hash_table_lookup(bpm->claims, &probe);
+    if (head)
+        *head = c;
     while (c && c->view != view)
         c = c->next_view;
     return c;
+}
+
+bpm_claim *bpm_claim_lookup(const vmt_bpm *bpm, vmt_view view, uint64_t key, vmt_addr_ctx ctx)
+{
+    return claim_find(bpm, view, key, ctx, NULL);
 }
 
 bpm_page *bpm_page_lookup(const vmt_bpm *bpm, vmt_view view, vmt_gfn gfn)
@@ -89,7 +131,8 @@ bpm_view *bpm_view_lookup(const vmt_bpm *bpm, vmt_view view)
 
 vmt_breakpoint bpm_claim_breakpoint(const bpm_claim *c)
 {
-    vmt_breakpoint bp = {.ctx = c->ctx, .view = c->view, .global = c->global, .key = c->key, .tag = c->tag};
+    vmt_breakpoint bp = {
+        .ctx = c->ctx, .view = c->view, .global = c->global, .key = c->key, .tag = c->tag};
     return bp;
 }
 
@@ -103,9 +146,20 @@ static bool claim_armed_at(bpm_claim *c, vmt_gfn gfn)
 
 /* ---- views ---- */
 
+/* Most operations touch one view: remember the last one found. */
+static bpm_view *view_find(vmt_bpm *bpm, vmt_view view)
+{
+    if (bpm->last_view && bpm->last_view->view == view)
+        return bpm->last_view;
+    bpm_view *vs = bpm_view_lookup(bpm, view);
+    if (vs)
+        bpm->last_view = vs;
+    return vs;
+}
+
 static bpm_view *view_get(vmt_bpm *bpm, vmt_view view)
 {
-    bpm_view *vs = bpm_view_lookup(bpm, view);
+    bpm_view *vs = view_find(bpm, view);
     if (!vs) {
         vs = g_new0(bpm_view, 1);
         vs->view = view;
@@ -133,8 +187,11 @@ static void views_gc(vmt_bpm *bpm)
     g_hash_table_iter_init(&it, bpm->views);
     while (g_hash_table_iter_next(&it, &k, &v)) {
         bpm_view *vs = v;
-        if (vs->n_pages == 0 && vs->n_pending == 0)
+        if (vs->n_pages == 0 && vs->n_pending == 0) {
+            if (bpm->last_view == vs)
+                bpm->last_view = NULL;
             g_hash_table_iter_remove(&it);
+        }
     }
     bpm->gc_views = false;
 }
@@ -143,8 +200,10 @@ static void views_gc(vmt_bpm *bpm)
 
 /* A new claim, linked into the claims index (and its global record);
  * neither pending nor armed yet: the caller makes it one or the other, or
- * releases it. For a global claim, ctx must already be canonical. */
-static bpm_claim *claim_new(vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx ctx)
+ * releases it. For a global claim, ctx must already be canonical. head is
+ * the chain's head for (key, ctx) as claim_find found it (NULL: none). */
+static bpm_claim *claim_new(vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx ctx,
+                            bpm_claim *head)
 {
     bpm_claim *c = g_new0(bpm_claim, 1);
     c->key = bp->key;
@@ -152,12 +211,12 @@ static bpm_claim *claim_new(vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx
     c->tag = bp->tag;
     c->view = bp->view;
     c->global = bp->global;
-    bpm_claim *head = g_hash_table_lookup(bpm->claims, c);
     if (head) {
         c->next_view = head->next_view;
         head->next_view = c;
     } else {
         g_hash_table_add(bpm->claims, c);
+        c->claims_head = true;
     }
     if (c->global) {
         bpm_global *g = bpm_global_lookup(bpm, c->view, ctx.va);
@@ -175,17 +234,18 @@ static bpm_claim *claim_new(vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx
 /* Frees a claim that is neither pending nor armed. */
 static void claim_release(vmt_bpm *bpm, bpm_claim *c)
 {
-    bpm_claim *head = g_hash_table_lookup(bpm->claims, c);
-    if (head == c) {
-        if (c->next_view)
+    if (c->claims_head) {
+        if (c->next_view) {
             g_hash_table_add(bpm->claims, c->next_view); /* replaces c as the key */
-        else
+            c->next_view->claims_head = true;
+        } else {
             g_hash_table_remove(bpm->claims, c);
+        }
     } else {
-        bpm_claim *p = head;
-        while (p->next_view != c)
-            p = p->next_view;
-        p->next_view = c->next_view;
+        bpm_claim *head = g_hash_table_lookup(bpm->claims, c);
+        while (head->next_view != c)
+            head = head->next_view;
+        head->next_view = c->next_view;
     }
     if (c->global) {
         bpm_global *g = bpm_global_lookup(bpm, c->view, c->ctx.va);
@@ -214,6 +274,7 @@ static void pending_link(vmt_bpm *bpm, bpm_view *vs, bpm_claim *c)
     } else {
         c->next_pending = NULL;
         g_hash_table_add(vs->pending, c);
+        c->pending_head = true;
     }
     c->pending = true;
     vs->n_pending++;
@@ -222,21 +283,23 @@ static void pending_link(vmt_bpm *bpm, bpm_view *vs, bpm_claim *c)
 
 static void pending_unlink(vmt_bpm *bpm, bpm_claim *c)
 {
-    bpm_view *vs = bpm_view_lookup(bpm, c->view);
-    bpm_claim *head = g_hash_table_lookup(vs->pending, c);
-    if (head == c) {
-        if (c->next_pending)
+    bpm_view *vs = view_find(bpm, c->view);
+    if (c->pending_head) {
+        if (c->next_pending) {
             g_hash_table_add(vs->pending, c->next_pending);
-        else
+            c->next_pending->pending_head = true;
+        } else {
             g_hash_table_remove(vs->pending, c);
+        }
     } else {
-        bpm_claim *p = head;
+        bpm_claim *p = g_hash_table_lookup(vs->pending, c);
         while (p->next_pending != c)
             p = p->next_pending;
         p->next_pending = c->next_pending;
     }
     c->next_pending = NULL;
     c->pending = false;
+    c->pending_head = false;
     if (--vs->n_pending == 0 && vs->n_pages == 0)
         bpm->gc_views = true;
     bpm->n_pending--;
@@ -261,9 +324,10 @@ static void claim_add_arm(bpm_claim *c, bpm_page *page, uint32_t idx)
     c->n_arms++;
 }
 
+/* Newest first: claim_destroy takes arms off the end. */
 static bpm_arm *claim_find_arm(bpm_claim *c, const bpm_page *page)
 {
-    for (unsigned i = 0; i < c->n_arms; i++)
+    for (unsigned i = c->n_arms; i-- > 0;)
         if (bpm_claim_arm(c, i)->page == page)
             return bpm_claim_arm(c, i);
     return NULL;
@@ -286,6 +350,16 @@ static int page_off_index(const bpm_page *page, unsigned off)
     return -1;
 }
 
+/* Page-ins come in runs for one page (one per monitored address on it):
+ * arm() remembers the page it used last. */
+static bpm_page *page_find(vmt_bpm *bpm, vmt_view view, vmt_gfn gfn)
+{
+    uint64_t id = bpm_page_id(view, gfn);
+    if (bpm->last_page && bpm->last_page->id == id)
+        return bpm->last_page;
+    return g_hash_table_lookup(bpm->pages, &id);
+}
+
 static bpm_page *page_new(vmt_bpm *bpm, bpm_view *vs, vmt_gfn gfn, bool monitored)
 {
     bpm_page *page = g_new0(bpm_page, 1);
@@ -300,9 +374,18 @@ static bpm_page *page_new(vmt_bpm *bpm, bpm_view *vs, vmt_gfn gfn, bool monitore
     return page;
 }
 
+/* Memory only. */
+static void page_release(bpm_page *page)
+{
+    g_free(page->claims);
+    g_free(page->offs);
+    g_free(page);
+}
+
+/* Unlinks an empty page from its view and the page index, and frees it. */
 static void page_free(vmt_bpm *bpm, bpm_page *page)
 {
-    bpm_view *vs = bpm_view_lookup(bpm, bpm_page_view(page));
+    bpm_view *vs = view_find(bpm, bpm_page_view(page));
     if (page->prev)
         page->prev->next = page->next;
     else
@@ -312,9 +395,9 @@ static void page_free(vmt_bpm *bpm, bpm_page *page)
     if (--vs->n_pages == 0 && vs->n_pending == 0)
         bpm->gc_views = true;
     g_hash_table_remove(bpm->pages, page);
-    g_free(page->claims);
-    g_free(page->offs);
-    g_free(page);
+    if (bpm->last_page == page)
+        bpm->last_page = NULL;
+    page_release(page);
 }
 
 /* Records claim c as armed on page (index change only). */
@@ -363,6 +446,8 @@ static void page_remove_claim(vmt_bpm *bpm, bpm_page *page, bpm_claim *c)
         page_free(bpm, page);
 }
 
+#define ANY_GFN ((vmt_gfn)-1)
+
 /* ---- controller calls ---- */
 
 static vmt_status ctl_insert(vmt_bpm *bpm, vmt_core *vmi, vmt_pa pa, vmt_view view)
@@ -393,7 +478,7 @@ static vmt_status ctl_unmonitor(vmt_bpm *bpm, vmt_core *vmi, vmt_gfn gfn, vmt_vi
  * marked unmonitored, and the next arm on the page monitors it. */
 static vmt_status arm(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c, vmt_gfn gfn)
 {
-    bpm_page *page = bpm_page_lookup(bpm, c->view, gfn);
+    bpm_page *page = page_find(bpm, c->view, gfn);
     vmt_pa pa = vmt_pa_in_gfn(gfn, c->ctx.va);
     bool need_insert = !page || page_off_index(page, bpm_va_off(c->ctx.va)) < 0;
     bool need_monitor = !page || !page->monitored;
@@ -414,10 +499,14 @@ static vmt_status arm(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c, vmt_gfn gfn)
     else if (need_monitor)
         page->monitored = monitored;
     page_add_claim(bpm, page, c);
+    bpm->last_page = page;
     return monitored ? VMT_OK : st;
 }
 
-static bool tolerated(vmt_status st) { return st == VMT_OK || st == VMT_E_VIEW_NOT_FOUND; }
+static bool tolerated(vmt_status st)
+{
+    return st == VMT_OK || st == VMT_E_VIEW_NOT_FOUND;
+}
 
 /* Disarms claim c from page: the trap if it is the last claim at that
  * (view, pa), the monitor if it is the last on the page; remove before
@@ -449,11 +538,16 @@ static vmt_status disarm(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c, bpm_page *pa
     return VMT_OK;
 }
 
-/* Disarms every arm of c, drops its pending copy and frees it. */
-static vmt_status claim_destroy(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c)
+/* Disarms every arm of c, the one on frame `last` (if armed there) last,
+ * drops its pending copy and frees it. A failure part-way leaves c armed
+ * on `last`, so that an event there still finds it when retried. */
+static vmt_status claim_destroy_last(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c, vmt_gfn last)
 {
     while (c->n_arms) {
-        vmt_status st = disarm(bpm, vmi, c, bpm_claim_arm(c, c->n_arms - 1u)->page);
+        unsigned i = c->n_arms - 1u;
+        if (bpm_claim_arm(c, i)->gfn == last && i > 0)
+            i--;
+        vmt_status st = disarm(bpm, vmi, c, bpm_claim_arm(c, i)->page);
         if (st != VMT_OK) {
             release_if_unused(bpm, c); /* a double fault may have taken its last arm */
             return st;
@@ -463,6 +557,11 @@ static vmt_status claim_destroy(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c)
         pending_unlink(bpm, c);
     claim_release(bpm, c);
     return VMT_OK;
+}
+
+static vmt_status claim_destroy(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c)
+{
+    return claim_destroy_last(bpm, vmi, c, ANY_GFN);
 }
 
 /* ---- address resolution ---- */
@@ -479,23 +578,26 @@ static vmt_addr_ctx resolve_ctx(const vmt_bpm *bpm, const vmt_breakpoint *bp)
     return bp->ctx;
 }
 
-/* A claim of the other kind (global vs. not) for the same (view, key) at
- * bp's ctx, or at the canonical root of its (view, va). */
-static bool conflicts(const vmt_bpm *bpm, const vmt_breakpoint *bp)
+/* Conflict: a claim of the other kind (global vs. not) for the same
+ * (view, key) at bp's own ctx or at the canonical root of its (view, va).
+ * c is the claim found at the ctx bp resolves to (one of the two). */
+static bool conflicts(const vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx resolved,
+                      const bpm_claim *c)
 {
-    bpm_claim *c = bpm_claim_lookup(bpm, bp->view, bp->key, bp->ctx);
     if (c && c->global != bp->global)
         return true;
-    bpm_global *g = bpm_global_lookup(bpm, bp->view, bp->ctx.va);
-    if (g && g->root != bp->ctx.root) {
-        c = bpm_claim_lookup(bpm, bp->view, bp->key, vmt_ctx(bp->ctx.va, g->root));
-        if (c && c->global != bp->global)
-            return true;
+    vmt_addr_ctx other = bp->ctx;
+    if (!bp->global) {
+        bpm_global *g = bpm_global_lookup(bpm, bp->view, bp->ctx.va);
+        if (!g)
+            return false;
+        other.root = g->root;
     }
-    return false;
+    if (other.root == resolved.root)
+        return false;
+    c = bpm_claim_lookup(bpm, bp->view, bp->key, other);
+    return c && c->global != bp->global;
 }
-
-#define ANY_GFN ((vmt_gfn)-1)
 
 static bool armed(bpm_claim *c, vmt_gfn gfn)
 {
@@ -525,6 +627,8 @@ static bool event_address(const vmt_bpm *bpm, const vmt_event *ev, vmt_view *vie
 {
     if (!bpm || !ev || !bpm->ctl.ops->check_event(bpm->ctl.self, ev, view, gfn))
         return false;
+    if (*gfn >= BPM_PA_LIMIT >> VMT_PAGE_SHIFT)
+        return false; /* no frame of ours */
     *va = ev->regs.rip;
     *root = vmt_regs_translation_root(&ev->regs, *va);
     return true;
@@ -535,8 +639,8 @@ static bool event_address(const vmt_bpm *bpm, const vmt_event *ev, vmt_view *vie
 vmt_status vmt_bpm_new(vmt_tap_controller controller, vmt_bpm **out)
 {
     const vmt_tap_controller_ops *o = controller.ops;
-    if (!out || !o || !o->check_event || !o->insert_breakpoint || !o->remove_breakpoint || !o->monitor ||
-        !o->unmonitor) {
+    if (!out || !o || !o->check_event || !o->insert_breakpoint || !o->remove_breakpoint ||
+        !o->monitor || !o->unmonitor) {
         if (o && o->destroy)
             o->destroy(controller.self);
         return VMT_E_INVALID;
@@ -561,14 +665,6 @@ static void free_claim_chain(gpointer p)
     }
 }
 
-static void free_page(gpointer p)
-{
-    bpm_page *page = p;
-    g_free(page->claims);
-    g_free(page->offs);
-    g_free(page);
-}
-
 void vmt_bpm_free(vmt_bpm *bpm)
 {
     if (!bpm)
@@ -581,7 +677,7 @@ void vmt_bpm_free(vmt_bpm *bpm)
     g_hash_table_destroy(bpm->claims);
     g_hash_table_iter_init(&it, bpm->pages);
     while (g_hash_table_iter_next(&it, &k, &v))
-        free_page(k);
+        page_release(k);
     g_hash_table_destroy(bpm->pages);
     g_hash_table_destroy(bpm->views);
     g_hash_table_iter_init(&it, bpm->globals);
@@ -598,36 +694,33 @@ static bool bp_valid(const vmt_bpm *bpm, vmt_core *vmi, const vmt_breakpoint *bp
     return bpm && vmi && bp && vmt_va_is_canonical(bp->ctx.va);
 }
 
-static vmt_status insert_pending(vmt_bpm *bpm, const vmt_breakpoint *bp, bool *inserted)
+static void insert_pending(vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx ctx, bpm_claim *c,
+                           bpm_claim *head, bool *inserted)
 {
-    bpm_claim *c = bpm_claim_lookup(bpm, bp->view, bp->key, resolve_ctx(bpm, bp));
     bool ins = !c || !c->pending;
     if (ins) {
         if (!c)
-            c = claim_new(bpm, bp, resolve_ctx(bpm, bp));
+            c = claim_new(bpm, bp, ctx, head);
         pending_link(bpm, view_get(bpm, bp->view), c);
     }
     if (inserted)
         *inserted = ins;
-    return VMT_OK;
 }
 
-static vmt_status insert_active(vmt_bpm *bpm, vmt_core *vmi, const vmt_breakpoint *bp, vmt_pa pa,
+static vmt_status insert_active(vmt_bpm *bpm, vmt_core *vmi, const vmt_breakpoint *bp,
+                                vmt_addr_ctx ctx, bpm_claim *c, bpm_claim *head, vmt_gfn gfn,
                                 bool *inserted)
 {
-    vmt_addr_ctx ctx = resolve_ctx(bpm, bp);
-    vmt_gfn gfn = vmt_gfn_from_pa(pa);
-    bpm_claim *c = bpm_claim_lookup(bpm, bp->view, bp->key, ctx);
     if (c && claim_armed_at(c, gfn)) {
         if (inserted)
             *inserted = false;
         return VMT_OK;
     }
-    if (c && c->n_arms == UINT16_MAX)
+    if (c && c->n_arms == BPM_MAX_ARMS)
         return VMT_E_NOMEM;
     bool fresh = !c;
     if (fresh)
-        c = claim_new(bpm, bp, ctx);
+        c = claim_new(bpm, bp, ctx, head);
     vmt_status st = arm(bpm, vmi, c, gfn);
     if (st != VMT_OK) {
         if (fresh)
@@ -644,11 +737,18 @@ static vmt_status insert_active(vmt_bpm *bpm, vmt_core *vmi, const vmt_breakpoin
 vmt_status vmt_bpm_insert_with_hint(vmt_bpm *bpm, vmt_core *vmi, const vmt_breakpoint *bp,
                                     const vmt_pa *pa, bool *inserted)
 {
-    if (!bp_valid(bpm, vmi, bp))
+    if (!bp_valid(bpm, vmi, bp) || (pa && *pa >= BPM_PA_LIMIT))
         return VMT_E_INVALID;
-    if (conflicts(bpm, bp))
+    vmt_addr_ctx ctx = resolve_ctx(bpm, bp);
+    bpm_claim *head;
+    bpm_claim *c = claim_find(bpm, bp->view, bp->key, ctx, &head);
+    if (conflicts(bpm, bp, ctx, c))
         return VMT_E_CONFLICT;
-    vmt_status st = pa ? insert_active(bpm, vmi, bp, *pa, inserted) : insert_pending(bpm, bp, inserted);
+    vmt_status st = VMT_OK;
+    if (pa)
+        st = insert_active(bpm, vmi, bp, ctx, c, head, vmt_gfn_from_pa(*pa), inserted);
+    else
+        insert_pending(bpm, bp, ctx, c, head, inserted);
     views_gc(bpm);
     return st;
 }
@@ -736,7 +836,7 @@ static vmt_status remove_by_event(vmt_bpm *bpm, vmt_core *vmi, const vmt_event *
     }
     g_array_free(ids, TRUE);
     if (st == VMT_OK)
-        st = claim_destroy(bpm, vmi, target);
+        st = claim_destroy_last(bpm, vmi, target, gfn);
     if (st == VMT_OK && result)
         *result = bpm_page_lookup(bpm, view, gfn) ? VMT_REMOVED_SOME : VMT_REMOVED_LAST;
     return st;
@@ -796,7 +896,8 @@ vmt_status vmt_bpm_clear(vmt_bpm *bpm, vmt_core *vmi)
     return st;
 }
 
-bool vmt_bpm_get_by_event(const vmt_bpm *bpm, const vmt_event *ev, uint64_t key, vmt_breakpoint *out)
+bool vmt_bpm_get_by_event(const vmt_bpm *bpm, const vmt_event *ev, uint64_t key,
+                          vmt_breakpoint *out)
 {
     vmt_view view;
     vmt_gfn gfn;
@@ -842,7 +943,7 @@ static vmt_status page_out(vmt_bpm *bpm, vmt_core *vmi, vmt_view view, vmt_gfn g
     bpm_page *page = bpm_page_lookup(bpm, view, gfn);
     if (!page)
         return VMT_OK;
-    bpm_view *vs = bpm_view_lookup(bpm, view);
+    bpm_view *vs = view_find(bpm, view);
     for (uint32_t n = page->n_claims; n > 0; n--) {
         bpm_claim *c = page->claims[n - 1];
         vmt_status st = disarm(bpm, vmi, c, page); /* frees page after its last claim */
@@ -864,7 +965,7 @@ static vmt_status page_out(vmt_bpm *bpm, vmt_core *vmi, vmt_view view, vmt_gfn g
 static vmt_status page_in(vmt_bpm *bpm, vmt_core *vmi, vmt_view view, vmt_addr_ctx ctx, vmt_pa pa,
                           bool *updated)
 {
-    bpm_view *vs = bpm_view_lookup(bpm, view);
+    bpm_view *vs = view_find(bpm, view);
     if (!vs || vs->n_pending == 0)
         return VMT_OK;
     bpm_claim *todo[64];
@@ -896,7 +997,7 @@ static vmt_status page_in(vmt_bpm *bpm, vmt_core *vmi, vmt_view view, vmt_addr_c
     for (size_t i = 0; i < total && st == VMT_OK; i++) {
         bpm_claim *c = i < n ? todo[i] : g_ptr_array_index(more, i - n);
         if (!claim_armed_at(c, gfn)) {
-            if (c->n_arms == UINT16_MAX)
+            if (c->n_arms == BPM_MAX_ARMS)
                 st = VMT_E_NOMEM;
             else
                 st = arm(bpm, vmi, c, gfn);
@@ -911,7 +1012,8 @@ static vmt_status page_in(vmt_bpm *bpm, vmt_core *vmi, vmt_view view, vmt_addr_c
     return st;
 }
 
-vmt_status vmt_bpm_handle_ptm_event(vmt_bpm *bpm, vmt_core *vmi, const vmt_ptm_event *ev, bool *updated)
+vmt_status vmt_bpm_handle_ptm_event(vmt_bpm *bpm, vmt_core *vmi, const vmt_ptm_event *ev,
+                                    bool *updated)
 {
     return vmt_bpm_handle_ptm_events(bpm, vmi, ev, 1, updated);
 }
@@ -922,7 +1024,8 @@ vmt_status vmt_bpm_handle_ptm_events(vmt_bpm *bpm, vmt_core *vmi, const vmt_ptm_
     if (!bpm || !vmi || (!ev && n))
         return VMT_E_INVALID;
     for (size_t i = 0; i < n; i++)
-        if (ev[i].kind != VMT_PTM_PAGE_IN && ev[i].kind != VMT_PTM_PAGE_OUT)
+        if ((ev[i].kind != VMT_PTM_PAGE_IN && ev[i].kind != VMT_PTM_PAGE_OUT) ||
+            ev[i].pa >= BPM_PA_LIMIT)
             return VMT_E_INVALID;
     bool upd = false;
     vmt_status st = VMT_OK;
@@ -948,4 +1051,7 @@ void vmt_bpm_stats_get(const vmt_bpm *bpm, vmt_bpm_stats *out)
     out->global = g_hash_table_size(bpm->globals);
 }
 
-const vmt_tap_controller *vmt_bpm_controller(const vmt_bpm *bpm) { return bpm ? &bpm->ctl : NULL; }
+const vmt_tap_controller *vmt_bpm_controller(const vmt_bpm *bpm)
+{
+    return bpm ? &bpm->ctl : NULL;
+}

@@ -33,6 +33,10 @@ static bool check_claim(const vmt_bpm *bpm, const bpm_claim *head, const bpm_cla
             FAIL("two claims for view %u, key %llu", c->view, (unsigned long long)c->key);
     if (!c->pending && c->n_arms == 0)
         FAIL("claim neither pending nor armed");
+    if (c->claims_head != (c == head))
+        FAIL("claims-index head flag wrong");
+    if (!c->pending && c->pending_head)
+        FAIL("pending-index head flag on a claim not pending");
     if (c->arms_cap == 0 && c->n_arms > 1)
         FAIL("inline arms overflow");
     for (unsigned i = 0; i < c->n_arms; i++) {
@@ -77,7 +81,8 @@ static bool check_page(const vmt_bpm *bpm, const bpm_page *page)
         for (uint32_t j = 0; j < page->n_claims; j++)
             n += bpm_va_off(page->claims[j]->ctx.va) == page->offs[i].off;
         if (n == 0 || n != page->offs[i].count)
-            FAIL("offset count of 0x%x is %u, %u claims there", page->offs[i].off, page->offs[i].count, n);
+            FAIL("offset count of 0x%x is %u, %u claims there", page->offs[i].off,
+                 page->offs[i].count, n);
         for (unsigned j = 0; j < i; j++)
             if (page->offs[j].off == page->offs[i].off)
                 FAIL("offset listed twice");
@@ -125,6 +130,8 @@ static bool check_view(const vmt_bpm *bpm, const bpm_view *vs, size_t *pages, si
         for (bpm_claim *c = k; c; c = c->next_pending) {
             if (!c->pending || c->view != vs->view || !vmt_ctx_eq(c->ctx, ((bpm_claim *)k)->ctx))
                 FAIL("foreign claim in view %u's pending index", vs->view);
+            if (c->pending_head != (c == k))
+                FAIL("pending-index head flag wrong");
             if (bpm_claim_lookup(bpm, c->view, c->key, c->ctx) != c)
                 FAIL("pending claim missing from the claim index");
             np++;
@@ -152,7 +159,8 @@ static bool check_all(const vmt_bpm *bpm)
             bpm_global *g = k;
             guint n = GPOINTER_TO_UINT(g_hash_table_lookup(t.global_counts, g));
             if (g->count == 0 || g->count != n) {
-                vmt_log(VMT_LOG_ERROR, "bpm_check: global record counts %u claims, found %u", g->count, n);
+                vmt_log(VMT_LOG_ERROR, "bpm_check: global record counts %u claims, found %u",
+                        g->count, n);
                 ok = false;
             }
         }
@@ -161,8 +169,8 @@ static bool check_all(const vmt_bpm *bpm)
     if (!ok)
         return false;
     if (t.arms != bpm->n_arms || t.pending != bpm->n_pending)
-        FAIL("totals: %zu arms (counted %zu), %zu pending (counted %zu)", t.arms, bpm->n_arms, t.pending,
-             bpm->n_pending);
+        FAIL("totals: %zu arms (counted %zu), %zu pending (counted %zu)", t.arms, bpm->n_arms,
+             t.pending, bpm->n_pending);
     size_t page_arms = 0;
     g_hash_table_iter_init(&it, bpm->pages);
     while (g_hash_table_iter_next(&it, &k, &v)) {

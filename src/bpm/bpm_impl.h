@@ -43,6 +43,8 @@ typedef struct bpm_claim {
     vmt_view view;
     bool global;
     bool pending;      /* has a pending copy, linked in its view's pending index */
+    bool claims_head;  /* the claims index holds this one (head of its chain) */
+    bool pending_head; /* its view's pending index holds this one */
     uint16_t n_arms;   /* frames armed on */
     uint16_t arms_cap; /* 0: the one arm is inline in arms.one */
     union {
@@ -59,7 +61,7 @@ typedef struct bpm_off {
 } bpm_off;
 
 struct bpm_page {
-    uint64_t id; /* (view, gfn) packed */
+    uint64_t id;           /* (view, gfn) packed */
     bpm_page *prev, *next; /* in the view's page list */
     bpm_claim **claims;
     uint32_t n_claims, cap;
@@ -77,8 +79,8 @@ typedef struct bpm_view {
 } bpm_view;
 
 typedef struct bpm_global {
-    uint64_t id; /* (view, va) packed */
-    vmt_pa root; /* canonical root */
+    uint64_t id;    /* (view, va) packed */
+    vmt_pa root;    /* canonical root */
     uint32_t count; /* global claims (pending or armed) at (view, va) */
 } bpm_global;
 
@@ -91,17 +93,39 @@ struct vmt_bpm {
     size_t n_arms;       /* armed (claim, frame) pairs */
     size_t n_pending;    /* pending claims */
     bool gc_views;       /* some view may have become empty */
+    bpm_view *last_view; /* the view last looked up (NULL after a view is freed) */
+    bpm_page *last_page; /* the page last armed on (NULL after it is freed) */
 };
 
-static inline uint64_t bpm_page_id(vmt_view view, vmt_gfn gfn) { return ((uint64_t)view << 48) | gfn; }
-static inline vmt_gfn bpm_page_gfn(const bpm_page *p) { return p->id & ((1ull << 48) - 1); }
-static inline vmt_view bpm_page_view(const bpm_page *p) { return (vmt_view)(p->id >> 48); }
+/* Physical addresses have at most 52 bits (the AMD64 architectural limit),
+ * so a gfn fits in the 48 low bits of a page id. */
+#define BPM_PA_LIMIT (1ull << 52)
+/* Frames one claim can be armed on. Its arms are a plain array searched
+ * linearly: a claim is armed on one frame, or a few (a global address under
+ * roots that map it differently), never on thousands. */
+#define BPM_MAX_ARMS 4096u
+
+static inline uint64_t bpm_page_id(vmt_view view, vmt_gfn gfn)
+{
+    return ((uint64_t)view << 48) | gfn;
+}
+static inline vmt_gfn bpm_page_gfn(const bpm_page *p)
+{
+    return p->id & ((1ull << 48) - 1);
+}
+static inline vmt_view bpm_page_view(const bpm_page *p)
+{
+    return (vmt_view)(p->id >> 48);
+}
 /* Canonical VAs have 48 significant bits. */
 static inline uint64_t bpm_global_id(vmt_view view, vmt_va va)
 {
     return ((uint64_t)view << 48) | (va & ((1ull << 48) - 1));
 }
-static inline unsigned bpm_va_off(vmt_va va) { return (unsigned)(va & (VMT_PAGE_SIZE - 1)); }
+static inline unsigned bpm_va_off(vmt_va va)
+{
+    return (unsigned)(va & (VMT_PAGE_SIZE - 1));
+}
 
 static inline bpm_arm *bpm_claim_arm(bpm_claim *c, unsigned i)
 {

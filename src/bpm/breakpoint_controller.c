@@ -54,7 +54,10 @@ static vmt_status bc_unmonitor(void *self, vmt_core *vmi, vmt_gfn gfn, vmt_view 
     return vmt_core_set_access(vmi, gfn, view, VMT_ACCESS_RWX, 0);
 }
 
-static void bc_destroy(void *self) { vmt_interceptor_free(self); }
+static void bc_destroy(void *self)
+{
+    vmt_interceptor_free(self);
+}
 
 static const vmt_tap_controller_ops breakpoint_ops = {
     .check_event = bc_check_event,
@@ -84,8 +87,8 @@ vmt_status vmt_breakpoint_controller_is_breakpoint(vmt_core *vmi, const vmt_even
     }
     /* The guest's own frame, never a shadow: is the trap the guest's? */
     uint8_t byte;
-    vmt_status st = vmt_core_read(vmi, vmt_pa_in_gfn(ev->u.software_breakpoint.gfn, ev->regs.rip),
-                                  &byte, 1);
+    vmt_status st =
+        vmt_core_read(vmi, vmt_pa_in_gfn(ev->u.software_breakpoint.gfn, ev->regs.rip), &byte, 1);
     if (st != VMT_OK)
         return st;
     *out = byte == VMT_BREAKPOINT_TRAP_BYTE;

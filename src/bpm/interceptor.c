@@ -28,7 +28,10 @@ struct vmt_interceptor {
     GHashTable *pages; /* &page->id -> ic_page */
 };
 
-static gint64 pack(vmt_view view, vmt_gfn gfn) { return (gint64)(((uint64_t)view << 48) | gfn); }
+static gint64 pack(vmt_view view, vmt_gfn gfn)
+{
+    return (gint64)(((uint64_t)view << 48) | gfn);
+}
 
 static void page_free(gpointer p)
 {
@@ -171,8 +174,10 @@ static vmt_status drop_shadow_page(vmt_interceptor *ic, vmt_core *vmi, ic_page *
     if (st != VMT_OK) {
         /* Undo the reset so that nothing changed; if that fails too the
          * guest still sees its own frame (no trap), only the shadow leaks. */
-        if (view_gone || vmt_core_change_view_gfn(vmi, page->view, page->gfn, page->shadow) != VMT_OK) {
-            vmt_log(VMT_LOG_ERROR, "interceptor: shadow frame 0x%llx of view %u frame 0x%llx leaked",
+        if (view_gone ||
+            vmt_core_change_view_gfn(vmi, page->view, page->gfn, page->shadow) != VMT_OK) {
+            vmt_log(VMT_LOG_ERROR,
+                    "interceptor: shadow frame 0x%llx of view %u frame 0x%llx leaked",
                     (unsigned long long)page->shadow, page->view, (unsigned long long)page->gfn);
             g_hash_table_remove(ic->pages, &page->id);
         }

@@ -21,7 +21,8 @@ static gint64 *pack_new(vmt_view view, vmt_gfn gfn)
 static bool mc_check_event(void *self, const vmt_event *ev, vmt_view *view, vmt_gfn *gfn)
 {
     (void)self;
-    if (!ev || ev->reason != VMT_EVENT_MEMORY_ACCESS || !(ev->u.memory_access.access & VMT_ACCESS_X))
+    if (!ev || ev->reason != VMT_EVENT_MEMORY_ACCESS ||
+        !(ev->u.memory_access.access & VMT_ACCESS_X))
         return false;
     *view = ev->has_view ? ev->view : 0;
     *gfn = vmt_gfn_from_pa(ev->u.memory_access.pa);
@@ -90,4 +91,7 @@ vmt_status vmt_memory_controller_new(vmt_tap_controller *out)
     return VMT_OK;
 }
 
-bool vmt_is_memory_controller(const vmt_tap_controller *c) { return c && c->ops == &memory_ops; }
+bool vmt_is_memory_controller(const vmt_tap_controller *c)
+{
+    return c && c->ops == &memory_ops;
+}

@@ -1,6 +1,6 @@
 /* The page-table monitor (API.md section 5).
  *
- * Per view the monitor keeps three indexes:
+ * Per view the monitor keeps four indexes (struct definitions in ptm_impl.h):
  *  - addrs:   every monitored (view, ctx) with its reference count, its tag
  *             (the first one given: monitoring again only counts), and its
  *             walk as last seen: the entries read from the root down to the
@@ -12,6 +12,7 @@
  *             one entry on a walk twice, at two levels);
  *  - tables:  every table page holding a monitored entry, with the access it
  *             had before it was write-protected;
+ *  - frames:  the paged-in addresses translating into each frame;
  * plus, per vCPU, the set of monitored entries a guest write touched.
  *
  * A table page is protected when its first monitored entry appears and
@@ -37,6 +38,15 @@
  *  - Events of one processing call come in the order of the dirty entries
  *    (highest level first, then view, then entry address) and, for one
  *    entry, in the order the addresses were first monitored.
+ *  - A frame that went out is announced again: after the events of a
+ *    processing call, every other monitored address of the view that still
+ *    translates into a frame that had a PAGE_OUT gets a PAGE_IN with its
+ *    (unchanged) translation, unless a PAGE_IN of its own already followed
+ *    that page-out. The bpm handles a PAGE_OUT per frame (every claim armed
+ *    on it goes pending, API.md §6); without this, a page that one process
+ *    unmaps while another keeps it (a shared library) would leave the
+ *    other's breakpoints pending for good. A consumer that tracks addresses
+ *    one by one sees a PAGE_IN for an address already in, at the same pa.
  *  - mark_dirty_entry accepts any address inside an entry (a write to its
  *    upper half counts).
  *  - ctx.root must be a frame address (no flag or PCID bits): VMT_E_INVALID
@@ -61,47 +71,9 @@
 #include <string.h>
 
 #include "core/amd64.h"
+#include "ptm/ptm_impl.h"
 #include "ptm/ptm_internal.h"
 #include "vmitap/log.h"
-
-typedef struct ptm_addr {
-    vmt_addr_ctx ctx; /* hash key */
-    uintptr_t tag;
-    unsigned refs;    /* monitor calls not yet matched by unmonitor */
-    uint64_t seq;     /* when it was first monitored: orders events */
-    bool paged_in;    /* the recorded walk reached a present leaf */
-    vmt_walk walk;    /* as last seen; walk.pa valid when paged_in */
-} ptm_addr;
-
-typedef struct ptm_entry {
-    vmt_pa pa;               /* hash key */
-    unsigned level_refs[4];  /* occurrences on recorded walks, [level - 1] */
-    GHashTable *users;       /* ptm_addr * -> occurrences on its walk */
-} ptm_entry;
-
-typedef struct ptm_table {
-    vmt_gfn gfn;       /* hash key */
-    vmt_access saved;  /* access before we protected it */
-    unsigned entries;  /* monitored entries in the page; 0: restore owed */
-} ptm_table;
-
-typedef struct ptm_view {
-    vmt_view view;
-    GHashTable *addrs;   /* &addr->ctx -> ptm_addr (owned) */
-    GHashTable *entries; /* &entry->pa -> ptm_entry (owned) */
-    GHashTable *tables;  /* &table->gfn -> ptm_table (owned) */
-    GHashTable *dirty;   /* vcpu -> set of ptm_entry * */
-    size_t owed;         /* tables whose restore failed */
-} ptm_view;
-
-struct vmt_ptm {
-    GHashTable *views; /* view -> ptm_view (owned) */
-    uint64_t next_seq;
-    size_t tables, entries, paged_in; /* the three public counters */
-};
-
-/* Walk position i (0 = PML4E) is at paging level 4 - i. */
-static int walk_level(unsigned i) { return 4 - (int)i; }
 
 static bool ctx_valid(vmt_addr_ctx ctx)
 {
@@ -134,8 +106,14 @@ static GPtrArray *table_snapshot(GHashTable *h, bool keys)
     return arr;
 }
 
-static GPtrArray *table_keys(GHashTable *h) { return table_snapshot(h, true); }
-static GPtrArray *table_values(GHashTable *h) { return table_snapshot(h, false); }
+static GPtrArray *table_keys(GHashTable *h)
+{
+    return table_snapshot(h, true);
+}
+static GPtrArray *table_values(GHashTable *h)
+{
+    return table_snapshot(h, false);
+}
 
 /* ---- object lifetimes ---- */
 
@@ -150,13 +128,24 @@ static void view_free(gpointer p)
 {
     ptm_view *v = p;
     g_hash_table_destroy(v->dirty);
+    g_hash_table_destroy(v->frames);
     g_hash_table_destroy(v->entries);
     g_hash_table_destroy(v->addrs);
     g_hash_table_destroy(v->tables);
     g_free(v);
 }
 
-static void set_free(gpointer p) { g_hash_table_destroy(p); }
+static void set_free(gpointer p)
+{
+    g_hash_table_destroy(p);
+}
+
+static void frame_free(gpointer p)
+{
+    ptm_frame *fr = p;
+    g_hash_table_destroy(fr->addrs);
+    g_free(fr);
+}
 
 static ptm_view *view_get(const vmt_ptm *ptm, vmt_view view)
 {
@@ -174,6 +163,7 @@ static ptm_view *view_get_or_add(vmt_ptm *ptm, vmt_view view)
     v->entries = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, entry_free);
     v->tables = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
     v->dirty = g_hash_table_new_full(g_direct_hash, NULL, NULL, set_free);
+    v->frames = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, frame_free);
     g_hash_table_insert(ptm->views, GUINT_TO_POINTER(view), v);
     return v;
 }
@@ -227,7 +217,8 @@ static vmt_status table_protect(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, vmt_gf
     vmt_status st = vmt_core_get_access(vmi, gfn, v->view, &saved);
     if (st != VMT_OK)
         return st;
-    st = vmt_core_set_access(vmi, gfn, v->view, VMT_ACCESS_R, VMT_SET_ACCESS_IGNORE_PAGE_WALK_UPDATES);
+    st = vmt_core_set_access(vmi, gfn, v->view, VMT_ACCESS_R,
+                             VMT_SET_ACCESS_IGNORE_PAGE_WALK_UPDATES);
     if (st != VMT_OK)
         return st;
     t = g_new(ptm_table, 1);
@@ -364,6 +355,30 @@ static vmt_status walk_unref(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, ptm_addr 
     return first;
 }
 
+/* ---- which addresses translate into which frame ---- */
+
+static void frame_link(ptm_view *v, ptm_addr *a)
+{
+    vmt_gfn gfn = vmt_gfn_from_pa(a->walk.pa);
+    ptm_frame *fr = g_hash_table_lookup(v->frames, &gfn);
+    if (!fr) {
+        fr = g_new(ptm_frame, 1);
+        fr->gfn = gfn;
+        fr->addrs = g_hash_table_new(g_direct_hash, NULL);
+        g_hash_table_insert(v->frames, &fr->gfn, fr);
+    }
+    g_hash_table_add(fr->addrs, a);
+}
+
+static void frame_unlink(ptm_view *v, ptm_addr *a)
+{
+    vmt_gfn gfn = vmt_gfn_from_pa(a->walk.pa);
+    ptm_frame *fr = g_hash_table_lookup(v->frames, &gfn);
+    g_hash_table_remove(fr->addrs, a);
+    if (g_hash_table_size(fr->addrs) == 0)
+        g_hash_table_remove(v->frames, &gfn);
+}
+
 /* ---- monitoring ---- */
 
 vmt_status vmt_ptm_monitor(vmt_ptm *ptm, vmt_core *vmi, vmt_addr_ctx ctx, vmt_view view,
@@ -398,22 +413,27 @@ vmt_status vmt_ptm_monitor(vmt_ptm *ptm, vmt_core *vmi, vmt_addr_ctx ctx, vmt_vi
         return st;
     }
     g_hash_table_insert(v->addrs, &a->ctx, a);
-    if (present)
+    if (present) {
         ptm->paged_in++;
+        frame_link(v, a);
+    }
     return VMT_OK;
 }
 
 static vmt_status addr_drop(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, ptm_addr *a)
 {
     g_hash_table_steal(v->addrs, &a->ctx);
-    if (a->paged_in)
+    if (a->paged_in) {
         ptm->paged_in--;
+        frame_unlink(v, a);
+    }
     vmt_status st = walk_unref(ptm, v, vmi, a, &a->walk);
     g_free(a);
     return st;
 }
 
-static vmt_status unmonitor(vmt_ptm *ptm, vmt_core *vmi, vmt_addr_ctx ctx, vmt_view view, bool force)
+static vmt_status unmonitor(vmt_ptm *ptm, vmt_core *vmi, vmt_addr_ctx ctx, vmt_view view,
+                            bool force)
 {
     if (!ptm || !vmi || !ctx_valid(ctx))
         return VMT_E_INVALID;
@@ -570,13 +590,17 @@ static vmt_status addr_rewalk(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, ptm_addr
 
     bool was = a->paged_in;
     vmt_pa old_pa = a->walk.pa;
+    bool moved = was && present && old_pa != w.pa;
+    if (was && (!present || moved))
+        frame_unlink(v, a);
     a->walk = w;
     a->paged_in = present;
+    if (present && (!was || moved))
+        frame_link(v, a);
     if (was && !present)
         ptm->paged_in--;
     if (!was && present)
         ptm->paged_in++;
-    bool moved = was && present && old_pa != w.pa;
     if (was && (!present || moved))
         events_push(out, VMT_PTM_PAGE_OUT, v->view, a, old_pa);
     if (present && (!was || moved))
@@ -616,6 +640,88 @@ static vmt_status process_entry(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, vmt_vc
     if (e)
         g_hash_table_remove(set, e);
     return VMT_OK;
+}
+
+/* ---- frames that went out, announced again ---- */
+
+/* A consumer may handle a PAGE_OUT per frame: the bpm turns every claim
+ * armed on the frame pending, whichever address lost it. The monitored
+ * addresses of the view that still translate into that frame (another
+ * process mapping the same shared page, say) would then stay pending for
+ * good, since their own translation did not change. So after the events of
+ * a processing call, each of them gets a PAGE_IN (its unchanged, full
+ * translation), unless one of its own came after the frame's last
+ * PAGE_OUT. */
+typedef struct frame_out {
+    uint64_t key; /* view << 48 | gfn (a gfn has at most 40 bits) */
+    ptm_view *v;
+    vmt_gfn gfn;
+    size_t last; /* index of the frame's last PAGE_OUT */
+} frame_out;
+
+static gint frame_out_cmp(gconstpointer pa, gconstpointer pb)
+{
+    const frame_out *a = *(frame_out *const *)pa, *b = *(frame_out *const *)pb;
+    return a->last < b->last ? -1 : a->last > b->last;
+}
+
+/* Scans the events from `from`: the frames that went out, and for each
+ * address the index (+ 1) of its last PAGE_IN. */
+static GHashTable *frames_out(vmt_ptm *ptm, const vmt_ptm_events *out, size_t from,
+                              GHashTable *last_in)
+{
+    GHashTable *outs = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
+    for (size_t i = from; i < out->len; i++) {
+        const vmt_ptm_event *e = &out->items[i];
+        ptm_view *v = view_get(ptm, e->view);
+        if (e->kind == VMT_PTM_PAGE_IN) {
+            ptm_addr *a = g_hash_table_lookup(v->addrs, &e->ctx);
+            g_hash_table_insert(last_in, a, GSIZE_TO_POINTER(i + 1));
+            continue;
+        }
+        uint64_t key = (uint64_t)e->view << 48 | vmt_gfn_from_pa(e->pa);
+        frame_out *fo = g_hash_table_lookup(outs, &key);
+        if (!fo) {
+            fo = g_new(frame_out, 1);
+            fo->key = key;
+            fo->v = v;
+            fo->gfn = vmt_gfn_from_pa(e->pa);
+            g_hash_table_insert(outs, &fo->key, fo);
+        }
+        fo->last = i;
+    }
+    return outs;
+}
+
+static vmt_status reannounce(vmt_ptm *ptm, vmt_ptm_events *out, size_t from)
+{
+    GHashTable *last_in = g_hash_table_new(g_direct_hash, NULL);
+    GHashTable *outs = frames_out(ptm, out, from, last_in);
+    GPtrArray *list = table_values(outs);
+    g_ptr_array_sort(list, frame_out_cmp);
+    vmt_status st = VMT_OK;
+    for (guint i = 0; i < list->len && st == VMT_OK; i++) {
+        const frame_out *fo = list->pdata[i];
+        ptm_frame *fr = g_hash_table_lookup(fo->v->frames, &fo->gfn);
+        if (!fr)
+            continue;
+        GPtrArray *addrs = table_keys(fr->addrs);
+        g_ptr_array_sort(addrs, addr_seq_cmp);
+        for (guint k = 0; k < addrs->len && st == VMT_OK; k++) {
+            ptm_addr *a = addrs->pdata[k];
+            if (GPOINTER_TO_SIZE(g_hash_table_lookup(last_in, a)) > fo->last)
+                continue; /* its own PAGE_IN came after the page-out */
+            if (!events_reserve(out, 1))
+                st = VMT_E_NOMEM;
+            else
+                events_push(out, VMT_PTM_PAGE_IN, fo->v->view, a, a->walk.pa);
+        }
+        g_ptr_array_free(addrs, TRUE);
+    }
+    g_ptr_array_free(list, TRUE);
+    g_hash_table_destroy(outs);
+    g_hash_table_destroy(last_in);
+    return st;
 }
 
 typedef struct dirty_item {
@@ -689,6 +795,7 @@ vmt_status vmt_ptm_process_dirty_entries(vmt_ptm *ptm, vmt_core *vmi, vmt_vcpu v
         return VMT_E_INVALID;
     GArray *items = dirty_items(ptm, vcpu);
     read_cache cache = {vmi, g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free)};
+    size_t from = out->len;
     vmt_status st = VMT_OK;
     for (guint i = 0; i < items->len && st == VMT_OK; i++) {
         dirty_item *it = &g_array_index(items, dirty_item, i);
@@ -696,14 +803,27 @@ vmt_status vmt_ptm_process_dirty_entries(vmt_ptm *ptm, vmt_core *vmi, vmt_vcpu v
     }
     g_hash_table_destroy(cache.values);
     g_array_free(items, TRUE);
+    /* Even after a failure: the page-outs already delivered need it. */
+    vmt_status re = out->len > from ? reannounce(ptm, out, from) : VMT_OK;
+    if (st == VMT_OK)
+        st = re;
     return st != VMT_OK ? st : retry_all_restores(ptm, vmi);
 }
 
 /* ---- counters and inspection ---- */
 
-size_t vmt_ptm_monitored_tables(const vmt_ptm *ptm) { return ptm ? ptm->tables : 0; }
-size_t vmt_ptm_monitored_entries(const vmt_ptm *ptm) { return ptm ? ptm->entries : 0; }
-size_t vmt_ptm_paged_in_entries(const vmt_ptm *ptm) { return ptm ? ptm->paged_in : 0; }
+size_t vmt_ptm_monitored_tables(const vmt_ptm *ptm)
+{
+    return ptm ? ptm->tables : 0;
+}
+size_t vmt_ptm_monitored_entries(const vmt_ptm *ptm)
+{
+    return ptm ? ptm->entries : 0;
+}
+size_t vmt_ptm_paged_in_entries(const vmt_ptm *ptm)
+{
+    return ptm ? ptm->paged_in : 0;
+}
 
 size_t vmt_ptm_pending_restores(const vmt_ptm *ptm)
 {
@@ -732,145 +852,4 @@ bool vmt_ptm_lookup(const vmt_ptm *ptm, vmt_addr_ctx ctx, vmt_view view, uintptr
     if (pa && a->paged_in)
         *pa = a->walk.pa;
     return true;
-}
-
-/* ---- consistency check ---- */
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            vmt_log(VMT_LOG_ERROR, "ptm check: " __VA_ARGS__);                                     \
-            return false;                                                                          \
-        }                                                                                          \
-    } while (0)
-
-/* The recorded walk ends at a non-present entry or at a present leaf. */
-static bool check_addr(const ptm_view *v, const ptm_addr *a)
-{
-    const vmt_walk *w = &a->walk;
-    CHECK(a->refs > 0, "address %#" PRIx64 " has no reference", a->ctx.va);
-    CHECK(w->levels >= 1 && w->levels <= 4, "address %#" PRIx64 ": walk of %u entries", a->ctx.va,
-          w->levels);
-    unsigned last = w->levels - 1;
-    uint64_t leaf = w->entry[last];
-    bool ends_at_leaf = vmt_amd64_present(leaf) && vmt_amd64_is_leaf(leaf, walk_level(last));
-    CHECK(ends_at_leaf || !vmt_amd64_present(leaf), "address %#" PRIx64 ": walk stops early",
-          a->ctx.va);
-    CHECK(a->paged_in == ends_at_leaf, "address %#" PRIx64 ": paged_in disagrees with its walk",
-          a->ctx.va);
-    CHECK(!a->paged_in || w->pa == vmt_amd64_leaf_pa(leaf, walk_level(last), a->ctx.va),
-          "address %#" PRIx64 ": wrong translation", a->ctx.va);
-    for (unsigned i = 0; i < w->levels; i++) {
-        const ptm_entry *e = g_hash_table_lookup(v->entries, &w->entry_pa[i]);
-        CHECK(e && g_hash_table_contains(e->users, a),
-              "address %#" PRIx64 ": entry %#" PRIx64 " does not list it", a->ctx.va, w->entry_pa[i]);
-    }
-    return true;
-}
-
-/* The entry's users name it exactly as often, at exactly the levels, it
- * counts; its table page is protected. Counts entries per table in per_table. */
-static bool check_entry(const ptm_view *v, const ptm_entry *e, GHashTable *per_table)
-{
-    unsigned levels[4] = {0};
-    GHashTableIter it;
-    gpointer k, n;
-    CHECK(g_hash_table_size(e->users) > 0, "entry %#" PRIx64 " has no user", e->pa);
-    g_hash_table_iter_init(&it, e->users);
-    while (g_hash_table_iter_next(&it, &k, &n)) {
-        const ptm_addr *a = k;
-        CHECK(g_hash_table_lookup(v->addrs, &a->ctx) == a, "entry %#" PRIx64 ": unknown user", e->pa);
-        unsigned seen = 0;
-        for (unsigned i = 0; i < a->walk.levels; i++) {
-            if (a->walk.entry_pa[i] == e->pa) {
-                seen++;
-                levels[walk_level(i) - 1]++;
-            }
-        }
-        CHECK(seen == GPOINTER_TO_UINT(n), "entry %#" PRIx64 ": wrong use count", e->pa);
-    }
-    CHECK(memcmp(levels, e->level_refs, sizeof levels) == 0, "entry %#" PRIx64 ": wrong level counts",
-          e->pa);
-    vmt_gfn gfn = vmt_gfn_from_pa(e->pa);
-    const ptm_table *t = g_hash_table_lookup(v->tables, &gfn);
-    CHECK(t && t->entries > 0, "entry %#" PRIx64 ": its table is not protected", e->pa);
-    guint counted = GPOINTER_TO_UINT(g_hash_table_lookup(per_table, t));
-    g_hash_table_insert(per_table, (gpointer)t, GUINT_TO_POINTER(counted + 1));
-    return true;
-}
-
-static bool check_view(const ptm_view *v, size_t counts[3])
-{
-    GHashTableIter it;
-    gpointer val;
-    CHECK(g_hash_table_size(v->addrs) > 0 || g_hash_table_size(v->tables) > 0,
-          "view %u is empty but kept", (unsigned)v->view);
-
-    g_hash_table_iter_init(&it, v->addrs);
-    while (g_hash_table_iter_next(&it, NULL, &val)) {
-        if (!check_addr(v, val))
-            return false;
-        counts[2] += ((ptm_addr *)val)->paged_in;
-    }
-
-    GHashTable *per_table = g_hash_table_new(g_direct_hash, NULL);
-    bool ok = true;
-    g_hash_table_iter_init(&it, v->entries);
-    while (ok && g_hash_table_iter_next(&it, NULL, &val))
-        ok = check_entry(v, val, per_table);
-    counts[1] += g_hash_table_size(v->entries);
-
-    size_t owed = 0;
-    g_hash_table_iter_init(&it, v->tables);
-    while (ok && g_hash_table_iter_next(&it, NULL, &val)) {
-        const ptm_table *t = val;
-        unsigned n = GPOINTER_TO_UINT(g_hash_table_lookup(per_table, t));
-        if (n != t->entries) {
-            vmt_log(VMT_LOG_ERROR, "ptm check: table %#" PRIx64 " counts %u entries, holds %u",
-                    t->gfn, t->entries, n);
-            ok = false;
-        }
-        owed += t->entries == 0;
-        counts[0] += t->entries > 0;
-    }
-    g_hash_table_destroy(per_table);
-    if (!ok)
-        return false;
-    CHECK(owed == v->owed, "view %u: %zu owed restores, counted %zu", (unsigned)v->view, owed, v->owed);
-
-    GHashTableIter dit;
-    gpointer set;
-    g_hash_table_iter_init(&dit, v->dirty);
-    while (g_hash_table_iter_next(&dit, NULL, &set)) {
-        g_hash_table_iter_init(&it, set);
-        while (g_hash_table_iter_next(&it, &val, NULL)) {
-            const ptm_entry *e = val;
-            CHECK(g_hash_table_lookup(v->entries, &e->pa) == e, "view %u: dirty entry not monitored",
-                  (unsigned)v->view);
-        }
-    }
-    return true;
-}
-
-vmt_status vmt_ptm_check(const vmt_ptm *ptm)
-{
-    if (!ptm)
-        return VMT_E_INVALID;
-    size_t counts[3] = {0, 0, 0}; /* tables, entries, paged in */
-    GHashTableIter it;
-    gpointer key, val;
-    g_hash_table_iter_init(&it, ptm->views);
-    while (g_hash_table_iter_next(&it, &key, &val)) {
-        const ptm_view *v = val;
-        if (GPOINTER_TO_UINT(key) != v->view || !check_view(v, counts)) {
-            vmt_log(VMT_LOG_ERROR, "ptm check: view %u is inconsistent", GPOINTER_TO_UINT(key));
-            return VMT_E_INVALID;
-        }
-    }
-    if (counts[0] != ptm->tables || counts[1] != ptm->entries || counts[2] != ptm->paged_in) {
-        vmt_log(VMT_LOG_ERROR, "ptm check: counters %zu/%zu/%zu, indexes %zu/%zu/%zu", ptm->tables,
-                ptm->entries, ptm->paged_in, counts[0], counts[1], counts[2]);
-        return VMT_E_INVALID;
-    }
-    return VMT_OK;
 }

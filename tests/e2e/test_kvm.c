@@ -108,6 +108,17 @@ static void run_quiet(vm *v)
     assert_int_equal(vmt_core_wait_for_event(v->core, 20, cont, v->core), VMT_E_TIMEOUT);
 }
 
+/* Puts the loop guest at the top of its loop (it may have stopped inside
+ * func), so that the next fetch of func is its first instruction. */
+static void restart_loop(vm *v)
+{
+    vmt_regs r;
+    assert_int_equal(vmt_core_get_regs(v->core, 0, &r), VMT_OK);
+    r.rip = sym("loop");
+    r.rsp = VMT_GUEST_BOOT_STACK_TOP;
+    assert_int_equal(vmt_core_set_regs(v->core, 0, &r), VMT_OK);
+}
+
 /* Event recorder with a scripted response. */
 typedef struct rec {
     vmt_event ev;
@@ -235,6 +246,7 @@ static void test_exec_trap_and_nx_reads(void **state)
     vm v = boot(MODE_LOOP, 0);
     run_quiet(&v);
     uint64_t func = sym("func");
+    restart_loop(&v);
     assert_int_equal(vmt_core_set_access(v.core, GFN_F, 0, VMT_ACCESS_RW, 0), VMT_OK);
     rec r = {.resp.action = VMT_ACTION_CONTINUE};
     assert_int_equal(wait_ev(&v, &r), VMT_OK);
@@ -369,6 +381,7 @@ static void test_fast_singlestep(void **state)
     vmt_view view;
     assert_int_equal(vmt_core_create_view(v.core, VMT_ACCESS_RWX, &view), VMT_OK);
     assert_int_equal(vmt_core_change_view_gfn(v.core, view, GFN_F, shadow_f(&v)), VMT_OK);
+    restart_loop(&v);
     assert_int_equal(vmt_core_set_access(v.core, GFN_F, 0, VMT_ACCESS_RW, 0), VMT_OK);
     rec r = {.resp = {.action = VMT_ACTION_FAST_SINGLESTEP, .view = view}};
     assert_int_equal(wait_ev(&v, &r), VMT_OK);
@@ -496,6 +509,115 @@ static void test_pause(void **state)
     vmt_core_free(v.core);
 }
 
+
+/* Page-table frames set with IGNORE_PAGE_WALK_UPDATES stay walkable. */
+static void test_page_table_frames(void **state)
+{
+    (void)state;
+    vm v = boot(MODE_LOOP, 0);
+    run_quiet(&v);
+    const vmt_gfn tables[] = {0x209, 0x20a, 0x20b}; /* PML4, PDPT, PD of tiny_guest.S */
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(vmt_core_set_access(v.core, tables[i], 0, VMT_ACCESS_R,
+                                             VMT_SET_ACCESS_IGNORE_PAGE_WALK_UPDATES), VMT_OK);
+    vmt_access acc;
+    assert_int_equal(vmt_core_get_access(v.core, 0x20b, 0, &acc), VMT_OK);
+    assert_int_equal(acc, VMT_ACCESS_R);
+    uint64_t c = rd64(&v, COUNTER);
+    rec r = {.resp.action = VMT_ACTION_CONTINUE};
+    assert_int_equal(vmt_core_wait_for_event(v.core, 20, record, &r), VMT_E_TIMEOUT);
+    assert_int_equal(r.n, 0);
+    assert_true(rd64(&v, COUNTER) > c);
+    assert_int_equal(vmt_kvm_get_state(v.kvm), VMT_KVM_RUNNING);
+    vmt_core_free(v.core);
+}
+
+/* The tracer's way to hit a hidden breakpoint: int3 on a shadow copy in
+ * view 1, step over it in view 0. Every call of func hits exactly once,
+ * the original instruction runs, and the shadow keeps its int3. */
+typedef struct hits {
+    vm *v;
+    int n;
+    uint64_t first_counter;
+    bool bad;
+} hits;
+
+static vmt_status step_over(void *user, const vmt_event *ev, vmt_response *resp)
+{
+    hits *h = user;
+    uint64_t c = rd64(h->v, COUNTER);
+    if (h->n == 0)
+        h->first_counter = c;
+    if (ev->reason != VMT_EVENT_SOFTWARE_BREAKPOINT || ev->regs.rip != sym("func") || ev->view != 1 ||
+        ev->u.software_breakpoint.gfn != GFN_F || c != h->first_counter + (uint64_t)h->n)
+        h->bad = true;
+    h->n++;
+    resp->action = VMT_ACTION_FAST_SINGLESTEP;
+    resp->view = 0;
+    return VMT_OK;
+}
+
+static void test_hidden_breakpoint(void **state)
+{
+    (void)state;
+    vm v = boot(MODE_LOOP, 0);
+    run_quiet(&v);
+    uint8_t page[4096];
+    vmt_gfn sh;
+    vmt_view view;
+    assert_int_equal(vmt_core_read(v.core, GFN_F << 12, page, sizeof page), VMT_OK);
+    uint8_t orig = page[0];
+    page[0] = 0xcc;
+    assert_int_equal(vmt_core_allocate_gfn(v.core, &sh), VMT_OK);
+    assert_int_equal(vmt_core_write(v.core, sh << 12, page, sizeof page), VMT_OK);
+    assert_int_equal(vmt_core_create_view(v.core, VMT_ACCESS_RWX, &view), VMT_OK);
+    assert_int_equal(view, 1);
+    assert_int_equal(vmt_core_change_view_gfn(v.core, view, GFN_F, sh), VMT_OK);
+    assert_int_equal(vmt_core_set_access(v.core, GFN_F, view, VMT_ACCESS_RX, 0), VMT_OK);
+    assert_int_equal(vmt_core_switch_view(v.core, view), VMT_OK);
+    wr64(&v, FVAL, 0);
+    hits h = {.v = &v};
+    for (int i = 0; i < 200; i++)
+        assert_int_equal(vmt_core_wait_for_event(v.core, 2000, step_over, &h), VMT_OK);
+    assert_false(h.bad);
+    assert_int_equal(h.n, 200);
+    assert_int_equal(rd64(&v, FVAL), 0x1111); /* the original instruction ran */
+    uint8_t b;
+    assert_int_equal(vmt_core_read(v.core, sh << 12, &b, 1), VMT_OK);
+    assert_int_equal(b, 0xcc);
+    assert_int_equal(vmt_core_read(v.core, GFN_F << 12, &b, 1), VMT_OK);
+    assert_int_equal(b, orig);
+    /* back in view 0 the guest runs without events */
+    assert_int_equal(vmt_core_switch_view(v.core, 0), VMT_OK);
+    assert_int_equal(vmt_core_wait_for_event(v.core, 20, step_over, &h), VMT_E_TIMEOUT);
+    assert_int_equal(h.n, 200);
+    vmt_core_free(v.core);
+}
+
+static void test_monitor_singlestep(void **state)
+{
+    (void)state;
+    vm v = boot(MODE_LOOP, 0);
+    run_quiet(&v);
+    assert_int_equal(vmt_core_monitor(v.core, VMT_EVENT_SINGLESTEP, true), VMT_OK);
+    rec r = {.resp.action = VMT_ACTION_CONTINUE};
+    uint64_t loop = sym("loop"), prev = 0;
+    int wraps = 0;
+    for (int i = 0; i < 40; i++) {
+        assert_int_equal(wait_ev(&v, &r), VMT_OK);
+        assert_int_equal(r.ev.reason, VMT_EVENT_SINGLESTEP);
+        assert_int_equal(r.ev.u.singlestep.gfn, r.ev.regs.rip >> 12);
+        assert_true(r.ev.regs.rip != prev);
+        wraps += r.ev.regs.rip == loop;
+        prev = r.ev.regs.rip;
+    }
+    assert_true(wraps >= 1); /* 40 steps go round the loop at least once */
+    assert_int_equal(vmt_core_monitor(v.core, VMT_EVENT_SINGLESTEP, false), VMT_OK);
+    assert_int_equal(vmt_core_wait_for_event(v.core, 20, record, &r), VMT_E_TIMEOUT);
+    assert_int_equal(r.n, 40);
+    vmt_core_free(v.core);
+}
+
 static void test_bundled_guest(void **state)
 {
     (void)state;
@@ -560,6 +682,9 @@ int main(void)
         cmocka_unit_test(test_int3_cpl3),
         cmocka_unit_test(test_crash),
         cmocka_unit_test(test_pause),
+        cmocka_unit_test(test_page_table_frames),
+        cmocka_unit_test(test_hidden_breakpoint),
+        cmocka_unit_test(test_monitor_singlestep),
         cmocka_unit_test(test_bundled_guest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,6 +8,8 @@
  *   2 user: drops to CPL 3 and executes `iterations` int3 (ucount++ after
  *     each), then exits with code 0 from CPL 3 (IOPL 3)
  *   3 crash: empty IDT, then ud2: triple fault
+ *   4 kernel int3: `iterations` int3 at CPL 0 (bpcount counts the ones
+ *     reaching the handler), then exits with code 0
  * Everything is identity-mapped at its physical address; one page per
  * role so that tests can change access rights page by page. */
     .code64
@@ -64,6 +66,8 @@ _start:
     je mode_hello
     cmpq $2, %r15
     je mode_user
+    cmpq $4, %r15
+    je mode_kint3
 
     .globl loop, loop_int3, done, after_a
 loop:
@@ -106,6 +110,17 @@ mode_user:
     pushq $0x23                  /* CS: user code */
     pushq $user_code
     iretq
+
+    .globl kint3
+mode_kint3:
+    testq %r14, %r14
+    jz 6f
+kint3:
+    int3
+    decq %r14
+    jmp mode_kint3
+6:  xorl %eax, %eax
+    jmp done
 
 mode_crash:
     lidt idtr_empty

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "bpm/bpm_impl.h"
 #include "bpm/bpm_internal.h"
 #include "test_bpm_rec.h"
 #include "vmitap/mock.h"
@@ -50,9 +51,11 @@ static int teardown(void **state)
 #define ROOT_B 0x20000ull
 #define ROOT_C 0x30000ull
 
-static vmt_breakpoint bpx(vmt_va va, vmt_pa root, vmt_view view, bool global, uint64_t key, uintptr_t tag)
+static vmt_breakpoint bpx(vmt_va va, vmt_pa root, vmt_view view, bool global, uint64_t key,
+                          uintptr_t tag)
 {
-    vmt_breakpoint bp = {.ctx = vmt_ctx(va, root), .view = view, .global = global, .key = key, .tag = tag};
+    vmt_breakpoint bp = {
+        .ctx = vmt_ctx(va, root), .view = view, .global = global, .key = key, .tag = tag};
     return bp;
 }
 
@@ -72,7 +75,8 @@ static bool rem(fixture *f, vmt_breakpoint bp)
     return removed;
 }
 
-static bool ptm(fixture *f, vmt_ptm_event_kind kind, vmt_view view, vmt_va va, vmt_pa root, vmt_pa pa)
+static bool ptm(fixture *f, vmt_ptm_event_kind kind, vmt_view view, vmt_va va, vmt_pa root,
+                vmt_pa pa)
 {
     vmt_ptm_event ev = {.kind = kind, .view = view, .ctx = vmt_ctx(va, root), .pa = pa};
     bool updated = false;
@@ -203,7 +207,8 @@ static void test_pending_and_page_in(void **state)
     assert_true(ptm(f, VMT_PTM_PAGE_OUT, 0, VA, ROOT_A, 0x8000));
     char *log = rec_log_str(f->rec);
     /* Two traps removed (either order), then the one unmonitor. */
-    assert_true(strcmp(log, "R0:8100 R0:8030 U0:8") == 0 || strcmp(log, "R0:8030 R0:8100 U0:8") == 0);
+    assert_true(strcmp(log, "R0:8100 R0:8030 U0:8") == 0 ||
+                strcmp(log, "R0:8030 R0:8100 U0:8") == 0);
     g_free(log);
     rec_clear_log(f->rec);
     expect_stats(f, 0, 3, 0, 0);
@@ -282,9 +287,11 @@ static void test_global_canonical_root(void **state)
     /* Global over non-global (and the reverse) conflicts and changes nothing. */
     bool inserted = true;
     vmt_breakpoint ng = bpx(kva, ROOT_A, 0, false, 0, 0);
-    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &ng, &p1, &inserted), VMT_E_CONFLICT);
+    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &ng, &p1, &inserted),
+                     VMT_E_CONFLICT);
     ng.ctx.root = ROOT_B;
-    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &ng, NULL, &inserted), VMT_E_CONFLICT);
+    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &ng, NULL, &inserted),
+                     VMT_E_CONFLICT);
     assert_true(inserted);
     vmt_pa p9 = 0x9040;
     assert_true(ins(f, bpx(kva, ROOT_B, 0, false, 5, 0), &p9));
@@ -398,7 +405,8 @@ static void test_view_not_found_tolerated(void **state)
     /* Inserting into the dead view fails with its status, changes nothing. */
     rec_clear_log(f->rec);
     vmt_breakpoint bp = bpx(VA + 0x50, ROOT_A, 4, false, 0, 0);
-    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &bp, &pa, NULL), VMT_E_VIEW_NOT_FOUND);
+    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &bp, &pa, NULL),
+                     VMT_E_VIEW_NOT_FOUND);
     expect_log(f, "I4:5050!");
     expect_stats(f, 0, 0, 0, 0);
 }
@@ -428,6 +436,44 @@ static void test_monitor_failure_rolls_back(void **state)
     assert_true(rem(f, bp));
 }
 
+/* Two faults in a row: the undo fails too. The manager then keeps every
+ * trap it could not take back accounted for, and repairs the page later. */
+static void test_double_faults(void **state)
+{
+    fixture *f = *state;
+    vmt_pa pa = 0x5050, pb = 0x5060;
+    vmt_breakpoint a = bpx(VA + 0x50, ROOT_A, 0, false, 0, 0);
+    vmt_breakpoint b = bpx(VA + 0x60, ROOT_A, 0, false, 0, 0);
+    /* monitor fails, and so does removing the trap again. */
+    rec_fail_run(f->rec, 2, 2, VMT_E_DRIVER);
+    bool inserted = false;
+    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &a, &pa, &inserted), VMT_E_DRIVER);
+    expect_log(f, "I0:5050 M0:5! R0:5050!");
+    assert_int_equal(vmt_bpm_check(f->bpm), VMT_OK);
+    expect_stats(f, 1, 0, 1, 0); /* armed: its trap is in the guest */
+    assert_true(rec_has_trap(f->rec, 0, pa));
+    assert_false(rec_is_monitored(f->rec, 0, 5));
+    /* The next claim on the page monitors it. */
+    assert_true(ins(f, b, &pb));
+    expect_log(f, "I0:5060 M0:5");
+    assert_true(rec_matches_bpm(f->rec, f->bpm));
+    /* unmonitor fails, and so does putting the trap back: the claim is gone
+     * (no trap left), the page stays monitored in the guest. */
+    assert_true(rem(f, a));
+    rec_clear_log(f->rec);
+    rec_fail_run(f->rec, 2, 2, VMT_E_DRIVER);
+    bool removed = false;
+    assert_int_equal(vmt_bpm_remove(f->bpm, f->core, &b, &removed), VMT_E_DRIVER);
+    expect_log(f, "R0:5060 U0:5! I0:5060!");
+    assert_int_equal(vmt_bpm_check(f->bpm), VMT_OK);
+    expect_stats(f, 0, 0, 0, 0);
+    assert_int_equal(rec_ntraps(f->rec), 0);
+    assert_true(rec_is_monitored(f->rec, 0, 5));
+    /* What the caller can do about the page: unmonitor it directly. */
+    const vmt_tap_controller *c = vmt_bpm_controller(f->bpm);
+    assert_int_equal(c->ops->unmonitor(c->self, f->core, 5, 0), VMT_OK);
+}
+
 static void test_invalid_arguments(void **state)
 {
     fixture *f = *state;
@@ -445,10 +491,35 @@ static void test_invalid_arguments(void **state)
     assert_int_equal(vmt_bpm_handle_ptm_event(f->bpm, f->core, NULL, NULL), VMT_E_INVALID);
     vmt_ptm_event bad = {.kind = 7};
     assert_int_equal(vmt_bpm_handle_ptm_event(f->bpm, f->core, &bad, NULL), VMT_E_INVALID);
+    bad = (vmt_ptm_event){.kind = VMT_PTM_PAGE_IN, .pa = 1ull << 52};
+    assert_int_equal(vmt_bpm_handle_ptm_event(f->bpm, f->core, &bad, NULL), VMT_E_INVALID);
+    vmt_pa huge = 1ull << 52;
+    vmt_breakpoint ok = bpx(VA, ROOT_A, 0, false, 0, 0);
+    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &ok, &huge, &b), VMT_E_INVALID);
     assert_int_equal(vmt_bpm_clear(NULL, f->core), VMT_E_INVALID);
     assert_int_equal(vmt_bpm_check(NULL), VMT_E_INVALID);
     assert_false(vmt_bpm_contains_by_event(f->bpm, NULL, 0));
     expect_log(f, "");
+    expect_stats(f, 0, 0, 0, 0);
+}
+
+/* One claim armed on as many frames as it can take. */
+static void test_arm_limit(void **state)
+{
+    fixture *f = *state;
+    vmt_breakpoint bp = bpx(VA + 8, ROOT_A, 0, false, 0, 0);
+    f->rec->keep_log = false;
+    bool inserted = false;
+    vmt_pa pa = 0;
+    for (unsigned i = 0; i < BPM_MAX_ARMS; i++) {
+        pa = vmt_pa_in_gfn(0x100000 + i, VA + 8);
+        assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &bp, &pa, &inserted), VMT_OK);
+    }
+    pa += VMT_PAGE_SIZE;
+    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &bp, &pa, &inserted), VMT_E_NOMEM);
+    expect_stats(f, BPM_MAX_ARMS, 0, BPM_MAX_ARMS, 0);
+    assert_int_equal(vmt_bpm_check(f->bpm), VMT_OK);
+    assert_true(rem(f, bp));
     expect_stats(f, 0, 0, 0, 0);
 }
 
@@ -518,6 +589,8 @@ int main(void)
         T(test_remove_by_view_and_clear),
         T(test_view_not_found_tolerated),
         T(test_monitor_failure_rolls_back),
+        T(test_double_faults),
+        T(test_arm_limit),
         T(test_invalid_arguments),
         T(test_insert_translates),
         cmocka_unit_test(test_new_takes_controller),

@@ -6,9 +6,15 @@
 
 #include "bpm/bpm_internal.h"
 
-static uint64_t vkey(vmt_view view, uint64_t addr) { return ((uint64_t)view << 52) ^ addr; }
+static uint64_t vkey(vmt_view view, uint64_t addr)
+{
+    return ((uint64_t)view << 52) ^ addr;
+}
 
-static gboolean has(GHashTable *t, uint64_t k) { return g_hash_table_contains(t, &k); }
+static gboolean has(GHashTable *t, uint64_t k)
+{
+    return g_hash_table_contains(t, &k);
+}
 
 static void put(GHashTable *t, uint64_t k)
 {
@@ -37,7 +43,9 @@ static vmt_status enter(rec_ctl *r, rec_op op, vmt_view view, uint64_t addr)
     vmt_status st = VMT_OK;
     if (r->fail_at && r->calls == r->fail_at) {
         st = r->fail_status;
-        r->fail_at = 0;
+        r->fail_at = r->fail_more ? r->fail_at + 1 : 0;
+        if (r->fail_more)
+            r->fail_more--;
     } else if (g_hash_table_contains(r->dead_views, GUINT_TO_POINTER(view + 1u))) {
         st = VMT_E_VIEW_NOT_FOUND;
     }
@@ -79,7 +87,8 @@ static vmt_status rc_remove(void *self, vmt_core *vmi, vmt_pa pa, vmt_view view)
     vmt_status st = enter(r, REC_REMOVE, view, pa);
     uint64_t k = vkey(view, pa);
     /* A dead view's traps are gone with it. */
-    if (st == VMT_E_VIEW_NOT_FOUND && g_hash_table_contains(r->dead_views, GUINT_TO_POINTER(view + 1u)))
+    if (st == VMT_E_VIEW_NOT_FOUND &&
+        g_hash_table_contains(r->dead_views, GUINT_TO_POINTER(view + 1u)))
         g_hash_table_remove(r->traps, &k);
     if (st != VMT_OK)
         return st;
@@ -107,7 +116,8 @@ static vmt_status rc_unmonitor(void *self, vmt_core *vmi, vmt_gfn gfn, vmt_view 
     (void)vmi;
     vmt_status st = enter(r, REC_UNMONITOR, view, gfn);
     uint64_t k = vkey(view, gfn);
-    if (st == VMT_E_VIEW_NOT_FOUND && g_hash_table_contains(r->dead_views, GUINT_TO_POINTER(view + 1u)))
+    if (st == VMT_E_VIEW_NOT_FOUND &&
+        g_hash_table_contains(r->dead_views, GUINT_TO_POINTER(view + 1u)))
         g_hash_table_remove(r->monitored, &k);
     if (st != VMT_OK)
         return st;
@@ -150,7 +160,14 @@ vmt_tap_controller rec_new(rec_ctl **out)
 void rec_fail_nth(rec_ctl *r, unsigned nth, vmt_status st)
 {
     r->fail_at = nth ? r->calls + nth : 0;
+    r->fail_more = 0;
     r->fail_status = st;
+}
+
+void rec_fail_run(rec_ctl *r, unsigned nth, unsigned count, vmt_status st)
+{
+    rec_fail_nth(r, nth, st);
+    r->fail_more = count ? count - 1 : 0;
 }
 
 void rec_kill_view(rec_ctl *r, vmt_view view)
@@ -158,13 +175,30 @@ void rec_kill_view(rec_ctl *r, vmt_view view)
     g_hash_table_add(r->dead_views, GUINT_TO_POINTER(view + 1u));
 }
 
-void rec_clear_log(rec_ctl *r) { g_array_set_size(r->log, 0); }
+void rec_revive_view(rec_ctl *r, vmt_view view)
+{
+    g_hash_table_remove(r->dead_views, GUINT_TO_POINTER(view + 1u));
+}
 
-size_t rec_ntraps(const rec_ctl *r) { return g_hash_table_size(r->traps); }
+void rec_clear_log(rec_ctl *r)
+{
+    g_array_set_size(r->log, 0);
+}
 
-size_t rec_nmonitored(const rec_ctl *r) { return g_hash_table_size(r->monitored); }
+size_t rec_ntraps(const rec_ctl *r)
+{
+    return g_hash_table_size(r->traps);
+}
 
-bool rec_has_trap(const rec_ctl *r, vmt_view view, vmt_pa pa) { return has(r->traps, vkey(view, pa)); }
+size_t rec_nmonitored(const rec_ctl *r)
+{
+    return g_hash_table_size(r->monitored);
+}
+
+bool rec_has_trap(const rec_ctl *r, vmt_view view, vmt_pa pa)
+{
+    return has(r->traps, vkey(view, pa));
+}
 
 bool rec_is_monitored(const rec_ctl *r, vmt_view view, vmt_gfn gfn)
 {
@@ -189,9 +223,28 @@ typedef struct match_ctx {
     bool ok;
 } match_ctx;
 
+static bool dead(const rec_ctl *r, vmt_view view)
+{
+    return g_hash_table_contains(r->dead_views, GUINT_TO_POINTER(view + 1u));
+}
+
+/* Entries of a set of vkeys outside dead views. */
+static size_t live_count(const rec_ctl *r, GHashTable *set)
+{
+    size_t n = 0;
+    GHashTableIter it;
+    gpointer k, v;
+    g_hash_table_iter_init(&it, set);
+    while (g_hash_table_iter_next(&it, &k, &v))
+        n += !dead(r, (vmt_view)(*(uint64_t *)k >> 52));
+    return n;
+}
+
 static void match_arm(void *user, const vmt_breakpoint *bp, vmt_gfn gfn)
 {
     match_ctx *m = user;
+    if (dead(m->r, bp->view)) /* a destroyed view holds nothing */
+        return;
     uint64_t t = vkey(bp->view, vmt_pa_in_gfn(gfn, bp->ctx.va));
     uint64_t p = vkey(bp->view, gfn);
     if (!has(m->r->traps, t) || !has(m->r->monitored, p))
@@ -207,8 +260,8 @@ bool rec_matches_bpm(const rec_ctl *r, const vmt_bpm *bpm)
     match_ctx m = {r, g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL),
                    g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL), true};
     vmt_bpm_foreach_arm(bpm, match_arm, &m);
-    bool ok = m.ok && g_hash_table_size(m.traps) == g_hash_table_size(r->traps) &&
-              g_hash_table_size(m.pages) == g_hash_table_size(r->monitored);
+    bool ok = m.ok && g_hash_table_size(m.traps) == live_count(r, r->traps) &&
+              g_hash_table_size(m.pages) == live_count(r, r->monitored);
     g_hash_table_destroy(m.traps);
     g_hash_table_destroy(m.pages);
     return ok;

@@ -21,12 +21,13 @@ typedef struct rec_call {
 } rec_call;
 
 typedef struct rec_ctl {
-    GArray *log;          /* of rec_call */
-    GHashTable *traps;    /* "view:pa" keys of inserted traps */
-    GHashTable *monitored;/* "view:gfn" keys */
+    GArray *log;           /* of rec_call */
+    GHashTable *traps;     /* "view:pa" keys of inserted traps */
+    GHashTable *monitored; /* "view:gfn" keys */
     unsigned violations;
-    unsigned calls;       /* controller calls so far (check_event excluded) */
-    unsigned fail_at;     /* fail the call with this number (1-based), 0 = never */
+    unsigned calls;     /* controller calls so far (check_event excluded) */
+    unsigned fail_at;   /* fail the call with this number (1-based), 0 = never */
+    unsigned fail_more; /* ... and this many calls after it (double faults) */
     vmt_status fail_status;
     GHashTable *dead_views;
     bool keep_log;
@@ -37,7 +38,10 @@ typedef struct rec_ctl {
 vmt_tap_controller rec_new(rec_ctl **out);
 /* The nth controller call from now fails with st (0: cancel). */
 void rec_fail_nth(rec_ctl *r, unsigned nth, vmt_status st);
+/* The nth call from now and the `count - 1` calls after it fail. */
+void rec_fail_run(rec_ctl *r, unsigned nth, unsigned count, vmt_status st);
 void rec_kill_view(rec_ctl *r, vmt_view view);
+void rec_revive_view(rec_ctl *r, vmt_view view);
 void rec_clear_log(rec_ctl *r);
 size_t rec_ntraps(const rec_ctl *r);
 size_t rec_nmonitored(const rec_ctl *r);
@@ -46,7 +50,8 @@ bool rec_is_monitored(const rec_ctl *r, vmt_view view, vmt_gfn gfn);
 /* The log as a string, e.g. "I0:1008 M0:1 R0:1008 U0:1" (hex). */
 char *rec_log_str(const rec_ctl *r);
 /* True iff the controller's traps and monitored frames are exactly the
- * (view, pa) and (view, gfn) pairs the manager has armed claims on. */
+ * (view, pa) and (view, gfn) pairs the manager has armed claims on, in
+ * every view not marked dead. */
 bool rec_matches_bpm(const rec_ctl *r, const vmt_bpm *bpm);
 
 /* A software-breakpoint event at va under cr3 in the view, on frame gfn. */

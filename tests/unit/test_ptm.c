@@ -229,10 +229,22 @@ static void page_out_in_at(void **state, int level)
         assert_int_equal(access_of(f, below[l], 0), VMT_ACCESS_R);
 }
 
-static void test_page_out_in_pte(void **state) { page_out_in_at(state, 1); }
-static void test_page_out_in_pde(void **state) { page_out_in_at(state, 2); }
-static void test_page_out_in_pdpte(void **state) { page_out_in_at(state, 3); }
-static void test_page_out_in_pml4e(void **state) { page_out_in_at(state, 4); }
+static void test_page_out_in_pte(void **state)
+{
+    page_out_in_at(state, 1);
+}
+static void test_page_out_in_pde(void **state)
+{
+    page_out_in_at(state, 2);
+}
+static void test_page_out_in_pdpte(void **state)
+{
+    page_out_in_at(state, 3);
+}
+static void test_page_out_in_pml4e(void **state)
+{
+    page_out_in_at(state, 4);
+}
 
 /* An address with nothing mapped: only the root's entry is monitored; the
  * guest building the whole hierarchy below it pages it in. */
@@ -498,7 +510,10 @@ static void test_shared_tables_across_roots(void **state)
     assert_int_equal(access_of(f, r2, 0), VMT_ACCESS_RWX);
 }
 
-static vmt_va sign_extend(vmt_va va) { return (va & (1ull << 47)) ? va | 0xffff000000000000ull : va; }
+static vmt_va sign_extend(vmt_va va)
+{
+    return (va & (1ull << 47)) ? va | 0xffff000000000000ull : va;
+}
 
 /* A self-referencing PML4 (as Windows has) makes the root page a PML4, a
  * PDPT, a PD and a PT at once, and puts one entry on a walk three times. */
@@ -545,6 +560,63 @@ static void test_table_at_several_levels(void **state)
     assert_int_equal(vmt_ptm_unmonitor(f->ptm, f->vmi, cn, 0), VMT_OK);
     expect_counts(f, 0, 0, 0);
     assert_int_equal(access_of(f, root, 0), VMT_ACCESS_RWX);
+}
+
+/* Two processes map one frame (a shared library page). One loses it: the
+ * frame went out, so the other's unchanged translation is announced again
+ * after the page-out, for consumers that handle page-outs per frame. */
+static void test_shared_frame_announced_again(void **state)
+{
+    fx *f = *state;
+    vmt_pa r1 = new_root(f), r2 = new_root(f);
+    vmt_va lib = 0x00007f0000010000ull;
+    map4k(f, r1, lib, FRAME_A);
+    map4k(f, r2, lib, FRAME_A);
+    map4k(f, r2, lib + 0x1000, FRAME_B);
+    vmt_addr_ctx c1 = vmt_ctx(lib + 0x40, r1), c2 = vmt_ctx(lib + 0x80, r2);
+    vmt_addr_ctx c3 = vmt_ctx(lib + 0x1000, r2);
+    assert_int_equal(vmt_ptm_monitor(f->ptm, f->vmi, c1, 0, 1), VMT_OK);
+    assert_int_equal(vmt_ptm_monitor(f->ptm, f->vmi, c2, 0, 2), VMT_OK);
+    assert_int_equal(vmt_ptm_monitor(f->ptm, f->vmi, c3, 0, 3), VMT_OK);
+
+    vmt_pa pte1 = entry_at(f, r1, lib, 1);
+    uint64_t old = peek64(f, pte1);
+    assert_true(guest_write(f, pte1, 0, 0, 0));
+    process(f, 0);
+    assert_int_equal(f->ev.len, 2);
+    expect_event(f, 0, VMT_PTM_PAGE_OUT, 0, c1, FRAME_A + 0x40, 1);
+    expect_event(f, 1, VMT_PTM_PAGE_IN, 0, c2, FRAME_A + 0x80, 2); /* again; c3 is elsewhere */
+
+    /* Coming back is an ordinary page-in: nothing went out. */
+    assert_true(guest_write(f, pte1, old, 0, 0));
+    process(f, 0);
+    assert_int_equal(f->ev.len, 1);
+    expect_event(f, 0, VMT_PTM_PAGE_IN, 0, c1, FRAME_A + 0x40, 1);
+
+    /* c1 moves to c3's frame: FRAME_A went out, c2 is announced again. */
+    vmt_pa pte2 = entry_at(f, r2, lib, 1);
+    assert_true(guest_write(f, pte1, FRAME_B | VMT_PTE_P, 0, 0));
+    process(f, 0);
+    assert_int_equal(f->ev.len, 3);
+    expect_event(f, 0, VMT_PTM_PAGE_OUT, 0, c1, FRAME_A + 0x40, 1);
+    expect_event(f, 1, VMT_PTM_PAGE_IN, 0, c1, FRAME_B + 0x40, 1);
+    expect_event(f, 2, VMT_PTM_PAGE_IN, 0, c2, FRAME_A + 0x80, 2);
+    /* c2 goes out of FRAME_A while c1 comes back to it. Same level: the
+     * entry at the lower address first, which is c2's (the mock hands out
+     * tables downwards, r2's after r1's). c1's own page-in comes after
+     * FRAME_A's page-out: not announced again; c3's frame, which c1 left,
+     * is. */
+    assert_true(pte2 < pte1);
+    assert_true(guest_write(f, pte2, 0, 0, 0));
+    assert_true(vmt_ptm_mark_dirty_entry(f->ptm, pte1, 0, 0));
+    poke64(f, pte1, FRAME_A | VMT_PTE_P);
+    process(f, 0);
+    assert_int_equal(f->ev.len, 4);
+    expect_event(f, 0, VMT_PTM_PAGE_OUT, 0, c2, FRAME_A + 0x80, 2);
+    expect_event(f, 1, VMT_PTM_PAGE_OUT, 0, c1, FRAME_B + 0x40, 1);
+    expect_event(f, 2, VMT_PTM_PAGE_IN, 0, c1, FRAME_A + 0x40, 1);
+    expect_event(f, 3, VMT_PTM_PAGE_IN, 0, c3, FRAME_B, 3);
+    expect_counts(f, 8, 9, 2); /* two full hierarchies; c2's PTE stays monitored */
 }
 
 /* ---- reference counting ---- */
@@ -614,8 +686,8 @@ static void access_case_init(fx *f, access_case *c)
     c->ctx = vmt_ctx(VA_USER, c->root);
     for (int level = 4; level >= 1; level--)
         c->tables[4 - level] = table_at(f, c->root, VA_USER, level);
-    assert_int_equal(vmt_core_set_access(f->vmi, vmt_gfn_from_pa(c->tables[3]), 1, VMT_ACCESS_RX, 0),
-                     VMT_OK);
+    assert_int_equal(
+        vmt_core_set_access(f->vmi, vmt_gfn_from_pa(c->tables[3]), 1, VMT_ACCESS_RX, 0), VMT_OK);
     assert_int_equal(vmt_core_set_access(f->vmi, vmt_gfn_from_pa(c->tables[2]), 1, VMT_ACCESS_R, 0),
                      VMT_OK);
 }
@@ -697,7 +769,7 @@ static void test_freed_table_reused(void **state)
     assert_int_equal(vmt_core_set_access(f->vmi, vmt_gfn_from_pa(pt), 0, VMT_ACCESS_RW, 0), VMT_OK);
 
     /* ... then as the PT of another address. */
-    vmt_va va2 = VA_USER + 0x40000000; /* another PDPTE */
+    vmt_va va2 = VA_USER + 0x40000000;             /* another PDPTE */
     map4k(f, root, va2 & ~0x3fffffffull, FRAME_B); /* builds its PD */
     vmt_pa pde2 = entry_at(f, root, va2, 2);
     for (int i = 0; i < 512; i++)
@@ -887,7 +959,10 @@ static void test_view_destroyed(void **state)
 
 /* Arms a failure of the nth driver call from now; after the operation,
  * disarms it and tells whether it fired. */
-static void fail_nth(fx *f, unsigned n) { vmt_mock_fail_nth_any(f->mock, n, VMT_E_DRIVER); }
+static void fail_nth(fx *f, unsigned n)
+{
+    vmt_mock_fail_nth_any(f->mock, n, VMT_E_DRIVER);
+}
 
 static bool fired(fx *f, uint64_t injected_before)
 {
@@ -917,8 +992,8 @@ static void two_addrs_init(fx *f, two_addrs *t)
     t->tables[4] = table_at(f, root, t->b.va, 2);
     t->tables[5] = table_at(f, root, t->b.va, 1);
     /* Non-default access on one of B's tables, to see it come back. */
-    assert_int_equal(vmt_core_set_access(f->vmi, vmt_gfn_from_pa(t->tables[5]), 0, VMT_ACCESS_RX, 0),
-                     VMT_OK);
+    assert_int_equal(
+        vmt_core_set_access(f->vmi, vmt_gfn_from_pa(t->tables[5]), 0, VMT_ACCESS_RX, 0), VMT_OK);
 }
 
 static void snapshot_access(fx *f, const two_addrs *t, vmt_access out[N_TABLES])
@@ -988,7 +1063,7 @@ static void test_fault_unmonitor(void **state)
             int still_r = 0;
             for (int i = 0; i < N_TABLES; i++)
                 still_r += now[i] != before[i];
-            assert_int_equal(still_r, 1); /* the page whose restore failed */
+            assert_int_equal(still_r, 1);                   /* the page whose restore failed */
             st = vmt_ptm_unmonitor(f->ptm, f->vmi, t.b, 0); /* retry: pays the debt */
         }
         assert_int_equal(st, VMT_OK);
@@ -1132,6 +1207,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_large_1g, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shared_tables_across_roots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_table_at_several_levels, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shared_frame_announced_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reference_counting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_access_restored_exactly, setup, teardown),
         cmocka_unit_test_setup_teardown(test_freed_table_reused, setup, teardown),

@@ -12,6 +12,11 @@
  * received, applied in order to the previous model state, must give the
  * new one; every pool page not on a walk has its original access.
  *
+ * The second test feeds the events to a breakpoint manager (with the bpm
+ * tests' recording controller) holding one breakpoint per monitored
+ * address, as the tracer does, and checks that the breakpoints armed are
+ * exactly the monitored addresses paged in, at their translation.
+ *
  * VMT_PTM_SEED sets the seed; VMT_PTM_STEPS the number of steps;
  * VMT_UNDER_VALGRIND shortens the run. */
 #include <setjmp.h>
@@ -27,6 +32,8 @@
 #include <glib.h>
 
 #include "ptm/ptm_internal.h"
+#include "test_bpm_rec.h"
+#include "vmitap/bpm.h"
 #include "vmitap/mock.h"
 
 #define MAX_GFN 0x1000u /* 16 MiB */
@@ -43,6 +50,8 @@ typedef struct model_addr {
     uintptr_t tag;
     bool in;
     vmt_pa pa;
+    bool armed; /* as a per-frame consumer would have it */
+    vmt_pa armed_pa;
 } model_addr;
 
 typedef struct world {
@@ -56,8 +65,10 @@ typedef struct world {
     GHashTable *want_entries[N_VIEWS]; /* entry pas on monitored walks */
     GHashTable *want_pages[N_VIEWS];   /* their table pages */
     vmt_ptm_events ev;
+    vmt_bpm *bpm; /* NULL: the ptm alone */
+    rec_ctl *rec;
     uint64_t rng;
-    unsigned long faults, events, writes;
+    unsigned long faults, events, writes, reannounced;
 } world;
 
 static uint64_t rnd(world *w)
@@ -69,9 +80,15 @@ static uint64_t rnd(world *w)
     return w->rng * 0x2545f4914f6cdd1dull;
 }
 
-static unsigned pick(world *w, unsigned n) { return (unsigned)(rnd(w) % n); }
+static unsigned pick(world *w, unsigned n)
+{
+    return (unsigned)(rnd(w) % n);
+}
 
-static vmt_pa root_of(const world *w, unsigned r) { return w->page[r]; }
+static vmt_pa root_of(const world *w, unsigned r)
+{
+    return w->page[r];
+}
 
 static vmt_addr_ctx ctx_of(const world *w, unsigned r, unsigned v)
 {
@@ -85,7 +102,10 @@ static void set_add(GHashTable *set, uint64_t x)
     g_hash_table_add(set, k);
 }
 
-static bool set_has(GHashTable *set, uint64_t x) { return g_hash_table_contains(set, &x); }
+static bool set_has(GHashTable *set, uint64_t x)
+{
+    return g_hash_table_contains(set, &x);
+}
 
 /* ---- the random page tables ---- */
 
@@ -108,10 +128,12 @@ static vmt_pa random_entry_pa(world *w)
     return w->page[pick(w, N_TABLES)] + 8 * (vmt_pa)pick(w, IDX);
 }
 
-static void world_init(world *w, uint64_t seed)
+static void world_init(world *w, uint64_t seed, bool with_bpm)
 {
     memset(w, 0, sizeof *w);
     w->rng = seed ? seed : 1;
+    if (with_bpm)
+        assert_int_equal(vmt_bpm_new(rec_new(&w->rec), &w->bpm), VMT_OK);
     vmt_mock_opts o = {.sz = sizeof o, .max_gfn = MAX_GFN, .vcpus = 2};
     assert_int_equal(vmt_mock_core_new(&o, &w->vmi, &w->mock), VMT_OK);
     assert_int_equal(vmt_ptm_new(&w->ptm), VMT_OK);
@@ -134,8 +156,9 @@ static void world_init(world *w, uint64_t seed)
     for (int v = 0; v < N_VIEWS; v++) {
         for (int p = 0; p < N_PAGES; p++) {
             vmt_access a = some[pick(w, 4)];
-            assert_int_equal(vmt_core_set_access(w->vmi, vmt_gfn_from_pa(w->page[p]), (vmt_view)v, a, 0),
-                             VMT_OK);
+            assert_int_equal(
+                vmt_core_set_access(w->vmi, vmt_gfn_from_pa(w->page[p]), (vmt_view)v, a, 0),
+                VMT_OK);
             w->original[v][p] = a;
         }
         w->want_entries[v] = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
@@ -144,7 +167,8 @@ static void world_init(world *w, uint64_t seed)
     for (int i = 0; i < N_TABLES; i++) {
         for (int k = 0; k < IDX; k++) {
             uint64_t e = random_entry(w);
-            assert_int_equal(vmt_mock_poke(w->mock, w->page[i] + 8 * (vmt_pa)k, &e, sizeof e), VMT_OK);
+            assert_int_equal(vmt_mock_poke(w->mock, w->page[i] + 8 * (vmt_pa)k, &e, sizeof e),
+                             VMT_OK);
         }
     }
 }
@@ -156,6 +180,7 @@ static void world_free(world *w)
         g_hash_table_destroy(w->want_pages[v]);
     }
     vmt_ptm_events_free(&w->ev);
+    vmt_bpm_free(w->bpm);
     vmt_ptm_free(w->ptm);
     vmt_core_free(w->vmi);
 }
@@ -163,7 +188,11 @@ static void world_free(world *w)
 /* ---- the model ---- */
 
 /* Applies the events received since `from` to the model, checking each
- * one makes sense in the state it finds. */
+ * one makes sense in the state it finds. Besides the translation, the
+ * model keeps what a consumer handling page-outs per frame (as the bpm
+ * does) would have armed: a PAGE_OUT disarms every address of the view
+ * armed on that frame, a PAGE_IN arms its address. After the batch, what
+ * is armed must be exactly what is paged in. */
 static void apply_events(world *w, size_t from)
 {
     for (size_t i = from; i < w->ev.len; i++) {
@@ -183,15 +212,40 @@ static void apply_events(world *w, size_t from)
             assert_true(m->in);
             assert_int_equal(e->pa, m->pa);
             m->in = false;
+            for (unsigned rr = 0; rr < N_ROOTS; rr++) {
+                for (unsigned vv = 0; vv < N_VAS; vv++) {
+                    model_addr *o = &w->m[e->view][rr][vv];
+                    if (o->armed && vmt_gfn_from_pa(o->armed_pa) == vmt_gfn_from_pa(e->pa))
+                        o->armed = false;
+                }
+            }
         } else {
             assert_int_equal(e->kind, VMT_PTM_PAGE_IN);
-            assert_false(m->in);
+            if (m->in) { /* announced again after its frame went out */
+                assert_int_equal(e->pa, m->pa);
+                assert_false(m->armed);
+                w->reannounced++;
+            }
             m->in = true;
             m->pa = e->pa;
+            m->armed = true;
+            m->armed_pa = e->pa;
         }
         w->events++;
     }
     w->ev.len = 0;
+    for (unsigned view = 0; view < N_VIEWS; view++) {
+        for (unsigned r = 0; r < N_ROOTS; r++) {
+            for (unsigned v = 0; v < N_VAS; v++) {
+                const model_addr *m = &w->m[view][r][v];
+                if (m->refs == 0)
+                    continue;
+                assert_int_equal(m->armed, m->in);
+                if (m->in)
+                    assert_int_equal(m->armed_pa, m->pa);
+            }
+        }
+    }
 }
 
 /* The whole comparison; also recomputes want_entries / want_pages. */
@@ -234,15 +288,60 @@ static void check_world(world *w)
         entries += g_hash_table_size(w->want_entries[view]);
         for (unsigned p = 0; p < N_PAGES; p++) {
             vmt_access a;
-            assert_int_equal(vmt_core_get_access(w->vmi, vmt_gfn_from_pa(w->page[p]), (vmt_view)view, &a),
-                             VMT_OK);
-            vmt_access want = set_has(w->want_pages[view], w->page[p]) ? VMT_ACCESS_R : w->original[view][p];
+            assert_int_equal(
+                vmt_core_get_access(w->vmi, vmt_gfn_from_pa(w->page[p]), (vmt_view)view, &a),
+                VMT_OK);
+            vmt_access want =
+                set_has(w->want_pages[view], w->page[p]) ? VMT_ACCESS_R : w->original[view][p];
             assert_int_equal(a, want);
         }
     }
     assert_int_equal(vmt_ptm_monitored_tables(w->ptm), pages);
     assert_int_equal(vmt_ptm_monitored_entries(w->ptm), entries);
     assert_int_equal(vmt_ptm_paged_in_entries(w->ptm), paged_in);
+}
+
+/* ---- the breakpoint manager, when there is one ---- */
+
+static vmt_breakpoint bp_of(const world *w, unsigned view, unsigned r, unsigned v)
+{
+    vmt_breakpoint bp = {
+        .ctx = ctx_of(w, r, v), .view = (vmt_view)view, .tag = w->m[view][r][v].tag};
+    return bp;
+}
+
+/* Armed breakpoints are the monitored addresses paged in, at their pa. */
+static void check_bpm(world *w)
+{
+    if (!w->bpm)
+        return;
+    assert_int_equal(vmt_bpm_check(w->bpm), VMT_OK);
+    assert_int_equal(w->rec->violations, 0);
+    assert_true(rec_matches_bpm(w->rec, w->bpm));
+    GHashTable *traps = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+    size_t in = 0, out = 0;
+    for (unsigned view = 0; view < N_VIEWS; view++) {
+        for (unsigned r = 0; r < N_ROOTS; r++) {
+            for (unsigned v = 0; v < N_VAS; v++) {
+                const model_addr *m = &w->m[view][r][v];
+                if (m->refs == 0)
+                    continue;
+                if (!m->in) {
+                    out++;
+                    continue;
+                }
+                in++;
+                assert_true(rec_has_trap(w->rec, (vmt_view)view, m->pa));
+                set_add(traps, (uint64_t)view << 48 | m->pa);
+            }
+        }
+    }
+    assert_int_equal(rec_ntraps(w->rec), g_hash_table_size(traps));
+    g_hash_table_destroy(traps);
+    vmt_bpm_stats st;
+    vmt_bpm_stats_get(w->bpm, &st);
+    assert_int_equal(st.active, in);
+    assert_int_equal(st.pending, out);
 }
 
 /* ---- operations ---- */
@@ -286,6 +385,14 @@ static void op_monitor(world *w)
         m->tag = tag;
         m->in = ws == VMT_OK;
         m->pa = m->in ? walk.pa : 0;
+        m->armed = m->in;
+        m->armed_pa = m->pa;
+        if (w->bpm) {
+            vmt_breakpoint bp = bp_of(w, view, r, v);
+            bool inserted = false;
+            assert_int_equal(vmt_bpm_insert(w->bpm, w->vmi, &bp, &inserted), VMT_OK);
+            assert_true(inserted);
+        }
     }
 }
 
@@ -298,10 +405,17 @@ static void op_unmonitor(world *w, bool force)
     bool armed = maybe_fault(w);
     vmt_status st = force ? vmt_ptm_unmonitor_by_force(w->ptm, w->vmi, ctx, (vmt_view)view)
                           : vmt_ptm_unmonitor(w->ptm, w->vmi, ctx, (vmt_view)view);
+    bool dropped = m->refs == 1 || (m->refs > 0 && force);
     if (m->refs > 0)
         m->refs = force ? 0 : m->refs - 1;
     if (m->refs == 0)
-        m->in = false;
+        m->in = m->armed = false;
+    if (dropped && w->bpm) {
+        vmt_breakpoint bp = bp_of(w, view, r, v);
+        bool removed = false;
+        assert_int_equal(vmt_bpm_remove(w->bpm, w->vmi, &bp, &removed), VMT_OK);
+        assert_true(removed);
+    }
     if (fault_fired(w, armed, inj) && st != VMT_OK) {
         /* Only a restore can fail: the address is gone, the page owed;
          * the retry is a no-op for the address and pays the debt. */
@@ -326,10 +440,16 @@ static void op_unmonitor_many(world *w)
         unsigned view = pick(w, N_VIEWS);
         vmt_ptm_unmonitor_view(w->ptm, w->vmi, (vmt_view)view);
         forget_view(w, view);
+        bool removed;
+        if (w->bpm)
+            assert_int_equal(vmt_bpm_remove_by_view(w->bpm, w->vmi, (vmt_view)view, &removed),
+                             VMT_OK);
     } else {
         vmt_ptm_unmonitor_all(w->ptm, w->vmi);
         for (unsigned view = 0; view < N_VIEWS; view++)
             forget_view(w, view);
+        if (w->bpm)
+            assert_int_equal(vmt_bpm_clear(w->bpm, w->vmi), VMT_OK);
     }
     if (fault_fired(w, armed, inj)) {
         /* No status to report it: the debt stays, processing pays it. */
@@ -354,8 +474,8 @@ static void op_write(world *w)
     }
     /* The other vCPU has nothing to do. */
     if (pick(w, 4) == 0) {
-        assert_int_equal(vmt_ptm_process_dirty_entries(w->ptm, w->vmi, (vmt_vcpu)(1 - vcpu), &w->ev),
-                         VMT_OK);
+        assert_int_equal(
+            vmt_ptm_process_dirty_entries(w->ptm, w->vmi, (vmt_vcpu)(1 - vcpu), &w->ev), VMT_OK);
         assert_int_equal(w->ev.len, 0);
     }
     uint64_t inj = vmt_mock_injected(w->mock);
@@ -367,6 +487,9 @@ static void op_write(world *w)
         st = vmt_ptm_process_dirty_entries(w->ptm, w->vmi, vcpu, &w->ev); /* appends */
     }
     assert_int_equal(st, VMT_OK);
+    if (w->bpm)
+        assert_int_equal(vmt_bpm_handle_ptm_events(w->bpm, w->vmi, w->ev.items, w->ev.len, NULL),
+                         VMT_OK);
     apply_events(w, 0);
     w->writes++;
 }
@@ -385,6 +508,7 @@ static void step(world *w)
     else
         op_write(w);
     check_world(w);
+    check_bpm(w);
 }
 
 static uint64_t env_u64(const char *name, uint64_t fallback)
@@ -393,33 +517,49 @@ static uint64_t env_u64(const char *name, uint64_t fallback)
     return s && *s ? strtoull(s, NULL, 0) : fallback;
 }
 
-static void test_ptm_random(void **state)
+static void run_random(const char *name, bool with_bpm)
 {
-    (void)state;
     uint64_t seed = env_u64("VMT_PTM_SEED", (uint64_t)time(NULL));
-    unsigned long steps = (unsigned long)env_u64("VMT_PTM_STEPS", getenv("VMT_UNDER_VALGRIND") ? 1500 : 20000);
-    printf("test_ptm_random: seed %llu (VMT_PTM_SEED), %lu steps\n", (unsigned long long)seed, steps);
+    unsigned long steps =
+        (unsigned long)env_u64("VMT_PTM_STEPS", getenv("VMT_UNDER_VALGRIND") ? 1500 : 20000);
+    printf("%s: seed %llu (VMT_PTM_SEED), %lu steps\n", name, (unsigned long long)seed, steps);
     world *w = malloc(sizeof *w);
     assert_non_null(w);
-    world_init(w, seed);
+    world_init(w, seed, with_bpm);
     check_world(w);
     for (unsigned long i = 0; i < steps; i++)
         step(w);
     vmt_ptm_unmonitor_all(w->ptm, w->vmi);
     for (unsigned view = 0; view < N_VIEWS; view++)
         forget_view(w, view);
+    if (w->bpm)
+        assert_int_equal(vmt_bpm_clear(w->bpm, w->vmi), VMT_OK);
     check_world(w);
-    printf("test_ptm_random: %lu guest writes, %lu events, %lu injected faults\n", w->writes, w->events,
-           w->faults);
+    check_bpm(w);
+    printf("%s: %lu guest writes, %lu events (%lu announced again), %lu injected faults\n", name,
+           w->writes, w->events, w->reannounced, w->faults);
     assert_true(w->events > 0);
     world_free(w);
     free(w);
+}
+
+static void test_ptm_random(void **state)
+{
+    (void)state;
+    run_random("test_ptm_random", false);
+}
+
+static void test_ptm_bpm_random(void **state)
+{
+    (void)state;
+    run_random("test_ptm_bpm_random", true);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ptm_random),
+        cmocka_unit_test(test_ptm_bpm_random),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
