@@ -77,6 +77,16 @@ const char *const vmt_kvm_linux_default_cmdline =
     "io_delay=none pti=off mitigations=off 8250.nr_uarts=1 i8042.nopnp tsc=reliable noxsave init_on_alloc=0 "
     "cryptomgr.notests";
 
+/* On a host that emulates the guest's kernel mode, its CPUID answers do not
+ * all follow KVM_SET_CPUID2 (XSAVE and SMAP stayed visible), so the kernel
+ * is also told on its command line to leave alone the features whose
+ * instructions the emulator lacks (X86_FEATURE_* numbers, word * 32 + bit:
+ * CX16 141, POPCNT 151, PCID 145, XSAVE 154, AVX 156, AES 153, PCLMULQDQ
+ * 129, MOVBE 150, RDRAND 158, FSGSBASE 288, ERMS 297, INVPCID 298, RDSEED
+ * 306, SMAP 308, RDPID 534, FSRM 580, RDTSCP 59, PKU 515, OSPKE 516). */
+#define LX_EMU_CMDLINE                                                                              \
+    " noxsave clearcpuid=141,151,145,154,156,153,129,150,158,288,297,298,306,308,534,580,59,515,516"
+
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static uint32_t rd32(const uint8_t *p) { return (uint32_t)rd16(p) | (uint32_t)rd16(p + 2) << 16; }
 static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
@@ -269,13 +279,15 @@ static vmt_status fill_zero_page(vmt_kvm *k, const lx_image *im, const vmt_kvm_o
     bp[BP_TYPE_OF_LOADER] = 0xff; /* no registered loader id */
     wr16(bp + BP_VID_MODE, 0xffff); /* "normal": no video mode set */
 
-    const char *cmd = o->cmdline ? o->cmdline : vmt_kvm_linux_default_cmdline;
-    size_t clen = strlen(cmd), cmax = im->elf ? 0 : rd32(im->file + BP_CMDLINE_SIZE);
-    if (clen >= LX_CMDLINE_MAX || (cmax && clen > cmax)) {
-        vmt_log(VMT_LOG_ERROR, "kvm: kernel command line too long (%zu bytes)", clen);
+    const char *base = o->cmdline ? o->cmdline : vmt_kvm_linux_default_cmdline;
+    char cmd[LX_CMDLINE_MAX];
+    int clen = snprintf(cmd, sizeof cmd, "%s%s", base, k->emulated_cpl0 ? LX_EMU_CMDLINE : "");
+    size_t cmax = im->elf ? 0 : rd32(im->file + BP_CMDLINE_SIZE);
+    if (clen < 0 || (size_t)clen >= sizeof cmd || (cmax && (size_t)clen > cmax)) {
+        vmt_log(VMT_LOG_ERROR, "kvm: kernel command line too long (%d bytes)", clen);
         return VMT_E_INVALID;
     }
-    memcpy(k->raw + LX_CMDLINE_PA, cmd, clen + 1);
+    memcpy(k->raw + LX_CMDLINE_PA, cmd, (size_t)clen + 1);
     wr32(bp + BP_CMD_LINE_PTR, (uint32_t)LX_CMDLINE_PA);
     wr32(bp + BP_EXT_CMD_LINE_PTR, 0);
 
@@ -454,15 +466,38 @@ bool vmt_kvm_emulates_kernel_mode(void)
     return access("/sys/module/kvm_pvm", F_OK) == 0;
 }
 
-/* kvm_pvm reported emulation failures at ordinary instructions (a nop at
- * the start of the interrupt entry code, right after the interrupt was
- * delivered) that run fine when the vCPU simply tries again, or steps. So
- * on such a host a failure is resumed once, then single-stepped once, and
- * only a third failure at the same rip in a row is a crash. */
+/* Instructions kvm_pvm's emulator fails on that have no effect the
+ * emulator could get wrong by skipping them: fwait (the kernel runs it in
+ * fpu__drop only to discard pending x87 exceptions) and the fences. */
+static unsigned skippable_len(const uint8_t *b)
+{
+    if (b[0] == 0x9b)
+        return 1; /* fwait */
+    if (b[0] == 0x0f && b[1] == 0xae && (b[2] == 0xe8 || b[2] == 0xf0 || b[2] == 0xf8))
+        return 3; /* lfence, mfence, sfence */
+    return 0;
+}
+
+/* kvm_pvm also reported emulation failures at ordinary instructions (a
+ * nop at the start of the interrupt entry code, right after an interrupt
+ * was delivered) that may run when the vCPU tries again or steps. So on
+ * such a host a skippable instruction is stepped over by hand, any other
+ * failure is resumed once, then single-stepped once, and only a third
+ * failure at the same rip in a row is a crash. */
 bool kvm_linux_emulation_retry(vmt_kvm *k, uint64_t rip)
 {
     if (!k->linux_boot || !k->emulated_cpl0)
         return false;
+    vmt_regs r;
+    uint8_t b[3] = {0};
+    if (kvm_regs_get(k, &r) == VMT_OK && kvm_va_read(k, r.cr3, rip, b, sizeof b) == VMT_OK) {
+        unsigned n = skippable_len(b);
+        if (n) {
+            r.rip += n;
+            k->emu_retries++;
+            return kvm_regs_set(k, &r) == VMT_OK;
+        }
+    }
     if (rip != k->retry_rip) {
         k->retry_rip = rip;
         k->retries = 0;
