@@ -56,6 +56,12 @@ fi
 
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
+# One fetch at a time per DIR (tests may start together).
+exec 9>"$DIR/.lock"
+flock 9
+if complete; then
+  exit 0
+fi
 WORK=$(mktemp -d "$DIR/.work.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
