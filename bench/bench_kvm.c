@@ -8,8 +8,14 @@
  *   bp_hit        a hidden breakpoint hit as the tracer does it: int3 in a
  *                 shadow copy in view 1, FAST_SINGLESTEP over the original
  *                 instruction in view 0
+ *   bp_hit_lazy_kgs  bp_hit with VMT_KVM_F_LAZY_KERNEL_GS_BASE
  *   write_trap    a write to an RX frame, event + CONTINUE
  *   exec_trap     a fetch from a non-executable frame, event + CONTINUE
+ *   xo_event      emulated execute-only (VMT_KVM_F_EMULATE_EXECUTE_ONLY): the
+ *                 same hidden breakpoint on an X-only shadow, plus the
+ *                 loop's read of that page served with the original bytes
+ *                 (FAST_SINGLESTEP in view 0); per event, half hits and
+ *                 half reads, the single-steps through the page included
  *   memslot       set_access RX <-> RWX on one frame (one memslot delete+add)
  *   remap         change_view_gfn on the active view (one mmap MAP_FIXED)
  * Usage: bench_kvm [TINY_GUEST.elf]. */
@@ -49,9 +55,12 @@ static void report(const char *op, double v[REPS], long ops)
     fflush(stdout);
 }
 
+static uint32_t kvm_flags;
+
 static vmt_core *boot(const char *path, uint64_t mode, uint64_t iterations, uint32_t flags, vmt_kvm **k)
 {
-    vmt_kvm_opts o = {.sz = sizeof o, .guest_path = path, .seed = mode, .iterations = iterations, .guest_flags = flags};
+    vmt_kvm_opts o = {.sz = sizeof o, .guest_path = path, .seed = mode, .iterations = iterations,
+                      .guest_flags = flags, .flags = kvm_flags};
     vmt_core *c;
     if (vmt_kvm_core_new(&o, &c, k) != VMT_OK) {
         fprintf(stderr, "bench_kvm: cannot boot %s\n", path ? path : vmt_kvm_default_guest());
@@ -163,8 +172,9 @@ static vmt_status step_over(void *user, const vmt_event *ev, vmt_response *r)
     return VMT_OK;
 }
 
-/* The tracer's hit: int3 on a shadow copy of the func page in view 1. */
-static void bench_bp_hit(void)
+/* The tracer's hit: int3 on a shadow copy of the func page in view 1,
+ * with access `acc` there. */
+static void bench_bp_hit(const char *name, vmt_access acc)
 {
     double v[REPS];
     long n = 0;
@@ -181,12 +191,12 @@ static void bench_bp_hit(void)
         vmt_core_write(c, sh << 12, page, sizeof page);
         vmt_core_create_view(c, VMT_ACCESS_RWX, &view);
         vmt_core_change_view_gfn(c, view, 0x201, sh);
-        vmt_core_set_access(c, 0x201, view, VMT_ACCESS_RX, 0);
+        vmt_core_set_access(c, 0x201, view, acc, 0);
         vmt_core_switch_view(c, view);
         v[i] = loop_events(c, step_over, NULL, &n);
         vmt_core_free(c);
     }
-    report("bp_hit", v, n);
+    report(name, v, n);
 }
 
 static void bench_mapping(void)
@@ -227,7 +237,12 @@ int main(int argc, char **argv)
     bench_exit();
     bench_int3(4, "int3_cpl0");
     bench_int3(2, "int3_cpl3");
-    bench_bp_hit();
+    bench_bp_hit("bp_hit", VMT_ACCESS_RX);
+    kvm_flags = VMT_KVM_F_LAZY_KERNEL_GS_BASE;
+    bench_bp_hit("bp_hit_lazy_kgs", VMT_ACCESS_RX);
+    kvm_flags = VMT_KVM_F_EMULATE_EXECUTE_ONLY;
+    bench_bp_hit("xo_event", VMT_ACCESS_X);
+    kvm_flags = 0;
     bench_trap("write_trap", 0x205, VMT_ACCESS_RX);
     bench_trap("exec_trap", 0x201, VMT_ACCESS_RW);
     bench_mapping();

@@ -28,12 +28,15 @@ int main(int argc, char **argv)
     }
     vmt_core *vmi;
     vmt_kvm *kvm;
-    vmt_kvm_opts ko = {.sz = sizeof ko, .iterations = 100};
+    vmt_kvm_opts ko = {.sz = sizeof ko, .iterations = 50};
     vmt_regs regs;
     if (vmt_kvm_core_new(&ko, &vmi, &kvm) != VMT_OK || vmt_core_get_regs(vmi, 0, &regs) != VMT_OK)
         return 1;
     uint64_t seen = 0;
-    vmt_tracer_opts to = {.sz = sizeof to, .on_hit = on_hit, .user = &seen};
+    /* int3: fast; the memory controller would be invisible to guest reads
+     * on KVM but makes every fetch from the (hot) kernel page trap. */
+    vmt_tracer_opts to = {.sz = sizeof to, .controller = VMT_TRACER_CONTROLLER_INT3,
+                          .on_hit = on_hit, .user = &seen};
     vmt_tracer *t;
     vmt_tracer_bp_opts bo = {.sz = sizeof bo, .global = true}; /* kernel: every address space */
     vmt_tracer_bp_id id;
@@ -52,10 +55,10 @@ int main(int argc, char **argv)
     vmt_tracer_bp_info bi;
     vmt_tracer_bp_get(t, id, &bi);
     const vmt_guest_counter *c = vmt_guest_counter_find(vmt_kvm_guest_stats(kvm), symbol);
-    printf("%s: %" PRIu64 " hits, guest counted %" PRIu64 " calls (%s, controller %s)\n", symbol,
-           bi.hits, c ? c->calls : 0, vmt_tracer_stop_reason_str(stop),
-           vmt_tracer_controller_name(vmt_tracer_controller_used(t)));
+    uint64_t calls = c ? c->calls : 0; /* guest memory: gone after vmt_core_free */
+    printf("%s: %" PRIu64 " hits, guest counted %" PRIu64 " calls (%s)\n", symbol, bi.hits, calls,
+           vmt_tracer_stop_reason_str(stop));
     vmt_tracer_free(t); /* detaches: the guest is left as it was */
     vmt_core_free(vmi);
-    return c && c->calls == bi.hits ? 0 : 1;
+    return c && calls == bi.hits ? 0 : 1;
 }

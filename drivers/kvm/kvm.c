@@ -134,6 +134,8 @@ vmt_status vmt_kvm_new(const vmt_kvm_opts *opts, vmt_kvm **out)
     if (!k)
         return VMT_E_NOMEM;
     k->kvm_fd = k->vm_fd = k->vcpu_fd = k->mem_fd = -1;
+    k->xo = (o.flags & VMT_KVM_F_EMULATE_EXECUTE_ONLY) != 0;
+    k->lazy_kgs = (o.flags & VMT_KVM_F_LAZY_KERNEL_GS_BASE) != 0;
     k->linux_boot = o.kernel_path != NULL; /* linux */
     k->console = calloc(1, KVM_CONSOLE_MAX);
     vmt_status st = k->console ? create_vm(k) : VMT_E_NOMEM;
@@ -166,7 +168,7 @@ static vmt_status op_info(void *d, vmt_driver_info *out)
     *out = (vmt_driver_info){
         .max_gfn = k->ram_frames,
         .vcpus = 1,
-        .caps = VMT_CAP_VIEWS | VMT_CAP_FAST_SINGLESTEP | VMT_CAP_EMULATE,
+        .caps = VMT_CAP_VIEWS | VMT_CAP_FAST_SINGLESTEP | VMT_CAP_EMULATE | (k->xo ? VMT_CAP_EXECUTE_ONLY : 0u),
     };
     return VMT_OK;
 }
@@ -187,7 +189,7 @@ static vmt_status op_get_regs(void *d, vmt_vcpu vcpu, vmt_regs *out)
 {
     if (vcpu != 0 || !out)
         return VMT_E_INVALID;
-    return kvm_regs_get(d, out);
+    return kvm_regs_get_exact(d, out);
 }
 
 static vmt_status op_set_regs(void *d, vmt_vcpu vcpu, const vmt_regs *regs)

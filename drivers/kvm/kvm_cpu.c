@@ -58,24 +58,30 @@ vmt_status kvm_sync_init(vmt_kvm *k)
 const struct kvm_sregs *kvm_sregs(vmt_kvm *k) { return S(k); }
 
 /* KERNEL_GS_BASE is not in the synced state and can change without an
- * exit (swapgs): read once per stop of the vCPU, when asked. */
-static vmt_status kgs(vmt_kvm *k, uint64_t *out)
+ * exit (swapgs): read once per stop of the vCPU, when asked; with
+ * VMT_KVM_F_LAZY_KERNEL_GS_BASE events reuse the last value read. */
+static vmt_status kgs(vmt_kvm *k, uint64_t *out, bool exact)
 {
-    if (!k->kgs_valid) {
+    if (!k->kgs_valid && (exact || !k->lazy_kgs || !k->kgs_known)) {
         if (get_kgs(k, &k->kgs) != VMT_OK)
             return VMT_E_DRIVER;
-        k->kgs_valid = true;
+        k->kgs_valid = k->kgs_known = true;
     }
     *out = k->kgs;
     return VMT_OK;
 }
 
-vmt_status kvm_regs_get(vmt_kvm *k, vmt_regs *out)
+static vmt_status regs_get(vmt_kvm *k, vmt_regs *out, bool exact);
+
+vmt_status kvm_regs_get(vmt_kvm *k, vmt_regs *out) { return regs_get(k, out, false); }
+vmt_status kvm_regs_get_exact(vmt_kvm *k, vmt_regs *out) { return regs_get(k, out, true); }
+
+static vmt_status regs_get(vmt_kvm *k, vmt_regs *out, bool exact)
 {
     const struct kvm_regs *r = R(k);
     const struct kvm_sregs *s = S(k);
     uint64_t kg;
-    if (kgs(k, &kg) != VMT_OK) {
+    if (kgs(k, &kg, exact) != VMT_OK) {
         vmt_log(VMT_LOG_ERROR, "kvm: reading KERNEL_GS_BASE: %s", strerror(errno));
         return VMT_E_DRIVER;
     }
@@ -144,8 +150,9 @@ vmt_status kvm_regs_set(vmt_kvm *k, const vmt_regs *v)
         vmt_log(VMT_LOG_WARN, "kvm: set_regs: cannot load cs 0x%x / ss 0x%x from the guest GDT", v->cs, v->ss);
         return VMT_E_INVALID;
     }
+    /* lazy: a value equal to the one last reported means "unchanged" */
     uint64_t kg;
-    if (kgs(k, &kg) != VMT_OK)
+    if (kgs(k, &kg, false) != VMT_OK)
         return VMT_E_DRIVER;
     if (kg != v->kernel_gs_base) {
         if (set_kgs(k, v->kernel_gs_base) != VMT_OK) {

@@ -26,6 +26,7 @@
 #include <linux/kvm.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "guest/abi.h"
@@ -63,7 +64,7 @@ typedef struct kvm_temp {
 typedef struct kvm_step {
     bool user;          /* a SINGLESTEP response: report a SINGLESTEP event after */
     bool fast;          /* FAST_SINGLESTEP: temps revert silently after */
-    bool passthrough;   /* running the guest's #BP handler frame, step by step */
+    bool passthrough;   /* running a trapped handler frame (pt_gfn), step by step */
     unsigned ntemp;
     kvm_temp temp[KVM_MAX_TEMP];
 } kvm_step;
@@ -110,6 +111,12 @@ struct vmt_kvm {
     bool bp_trap;
     vmt_gfn bp_gfn;
     uint64_t bp_handler; /* handler VA */
+    /* the guest's #DB handler frame, a hole while a step at CPL 3 is due:
+     * these hosts deliver that step's #DB to the guest instead of exiting */
+    bool db_trap;
+    vmt_gfn db_gfn;
+    uint64_t db_handler;
+    vmt_gfn pt_gfn; /* the trapped frame being passed through (step.passthrough) */
     uint64_t idt_base;   /* IDT base the trap was computed for */
 
     /* run state */
@@ -120,10 +127,16 @@ struct vmt_kvm {
     bool monitor_ss;    /* report every instruction as SINGLESTEP */
     bool pending_ss;    /* a SINGLESTEP event is due before running again */
     bool read_pending;  /* an MMIO read awaits its data (during a callback) */
+    bool xo;            /* VMT_KVM_F_EMULATE_EXECUTE_ONLY */
+    unsigned nxo;       /* execute-only frames made fetchable while the vCPU runs in them */
+    vmt_gfn xo_gfn[2];
     bool have_timer;
     timer_t timer;      /* bounds KVM_RUN for wait_for_event's timeout */
+    pid_t timer_tid;    /* the thread the timer signals */
     uint32_t dbg_flags; /* KVM_SET_GUEST_DEBUG control currently set */
     bool kgs_valid;     /* kgs holds KERNEL_GS_BASE since the last KVM_RUN */
+    bool kgs_known;     /* kgs was read at least once */
+    bool lazy_kgs;      /* VMT_KVM_F_LAZY_KERNEL_GS_BASE */
     uint64_t kgs;
     kvm_step step;
     uint8_t swap_save[KVM_MAX_TEMP][4096]; /* installed frames' own bytes during a swap */
@@ -192,6 +205,7 @@ bool kvm_serial_io(vmt_kvm *k, uint16_t port, bool out, uint8_t *data, size_t si
 
 /* kvm_cpu.c: registers */
 vmt_status kvm_regs_get(vmt_kvm *k, vmt_regs *out);
+vmt_status kvm_regs_get_exact(vmt_kvm *k, vmt_regs *out); /* KERNEL_GS_BASE read even if lazy */
 vmt_status kvm_regs_set(vmt_kvm *k, const vmt_regs *r);
 vmt_status kvm_sync_init(vmt_kvm *k);
 vmt_status kvm_debug_init(vmt_kvm *k);

@@ -249,8 +249,12 @@ vmt_status kvm_sync_frame(vmt_kvm *k, vmt_gfn gfn)
     vmt_gfn backing;
     kvm_view_lookup(kvm_view_get(k, k->active), gfn, &acc, &backing);
     unsigned cls = kvm_class_of(acc);
-    if (k->bp_trap && gfn == k->bp_gfn && !k->step.passthrough)
+    bool passing = k->step.passthrough && gfn == k->pt_gfn;
+    if (!passing && ((k->bp_trap && gfn == k->bp_gfn) || (k->db_trap && gfn == k->db_gfn)))
         cls = CLASS_HOLE;
+    for (unsigned i = 0; i < k->nxo; i++)
+        if (k->xo_gfn[i] == gfn && cls == CLASS_HOLE)
+            cls = CLASS_RO; /* running in an execute-only frame */
     return kvm_install(k, gfn, cls, backing);
 }
 

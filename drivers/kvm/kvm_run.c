@@ -50,8 +50,11 @@ static void on_timer(int sig)
 
 static int timer_signal(void) { return SIGRTMIN + 3; }
 
-static bool timer_arm(timer_t *t, bool *have, int timeout_ms)
+static bool timer_arm(vmt_kvm *k, int timeout_ms)
 {
+    timer_t *t = &k->timer;
+    bool *have = &k->have_timer;
+    pid_t tid = (pid_t)syscall(SYS_gettid);
     static bool installed;
     if (!installed) {
         struct sigaction sa = {.sa_handler = on_timer};
@@ -59,12 +62,17 @@ static bool timer_arm(timer_t *t, bool *have, int timeout_ms)
         sigaction(timer_signal(), &sa, NULL);
         installed = true;
     }
+    if (*have && k->timer_tid != tid) { /* called from another thread now */
+        timer_delete(*t);
+        *have = false;
+    }
     if (!*have) {
         struct sigevent se = {.sigev_notify = SIGEV_THREAD_ID, .sigev_signo = timer_signal()};
-        se._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+        se._sigev_un._tid = tid;
         if (timer_create(CLOCK_MONOTONIC, &se, t) < 0)
             return false;
         *have = true;
+        k->timer_tid = tid;
     }
     struct itimerspec its = {.it_value = {.tv_sec = timeout_ms / 1000, .tv_nsec = (long)(timeout_ms % 1000) * 1000000L}};
     if (timeout_ms == 0)
@@ -113,12 +121,31 @@ static void set_bp_trap(vmt_kvm *k, bool on, vmt_gfn gfn, uint64_t handler)
     k->bp_handler = handler;
 }
 
+/* The handler of IDT vector vec and the RAM frame it starts in. */
+static bool idt_gate(vmt_kvm *k, unsigned vec, uint64_t *handler, vmt_gfn *gfn)
+{
+    const struct kvm_sregs *s = kvm_sregs(k);
+    uint8_t g[16];
+    if (s->idt.limit < (vec + 1) * 16 - 1 || kvm_va_read(k, s->cr3, s->idt.base + vec * 16, g, sizeof g) != VMT_OK ||
+        !(g[5] & 0x80))
+        return false;
+    uint64_t off = (uint64_t)g[0] | (uint64_t)g[1] << 8 | (uint64_t)g[6] << 16 | (uint64_t)g[7] << 24;
+    uint64_t hi;
+    memcpy(&hi, g + 8, 8);
+    off |= (hi & 0xffffffffull) << 32;
+    vmt_pa pa;
+    if (kvm_va_to_pa(k, s->cr3, off, &pa) != VMT_OK || (pa >> VMT_PAGE_SHIFT) >= k->ram_frames)
+        return false;
+    *handler = off;
+    *gfn = pa >> VMT_PAGE_SHIFT;
+    return true;
+}
+
 /* Finds gate 3 of the guest's IDT and keeps its handler's frame trapped. */
 static void refresh_bp_trap(vmt_kvm *k)
 {
-    const struct kvm_sregs *sr = kvm_sregs(k);
-    struct kvm_sregs s = *sr;
-    uint8_t g[16];
+    uint64_t handler;
+    vmt_gfn gfn;
     if (k->linux_boot && !k->bp_monitor) {
         /* linux: Linux's vector-3 handler shares its page with the syscall
          * and interrupt entry code, so trapping it costs every syscall and
@@ -126,29 +153,36 @@ static void refresh_bp_trap(vmt_kvm *k)
         set_bp_trap(k, false, 0, 0);
         return;
     }
-    if (s.idt.limit < 4 * 16 - 1 || kvm_va_read(k, s.cr3, s.idt.base + 3 * 16, g, sizeof g) != VMT_OK ||
-        !(g[5] & 0x80)) {
+    if (idt_gate(k, 3, &handler, &gfn))
+        set_bp_trap(k, true, gfn, handler);
+    else
         set_bp_trap(k, false, 0, 0);
-        return;
+}
+
+/* Traps the guest's #DB handler frame exactly while a step at CPL 3 is
+ * due (two memslot changes per such step sequence). */
+static void update_db_trap(vmt_kvm *k, bool stepping)
+{
+    uint64_t handler = 0;
+    vmt_gfn gfn = 0;
+    bool on = stepping && (kvm_sregs(k)->cs.selector & 3) == 3 && idt_gate(k, 1, &handler, &gfn);
+    if (k->db_trap && (!on || gfn != k->db_gfn)) {
+        k->db_trap = false;
+        kvm_sync_frame(k, k->db_gfn);
     }
-    uint64_t off = (uint64_t)g[0] | (uint64_t)g[1] << 8 | (uint64_t)g[6] << 16 | (uint64_t)g[7] << 24;
-    uint64_t hi;
-    memcpy(&hi, g + 8, 8);
-    off |= (hi & 0xffffffffull) << 32;
-    vmt_pa pa;
-    if (kvm_va_to_pa(k, s.cr3, off, &pa) != VMT_OK || (pa >> VMT_PAGE_SHIFT) >= k->ram_frames) {
-        set_bp_trap(k, false, 0, 0);
-        return;
+    if (on && !k->db_trap) {
+        k->db_trap = true;
+        k->db_gfn = gfn;
+        kvm_sync_frame(k, gfn);
     }
-    k->idt_base = s.idt.base;
-    set_bp_trap(k, true, pa >> VMT_PAGE_SHIFT, off);
+    k->db_handler = handler;
 }
 
 /* ---- stepping ---- */
 
 static bool want_step(const vmt_kvm *k)
 {
-    return k->step.user || k->step.fast || k->step.passthrough || k->step.ntemp || k->monitor_ss;
+    return k->step.user || k->step.fast || k->step.passthrough || k->step.ntemp || k->monitor_ss || k->nxo;
 }
 
 /* Overrides gfn for one step: the guest fetches `backing`'s content with
@@ -268,8 +302,8 @@ static void frame_rights(vmt_kvm *k, vmt_gfn gfn, vmt_view *view, vmt_access *ac
 {
     *view = k->active;
     for (unsigned i = 0; i < k->step.ntemp; i++)
-        if (k->step.temp[i].gfn == gfn)
-            *view = k->step.temp[i].access_view;
+        if (k->step.temp[i].gfn == gfn && kvm_view_get(k, k->step.temp[i].access_view))
+            *view = k->step.temp[i].access_view; /* (unless destroyed meanwhile) */
     kvm_view_lookup(kvm_view_get(k, *view), gfn, acc, backing);
 }
 
@@ -374,10 +408,69 @@ static enum handled on_bp_delivery(vmt_kvm *k, pending_ev *p, const vmt_regs *r)
     return H_EVENT;
 }
 
-static vmt_status start_passthrough(vmt_kvm *k)
+/* A fetch from an execute-only frame (emulated, see vmitap/kvm.h): the
+ * frame becomes fetchable (read-only memslot) and the vCPU is stepped
+ * until it leaves it. */
+static bool xo_enter(vmt_kvm *k, vmt_gfn gfn)
 {
+    vmt_view view;
+    vmt_access acc;
+    vmt_gfn backing;
+    frame_rights(k, gfn, &view, &acc, &backing);
+    if (!k->xo || !(acc & VMT_ACCESS_X) || (acc & VMT_ACCESS_R) || k->nxo == 2)
+        return false;
+    k->xo_gfn[k->nxo++] = gfn;
+    if (kvm_sync_frame(k, gfn) != VMT_OK) {
+        k->nxo--;
+        return false;
+    }
+    return true;
+}
+
+/* After a step: execute-only frames the vCPU left are holes again. */
+static void xo_next(vmt_kvm *k)
+{
+    if (!k->nxo)
+        return;
+    vmt_gfn at = rip_gfn(k, &(vmt_regs){.rip = kvm_rip(k), .cr3 = kvm_cr3(k)});
+    for (unsigned i = 0; i < k->nxo;) {
+        if (k->xo_gfn[i] == at) {
+            i++;
+            continue;
+        }
+        vmt_gfn g = k->xo_gfn[i];
+        k->xo_gfn[i] = k->xo_gfn[--k->nxo];
+        kvm_sync_frame(k, g);
+    }
+}
+
+static vmt_status start_passthrough(vmt_kvm *k, vmt_gfn gfn)
+{
+    if (k->step.passthrough && k->pt_gfn != gfn) {
+        k->step.passthrough = false;
+        kvm_sync_frame(k, k->pt_gfn);
+    }
     k->step.passthrough = true;
-    return kvm_sync_frame(k, k->bp_gfn);
+    k->pt_gfn = gfn;
+    return kvm_sync_frame(k, gfn);
+}
+
+static enum handled on_step(vmt_kvm *k, pending_ev *p);
+
+/* The #DB of our step at CPL 3, delivered to the trapped handler: undo
+ * the delivery (5-word frame at RSP, TF cleared) and finish the step. */
+static bool undo_db_delivery(vmt_kvm *k, const vmt_regs *r)
+{
+    uint64_t f[5]; /* RIP, CS, RFLAGS, RSP, SS */
+    if (kvm_va_read(k, r->cr3, r->rsp, f, sizeof f) != VMT_OK || (f[1] & 3) != 3)
+        return false;
+    vmt_regs n = *r;
+    n.rip = f[0];
+    n.cs = (uint16_t)f[1];
+    n.rflags = f[2] & ~(1ull << 8);
+    n.rsp = f[3];
+    n.ss = (uint16_t)f[4];
+    return kvm_regs_set(k, &n) == VMT_OK;
 }
 
 static enum handled on_emulation_failure(vmt_kvm *k, pending_ev *p)
@@ -392,14 +485,22 @@ static enum handled on_emulation_failure(vmt_kvm *k, pending_ev *p)
     for (unsigned i = 0; i < n; i++) {
         if (k->cls[f[i]] != CLASS_HOLE)
             continue;
-        if (k->bp_trap && f[i] == k->bp_gfn && !k->step.passthrough) {
+        bool passing = k->step.passthrough && f[i] == k->pt_gfn;
+        if (k->db_trap && f[i] == k->db_gfn && !passing) {
+            if (i == 0 && r.rip == k->db_handler && want_step(k) && undo_db_delivery(k, &r))
+                return on_step(k, p);
+            return start_passthrough(k, f[i]) == VMT_OK ? H_RUN : H_STOP;
+        }
+        if (k->bp_trap && f[i] == k->bp_gfn && !passing) {
             if (i == 0 && r.rip == k->bp_handler) {
                 enum handled h = on_bp_delivery(k, p, &r);
                 if (h != H_RUN)
                     return h;
             }
-            return start_passthrough(k) == VMT_OK ? H_RUN : H_STOP;
+            return start_passthrough(k, f[i]) == VMT_OK ? H_RUN : H_STOP;
         }
+        if (xo_enter(k, f[i]))
+            return H_RUN;
         if (make_event(k, p, EV_FETCH, VMT_EVENT_MEMORY_ACCESS) != VMT_OK)
             return H_STOP;
         p->ev.u.memory_access.pa = (f[i] << VMT_PAGE_SHIFT) | (i == 0 ? (r.rip & 0xfff) : 0);
@@ -448,11 +549,11 @@ static void passthrough_next(vmt_kvm *k)
     vmt_regs r;
     if (kvm_regs_get(k, &r) != VMT_OK)
         return;
-    if (rip_gfn(k, &r) == k->bp_gfn && emulate_iretq(k, &r))
+    if (rip_gfn(k, &r) == k->pt_gfn && emulate_iretq(k, &r))
         k->ctr.steps++;
-    if (rip_gfn(k, &r) != k->bp_gfn) {
+    if (rip_gfn(k, &r) != k->pt_gfn) {
         k->step.passthrough = false;
-        kvm_sync_frame(k, k->bp_gfn);
+        kvm_sync_frame(k, k->pt_gfn);
     }
 }
 
@@ -465,6 +566,7 @@ static enum handled on_step(vmt_kvm *k, pending_ev *p)
     k->step.fast = false;
     if (k->step.ntemp)
         drop_temps(k);
+    xo_next(k);
     if (k->step.passthrough)
         passthrough_next(k);
     if (!report)
@@ -623,7 +725,7 @@ static vmt_status apply_response(vmt_kvm *k, pending_ev *p, const vmt_response *
         if ((st = kvm_regs_set(k, resp->set_regs ? &resp->regs : &p->ev.regs)) != VMT_OK)
             return st;
     }
-    if (reinject && k->bp_trap && (st = start_passthrough(k)) != VMT_OK)
+    if (reinject && k->bp_trap && (st = start_passthrough(k, k->bp_gfn)) != VMT_OK)
         return st;
     if (resp->set_view && (st = kvm_switch_view(k, resp->view)) != VMT_OK)
         return st;
@@ -715,7 +817,7 @@ vmt_status kvm_wait_for_event(void *d, int timeout_ms, vmt_event_fn fn, void *us
     /* before arming: the signal may come at once */
     tl_fired = 0;
     tl_run = k->run;
-    if (timeout_ms >= 0 && !timer_arm(&k->timer, &k->have_timer, timeout_ms)) {
+    if (timeout_ms >= 0 && !timer_arm(k, timeout_ms)) {
         tl_run = NULL;
         return VMT_E_DRIVER;
     }
@@ -740,6 +842,7 @@ vmt_status kvm_wait_for_event(void *d, int timeout_ms, vmt_event_fn fn, void *us
                 timer_settime(k->timer, 0, &its, NULL);
             }
         }
+        update_db_trap(k, want_step(k));
         if ((st = kvm_step_arm(k, want_step(k))) != VMT_OK)
             break;
         int r = ioctl(k->vcpu_fd, KVM_RUN, 0);

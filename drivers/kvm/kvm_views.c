@@ -63,12 +63,13 @@ static void view_store(kvm_view *v, vmt_gfn gfn, vmt_access acc, vmt_gfn backing
         g_hash_table_insert(v->frames, GSIZE_TO_POINTER(gfn), PACK(backing, acc));
 }
 
-/* Execute without read cannot be enforced (see vmitap/kvm.h). */
-static vmt_status check_access(vmt_access a)
+/* Execute without read has no native form; it is emulated only on request
+ * (see vmitap/kvm.h). */
+static vmt_status check_access(const vmt_kvm *k, vmt_access a)
 {
     if ((unsigned)a > VMT_ACCESS_RWX)
         return VMT_E_INVALID;
-    if ((a & VMT_ACCESS_X) && !(a & VMT_ACCESS_R))
+    if ((a & VMT_ACCESS_X) && !(a & VMT_ACCESS_R) && !k->xo)
         return VMT_E_UNSUPPORTED;
     return VMT_OK;
 }
@@ -144,7 +145,7 @@ vmt_status kvm_op_get_access(void *d, vmt_gfn gfn, vmt_view view, vmt_access *ou
 vmt_status kvm_op_set_access(void *d, vmt_gfn gfn, vmt_view view, vmt_access access, unsigned flags)
 {
     vmt_kvm *k = d;
-    vmt_status st = check_access(access);
+    vmt_status st = check_access(k, access);
     if (st != VMT_OK)
         return st;
     kvm_view *v = kvm_view_get(k, view);
@@ -165,7 +166,7 @@ vmt_status kvm_op_create_view(void *d, vmt_access default_access, vmt_view *out)
     vmt_kvm *k = d;
     if (!out)
         return VMT_E_INVALID;
-    vmt_status st = check_access(default_access);
+    vmt_status st = check_access(k, default_access);
     if (st != VMT_OK)
         return st;
     if (g_hash_table_size(k->views) >= 0xffff)
@@ -185,6 +186,28 @@ static void collect(gpointer key, gpointer val, gpointer user)
     g_hash_table_add(user, key);
 }
 
+/* Re-installs the frames whose layout may differ between views a and b
+ * for the active view. */
+static vmt_status resync(vmt_kvm *k, const kvm_view *a, const kvm_view *b)
+{
+    vmt_status st = VMT_OK;
+    if (a->def != b->def) {
+        for (vmt_gfn g = 0; g < k->ram_frames && st == VMT_OK; g++)
+            st = kvm_sync_frame(k, g);
+        return st;
+    }
+    GHashTable *set = g_hash_table_new(g_direct_hash, g_direct_equal);
+    g_hash_table_foreach(a->frames, collect, set);
+    g_hash_table_foreach(b->frames, collect, set);
+    GHashTableIter it;
+    gpointer key;
+    g_hash_table_iter_init(&it, set);
+    while (st == VMT_OK && g_hash_table_iter_next(&it, &key, NULL))
+        st = kvm_sync_frame(k, GPOINTER_TO_SIZE(key));
+    g_hash_table_destroy(set);
+    return st;
+}
+
 static vmt_status switch_to(vmt_kvm *k, vmt_view id)
 {
     kvm_view *from = kvm_view_get(k, k->active), *to = kvm_view_get(k, id);
@@ -194,25 +217,12 @@ static vmt_status switch_to(vmt_kvm *k, vmt_view id)
         return VMT_OK;
     vmt_view old = k->active;
     k->active = id;
-    vmt_status st = VMT_OK;
-    if (from->def != to->def) {
-        for (vmt_gfn g = 0; g < k->ram_frames && st == VMT_OK; g++)
-            st = kvm_sync_frame(k, g);
-    } else {
-        GHashTable *set = g_hash_table_new(g_direct_hash, g_direct_equal);
-        g_hash_table_foreach(from->frames, collect, set);
-        g_hash_table_foreach(to->frames, collect, set);
-        GHashTableIter it;
-        gpointer key;
-        g_hash_table_iter_init(&it, set);
-        while (st == VMT_OK && g_hash_table_iter_next(&it, &key, NULL))
-            st = kvm_sync_frame(k, GPOINTER_TO_SIZE(key));
-        g_hash_table_destroy(set);
-    }
+    vmt_status st = resync(k, from, to);
     if (st != VMT_OK) {
+        /* back to the old view, as far as KVM lets us */
         vmt_log(VMT_LOG_ERROR, "kvm: switching to view %u failed; staying in view %u", id, old);
         k->active = old;
-        switch_to(k, old == id ? 0 : old); /* best effort back */
+        resync(k, from, to);
     }
     return st;
 }

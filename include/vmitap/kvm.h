@@ -3,12 +3,13 @@
  * implements the whole driver interface (vmitap/driver.h).
  *
  * Capabilities (info.caps): VMT_CAP_VIEWS, VMT_CAP_FAST_SINGLESTEP,
- * VMT_CAP_EMULATE. NOT VMT_CAP_EXECUTE_ONLY: instruction fetches from a
- * frame run natively only when it is mapped in a KVM memslot, and then
- * the guest's data reads of that frame run natively too, so "execute but
- * trap reads" cannot be enforced. set_access (and create_view) with X but
- * without R returns VMT_E_UNSUPPORTED. See drivers/kvm/README.md for the
- * exact semantics of every access right and response action. */
+ * VMT_CAP_EMULATE. VMT_CAP_EXECUTE_ONLY only with
+ * VMT_KVM_F_EMULATE_EXECUTE_ONLY: instruction fetches from a frame run
+ * natively only when it is mapped in a KVM memslot, and then the guest's
+ * data reads of that frame run natively too, so "execute but trap reads"
+ * has no native form; without the flag, set_access (and create_view) with
+ * X but without R returns VMT_E_UNSUPPORTED. See drivers/kvm/README.md for
+ * the exact semantics of every access right and response action. */
 #ifndef VMITAP_KVM_H
 #define VMITAP_KVM_H
 
@@ -35,6 +36,7 @@ typedef struct vmt_kvm_opts {
     uint64_t seed;          /* params block */
     uint32_t pager;         /* params block: pager aggressiveness 0..100 */
     uint32_t guest_flags;   /* params block: VMT_GUEST_F_* */
+    uint32_t flags;         /* VMT_KVM_F_* */
     /* linux: boot a Linux bzImage instead of guest_path (see kvm_linux.c):
      * 64-bit boot protocol, in-kernel PIC/IOAPIC/LAPIC and PIT, COM1 as
      * the console (vmt_kvm_console), the keyboard-controller reset as
@@ -43,6 +45,20 @@ typedef struct vmt_kvm_opts {
     const char *initrd_path; /* optional initramfs */
     const char *cmdline;     /* NULL: vmt_kvm_linux_default_cmdline */
 } vmt_kvm_opts;
+
+/* Emulate execute-only access (and advertise VMT_CAP_EXECUTE_ONLY): a frame
+ * with X but without R has no memslot, so every read of it by an
+ * instruction elsewhere exits and is reported; its instructions are run
+ * one single-step at a time while the vCPU stays in the frame (about one
+ * exit per instruction). Inexact in one way: an instruction of that frame
+ * reading its own frame reads natively. */
+#define VMT_KVM_F_EMULATE_EXECUTE_ONLY (1u << 0)
+
+/* Events' regs.kernel_gs_base holds the value the driver last read (it is
+ * stale once the guest has run swapgs since), saving one vCPU ioctl per
+ * event (about one VM exit's cost on nested hosts). get_regs always reads
+ * it; set_regs writes it only when it differs from the last value read. */
+#define VMT_KVM_F_LAZY_KERNEL_GS_BASE (1u << 1)
 
 /* linux: the command line used when vmt_kvm_opts.cmdline is NULL: serial
  * console, no KASLR (System.map / kallsyms addresses are the live ones),
@@ -79,7 +95,10 @@ bool vmt_kvm_available(char *why, size_t len);
 const char *vmt_kvm_default_guest(void);
 
 /* Creates the VM, loads the guest and prepares the vCPU at the guest's
- * entry (it first runs in wait_for_event). opts may be NULL. */
+ * entry (it first runs in wait_for_event). opts may be NULL.
+ * wait_for_event bounds KVM_RUN with a per-thread POSIX timer that sends
+ * SIGRTMIN+3 to the calling thread; the driver installs a handler for that
+ * signal (process-wide) the first time it needs it. */
 vmt_status vmt_kvm_new(const vmt_kvm_opts *opts, vmt_kvm **out);
 void vmt_kvm_free(vmt_kvm *kvm);
 

@@ -4,9 +4,10 @@
  * page-table monitor (ptm) to a vmt_core, and runs the event loop that
  * every VMI tool otherwise writes by hand:
  *
- * - a hit calls the application's callback, then steps over the trap in
- *   the default view (where the original code lives) and returns the vCPU
- *   to the session's view;
+ * - a hit calls the application's callback, then steps over the trap:
+ *   by emulating the instruction under it when it is a simple one, else by
+ *   running it in the default view (where the original code lives) and
+ *   returning the vCPU to the session's view;
  * - a guest read of a page that is execute-only in the session's view is
  *   served with the original bytes (one instruction in the default view);
  * - a write to a monitored page-table entry is single-stepped in the
@@ -83,6 +84,11 @@ typedef struct vmt_tracer_opts {
     vmt_tracer_controller controller;
     vmt_tracer_hit_fn on_hit; /* may be NULL: hits are only counted */
     void *user;               /* passed to on_hit */
+    /* A hit is stepped over by emulating the instruction under the trap
+     * when it is a simple one (push, mov from an absolute address, nop,
+     * endbr64: one exit, no single-step), else by a single-step in the
+     * default view. true: always single-step. */
+    bool no_emulation;
 } vmt_tracer_opts;
 
 /* Creates a session: checks the driver has views, creates the session's
@@ -189,8 +195,10 @@ typedef struct vmt_tracer_stats {
     uint64_t events;          /* events received */
     uint64_t hits;            /* breakpoint hits (one per matching breakpoint) */
     uint64_t hit_events;      /* events that were hits (a step-over each) */
+    uint64_t emulated;        /* step-overs done by emulating the instruction */
     uint64_t reinjected;      /* int3 of the guest's own, handed back to it */
     uint64_t stale;           /* traps with no breakpoint and no guest int3 left */
+    uint64_t unmatched;       /* our traps met in an address space no breakpoint there is for */
     uint64_t stealth_reads;   /* reads of execute-only pages served */
     uint64_t exec_steps;      /* memory controller: fetches on a page away from a breakpoint */
     uint64_t pt_writes;       /* writes to monitored page-table entries */

@@ -12,5 +12,6 @@
 #include "vmitap/mock.h"
 #include "vmitap/kvm.h"
 #include "vmitap/tracer.h"
+#include "vmitap/coherence.h"
 
 #endif /* VMITAP_VMITAP_H */

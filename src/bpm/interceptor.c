@@ -11,6 +11,7 @@ typedef struct ic_trap {
     uint16_t off;
     uint8_t len;
     uint32_t refs;
+    bool disarmed; /* left out of the shadow: the guest overwrote its bytes (issue 8) */
     uint8_t bytes[VMT_INTERCEPTOR_MAX_TRAP];
     uint8_t orig[VMT_INTERCEPTOR_MAX_TRAP];
 } ic_trap;
@@ -127,6 +128,8 @@ static vmt_status new_shadow_page(vmt_interceptor *ic, vmt_core *vmi, vmt_view v
     return VMT_OK;
 }
 
+static vmt_status rearm_trap(vmt_core *vmi, ic_page *page, ic_trap *t);
+
 vmt_status vmt_interceptor_insert(vmt_interceptor *ic, vmt_core *vmi, vmt_view view, vmt_pa pa,
                                   const uint8_t *trap, size_t len)
 {
@@ -143,6 +146,11 @@ vmt_status vmt_interceptor_insert(vmt_interceptor *ic, vmt_core *vmi, vmt_view v
     if (t) {
         if (t->len != len || memcmp(t->bytes, trap, len) != 0)
             return VMT_E_CONFLICT;
+        if (t->disarmed) { /* a new claim where an overwritten trap waits */
+            vmt_status st = rearm_trap(vmi, page, t);
+            if (st != VMT_OK)
+                return st;
+        }
         t->refs++;
         return VMT_OK;
     }
@@ -259,4 +267,100 @@ vmt_status vmt_interceptor_read_original(const vmt_interceptor *ic, vmt_core *vm
     }
     memcpy(buf, tmp, len);
     return VMT_OK;
+}
+
+/* ---- coherence with guest writes (issue 8; see bpm/coherence.c) ---- */
+
+/* Re-applies a trap that vmt_interceptor_refresh left out. */
+static vmt_status rearm_trap(vmt_core *vmi, ic_page *page, ic_trap *t)
+{
+    vmt_status st = vmt_core_write(vmi, vmt_pa_from_gfn(page->shadow) + t->off, t->bytes, t->len);
+    if (st == VMT_OK)
+        t->disarmed = false;
+    return st;
+}
+
+/* True if the guest changed the bytes under an armed trap. */
+static bool overwritten(const ic_trap *t, const uint8_t *now)
+{
+    return !t->disarmed && memcmp(t->orig, now + t->off, t->len) != 0;
+}
+
+/* One view's shadow of the frame whose current content is `now`. The
+ * shadow is written first: if that fails nothing has changed. */
+static vmt_status refresh_page(vmt_core *vmi, ic_page *page, const uint8_t *now,
+                               vmt_interceptor_overwrite_fn fn, void *user)
+{
+    uint8_t buf[VMT_PAGE_SIZE];
+    memcpy(buf, now, sizeof buf);
+    for (guint i = 0; i < page->traps->len; i++) {
+        ic_trap *t = &g_array_index(page->traps, ic_trap, i);
+        if (!t->disarmed && !overwritten(t, now))
+            memcpy(buf + t->off, t->bytes, t->len);
+    }
+    vmt_status st = vmt_core_write(vmi, vmt_pa_from_gfn(page->shadow), buf, sizeof buf);
+    if (st != VMT_OK)
+        return st;
+    for (guint i = 0; i < page->traps->len; i++) {
+        ic_trap *t = &g_array_index(page->traps, ic_trap, i);
+        uint8_t old[VMT_INTERCEPTOR_MAX_TRAP];
+        bool report = overwritten(t, now);
+        /* A trap out of the shadow (now or before) keeps the guest's bytes
+         * as its original: they are what removing it must leave. */
+        memcpy(old, t->orig, t->len);
+        if (report || t->disarmed)
+            memcpy(t->orig, now + t->off, t->len);
+        if (!report)
+            continue;
+        /* The instruction the trap was set on is gone: the new bytes show. */
+        t->disarmed = true;
+        if (fn)
+            fn(user, page->view, vmt_pa_from_gfn(page->gfn) + t->off, t->len, old, t->orig);
+    }
+    return VMT_OK;
+}
+
+vmt_status vmt_interceptor_refresh(vmt_interceptor *ic, vmt_core *vmi, vmt_gfn gfn,
+                                   vmt_interceptor_overwrite_fn fn, void *user, size_t *views)
+{
+    if (!ic || !vmi)
+        return VMT_E_INVALID;
+    uint8_t now[VMT_PAGE_SIZE];
+    size_t n = 0;
+    vmt_status first = VMT_OK;
+    GHashTableIter it;
+    gpointer v;
+    g_hash_table_iter_init(&it, ic->pages);
+    while (g_hash_table_iter_next(&it, NULL, &v)) {
+        ic_page *page = v;
+        if (page->gfn != gfn)
+            continue;
+        if (n++ == 0 &&
+            (first = vmt_core_read(vmi, vmt_pa_from_gfn(gfn), now, sizeof now)) != VMT_OK)
+            return first;
+        vmt_status st = refresh_page(vmi, page, now, fn, user);
+        if (st != VMT_OK && first == VMT_OK)
+            first = st;
+    }
+    if (views)
+        *views = n;
+    return first;
+}
+
+vmt_status vmt_interceptor_rearm(vmt_interceptor *ic, vmt_core *vmi, vmt_view view, vmt_pa pa)
+{
+    if (!ic || !vmi)
+        return VMT_E_INVALID;
+    ic_page *page = find_page(ic, view, vmt_gfn_from_pa(pa));
+    ic_trap *t = page ? find_trap(page, pa & (VMT_PAGE_SIZE - 1)) : NULL;
+    if (!t)
+        return VMT_E_INVALID;
+    return t->disarmed ? rearm_trap(vmi, page, t) : VMT_OK;
+}
+
+bool vmt_interceptor_armed(const vmt_interceptor *ic, vmt_view view, vmt_pa pa)
+{
+    ic_page *page = ic ? find_page(ic, view, vmt_gfn_from_pa(pa)) : NULL;
+    ic_trap *t = page ? find_trap(page, pa & (VMT_PAGE_SIZE - 1)) : NULL;
+    return t && !t->disarmed;
 }

@@ -58,4 +58,26 @@ size_t vmt_interceptor_pages(const vmt_interceptor *ic);
 vmt_status vmt_interceptor_read_original(const vmt_interceptor *ic, vmt_core *vmi, vmt_view view,
                                          vmt_pa pa, void *buf, size_t len);
 
+/* ---- coherence with guest writes (issue 8; see bpm/coherence.c) ---- */
+
+/* A trap whose original bytes the guest changed: view, address, the bytes
+ * the trap was set on (old) and the guest's bytes now. */
+typedef void (*vmt_interceptor_overwrite_fn)(void *user, vmt_view view, vmt_pa pa, size_t len,
+                                             const uint8_t *old, const uint8_t *now);
+/* The guest wrote its own frame gfn: rebuilds every view's shadow of it
+ * from the frame's current content. Traps whose original bytes are
+ * unchanged are written back in; a trap whose bytes changed is left out of
+ * the shadow (disarmed: the new bytes show there and become its saved
+ * original) and reported through fn (may be NULL). The trap keeps its
+ * references: removing it later restores the new bytes, and
+ * vmt_interceptor_rearm (or another insert) puts it back. *views
+ * (optional): how many views had a shadow of gfn. */
+vmt_status vmt_interceptor_refresh(vmt_interceptor *ic, vmt_core *vmi, vmt_gfn gfn,
+                                   vmt_interceptor_overwrite_fn fn, void *user, size_t *views);
+/* Writes a disarmed trap back into its shadow (VMT_OK if it is armed;
+ * VMT_E_INVALID if there is no trap at (view, pa)). */
+vmt_status vmt_interceptor_rearm(vmt_interceptor *ic, vmt_core *vmi, vmt_view view, vmt_pa pa);
+/* True if (view, pa) holds a trap that is in the shadow now. */
+bool vmt_interceptor_armed(const vmt_interceptor *ic, vmt_view view, vmt_pa pa);
+
 #endif /* VMITAP_BPM_INTERCEPTOR_H */

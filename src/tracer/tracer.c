@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tracer/emulate.h"
 #include "tracer/symbols.h"
+#include "vmitap/coherence.h"
 #include "vmitap/log.h"
 
 /* What a vCPU is in the middle of, between a SINGLESTEP response and the
@@ -55,6 +57,11 @@ struct vmt_tracer {
     uint64_t run_hits;
     vmt_status loop_error; /* first failure inside the event callback */
     volatile sig_atomic_t stop_requested;
+    /* coherence with guest writes (issue 8): int3 controller only */
+    vmt_coherence *coh;
+    vmt_tracer_overwrite_fn on_overwrite;
+    void *overwrite_user;
+    GArray *coh_dropped; /* of vmt_tracer_bp_id: dropped by the last flush */
 };
 
 const char *vmt_tracer_controller_name(vmt_tracer_controller c)
@@ -133,6 +140,75 @@ static void bp_refresh(vmt_tracer *t, tracer_bp *bp, vmt_pa pa)
         i->pa = pa; /* kept while pending: the frame it last lived in */
 }
 
+/* ---- coherence with guest writes (issue 8; see vmitap/coherence.h) ---- */
+
+/* The bpm reports a claim (key = tracer id) whose trap the guest overwrote. */
+static vmt_overwrite_choice tracer_on_overwrite(void *user, const vmt_overwrite *ow)
+{
+    vmt_tracer *t = user;
+    tracer_bp *bp = ow->bp.view == t->view ? bp_by_id(t, (vmt_tracer_bp_id)ow->bp.key) : NULL;
+    if (!bp)
+        return VMT_OVERWRITE_DROP;
+    vmt_overwrite_choice c = VMT_OVERWRITE_DROP;
+    if (t->on_overwrite) {
+        vmt_tracer_overwrite o = {.bp = &bp->info, .pa = ow->pa, .len = ow->len,
+                                  .old_bytes = ow->old_bytes, .new_bytes = ow->new_bytes};
+        c = t->on_overwrite(t->overwrite_user, t, &o);
+    }
+    if (c != VMT_OVERWRITE_REARM) {
+        vmt_tracer_bp_id id = bp->info.id;
+        g_array_append_val(t->coh_dropped, id);
+    }
+    return c == VMT_OVERWRITE_REARM ? c : VMT_OVERWRITE_DROP;
+}
+
+static vmt_status tracer_coherence_new(vmt_tracer *t)
+{
+    vmt_status st = vmt_coherence_new(t->bpm, &t->coh);
+    if (st != VMT_OK)
+        return st;
+    vmt_coherence_set_overwrite_fn(t->coh, tracer_on_overwrite, t);
+    t->coh_dropped = g_array_new(FALSE, FALSE, sizeof(vmt_tracer_bp_id));
+    return VMT_OK;
+}
+
+/* Rebuilds the shadows of frames the guest wrote, then forgets the
+ * breakpoints dropped because their instruction was overwritten. A failure
+ * is logged and counted: the breakpoints on that frame may be stale, the
+ * guest keeps running. */
+static void tracer_coherence_flush(vmt_tracer *t)
+{
+    if (!t->coh || vmt_coherence_pending(t->coh) == 0)
+        return;
+    vmt_status st = vmt_coherence_flush(t->coh, t->vmi);
+    if (st != VMT_OK)
+        vmt_log(VMT_LOG_ERROR, "tracer: rebuilding written shadow pages: %s", vmt_status_str(st));
+    /* The claims are gone already; this drops the rest (a breakpoint
+     * reported twice is simply not found the second time). */
+    for (guint i = 0; i < t->coh_dropped->len; i++)
+        vmt_tracer_remove(t, g_array_index(t->coh_dropped, vmt_tracer_bp_id, i));
+    g_array_set_size(t->coh_dropped, 0);
+}
+
+vmt_status vmt_tracer_set_overwrite_fn(vmt_tracer *t, vmt_tracer_overwrite_fn fn, void *user)
+{
+    if (!t)
+        return VMT_E_INVALID;
+    t->on_overwrite = fn;
+    t->overwrite_user = user;
+    return VMT_OK;
+}
+
+void vmt_tracer_coherence_stats_get(const vmt_tracer *t, vmt_coherence_stats *out)
+{
+    if (!t || !out)
+        return;
+    memset(out, 0, sizeof *out);
+    vmt_coherence_stats_get(t->coh, out);
+}
+
+/* ---- end of coherence ---- */
+
 /* ---- creation and teardown ---- */
 
 static vmt_status make_controller(vmt_tracer_controller c, vmt_tap_controller *out)
@@ -183,6 +259,8 @@ static vmt_status tracer_setup(vmt_tracer *t)
     if ((st = make_controller(t->controller, &ctl)) != VMT_OK)
         return st;
     if ((st = vmt_bpm_new(ctl, &t->bpm)) != VMT_OK)
+        return st;
+    if (t->controller == VMT_TRACER_CONTROLLER_INT3 && (st = tracer_coherence_new(t)) != VMT_OK)
         return st;
     if ((st = vmt_ptm_new(&t->ptm)) != VMT_OK)
         return st;
@@ -266,6 +344,9 @@ void vmt_tracer_free(vmt_tracer *t)
     if (!t)
         return;
     vmt_tracer_detach(t);
+    vmt_coherence_free(t->coh);
+    if (t->coh_dropped)
+        g_array_free(t->coh_dropped, TRUE);
     vmt_bpm_free(t->bpm);
     vmt_ptm_free(t->ptm);
     vmt_symtab_free(t->syms);
@@ -453,6 +534,39 @@ static void step_in_default_view(vmt_tracer *t, vmt_vcpu vcpu, vmt_response *res
     }
 }
 
+/* Steps over a hit without a single-step when the instruction under the
+ * trap is simple enough to carry out here (see emulate.h). Its bytes come
+ * from the guest's own frame, which never holds our trap. */
+static bool step_over_by_emulation(vmt_tracer *t, const vmt_event *ev, vmt_response *resp)
+{
+    if (t->opts.no_emulation)
+        return false;
+    vmt_gfn gfn = ev->reason == VMT_EVENT_SOFTWARE_BREAKPOINT
+                      ? ev->u.software_breakpoint.gfn
+                      : vmt_gfn_from_pa(ev->u.memory_access.pa);
+    if (ev->reason == VMT_EVENT_MEMORY_ACCESS && ev->u.memory_access.va != ev->regs.rip)
+        return false;
+    uint8_t insn[15];
+    size_t off = ev->regs.rip & (VMT_PAGE_SIZE - 1);
+    size_t len = VMT_PAGE_SIZE - off < sizeof insn ? VMT_PAGE_SIZE - off : sizeof insn;
+    if (vmt_core_read(t->vmi, vmt_pa_in_gfn(gfn, ev->regs.rip), insn, len) != VMT_OK)
+        return false;
+    vmt_regs regs = ev->regs;
+    if (!vmt_emulate_simple(t->vmi, ev->view, &regs, insn, len))
+        return false;
+    resp->action = VMT_ACTION_CONTINUE;
+    resp->set_regs = true;
+    resp->regs = regs;
+    t->stats.emulated++;
+    return true;
+}
+
+static void step_over_hit(vmt_tracer *t, const vmt_event *ev, vmt_response *resp)
+{
+    if (!step_over_by_emulation(t, ev, resp))
+        step_in_default_view(t, ev->vcpu, resp);
+}
+
 /* Counts a hit on every breakpoint armed at the event's rip and calls the
  * application. Returns whether there was at least one. */
 static bool report_hits(vmt_tracer *t, const vmt_event *ev)
@@ -493,9 +607,9 @@ static bool report_hits(vmt_tracer *t, const vmt_event *ev)
 static void on_breakpoint(vmt_tracer *t, const vmt_event *ev, vmt_response *resp)
 {
     if (ev->view == t->view && report_hits(t, ev)) {
-        /* Stepping in the default view runs the original instruction, even
-         * if a callback just removed the breakpoint. */
-        step_in_default_view(t, ev->vcpu, resp);
+        /* Both ways run the original instruction, even if a callback just
+         * removed the breakpoint. */
+        step_over_hit(t, ev, resp);
         return;
     }
     bool guest_has = false;
@@ -508,10 +622,16 @@ static void on_breakpoint(vmt_tracer *t, const vmt_event *ev, vmt_response *resp
         resp->action = VMT_ACTION_REINJECT;
         return;
     }
-    /* Neither ours nor the guest's: a trap removed between the hit and
-     * now. Resuming at rip runs the original instruction. */
-    t->stats.stale++;
-    resp->action = VMT_ACTION_CONTINUE;
+    /* Not the guest's and no breakpoint matches: either one of our traps
+     * that another address space runs into (a per-process breakpoint on a
+     * frame several processes share), or a trap removed between the hit
+     * and now. Either way the original instruction must run: step it in
+     * the default view (resuming at rip could meet the trap again). */
+    if (slot_get(t, ev->regs.rip))
+        t->stats.unmatched++;
+    else
+        t->stats.stale++;
+    step_over_hit(t, ev, resp);
 }
 
 static void on_memory_access(vmt_tracer *t, const vmt_event *ev, vmt_response *resp)
@@ -537,14 +657,16 @@ static void on_memory_access(vmt_tracer *t, const vmt_event *ev, vmt_response *r
         }
         /* Another entry of a protected table page, or (int3 controller) a
          * write to a page holding breakpoints. The write goes to the
-         * guest's own frame. Issue 8 will refresh the shadow copy here. */
+         * guest's own frame; the shadow copy is rebuilt once it is done
+         * (tracer_coherence_flush). */
+        vmt_coherence_track_write(t->coh, ev);
         t->stats.other_writes++;
         step_in_default_view(t, ev->vcpu, resp);
         return;
     }
     if (a & VMT_ACCESS_X) {
         if (report_hits(t, ev)) {
-            step_in_default_view(t, ev->vcpu, resp);
+            step_over_hit(t, ev, resp);
             return;
         }
         /* Memory controller: a fetch elsewhere on a page holding a breakpoint. */
@@ -600,6 +722,7 @@ static void on_singlestep(vmt_tracer *t, const vmt_event *ev, vmt_response *resp
 {
     step_kind k = t->steps[ev->vcpu];
     t->steps[ev->vcpu] = STEP_NONE;
+    tracer_coherence_flush(t); /* a write stepped in the default view is done */
     resp->action = VMT_ACTION_CONTINUE;
     if (k == STEP_NONE) {
         t->stats.ignored++;
@@ -704,6 +827,8 @@ vmt_status vmt_tracer_run(vmt_tracer *t, const vmt_tracer_run_opts *opts,
             wait = left < 1 ? 1 : (left < wait ? (int)left : wait);
         }
         vmt_status st = vmt_core_wait_for_event(t->vmi, wait, on_event, t);
+        if (t->caps & VMT_CAP_FAST_SINGLESTEP) /* the driver completed the write already */
+            tracer_coherence_flush(t);
         if (st == VMT_E_TIMEOUT) {
             idle += r != VMT_TRACER_STOP_NONE;
             continue;

@@ -4,6 +4,7 @@ VMITAP=${1:?usage: $0 path/to/vmitap}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 FAILS=0
+SHOWN=
 
 # run ARGS...: sets $OUT, $ERR (files) and $RC.
 run() {
@@ -14,10 +15,14 @@ run() {
   LAST="vmitap $*"
 }
 
+# Prints the failed check, and the command's output once per command.
 fail() {
   echo "FAIL: $LAST: $*"
-  echo "  exit $RC; stdout:"; sed 's/^/    /' "$OUT" | head -20
-  echo "  stderr:"; sed 's/^/    /' "$ERR" | head -20
+  if [ "$SHOWN" != "$LAST" ]; then
+    echo "  exit $RC; stdout:"; sed 's/^/    /' "$OUT" | head -30
+    echo "  stderr:"; sed 's/^/    /' "$ERR" | head -10
+    SHOWN=$LAST
+  fi
   FAILS=$((FAILS + 1))
 }
 

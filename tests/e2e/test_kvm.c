@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <gelf.h>
+#include <glib.h>
 #include <libelf.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,6 +28,8 @@
 #define DSUM (DATA + 0x20)
 #define STOP (DATA + 0x28)
 #define UCOUNT (DATA + 0x30)
+#define FREAD (DATA + 0x38)
+#define DBCOUNT (DATA + 0x40)
 #define GFN_TEXT 0x200u
 #define GFN_F 0x201u
 #define GFN_USER 0x203u
@@ -201,12 +204,47 @@ static void test_registers(void **state)
     /* jump to `done` with exit code 0x55 in al */
     r.rip = sym("done");
     r.rax = 0x55;
+    r.kernel_gs_base = 0xffff800000001000ull;
+    r.gs_base = 0x4000;
     assert_int_equal(vmt_core_set_regs(v.core, 0, &r), VMT_OK);
     vmt_regs back;
     assert_int_equal(vmt_core_get_regs(v.core, 0, &back), VMT_OK);
     assert_int_equal(back.rip, r.rip);
+    assert_int_equal(back.rax, r.rax);
+    assert_int_equal(back.rsp, r.rsp);
+    assert_int_equal(back.rflags, r.rflags);
+    assert_int_equal(back.cr3, r.cr3);
+    assert_int_equal(back.gs_base, r.gs_base);
+    assert_int_equal(back.kernel_gs_base, r.kernel_gs_base);
+    assert_int_equal(back.cs, r.cs);
+    assert_int_equal(back.ss, r.ss);
     assert_int_equal(vmt_core_wait_for_event(v.core, 2000, cont, NULL), VMT_E_GUEST_EXITED);
     assert_int_equal(vmt_kvm_exit_code(v.kvm), 0x55);
+    vmt_core_free(v.core);
+}
+
+/* VMT_KVM_F_LAZY_KERNEL_GS_BASE: events carry the last value read (this
+ * guest never runs swapgs, so it is also the right one). */
+static void test_lazy_kernel_gs_base(void **state)
+{
+    (void)state;
+    vmt_kvm_opts o = {.sz = sizeof o, .guest_path = VMT_TINY_GUEST, .seed = MODE_LOOP,
+                      .flags = VMT_KVM_F_LAZY_KERNEL_GS_BASE};
+    vm v;
+    assert_int_equal(vmt_kvm_core_new(&o, &v.core, &v.kvm), VMT_OK);
+    run_quiet(&v);
+    vmt_regs r;
+    assert_int_equal(vmt_core_get_regs(v.core, 0, &r), VMT_OK);
+    r.kernel_gs_base = 0xffff800000002000ull;
+    assert_int_equal(vmt_core_set_regs(v.core, 0, &r), VMT_OK);
+    assert_int_equal(vmt_core_set_access(v.core, GFN_A, 0, VMT_ACCESS_RX, 0), VMT_OK);
+    rec e = {.resp.action = VMT_ACTION_CONTINUE};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(wait_ev(&v, &e), VMT_OK);
+        assert_int_equal(e.ev.regs.kernel_gs_base, 0xffff800000002000ull);
+    }
+    assert_int_equal(vmt_core_get_regs(v.core, 0, &r), VMT_OK);
+    assert_int_equal(r.kernel_gs_base, 0xffff800000002000ull);
     vmt_core_free(v.core);
 }
 
@@ -331,6 +369,17 @@ static void test_views(void **state)
     assert_int_equal(vmt_core_switch_view(v.core, view), VMT_E_VIEW_NOT_FOUND);
     assert_int_equal(vmt_core_set_access(v.core, GFN_F, view, VMT_ACCESS_RW, 0), VMT_E_VIEW_NOT_FOUND);
     assert_int_equal(vmt_core_destroy_view(v.core, 0), VMT_E_INVALID);
+    /* bad input changes nothing */
+    vmt_driver_info info;
+    assert_int_equal(vmt_core_info(v.core, &info), VMT_OK);
+    assert_int_equal(vmt_core_set_access(v.core, GFN_F, 0, (vmt_access)8, 0), VMT_E_INVALID);
+    assert_int_equal(vmt_core_set_access(v.core, info.max_gfn, 0, VMT_ACCESS_RW, 0), VMT_E_OUT_OF_BOUNDS);
+    assert_int_equal(vmt_core_change_view_gfn(v.core, 0, GFN_F, info.max_gfn + 100), VMT_E_OUT_OF_BOUNDS);
+    assert_int_equal(vmt_core_change_view_gfn(v.core, 0, info.max_gfn, GFN_F), VMT_E_OUT_OF_BOUNDS);
+    assert_int_equal(vmt_core_create_view(v.core, VMT_ACCESS_X, &view), VMT_E_UNSUPPORTED);
+    vmt_access acc;
+    assert_int_equal(vmt_core_get_access(v.core, GFN_F, 0, &acc), VMT_OK);
+    assert_int_equal(acc, VMT_ACCESS_RWX);
     run_quiet(&v);
     assert_int_equal(rd64(&v, FVAL), 0x1111);
     vmt_core_free(v.core);
@@ -473,6 +522,46 @@ static void test_int3_cpl3(void **state)
     vmt_core_free(v.core);
 }
 
+/* A step at CPL 3: its #DB must not reach the guest (caught at the
+ * guest's #DB handler, undone). */
+static vmt_status user_step(void *user, const vmt_event *ev, vmt_response *resp)
+{
+    rec *r = user;
+    uint64_t at = sym("user_int3");
+    r->n++;
+    if (ev->reason == VMT_EVENT_SOFTWARE_BREAKPOINT) {
+        assert_int_equal(ev->regs.rip, at);
+        resp->action = VMT_ACTION_SINGLESTEP;
+        resp->set_regs = true;
+        resp->regs = ev->regs;
+        resp->regs.rip = at + 1;
+    } else {
+        assert_int_equal(ev->reason, VMT_EVENT_SINGLESTEP);
+        assert_int_equal(ev->regs.rip, at + 1 + 8); /* after incq UCOUNT */
+        assert_int_equal(ev->regs.cs & 3, 3);
+        assert_int_equal(ev->regs.rflags & (1u << 8), 0); /* no TF left */
+        resp->action = VMT_ACTION_CONTINUE;
+    }
+    return VMT_OK;
+}
+
+static void test_singlestep_cpl3(void **state)
+{
+    (void)state;
+    vm v = boot(MODE_USER, 3);
+    rec r = {0};
+    vmt_status st;
+    while ((st = vmt_core_wait_for_event(v.core, 2000, user_step, &r)) == VMT_OK)
+        ;
+    assert_int_equal(st, VMT_E_GUEST_EXITED);
+    assert_int_equal(vmt_kvm_exit_code(v.kvm), 0);
+    assert_int_equal(r.n, 6);
+    assert_int_equal(rd64(&v, UCOUNT), 3);
+    assert_int_equal(rd64(&v, BPCOUNT), 0);
+    assert_int_equal(rd64(&v, DBCOUNT), 0);
+    vmt_core_free(v.core);
+}
+
 static void test_crash(void **state)
 {
     (void)state;
@@ -594,6 +683,78 @@ static void test_hidden_breakpoint(void **state)
     vmt_core_free(v.core);
 }
 
+/* Emulated execute-only: the breakpoint's shadow is X-only in view 1, so
+ * the guest's reads of the page are events and can be served with the
+ * original bytes (stealth) while the shadow's int3 still fires. */
+typedef struct xo_run {
+    vm *v;
+    int hits, reads;
+    bool stealthy, bad;
+} xo_run;
+
+static vmt_status xo_handler(void *user, const vmt_event *ev, vmt_response *resp)
+{
+    xo_run *x = user;
+    uint64_t func = sym("func");
+    if (ev->reason == VMT_EVENT_SOFTWARE_BREAKPOINT && ev->regs.rip == func && ev->view == 1) {
+        x->hits++;
+    } else if (ev->reason == VMT_EVENT_MEMORY_ACCESS && ev->u.memory_access.access == VMT_ACCESS_R &&
+               ev->u.memory_access.pa == func) {
+        x->reads++;
+        if (!x->stealthy) {
+            resp->action = VMT_ACTION_CONTINUE;
+            return VMT_OK;
+        }
+    } else {
+        x->bad = true;
+    }
+    resp->action = VMT_ACTION_FAST_SINGLESTEP;
+    resp->view = 0;
+    return VMT_OK;
+}
+
+static void test_execute_only(void **state)
+{
+    (void)state;
+    vmt_kvm_opts o = {.sz = sizeof o, .guest_path = VMT_TINY_GUEST, .seed = MODE_LOOP,
+                      .flags = VMT_KVM_F_EMULATE_EXECUTE_ONLY};
+    vm v;
+    assert_int_equal(vmt_kvm_core_new(&o, &v.core, &v.kvm), VMT_OK);
+    vmt_driver_info info;
+    assert_int_equal(vmt_core_info(v.core, &info), VMT_OK);
+    assert_true(info.caps & VMT_CAP_EXECUTE_ONLY);
+    run_quiet(&v);
+    uint8_t page[4096];
+    uint64_t orig;
+    vmt_gfn sh;
+    vmt_view view;
+    assert_int_equal(vmt_core_read(v.core, GFN_F << 12, page, sizeof page), VMT_OK);
+    memcpy(&orig, page, 8);
+    page[0] = 0xcc;
+    assert_int_equal(vmt_core_allocate_gfn(v.core, &sh), VMT_OK);
+    assert_int_equal(vmt_core_write(v.core, sh << 12, page, sizeof page), VMT_OK);
+    assert_int_equal(vmt_core_create_view(v.core, VMT_ACCESS_RWX, &view), VMT_OK);
+    assert_int_equal(vmt_core_change_view_gfn(v.core, view, GFN_F, sh), VMT_OK);
+    assert_int_equal(vmt_core_set_access(v.core, GFN_F, view, VMT_ACCESS_X, 0), VMT_OK);
+    assert_int_equal(vmt_core_switch_view(v.core, view), VMT_OK);
+    wr64(&v, FREAD, 0);
+    xo_run x = {.v = &v, .stealthy = true};
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(vmt_core_wait_for_event(v.core, 2000, xo_handler, &x), VMT_OK);
+    assert_false(x.bad);
+    assert_true(x.hits >= 49 && x.reads >= 49 && x.hits + x.reads == 100);
+    assert_true(x.hits - x.reads <= 1 && x.reads - x.hits <= 1); /* one of each per round */
+    assert_int_equal(rd64(&v, FREAD), orig); /* the reads saw the original bytes */
+    assert_int_equal(rd64(&v, FVAL), 0x1111);
+    /* CONTINUE instead: the read sees what the view maps, the int3 */
+    x.stealthy = false;
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(vmt_core_wait_for_event(v.core, 2000, xo_handler, &x), VMT_OK);
+    assert_false(x.bad);
+    assert_int_equal(rd64(&v, FREAD) & 0xff, 0xcc);
+    vmt_core_free(v.core);
+}
+
 static void test_monitor_singlestep(void **state)
 {
     (void)state;
@@ -616,6 +777,103 @@ static void test_monitor_singlestep(void **state)
     assert_int_equal(vmt_core_wait_for_event(v.core, 20, record, &r), VMT_E_TIMEOUT);
     assert_int_equal(r.n, 40);
     vmt_core_free(v.core);
+}
+
+/* The page-table monitor's flow on the bundled guest: a process's page
+ * tables read-only (walkable), every write to them an event, answered
+ * with SINGLESTEP; the write is done when the step event comes. */
+typedef struct pt_run {
+    vm *v;
+    GHashTable *tables;
+    int writes, steps;
+    bool expect_step, bad;
+    vmt_pa last_pa;
+    uint64_t last_val;
+} pt_run;
+
+static vmt_status pt_handler(void *user, const vmt_event *ev, vmt_response *resp)
+{
+    pt_run *p = user;
+    resp->action = VMT_ACTION_CONTINUE;
+    if (ev->reason == VMT_EVENT_SOFTWARE_BREAKPOINT) {
+        resp->action = VMT_ACTION_REINJECT; /* the guest's own int3 */
+        return VMT_OK;
+    }
+    if (p->expect_step) {
+        p->expect_step = false;
+        p->steps++;
+        if (ev->reason != VMT_EVENT_SINGLESTEP)
+            p->bad = true;
+        return VMT_OK;
+    }
+    if (ev->reason != VMT_EVENT_MEMORY_ACCESS || ev->u.memory_access.access != VMT_ACCESS_W ||
+        !g_hash_table_contains(p->tables, GSIZE_TO_POINTER(ev->u.memory_access.pa >> 12))) {
+        p->bad = true;
+        return VMT_OK;
+    }
+    p->writes++;
+    p->expect_step = true;
+    resp->action = VMT_ACTION_SINGLESTEP;
+    return VMT_OK;
+}
+
+static void protect_tables(vm *v, GHashTable *set, vmt_pa table, int level)
+{
+    uint64_t e[512];
+    g_hash_table_add(set, GSIZE_TO_POINTER(table >> 12));
+    assert_int_equal(vmt_core_set_access(v->core, table >> 12, 0, VMT_ACCESS_R, VMT_SET_ACCESS_IGNORE_PAGE_WALK_UPDATES),
+                     VMT_OK);
+    if (level == 1)
+        return;
+    assert_int_equal(vmt_core_read(v->core, table, e, sizeof e), VMT_OK);
+    for (int i = 0; i < (level == 4 ? 256 : 512); i++) /* the user half */
+        if ((e[i] & 1) && !(e[i] & 0x80))
+            protect_tables(v, set, e[i] & 0x000ffffffffff000ull, level - 1);
+}
+
+static void test_page_table_writes(void **state)
+{
+    (void)state;
+    if (access(vmt_kvm_default_guest(), R_OK) != 0)
+        skip();
+    vmt_kvm_opts o = {.sz = sizeof o, .iterations = 30, .seed = 3, .pager = 50};
+    vm v;
+    assert_int_equal(vmt_kvm_core_new(&o, &v.core, &v.kvm), VMT_OK);
+    const vmt_guest_stats *s = vmt_kvm_guest_stats(v.kvm);
+    pt_run p = {.v = &v, .tables = g_hash_table_new(g_direct_hash, g_direct_equal)};
+    /* run until the processes exist */
+    while (s->proc_cr3[0] == 0)
+        assert_int_equal(vmt_core_wait_for_event(v.core, 1, pt_handler, &p), VMT_E_TIMEOUT);
+    protect_tables(&v, p.tables, s->proc_cr3[0], 4);
+    vmt_status st;
+    while ((st = vmt_core_wait_for_event(v.core, 10000, pt_handler, &p)) == VMT_OK)
+        ;
+    assert_int_equal(st, VMT_E_GUEST_EXITED);
+    assert_int_equal(vmt_kvm_exit_code(v.kvm), 0);
+    assert_false(p.bad);
+    assert_true(p.writes > 0); /* the pager maps and unmaps process 0's code */
+    assert_int_equal(p.steps, p.writes);
+    assert_true(s->page_outs > 0);
+    fprintf(stderr, "%u table frames, %d writes, page_outs %llu\n", g_hash_table_size(p.tables), p.writes,
+            (unsigned long long)s->page_outs);
+    g_hash_table_destroy(p.tables);
+    vmt_core_free(v.core);
+}
+
+static void test_bad_options(void **state)
+{
+    (void)state;
+    vmt_kvm *k = (vmt_kvm *)(uintptr_t)1;
+    vmt_kvm_opts o = {.sz = sizeof o, .guest_path = "/nonexistent/guest.elf"};
+    assert_int_equal(vmt_kvm_new(&o, &k), VMT_E_INVALID);
+    o.guest_path = VMT_TINY_GUEST;
+    o.ram_bytes = 2ull << 30; /* more than the boot tables map */
+    assert_int_equal(vmt_kvm_new(&o, &k), VMT_E_INVALID);
+    o.guest_path = "/proc/self/status"; /* not an ELF file */
+    o.ram_bytes = 0;
+    assert_int_equal(vmt_kvm_new(&o, &k), VMT_E_INVALID);
+    assert_ptr_equal(k, (vmt_kvm *)(uintptr_t)1); /* untouched on failure */
+    assert_int_equal(vmt_kvm_new(NULL, NULL), VMT_E_INVALID);
 }
 
 static void test_bundled_guest(void **state)
@@ -673,6 +931,7 @@ int main(void)
         cmocka_unit_test(test_hello),
         cmocka_unit_test(test_info_and_memory),
         cmocka_unit_test(test_registers),
+        cmocka_unit_test(test_lazy_kernel_gs_base),
         cmocka_unit_test(test_write_trap),
         cmocka_unit_test(test_exec_trap_and_nx_reads),
         cmocka_unit_test(test_views),
@@ -680,11 +939,15 @@ int main(void)
         cmocka_unit_test(test_fast_singlestep),
         cmocka_unit_test(test_int3_cpl0),
         cmocka_unit_test(test_int3_cpl3),
+        cmocka_unit_test(test_singlestep_cpl3),
         cmocka_unit_test(test_crash),
         cmocka_unit_test(test_pause),
         cmocka_unit_test(test_page_table_frames),
         cmocka_unit_test(test_hidden_breakpoint),
         cmocka_unit_test(test_monitor_singlestep),
+        cmocka_unit_test(test_execute_only),
+        cmocka_unit_test(test_page_table_writes),
+        cmocka_unit_test(test_bad_options),
         cmocka_unit_test(test_bundled_guest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

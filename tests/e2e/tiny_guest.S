@@ -4,6 +4,7 @@
  *   0 hello: prints "hello\n" on port 0xE9 and exits with code 0
  *   1 loop (CPL 0): forever: counter++; if cmd == 1 { cmd = 0; int3 };
  *     call func (own page F); A++ (page A); B++ (page B); dsum += D (page D);
+ *     fread = the first 8 bytes of func (a read of page F);
  *     exits with code `stop` when stop != 0
  *   2 user: drops to CPL 3 and executes `iterations` int3 (ucount++ after
  *     each), then exits with code 0 from CPL 3 (IOPL 3)
@@ -24,6 +25,8 @@
     .set DSUM,    DATA + 0x20
     .set STOP,    DATA + 0x28
     .set UCOUNT,  DATA + 0x30
+    .set FREAD,   DATA + 0x38
+    .set DBCOUNT, DATA + 0x40
     .set PAGE_A,  0x205000
     .set PAGE_B,  0x206000
     .set PAGE_D,  0x207000
@@ -83,6 +86,8 @@ after_a:
     incq PAGE_B
     movq PAGE_D, %rax
     addq %rax, DSUM
+    movq func, %rax              /* a data read of page F */
+    movq %rax, FREAD
     movq STOP, %rax
     testq %rax, %rax
     jz loop
@@ -153,6 +158,12 @@ bp_handler:
     incq BPCOUNT
     iretq
 
+    .balign 2048                 /* the #DB handler, same page */
+    .globl db_handler
+db_handler:
+    incq DBCOUNT
+    iretq
+
 /* 0x203000: user code */
     .balign 4096
     .globl user_code, user_int3
@@ -192,8 +203,11 @@ tss:                             /* 0x208100 */
     .quad 0x20e000               /* RSP0 */
     .fill 0x68 - 12, 1, 0
     .balign 256
-idt:                             /* 0x208200: vectors 0..3, only 3 present */
-    .quad 0, 0, 0, 0, 0, 0
+idt:                             /* 0x208200: vectors 0..3, 1 and 3 present */
+    .quad 0, 0
+    .quad 0x00208e0000082800     /* vector 1 -> 0x202800, DPL 0, interrupt gate */
+    .quad 0
+    .quad 0, 0
     .quad 0x0020ee0000082000     /* vector 3 -> 0x202000, DPL 3, interrupt gate */
     .quad 0
 idt_end:

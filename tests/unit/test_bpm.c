@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <glib.h>
 
 #include "bpm/bpm_impl.h"
 #include "bpm/bpm_internal.h"
@@ -523,6 +524,189 @@ static void test_arm_limit(void **state)
     expect_stats(f, 0, 0, 0, 0);
 }
 
+/* ---- every controller call of every operation failed in turn ---- */
+
+typedef struct walk_case {
+    const char *name;
+    void (*prepare)(fixture *f);
+    vmt_status (*op)(fixture *f);
+} walk_case;
+
+static void w_prepare(fixture *f)
+{
+    vmt_pa p1 = 0x5010, p2 = 0x5020, p3 = 0x6030, p4 = 0x7010;
+    assert_true(ins(f, bpx(VA + 0x10, ROOT_A, 0, false, 0, 0), &p1));
+    assert_true(ins(f, bpx(VA + 0x20, ROOT_A, 0, false, 0, 0), &p2));
+    assert_true(ins(f, bpx(VA + 0x20, ROOT_A, 0, false, 1, 0), &p2));
+    assert_true(ins(f, bpx(VA + 0x10, ROOT_A, 1, false, 0, 0), &p1));
+    assert_true(ins(f, bpx(VA + 0x1030, ROOT_A, 1, false, 0, 0), &p3));
+    assert_true(ins(f, bpx(0xffffffff81000010ull, ROOT_B, 0, true, 0, 0), &p4));
+    assert_true(ins(f, bpx(VA + 0x2010, ROOT_A, 0, false, 0, 0), NULL));
+    assert_true(ins(f, bpx(VA + 0x2020, ROOT_A, 0, false, 0, 0), NULL));
+    assert_true(ins(f, bpx(VA + 0x2040, ROOT_A, 0, false, 0, 0), NULL));
+}
+
+static vmt_status w_insert_new_page(fixture *f)
+{
+    vmt_breakpoint bp = bpx(VA + 0x3010, ROOT_A, 0, false, 0, 0);
+    vmt_pa pa = 0x8010;
+    return vmt_bpm_insert_with_hint(f->bpm, f->core, &bp, &pa, NULL);
+}
+
+static vmt_status w_activate(fixture *f)
+{
+    vmt_breakpoint bp = bpx(VA + 0x2010, ROOT_A, 0, false, 0, 0);
+    vmt_pa pa = 0x6010; /* a page armed in view 1 only */
+    return vmt_bpm_insert_with_hint(f->bpm, f->core, &bp, &pa, NULL);
+}
+
+static vmt_status w_activate_armed_page(fixture *f)
+{
+    vmt_breakpoint bp = bpx(VA + 0x2040, ROOT_A, 0, false, 0, 0);
+    vmt_pa pa = 0x5040; /* an armed page, a new offset */
+    return vmt_bpm_insert_with_hint(f->bpm, f->core, &bp, &pa, NULL);
+}
+
+static vmt_status w_global_second_frame(fixture *f)
+{
+    vmt_breakpoint bp = bpx(0xffffffff81000010ull, ROOT_C, 0, true, 0, 0);
+    vmt_pa pa = 0x9010;
+    return vmt_bpm_insert_with_hint(f->bpm, f->core, &bp, &pa, NULL);
+}
+
+static vmt_status w_remove(fixture *f)
+{
+    vmt_breakpoint bp = bpx(VA + 0x10, ROOT_A, 0, false, 0, 0);
+    return vmt_bpm_remove(f->bpm, f->core, &bp, NULL);
+}
+
+static vmt_status w_remove_global(fixture *f)
+{
+    vmt_breakpoint bp = bpx(0xffffffff81000010ull, ROOT_A, 0, true, 0, 0);
+    return vmt_bpm_remove(f->bpm, f->core, &bp, NULL);
+}
+
+static vmt_status w_page_out(fixture *f)
+{
+    vmt_ptm_event ev = {
+        .kind = VMT_PTM_PAGE_OUT, .view = 0, .ctx = vmt_ctx(VA, ROOT_A), .pa = 0x5000};
+    return vmt_bpm_handle_ptm_event(f->bpm, f->core, &ev, NULL);
+}
+
+static vmt_status w_page_ins(fixture *f)
+{
+    vmt_ptm_event ev[2] = {
+        {.kind = VMT_PTM_PAGE_IN, .view = 0, .ctx = vmt_ctx(VA + 0x2010, ROOT_A), .pa = 0xa010},
+        {.kind = VMT_PTM_PAGE_IN, .view = 0, .ctx = vmt_ctx(VA + 0x2020, ROOT_A), .pa = 0xa020},
+    };
+    return vmt_bpm_handle_ptm_events(f->bpm, f->core, ev, 2, NULL);
+}
+
+static vmt_status w_remove_by_event(fixture *f)
+{
+    vmt_event ev = rec_event(1, VA + 0x10, ROOT_A, 5);
+    return vmt_bpm_remove_by_event(f->bpm, f->core, &ev, 0, NULL);
+}
+
+static vmt_status w_remove_by_view(fixture *f)
+{
+    return vmt_bpm_remove_by_view(f->bpm, f->core, 0, NULL);
+}
+
+static vmt_status w_clear(fixture *f)
+{
+    return vmt_bpm_clear(f->bpm, f->core);
+}
+
+static const walk_case walk_cases[] = {
+    {"insert on a new page", w_prepare, w_insert_new_page},
+    {"activate a pending claim", w_prepare, w_activate},
+    {"activate a pending claim on an armed page", w_prepare, w_activate_armed_page},
+    {"global claim on a second frame", w_prepare, w_global_second_frame},
+    {"remove", w_prepare, w_remove},
+    {"remove a global claim", w_prepare, w_remove_global},
+    {"page-out", w_prepare, w_page_out},
+    {"page-ins", w_prepare, w_page_ins},
+    {"remove_by_event", w_prepare, w_remove_by_event},
+    {"remove_by_view", w_prepare, w_remove_by_view},
+    {"clear", w_prepare, w_clear},
+};
+
+typedef struct state_fp {
+    uint64_t sum;
+    size_t n;
+} state_fp;
+
+static uint64_t fp_mix(uint64_t x)
+{
+    x ^= x >> 31;
+    x *= 0x7fb5d329728ea185ull;
+    return x ^ (x >> 29);
+}
+
+static void fp_arm_cb(void *user, const vmt_breakpoint *bp, vmt_gfn gfn)
+{
+    state_fp *s = user;
+    s->sum += fp_mix(fp_mix(fp_mix(bp->ctx.va ^ bp->ctx.root) ^ bp->key) ^ (bp->view * 7u + gfn));
+    s->n++;
+}
+
+static void fp_pending_cb(void *user, const vmt_breakpoint *bp)
+{
+    fp_arm_cb(user, bp, ~0ull);
+}
+
+static state_fp state_of(fixture *f)
+{
+    state_fp s = {0};
+    vmt_bpm_foreach_arm(f->bpm, fp_arm_cb, &s);
+    vmt_bpm_foreach_pending(f->bpm, fp_pending_cb, &s);
+    return s;
+}
+
+static void test_controller_fault_walk(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < G_N_ELEMENTS(walk_cases); i++) {
+        const walk_case *w = &walk_cases[i];
+        fixture *ref;
+        assert_int_equal(setup((void **)&ref), 0);
+        w->prepare(ref);
+        assert_int_equal(w->op(ref), VMT_OK);
+        state_fp want = state_of(ref);
+        assert_int_equal(teardown((void **)&ref), 0);
+        unsigned nth;
+        for (nth = 1;; nth++) {
+            fixture *f;
+            assert_int_equal(setup((void **)&f), 0);
+            w->prepare(f);
+            rec_fail_nth(f->rec, nth, VMT_E_DRIVER);
+            vmt_status st = w->op(f);
+            bool fired = f->rec->fail_at == 0;
+            rec_fail_nth(f->rec, 0, VMT_OK);
+            if (!fired) {
+                assert_int_equal(st, VMT_OK);
+                assert_int_equal(teardown((void **)&f), 0);
+                break;
+            }
+            if (st != VMT_E_DRIVER)
+                fail_msg("%s: controller call %u failed, operation returned %s", w->name, nth,
+                         vmt_status_str(st));
+            /* Consistent, every trap accounted for (teardown checks that too). */
+            assert_int_equal(vmt_bpm_check(f->bpm), VMT_OK);
+            assert_true(rec_matches_bpm(f->rec, f->bpm));
+            assert_int_equal(f->rec->violations, 0);
+            assert_int_equal(w->op(f), VMT_OK);
+            state_fp got = state_of(f);
+            if (got.sum != want.sum || got.n != want.n)
+                fail_msg("%s: after a fault at call %u and a retry, the state differs", w->name,
+                         nth);
+            assert_int_equal(teardown((void **)&f), 0);
+        }
+        print_message("%s: %u controller calls failed in turn\n", w->name, nth - 1);
+    }
+}
+
 static int destroyed;
 static void count_destroy(void *self)
 {
@@ -593,6 +777,7 @@ int main(void)
         T(test_arm_limit),
         T(test_invalid_arguments),
         T(test_insert_translates),
+        cmocka_unit_test(test_controller_fault_walk),
         cmocka_unit_test(test_new_takes_controller),
 #undef T
     };

@@ -267,8 +267,7 @@ static void test_foreign_and_stale_int3(void **state)
     assert_int_equal(f->hits, 0);
     assert_int_equal(response(f, 0)->action, VMT_ACTION_REINJECT);
     assert_false(response(f, 0)->set_view);
-    assert_int_equal(response(f, 1)->action, VMT_ACTION_CONTINUE);
-    assert_false(response(f, 1)->set_regs);
+    assert_step_in_default(response(f, 1)); /* the original instruction runs */
     vmt_tracer_stats s;
     vmt_tracer_stats_get(f->t, &s);
     assert_int_equal(s.reinjected, 1);
@@ -416,6 +415,33 @@ static void test_global_breakpoint_any_root(void **state)
     assert_true(bp_info(f, id).global);
 }
 
+/* A per-process breakpoint on a frame that another address space maps
+ * too: that process runs into the trap, which is no hit, and its original
+ * instruction must run (not the trap again). */
+static void test_other_address_space_steps_over(void **state)
+{
+    fixture *f = *state;
+    vmt_tracer_bp_id id = add_bp(f, FN_A, false, "only_root");
+    vmt_pa other;
+    assert_int_equal(vmt_mock_new_root(f->mock, &other), VMT_OK);
+    assert_int_equal(vmt_mock_map(f->mock, other, CODE_VA, CODE_PA, VMT_MOCK_4K, VMT_PTE_U), VMT_OK);
+    vmt_event ev = base_event(f, VMT_EVENT_SOFTWARE_BREAKPOINT, FN_A);
+    ev.regs.cr3 = other;
+    ev.u.software_breakpoint.gfn = vmt_gfn_from_pa(CODE_PA);
+    ev.u.software_breakpoint.insn_len = 1;
+    assert_int_equal(vmt_mock_push_event(f->mock, &ev), VMT_OK);
+    push_int3(f, FN_A, CODE_PA); /* and the right one */
+    drain(f);
+    assert_int_equal(bp_info(f, id).hits, 1);
+    assert_int_equal(f->last_regs.cr3, f->root);
+    assert_step_in_default(response(f, 0));
+    assert_step_in_default(response(f, 1));
+    vmt_tracer_stats s;
+    vmt_tracer_stats_get(f->t, &s);
+    assert_int_equal(s.unmatched, 1);
+    assert_int_equal(s.stale, 0);
+}
+
 static void test_callback_removes_its_breakpoint(void **state)
 {
     fixture *f = *state;
@@ -432,7 +458,10 @@ static void test_callback_removes_its_breakpoint(void **state)
     push_int3(f, FN_A, CODE_PA); /* a late event for it: stale */
     drain(f);
     assert_int_equal(f->hits, 1);
-    assert_int_equal(response(f, 1)->action, VMT_ACTION_CONTINUE);
+    assert_step_in_default(response(f, 1));
+    vmt_tracer_stats s;
+    vmt_tracer_stats_get(f->t, &s);
+    assert_int_equal(s.stale, 1);
 }
 
 static void test_two_breakpoints_one_address(void **state)
@@ -555,6 +584,258 @@ static void test_memory_controller(void **state)
     teardown((void **)&f);
 }
 
+/* A function of this test program, used as a "guest symbol": the tracer
+ * reads this program's ELF and breaks on the function's address. */
+__attribute__((noinline)) int vmt_tracer_test_target(int x) { return 2 * x + 1; }
+
+static void test_breakpoint_by_symbol(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(vmt_tracer_add_symbol(f->t, "vmt_tracer_test_target", f->root, NULL, NULL),
+                     VMT_E_INVALID); /* no symbols loaded yet */
+    assert_int_equal(vmt_tracer_load_symbols(f->t, "/proc/self/exe"), VMT_OK);
+    assert_int_equal(vmt_tracer_add_symbol(f->t, "no_such_symbol_here", f->root, NULL, NULL),
+                     VMT_E_INVALID);
+    vmt_tracer_bp_id id = 0;
+    assert_int_equal(vmt_tracer_add_symbol(f->t, "vmt_tracer_test_target", f->root, NULL, &id),
+                     VMT_OK);
+    vmt_tracer_bp_info bi = bp_info(f, id);
+    assert_string_equal(bi.name, "vmt_tracer_test_target");
+    assert_int_equal(vmt_tracer_test_target(1), 3);
+    assert_true(bi.ctx.va != 0);
+    assert_int_equal(bi.ctx.root, f->root);
+    vmt_tracer_bp_opts bo = {.sz = sizeof bo, .name = "labelled", .global = true};
+    assert_int_equal(vmt_tracer_add_symbol(f->t, "vmt_tracer_test_target", f->root, &bo, &id),
+                     VMT_OK);
+    assert_string_equal(bp_info(f, id).name, "labelled");
+    assert_true(bp_info(f, id).global);
+    assert_int_equal(bp_info(f, id).ctx.va, bi.ctx.va);
+}
+
+static void stop_on_hit(void *user, vmt_tracer *t, const vmt_tracer_hit *hit)
+{
+    (void)hit;
+    (*(unsigned *)user)++;
+    vmt_tracer_stop(t);
+}
+
+/* vmt_tracer_stop from the callback ends the run after that event; a
+ * driver error ends it with the error; a step that never completes is
+ * reported instead of waiting forever. */
+static void test_run_stop_conditions(void **state)
+{
+    (void)state;
+    vmt_core *vmi;
+    vmt_mock *m;
+    vmt_pa root;
+    vmt_mock_opts mo = {.sz = sizeof mo, .max_gfn = 0x1000};
+    assert_int_equal(vmt_mock_core_new(&mo, &vmi, &m), VMT_OK);
+    assert_int_equal(vmt_mock_new_root(m, &root), VMT_OK);
+    assert_int_equal(vmt_mock_map(m, root, CODE_VA, CODE_PA, VMT_MOCK_4K, VMT_PTE_U), VMT_OK);
+    fill_code(m, CODE_PA);
+    unsigned hits = 0;
+    vmt_tracer_opts to = {.sz = sizeof to, .on_hit = stop_on_hit, .user = &hits};
+    vmt_tracer *t;
+    assert_int_equal(vmt_tracer_new(vmi, &to, &t), VMT_OK);
+    assert_int_equal(vmt_tracer_add(t, vmt_ctx(FN_A, root), NULL, NULL), VMT_OK);
+    fixture f = {.vmi = vmi, .mock = m, .root = root, .t = t};
+    push_int3(&f, FN_A, CODE_PA);
+    push_int3(&f, FN_A, CODE_PA);
+    vmt_tracer_stop_reason why = VMT_TRACER_STOP_NONE;
+    assert_int_equal(vmt_tracer_run(t, NULL, &why), VMT_OK);
+    assert_int_equal(why, VMT_TRACER_STOP_REQUESTED);
+    assert_int_equal(hits, 1);
+    assert_int_equal(vmt_mock_pending_events(m), 1);
+
+    vmt_mock_fail_nth(m, VMT_MOCK_OP_WAIT_FOR_EVENT, 1, VMT_E_DRIVER);
+    why = VMT_TRACER_STOP_NONE;
+    assert_int_equal(vmt_tracer_run(t, NULL, &why), VMT_E_DRIVER);
+    assert_int_equal(why, VMT_TRACER_STOP_NONE); /* untouched on failure */
+    assert_int_equal(vmt_tracer_run(t, NULL, &why), VMT_OK); /* the queued hit */
+    assert_int_equal(hits, 2);
+
+    /* A monitored page-table write whose single-step never comes back. */
+    vmt_pa pte_pa;
+    assert_int_equal(vmt_mock_entry_pa(m, root, CODE_VA, 1, &pte_pa), VMT_OK);
+    push_access(&f, PLAIN, pte_pa, 0xffff800000000000ull, VMT_ACCESS_W);
+    vmt_tracer_run_opts ro = {.sz = sizeof ro, .timeout_ms = 1};
+    assert_int_equal(vmt_tracer_run(t, &ro, &why), VMT_E_TIMEOUT);
+    vmt_tracer_free(t);
+    vmt_core_free(vmi);
+}
+
+/* ---- step-over by emulation ---- */
+
+#define STACK_VA 0x7ff000ull
+#define STACK_PA 0x40000ull
+#define DATA_VA 0x500000ull /* absolute data the mov form reads */
+#define DATA_PA 0x41000ull
+#define KDATA_VA 0x600000ull /* supervisor-only page */
+#define KDATA_PA 0x42000ull
+
+static void write_code(fixture *f, vmt_va va, const void *bytes, size_t n)
+{
+    assert_int_equal(vmt_mock_poke(f->mock, CODE_PA + (va - CODE_VA), bytes, n), VMT_OK);
+}
+
+/* A user-mode hit event in long mode with a mapped, writable stack. */
+static void push_user_hit(fixture *f, vmt_va rip)
+{
+    vmt_event ev = base_event(f, VMT_EVENT_SOFTWARE_BREAKPOINT, rip);
+    ev.regs.efer = 1u << 10; /* LMA */
+    ev.regs.cr0 = 1u << 16;  /* WP */
+    ev.regs.rsp = STACK_VA + 0x800;
+    ev.regs.rbp = 0x1111222233334444ull;
+    ev.regs.r13 = 0x5555666677778888ull;
+    ev.regs.rax = 7;
+    ev.u.software_breakpoint.gfn = vmt_gfn_from_pa(CODE_PA);
+    ev.u.software_breakpoint.insn_len = 1;
+    assert_int_equal(vmt_mock_push_event(f->mock, &ev), VMT_OK);
+}
+
+static void map_emulation_pages(fixture *f)
+{
+    assert_int_equal(vmt_mock_map(f->mock, f->root, STACK_VA, STACK_PA, VMT_MOCK_4K,
+                                  VMT_PTE_U | VMT_PTE_W), VMT_OK);
+    assert_int_equal(vmt_mock_map(f->mock, f->root, DATA_VA, DATA_PA, VMT_MOCK_4K, VMT_PTE_U),
+                     VMT_OK);
+    assert_int_equal(vmt_mock_map(f->mock, f->root, KDATA_VA, KDATA_PA, VMT_MOCK_4K, 0), VMT_OK);
+    uint64_t v = 0xabcdef0123456789ull;
+    assert_int_equal(vmt_mock_poke(f->mock, DATA_PA + 0x18, &v, 8), VMT_OK);
+    assert_int_equal(vmt_mock_poke(f->mock, KDATA_PA + 0x18, &v, 8), VMT_OK);
+}
+
+static void assert_emulated(fixture *f, size_t i, vmt_regs *out)
+{
+    const vmt_response *r = response(f, i);
+    assert_int_equal(r->action, VMT_ACTION_CONTINUE);
+    assert_true(r->set_regs);
+    assert_false(r->set_view);
+    *out = r->regs;
+}
+
+static void test_hit_emulated_push(void **state)
+{
+    fixture *f = *state;
+    map_emulation_pages(f);
+    write_code(f, FN_A, "\x55", 1);          /* push rbp */
+    write_code(f, FN_B, "\x41\x55", 2);      /* push r13 */
+    add_bp(f, FN_A, false, NULL);
+    add_bp(f, FN_B, false, NULL);
+    push_user_hit(f, FN_A);
+    drain(f);
+    vmt_regs r;
+    uint64_t top;
+    assert_emulated(f, 0, &r);
+    assert_int_equal(r.rip, FN_A + 1);
+    assert_int_equal(r.rsp, STACK_VA + 0x800 - 8);
+    assert_int_equal(r.rbp, 0x1111222233334444ull);
+    assert_int_equal(vmt_mock_peek(f->mock, STACK_PA + 0x800 - 8, &top, 8), VMT_OK);
+    assert_int_equal(top, 0x1111222233334444ull);
+    push_user_hit(f, FN_B); /* same stack pointer again */
+    drain(f);
+    assert_emulated(f, 1, &r);
+    assert_int_equal(r.rip, FN_B + 2);
+    assert_int_equal(r.rsp, STACK_VA + 0x800 - 8);
+    assert_int_equal(vmt_mock_peek(f->mock, STACK_PA + 0x800 - 8, &top, 8), VMT_OK);
+    assert_int_equal(top, 0x5555666677778888ull);
+    vmt_tracer_stats s;
+    vmt_tracer_stats_get(f->t, &s);
+    assert_int_equal(s.emulated, 2);
+    assert_int_equal(f->hits, 2);
+}
+
+static void test_hit_emulated_mov_absolute(void **state)
+{
+    fixture *f = *state;
+    map_emulation_pages(f);
+    /* mov rax, [0x500018]; mov r10, [0x500018] */
+    write_code(f, FN_A, "\x48\x8b\x04\x25\x18\x00\x50\x00", 8);
+    write_code(f, FN_B, "\x4c\x8b\x14\x25\x18\x00\x50\x00", 8);
+    add_bp(f, FN_A, false, NULL);
+    add_bp(f, FN_B, false, NULL);
+    push_user_hit(f, FN_A);
+    push_user_hit(f, FN_B);
+    drain(f);
+    vmt_regs r;
+    assert_emulated(f, 0, &r);
+    assert_int_equal(r.rip, FN_A + 8);
+    assert_int_equal(r.rax, 0xabcdef0123456789ull);
+    assert_int_equal(r.rsp, STACK_VA + 0x800);
+    assert_emulated(f, 1, &r);
+    assert_int_equal(r.r10, 0xabcdef0123456789ull);
+    assert_int_equal(r.rax, 7);
+}
+
+/* Whatever the emulator cannot do exactly goes to the single-step: an
+ * instruction it does not know, a user read of a supervisor page, a push
+ * onto a stack page that is not present, a read-only stack page. */
+static void test_emulation_falls_back_to_step(void **state)
+{
+    fixture *f = *state;
+    map_emulation_pages(f);
+    write_code(f, FN_A, "\x48\x89\xe5", 3);                        /* mov rbp, rsp */
+    write_code(f, FN_B, "\x48\x8b\x04\x25\x18\x00\x60\x00", 8); /* mov rax, [0x600018] */
+    write_code(f, PLAIN, "\x55", 1);                                 /* push rbp */
+    add_bp(f, FN_A, false, NULL);
+    add_bp(f, FN_B, false, NULL);
+    add_bp(f, PLAIN, false, NULL);
+    push_user_hit(f, FN_A);
+    push_user_hit(f, FN_B);
+    assert_int_equal(vmt_mock_unmap(f->mock, f->root, STACK_VA, 1), VMT_OK);
+    push_user_hit(f, PLAIN);
+    drain(f);
+    assert_step_in_default(response(f, 0));
+    assert_step_in_default(response(f, 1));
+    assert_step_in_default(response(f, 2));
+    assert_int_equal(vmt_mock_map(f->mock, f->root, STACK_VA, STACK_PA, VMT_MOCK_4K, VMT_PTE_U),
+                     VMT_OK); /* present again, but read-only */
+    push_user_hit(f, PLAIN);
+    drain(f);
+    assert_step_in_default(response(f, 3));
+    /* Writable in the page tables, but write-protected in the session view
+     * (as the page-table monitor does): the single-step's write must trap. */
+    assert_int_equal(vmt_mock_map(f->mock, f->root, STACK_VA, STACK_PA, VMT_MOCK_4K,
+                                  VMT_PTE_U | VMT_PTE_W), VMT_OK);
+    assert_int_equal(vmt_core_set_access(f->vmi, vmt_gfn_from_pa(STACK_PA), vmt_tracer_view(f->t),
+                                         VMT_ACCESS_R, 0), VMT_OK);
+    push_user_hit(f, PLAIN);
+    drain(f);
+    assert_step_in_default(response(f, 4));
+    vmt_tracer_stats s;
+    vmt_tracer_stats_get(f->t, &s);
+    assert_int_equal(s.emulated, 0);
+    assert_int_equal(f->hits, 5);
+    uint64_t top = 1;
+    assert_int_equal(vmt_mock_peek(f->mock, STACK_PA + 0x800 - 8, &top, 8), VMT_OK);
+    assert_int_equal(top, 0); /* nothing written */
+}
+
+static int setup_no_emulation(void **state)
+{
+    fixture *f = test_calloc(1, sizeof *f);
+    vmt_mock_opts mo = {.sz = sizeof mo, .max_gfn = 0x1000};
+    assert_int_equal(vmt_mock_core_new(&mo, &f->vmi, &f->mock), VMT_OK);
+    assert_int_equal(vmt_mock_new_root(f->mock, &f->root), VMT_OK);
+    assert_int_equal(vmt_mock_map(f->mock, f->root, CODE_VA, CODE_PA, VMT_MOCK_4K, VMT_PTE_U), VMT_OK);
+    fill_code(f->mock, CODE_PA);
+    vmt_tracer_opts to = {.sz = sizeof to, .controller = VMT_TRACER_CONTROLLER_INT3, .on_hit = on_hit,
+                          .user = f, .no_emulation = true};
+    assert_int_equal(vmt_tracer_new(f->vmi, &to, &f->t), VMT_OK);
+    *state = f;
+    return 0;
+}
+
+static void test_no_emulation_option(void **state)
+{
+    fixture *f = *state;
+    map_emulation_pages(f);
+    add_bp(f, FN_A, false, NULL); /* push rbp */
+    push_user_hit(f, FN_A);
+    drain(f);
+    assert_step_in_default(response(f, 0));
+}
+
 static void test_bad_arguments(void **state)
 {
     fixture *f = *state;
@@ -633,12 +914,19 @@ int main(void)
         T(test_pending_breakpoint_arms_at_page_in),
         T(test_unmonitored_table_write_is_completed),
         T(test_global_breakpoint_any_root),
+        T(test_other_address_space_steps_over),
         T(test_callback_removes_its_breakpoint),
         T(test_two_breakpoints_one_address),
+        T(test_breakpoint_by_symbol),
+        T(test_hit_emulated_push),
+        T(test_hit_emulated_mov_absolute),
+        T(test_emulation_falls_back_to_step),
+        cmocka_unit_test_setup_teardown(test_no_emulation_option, setup_no_emulation, teardown),
         T(test_bad_arguments),
         cmocka_unit_test(test_detach_restores_guest),
         cmocka_unit_test(test_step_over_without_fast_singlestep),
         cmocka_unit_test(test_memory_controller),
+        cmocka_unit_test(test_run_stop_conditions),
         cmocka_unit_test(test_driver_without_views),
         cmocka_unit_test(test_new_fails_cleanly_at_every_call),
     };

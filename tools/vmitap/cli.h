@@ -43,6 +43,7 @@ typedef struct cli_opts {
     bool json;
     bool show_hits;
     bool global_user;     /* --global: user breakpoints without @P are one global breakpoint */
+    bool execute_only;    /* --execute-only: ask the KVM driver to emulate execute-only pages */
     int verbose;
     bool progress;        /* live line (stdout is a terminal and not --json) */
     vmt_tracer_controller controller;

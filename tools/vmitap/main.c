@@ -34,6 +34,8 @@ static const char usage_text[] =
     "  -g, --guest FILE      guest ELF to boot (default: the bundled test guest)\n"
     "  -c, --controller C    int3 | memory | auto (default auto: int3 if the driver\n"
     "                        can hide it with execute-only pages, else memory)\n"
+    "      --execute-only    have the KVM driver emulate execute-only pages, so that\n"
+    "                        int3 breakpoints are invisible to guest reads (slower)\n"
     "  -n, --iterations N    guest scheduler rounds (default: the guest's, 1000)\n"
     "  -s, --seed N          guest PRNG seed (pager choices)\n"
     "  -p, --pager PCT       pager aggressiveness 0..100 (0 = never evict)\n"
@@ -225,7 +227,7 @@ static int cmd_symbols(const char *guest, bool json, const char *filter)
     return CLI_EXIT_OK;
 }
 
-enum { OPT_GLOBAL = 256, OPT_HITS, OPT_JSON, OPT_HELP, OPT_VERSION,
+enum { OPT_GLOBAL = 256, OPT_HITS, OPT_JSON, OPT_XO,
        OPT_LINUX, OPT_NO_PROBE, OPT_BASELINE, OPT_CONSOLE }; /* linux: the last four */
 
 static const struct option long_opts[] = {
@@ -240,6 +242,7 @@ static const struct option long_opts[] = {
     {"global", no_argument, NULL, OPT_GLOBAL},
     {"hits", no_argument, NULL, OPT_HITS},
     {"json", no_argument, NULL, OPT_JSON},
+    {"execute-only", no_argument, NULL, OPT_XO},
     {"help", no_argument, NULL, 'h'},
     {"linux", required_argument, NULL, OPT_LINUX},     /* linux */
     {"no-probe", no_argument, NULL, OPT_NO_PROBE},     /* linux */
@@ -313,6 +316,7 @@ static int parse_opts(int argc, char **argv, cli_opts *o, const char ***breaks, 
         case OPT_GLOBAL: o->global_user = true; break;
         case OPT_HITS: o->show_hits = true; break;
         case OPT_JSON: o->json = true; break;
+        case OPT_XO: o->execute_only = true; break;
         case OPT_LINUX: o->linux_dir = optarg; break;
         case OPT_NO_PROBE: o->linux_no_probe = true; break;
         case OPT_BASELINE: o->linux_baseline = true; break;

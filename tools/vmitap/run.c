@@ -186,7 +186,8 @@ static bool setup(run_ctx *rc)
     }
     cli_opts *o = rc->o;
     vmt_kvm_opts ko = {.sz = sizeof ko, .guest_path = o->guest, .iterations = o->iterations,
-                       .seed = o->seed, .pager = o->pager};
+                       .seed = o->seed, .pager = o->pager,
+                       .flags = o->execute_only ? VMT_KVM_F_EMULATE_EXECUTE_ONLY : 0};
     if (!o->pager_given)
         ko.pager = 20;
     vmt_status st = vmt_kvm_core_new(&ko, &rc->vmi, &rc->kvm);
@@ -211,7 +212,8 @@ static bool setup(run_ctx *rc)
 }
 
 /* User breakpoints wait for the process table: a hidden breakpoint on the
- * guest's scheduler, which runs before any process, sets them. */
+ * function that starts the first process (the table is published before
+ * it runs) sets them. */
 static bool arm(run_ctx *rc)
 {
     if (!install_all(rc))
@@ -221,7 +223,7 @@ static bool arm(run_ctx *rc)
         deferred |= needs_processes(&rc->o->specs[i]) && !rc->o->specs[i].installed;
     if (!deferred)
         return true;
-    const vmt_symbol *sched = vmt_symtab_lookup(rc->syms, "schedule");
+    const vmt_symbol *sched = vmt_symtab_lookup(rc->syms, "sched_start");
     if (!sched) {
         fprintf(stderr, "vmitap: user-space breakpoints need the guest's process table "
                         "(the bundled guest has one)\n");
@@ -358,10 +360,11 @@ static void print_summary(const run_ctx *rc, vmt_tracer_stop_reason why, unsigne
         printf("{\"type\":\"summary\",\"stop\":\"%s\",\"seconds\":%.3f,\"controller\":\"%s\","
                "\"stealthy\":%s,\"hits\":%" PRIu64 ",\"events\":%" PRIu64
                ",\"reinjected\":%" PRIu64 ",\"page_ins\":%" PRIu64 ",\"page_outs\":%" PRIu64
-               ",\"stealth_reads\":%" PRIu64 ",\"guest_exit_code\":",
+               ",\"stealth_reads\":%" PRIu64 ",\"emulated_step_overs\":%" PRIu64
+               ",\"guest_exit_code\":",
                interrupted ? "interrupted" : vmt_tracer_stop_reason_str(why), elapsed_s(rc), ctl,
                stealthy ? "true" : "false", s.hits, s.events, s.reinjected, s.page_ins,
-               s.page_outs, s.stealth_reads);
+               s.page_outs, s.stealth_reads, s.emulated);
         if (state == VMT_KVM_EXITED)
             printf("%u", vmt_kvm_exit_code(rc->kvm));
         else
@@ -398,6 +401,9 @@ static void print_summary(const run_ctx *rc, vmt_tracer_stop_reason why, unsigne
         printf("MISMATCH: %u breakpoint(s) differ from the guest's own counters\n", mismatches);
     else
         printf("every breakpoint with a guest counter matches it\n");
+    if (state == VMT_KVM_EXITED && vmt_kvm_exit_code(rc->kvm) != 0)
+        printf("the guest reported a failure: exit code %u%s\n", vmt_kvm_exit_code(rc->kvm),
+               g && g->selfcheck_mismatches ? " (its self-check saw changed code)" : "");
 }
 
 int cmd_run(cli_opts *o, vmt_symtab *syms)

@@ -1,0 +1,285 @@
+/* Coherence of breakpoint shadows with guest writes (issue 8). See
+ * include/vmitap/coherence.h for the behaviour; the shadow rebuild itself
+ * is vmt_interceptor_refresh (bpm/interceptor.c), which only knows traps;
+ * this file maps overwritten traps to the bpm's claims and applies the
+ * application's choices. */
+#include "vmitap/coherence.h"
+
+#include <glib.h>
+#include <string.h>
+
+#include "bpm/bpm_internal.h"
+#include "bpm/controllers.h"
+#include "vmitap/log.h"
+
+struct vmt_coherence {
+    vmt_bpm *bpm;
+    vmt_overwrite_fn fn;
+    void *user;
+    GArray *pending; /* of vmt_gfn: frames written since the last flush (few) */
+    vmt_coherence_stats stats;
+};
+
+/* What one rebuild did, for the stats. */
+typedef struct sync_counts {
+    size_t overwritten, dropped, rearmed, errors;
+} sync_counts;
+
+/* One trap the rebuild left out of a shadow. */
+typedef struct ow_item {
+    vmt_view view;
+    vmt_pa pa;
+    size_t len;
+    uint8_t old[VMT_OVERWRITE_MAX], now[VMT_OVERWRITE_MAX];
+} ow_item;
+
+static vmt_interceptor *bpm_interceptor(const vmt_bpm *bpm)
+{
+    return vmt_breakpoint_controller_interceptor(vmt_bpm_controller(bpm));
+}
+
+static void collect_item(void *user, vmt_view view, vmt_pa pa, size_t len, const uint8_t *old,
+                         const uint8_t *now)
+{
+    ow_item it = {.view = view, .pa = pa, .len = len > VMT_OVERWRITE_MAX ? VMT_OVERWRITE_MAX : len};
+    memcpy(it.old, old, it.len);
+    memcpy(it.now, now, it.len);
+    g_array_append_val((GArray *)user, it);
+}
+
+typedef struct claims_at {
+    unsigned off;
+    GArray *claims; /* of vmt_breakpoint */
+} claims_at;
+
+/* A claim's trap sits at its address's page offset in every frame it is
+ * armed on. */
+static void collect_claim(void *user, const vmt_breakpoint *bp)
+{
+    claims_at *c = user;
+    if ((bp->ctx.va & (VMT_PAGE_SIZE - 1)) == c->off)
+        g_array_append_val(c->claims, *bp);
+}
+
+static void count_error(sync_counts *n, vmt_status st, const char *what, vmt_pa pa)
+{
+    n->errors++;
+    vmt_log(VMT_LOG_ERROR, "coherence: %s at 0x%llx: %s", what, (unsigned long long)pa,
+            vmt_status_str(st));
+}
+
+/* Asks about every claim on one overwritten trap, then re-arms the trap if
+ * any claim wants it and removes the claims that do not. */
+static vmt_status apply_choices(vmt_bpm *bpm, vmt_core *vmi, vmt_interceptor *ic, const ow_item *it,
+                                vmt_overwrite_fn fn, void *user, sync_counts *n)
+{
+    claims_at c = {.off = it->pa & (VMT_PAGE_SIZE - 1),
+                   .claims = g_array_new(FALSE, FALSE, sizeof(vmt_breakpoint))};
+    vmt_bpm_foreach_claim_on_page(bpm, it->view, vmt_gfn_from_pa(it->pa), collect_claim, &c);
+    if (c.claims->len == 0)
+        vmt_log(VMT_LOG_WARN, "coherence: overwritten trap at 0x%llx has no claim; left out",
+                (unsigned long long)it->pa);
+    bool rearm = false;
+    GArray *drops = g_array_new(FALSE, FALSE, sizeof(vmt_breakpoint));
+    for (guint i = 0; i < c.claims->len; i++) {
+        vmt_overwrite ow = {
+            .bp = g_array_index(c.claims, vmt_breakpoint, i), .pa = it->pa, .len = it->len};
+        memcpy(ow.old_bytes, it->old, it->len);
+        memcpy(ow.new_bytes, it->now, it->len);
+        n->overwritten++;
+        if (fn && fn(user, &ow) == VMT_OVERWRITE_REARM) {
+            rearm = true;
+            n->rearmed++;
+        } else {
+            g_array_append_val(drops, ow.bp);
+        }
+    }
+    vmt_status first = VMT_OK, st;
+    if (rearm && (st = vmt_interceptor_rearm(ic, vmi, it->view, it->pa)) != VMT_OK) {
+        count_error(n, st, "re-arming", it->pa);
+        first = st;
+    }
+    for (guint i = 0; i < drops->len; i++) {
+        bool removed;
+        st = vmt_bpm_remove(bpm, vmi, &g_array_index(drops, vmt_breakpoint, i), &removed);
+        if (st == VMT_OK) {
+            n->dropped++;
+        } else {
+            count_error(n, st, "dropping", it->pa);
+            if (first == VMT_OK)
+                first = st;
+        }
+    }
+    g_array_free(drops, TRUE);
+    g_array_free(c.claims, TRUE);
+    return first;
+}
+
+static vmt_status sync_frame(vmt_bpm *bpm, vmt_core *vmi, vmt_gfn gfn, vmt_overwrite_fn fn,
+                             void *user, sync_counts *n)
+{
+    vmt_interceptor *ic = bpm_interceptor(bpm);
+    if (!ic)
+        return VMT_OK;
+    GArray *items = g_array_new(FALSE, FALSE, sizeof(ow_item));
+    vmt_status first = vmt_interceptor_refresh(ic, vmi, gfn, collect_item, items, NULL);
+    if (first != VMT_OK)
+        count_error(n, first, "rebuilding the shadow", vmt_pa_from_gfn(gfn));
+    /* Choices are applied after the rebuild: removing a claim may free
+     * the shadow the rebuild was walking. */
+    for (guint i = 0; i < items->len; i++) {
+        vmt_status st = apply_choices(bpm, vmi, ic, &g_array_index(items, ow_item, i), fn, user, n);
+        if (first == VMT_OK)
+            first = st;
+    }
+    g_array_free(items, TRUE);
+    return first;
+}
+
+vmt_status vmt_bpm_sync_frame(vmt_bpm *bpm, vmt_core *vmi, vmt_gfn gfn, vmt_overwrite_fn fn,
+                              void *user, size_t *overwritten)
+{
+    if (!bpm || !vmi)
+        return VMT_E_INVALID;
+    sync_counts n = {0};
+    vmt_status st = sync_frame(bpm, vmi, gfn, fn, user, &n);
+    if (overwritten)
+        *overwritten = n.overwritten;
+    return st;
+}
+
+/* ---- vmt_coherence ---- */
+
+vmt_status vmt_coherence_new(vmt_bpm *bpm, vmt_coherence **out)
+{
+    if (!bpm || !out)
+        return VMT_E_INVALID;
+    vmt_coherence *coh = g_new0(vmt_coherence, 1);
+    coh->bpm = bpm;
+    coh->pending = g_array_new(FALSE, FALSE, sizeof(vmt_gfn));
+    *out = coh;
+    return VMT_OK;
+}
+
+void vmt_coherence_free(vmt_coherence *coh)
+{
+    if (!coh)
+        return;
+    g_array_free(coh->pending, TRUE);
+    g_free(coh);
+}
+
+void vmt_coherence_set_overwrite_fn(vmt_coherence *coh, vmt_overwrite_fn fn, void *user)
+{
+    if (!coh)
+        return;
+    coh->fn = fn;
+    coh->user = user;
+}
+
+static void defer_frame(vmt_coherence *coh, vmt_gfn gfn)
+{
+    for (guint i = 0; i < coh->pending->len; i++)
+        if (g_array_index(coh->pending, vmt_gfn, i) == gfn)
+            return;
+    g_array_append_val(coh->pending, gfn);
+}
+
+bool vmt_coherence_track_write(vmt_coherence *coh, const vmt_event *ev)
+{
+    if (!coh || !ev || ev->reason != VMT_EVENT_MEMORY_ACCESS ||
+        !(ev->u.memory_access.access & VMT_ACCESS_W))
+        return false;
+    /* Only a view with a shadow of the frame traps writes to it for the
+     * breakpoints' sake (the frame is writable elsewhere): one lookup. The
+     * rebuild then covers every view. */
+    vmt_gfn gfn = vmt_gfn_from_pa(ev->u.memory_access.pa);
+    vmt_view view = ev->has_view ? ev->view : 0;
+    if (!vmt_interceptor_shadow_gfn(bpm_interceptor(coh->bpm), view, gfn, NULL))
+        return false;
+    coh->stats.writes++;
+    defer_frame(coh, gfn);
+    return true;
+}
+
+bool vmt_coherence_on_write(vmt_coherence *coh, vmt_core *vmi, const vmt_event *ev,
+                            vmt_response *resp)
+{
+    if (!vmi || !resp || !vmt_coherence_track_write(coh, ev))
+        return false;
+    vmt_driver_info info = {0};
+    if (vmt_core_info(vmi, &info) != VMT_OK)
+        info.caps = 0;
+    memset(resp, 0, sizeof *resp);
+    resp->view = vmt_core_default_view(vmi);
+    if (info.caps & VMT_CAP_FAST_SINGLESTEP) {
+        resp->action = VMT_ACTION_FAST_SINGLESTEP;
+    } else {
+        resp->action = VMT_ACTION_SINGLESTEP;
+        resp->set_view = true;
+    }
+    return true;
+}
+
+vmt_status vmt_coherence_flush(vmt_coherence *coh, vmt_core *vmi)
+{
+    if (!coh || !vmi)
+        return VMT_E_INVALID;
+    if (coh->pending->len == 0)
+        return VMT_OK;
+    vmt_status first = VMT_OK;
+    /* Taken first: a choice callback may write guest memory, never the list. */
+    GArray *frames = coh->pending;
+    coh->pending = g_array_new(FALSE, FALSE, sizeof(vmt_gfn));
+    for (guint i = 0; i < frames->len; i++) {
+        sync_counts n = {0};
+        vmt_status st =
+            sync_frame(coh->bpm, vmi, g_array_index(frames, vmt_gfn, i), coh->fn, coh->user, &n);
+        coh->stats.refreshes++;
+        coh->stats.overwritten += n.overwritten;
+        coh->stats.dropped += n.dropped;
+        coh->stats.rearmed += n.rearmed;
+        coh->stats.errors += n.errors;
+        if (st != VMT_OK) /* retried at the next flush */
+            defer_frame(coh, g_array_index(frames, vmt_gfn, i));
+        if (first == VMT_OK)
+            first = st;
+    }
+    g_array_free(frames, TRUE);
+    return first;
+}
+
+size_t vmt_coherence_pending(const vmt_coherence *coh)
+{
+    return coh ? coh->pending->len : 0;
+}
+
+vmt_status vmt_coherence_classify(vmt_coherence *coh, vmt_core *vmi, const vmt_event *ev,
+                                  vmt_trap_owner *out)
+{
+    if (!coh || !vmi || !ev || !out || ev->reason != VMT_EVENT_SOFTWARE_BREAKPOINT)
+        return VMT_E_INVALID;
+    vmt_interceptor *ic = bpm_interceptor(coh->bpm);
+    if (!ic)
+        return VMT_E_UNSUPPORTED;
+    vmt_view view = ev->has_view ? ev->view : 0;
+    vmt_pa pa = vmt_pa_in_gfn(ev->u.software_breakpoint.gfn, ev->regs.rip);
+    if (vmt_interceptor_armed(ic, view, pa)) {
+        *out = VMT_TRAP_OURS;
+        return VMT_OK;
+    }
+    bool guest_has;
+    vmt_status st = vmt_breakpoint_controller_is_breakpoint(vmi, ev, &guest_has);
+    if (st != VMT_OK)
+        return st;
+    if (!guest_has)
+        coh->stats.stale++;
+    *out = guest_has ? VMT_TRAP_GUEST : VMT_TRAP_STALE;
+    return VMT_OK;
+}
+
+void vmt_coherence_stats_get(const vmt_coherence *coh, vmt_coherence_stats *out)
+{
+    if (coh && out)
+        *out = coh->stats;
+}
