@@ -20,7 +20,7 @@ static void usage(FILE *f)
                "  -p N   pager aggressiveness 0..100     -f N   guest flags (VMT_GUEST_F_*)\n"
                "  -m MiB guest RAM (default 64)          -t MS  timeout (default 60000)\n"
                "  -v     driver log on stderr            -h     this help\n"
-               "  -k BZIMAGE  boot Linux instead (linux)  -r INITRD  its initramfs\n"
+               "  -k KERNEL   boot Linux: bzImage or vmlinux (linux)  -r INITRD  its initramfs\n"
                "  -c CMDLINE  its command line (default: vmt_kvm_linux_default_cmdline)\n");
 }
 
