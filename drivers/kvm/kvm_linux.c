@@ -466,15 +466,37 @@ bool vmt_kvm_emulates_kernel_mode(void)
     return access("/sys/module/kvm_pvm", F_OK) == 0;
 }
 
-/* Instructions kvm_pvm's emulator fails on that have no effect the
- * emulator could get wrong by skipping them: fwait (the kernel runs it in
- * fpu__drop only to discard pending x87 exceptions) and the fences. */
+/* Length of the ModRM operand bytes at m (ModRM, SIB, displacement). */
+static unsigned modrm_len(const uint8_t *m)
+{
+    unsigned mod = m[0] >> 6, rm = m[0] & 7, n = 1;
+    if (mod != 3 && rm == 4) {
+        n++; /* SIB */
+        if (mod == 0 && (m[1] & 7) == 5)
+            n += 4;
+    }
+    if (mod == 0 && rm == 5)
+        n += 4; /* RIP-relative */
+    if (mod == 1)
+        n += 1;
+    if (mod == 2)
+        n += 4;
+    return n;
+}
+
+/* Instructions kvm_pvm's emulator fails on that have no effect the guest
+ * could see if skipped: fwait (the kernel runs it in fpu__drop only to
+ * discard pending x87 exceptions), the fences, and ldmxcsr (the kernel's
+ * kernel_fpu_begin loads the default MXCSR, which the vCPU already has:
+ * nothing in this guest's user space changes it). */
 static unsigned skippable_len(const uint8_t *b)
 {
     if (b[0] == 0x9b)
         return 1; /* fwait */
     if (b[0] == 0x0f && b[1] == 0xae && (b[2] == 0xe8 || b[2] == 0xf0 || b[2] == 0xf8))
         return 3; /* lfence, mfence, sfence */
+    if (b[0] == 0x0f && b[1] == 0xae && (b[2] >> 6) != 3 && ((b[2] >> 3) & 7) == 2)
+        return 2 + modrm_len(b + 2); /* ldmxcsr m32 */
     return 0;
 }
 
@@ -489,7 +511,7 @@ bool kvm_linux_emulation_retry(vmt_kvm *k, uint64_t rip)
     if (!k->linux_boot || !k->emulated_cpl0)
         return false;
     vmt_regs r;
-    uint8_t b[3] = {0};
+    uint8_t b[8] = {0};
     if (kvm_regs_get(k, &r) == VMT_OK && kvm_va_read(k, r.cr3, rip, b, sizeof b) == VMT_OK) {
         unsigned n = skippable_len(b);
         if (n) {
