@@ -83,9 +83,14 @@ const char *const vmt_kvm_linux_default_cmdline =
  * instructions the emulator lacks (X86_FEATURE_* numbers, word * 32 + bit:
  * CX16 141, POPCNT 151, PCID 145, XSAVE 154, AVX 156, AES 153, PCLMULQDQ
  * 129, MOVBE 150, RDRAND 158, FSGSBASE 288, ERMS 297, INVPCID 298, RDSEED
- * 306, SMAP 308, RDPID 534, FSRM 580, RDTSCP 59, PKU 515, OSPKE 516). */
+ * 306, SMAP 308, RDPID 534, FSRM 580, RDTSCP 59, PKU 515, OSPKE 516), and
+ * the SIMD extensions whose kernel users (blake2s in the random driver,
+ * ...) the emulator cannot run: SSSE3 137, SSE4.1 147, SSE4.2 148, AVX2
+ * 293, AVX-512F 304, BMI1 291, BMI2 296, ADX 307, SHA 317, GFNI 520, VAES
+ * 521, VPCLMULQDQ 522. */
 #define LX_EMU_CMDLINE                                                                              \
-    " noxsave clearcpuid=141,151,145,154,156,153,129,150,158,288,297,298,306,308,534,580,59,515,516"
+    " noxsave clearcpuid=141,151,145,154,156,153,129,150,158,288,297,298,306,308,534,580,59,515,516," \
+    "137,147,148,293,304,291,296,307,317,520,521,522"
 
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static uint32_t rd32(const uint8_t *p) { return (uint32_t)rd16(p) | (uint32_t)rd16(p + 2) << 16; }
