@@ -9,12 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cmocka.h>
 
 #include "core/amd64.h"
 #include "fixture.h"
+#include "seeded.h"
 
 static int setup(void **state)
 {
@@ -309,8 +309,7 @@ static const mapping *model_lookup(const mapping *m, size_t n, vmt_va va)
 static void test_random_against_model(void **state)
 {
     fixture *f = *state;
-    const char *seed_env = getenv("VMT_SEED");
-    uint64_t seed = seed_env ? strtoull(seed_env, NULL, 0) : (uint64_t)time(NULL);
+    uint64_t seed = seed_from_env("VMT_SEED");
     rng_state = seed | 1;
     int rounds = getenv("VMT_UNDER_VALGRIND") ? 200 : 3000;
     printf("test_random_against_model: seed %llu (VMT_SEED to replay), %d mappings tried\n",
