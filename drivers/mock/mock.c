@@ -318,6 +318,21 @@ static mock_view *view_lookup(const vmt_mock *m, vmt_view view)
     return g_hash_table_lookup(m->views, GUINT_TO_POINTER((unsigned)view));
 }
 
+/* Sets *out to the view that an operation on frame gfn of view works in.
+ * Every such operation checks in this order: an unknown view is
+ * VMT_E_VIEW_NOT_FOUND, then a frame that does not exist (gfn_exists)
+ * VMT_E_OUT_OF_BOUNDS. */
+static vmt_status view_frame(const vmt_mock *m, vmt_view view, vmt_gfn gfn, mock_view **out)
+{
+    mock_view *v = view_lookup(m, view);
+    if (!v)
+        return VMT_E_VIEW_NOT_FOUND;
+    if (!gfn_exists(m, gfn))
+        return VMT_E_OUT_OF_BOUNDS;
+    *out = v;
+    return VMT_OK;
+}
+
 static vmt_gfn view_backing(const mock_view *v, vmt_gfn gfn)
 {
     gint64 key = (gint64)gfn;
@@ -339,11 +354,10 @@ vmt_status vmt_mock_view_backing(const vmt_mock *mock, vmt_view view, vmt_gfn gf
 {
     if (!mock || !out)
         return VMT_E_INVALID;
-    const mock_view *v = view_lookup(mock, view);
-    if (!v)
-        return VMT_E_VIEW_NOT_FOUND;
-    if (!gfn_exists(mock, gfn))
-        return VMT_E_OUT_OF_BOUNDS;
+    mock_view *v;
+    vmt_status st = view_frame(mock, view, gfn, &v);
+    if (st != VMT_OK)
+        return st;
     *out = view_backing(v, gfn);
     return VMT_OK;
 }
@@ -411,11 +425,10 @@ static vmt_status op_get_access(void *d, vmt_gfn gfn, vmt_view view, vmt_access 
         return st;
     if (!out)
         return VMT_E_INVALID;
-    const mock_view *v = view_lookup(m, view);
-    if (!v)
-        return VMT_E_VIEW_NOT_FOUND;
-    if (!gfn_exists(m, gfn))
-        return VMT_E_OUT_OF_BOUNDS;
+    mock_view *v;
+    st = view_frame(m, view, gfn, &v);
+    if (st != VMT_OK)
+        return st;
     gint64 key = (gint64)gfn;
     const mock_access *a = g_hash_table_lookup(v->access, &key);
     *out = a ? a->access : v->default_access;
@@ -435,11 +448,10 @@ static vmt_status op_set_access(void *d, vmt_gfn gfn, vmt_view view, vmt_access 
     /* Execute-only is a hardware capability (EPT has it, NPT does not). */
     if (access == VMT_ACCESS_X && !(m->caps & VMT_CAP_EXECUTE_ONLY))
         return VMT_E_UNSUPPORTED;
-    mock_view *v = view_lookup(m, view);
-    if (!v)
-        return VMT_E_VIEW_NOT_FOUND;
-    if (!gfn_exists(m, gfn))
-        return VMT_E_OUT_OF_BOUNDS;
+    mock_view *v;
+    st = view_frame(m, view, gfn, &v);
+    if (st != VMT_OK)
+        return st;
     gint64 key = (gint64)gfn;
     mock_access *a = g_hash_table_lookup(v->access, &key);
     if (!a) {
@@ -506,10 +518,11 @@ static vmt_status op_change_view_gfn(void *d, vmt_view view, vmt_gfn old_gfn, vm
     vmt_status st = mock_enter(m, VMT_MOCK_OP_CHANGE_VIEW_GFN);
     if (st != VMT_OK)
         return st;
-    mock_view *v = view_lookup(m, view);
-    if (!v)
-        return VMT_E_VIEW_NOT_FOUND;
-    if (!gfn_exists(m, old_gfn) || !gfn_exists(m, new_gfn))
+    mock_view *v;
+    st = view_frame(m, view, old_gfn, &v);
+    if (st != VMT_OK)
+        return st;
+    if (!gfn_exists(m, new_gfn))
         return VMT_E_OUT_OF_BOUNDS;
     gint64 key = (gint64)old_gfn;
     if (new_gfn == old_gfn) {
@@ -532,11 +545,10 @@ static vmt_status op_reset_view_gfn(void *d, vmt_view view, vmt_gfn gfn)
     vmt_status st = mock_enter(m, VMT_MOCK_OP_RESET_VIEW_GFN);
     if (st != VMT_OK)
         return st;
-    mock_view *v = view_lookup(m, view);
-    if (!v)
-        return VMT_E_VIEW_NOT_FOUND;
-    if (!gfn_exists(m, gfn))
-        return VMT_E_OUT_OF_BOUNDS;
+    mock_view *v;
+    st = view_frame(m, view, gfn, &v);
+    if (st != VMT_OK)
+        return st;
     gint64 key = (gint64)gfn;
     g_hash_table_remove(v->remap, &key); /* not remapped: nothing to undo */
     return VMT_OK;

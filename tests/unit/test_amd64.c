@@ -9,35 +9,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cmocka.h>
 
 #include "core/amd64.h"
-#include "vmitap/mock.h"
-
-typedef struct fixture {
-    vmt_core *core;
-    vmt_mock *mock;
-    vmt_pa root;
-} fixture;
+#include "fixture.h"
+#include "seeded.h"
 
 static int setup(void **state)
 {
-    static fixture f;
-    if (vmt_mock_core_new(NULL, &f.core, &f.mock) != VMT_OK)
-        return -1;
-    if (vmt_mock_new_root(f.mock, &f.root) != VMT_OK)
-        return -1;
-    *state = &f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    vmt_core_free(f->core);
-    return 0;
+    return fixture_setup(state, NULL, true);
 }
 
 static uint64_t peek64(fixture *f, vmt_pa pa)
@@ -328,8 +309,7 @@ static const mapping *model_lookup(const mapping *m, size_t n, vmt_va va)
 static void test_random_against_model(void **state)
 {
     fixture *f = *state;
-    const char *seed_env = getenv("VMT_SEED");
-    uint64_t seed = seed_env ? strtoull(seed_env, NULL, 0) : (uint64_t)time(NULL);
+    uint64_t seed = seed_from_env("VMT_SEED");
     rng_state = seed | 1;
     int rounds = getenv("VMT_UNDER_VALGRIND") ? 200 : 3000;
     printf("test_random_against_model: seed %llu (VMT_SEED to replay), %d mappings tried\n",
@@ -379,7 +359,7 @@ static void test_random_against_model(void **state)
 
 int main(void)
 {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, fixture_teardown)
     const struct CMUnitTest tests[] = {
         T(test_translate_4k),
         T(test_translate_2m),

@@ -13,13 +13,12 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
 
 #include <cmocka.h>
 #include <glib.h>
 
 #include "bpm/armset.h"
+#include "seeded.h"
 
 typedef struct pair {
     uint64_t page_id, key, va, root;
@@ -265,19 +264,11 @@ static void test_crowded(void **state)
 
 /* ---- random sequence against a GHashTable model ---- */
 
-static uint64_t splitmix(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* A small universe (4 views x 8 frames x 3 keys x 6 vas x 3 roots = 1728
  * pairs), so that pairs come and go and the model's set stays dense. */
 static pair random_pair(uint64_t *x)
 {
-    uint64_t r = splitmix(x);
+    uint64_t r = splitmix64(x);
     return (pair){.page_id = page_id((uint16_t)(r % 4), 0x5000 + (r >> 8) % 8),
                   .key = (r >> 16) % 3,
                   .va = 0x400000 + ((r >> 24) % 6) * 0x1000 + ((r >> 24) % 6),
@@ -294,12 +285,8 @@ static char *model_key(const pair *p)
 static void test_random_vs_model(void **state)
 {
     (void)state;
-    const char *e = getenv("VMT_ARMSET_SEED");
-    uint64_t seed = e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL);
-    uint64_t nops = getenv("VMT_UNDER_VALGRIND") ? 20000 : 400000;
-    printf("armset random: seed %" PRIu64 " (replay with VMT_ARMSET_SEED=%" PRIu64 "), %" PRIu64
-           " operations\n",
-           seed, seed, nops);
+    uint64_t nops;
+    uint64_t seed = random_run_start("armset random", "VMT_ARMSET_SEED", 400000, 20000, &nops);
     uint64_t x = seed;
     GHashTable *model = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     bpm_armset s;
@@ -314,13 +301,13 @@ static void test_random_vs_model(void **state)
             g_hash_table_insert(model, k, GINT_TO_POINTER(p.global ? 2 : 1));
         } else {
             /* Mostly removals while the set is large, mostly adds while small. */
-            if (splitmix(&x) % 1728 < g_hash_table_size(model)) {
+            if (splitmix64(&x) % 1728 < g_hash_table_size(model)) {
                 del(&s, &p);
                 g_hash_table_remove(model, k);
             }
             g_free(k);
         }
-        if (splitmix(&x) % 97 == 0)
+        if (splitmix64(&x) % 97 == 0)
             bpm_armset_flush(&s);
         /* This pair and a random other one agree with the model. */
         for (int j = 0; j < 2; j++) {

@@ -10,17 +10,9 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
+#include "seeded.h"
 #include "test_bpm_model.h"
-
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 static int run(harness_mode mode, uint64_t seed, uint64_t nops)
 {
@@ -31,7 +23,7 @@ static int run(harness_mode mode, uint64_t seed, uint64_t nops)
     const char *err = NULL;
     uint64_t i;
     for (i = 0; i < nops && !err; i++) {
-        uint64_t r = splitmix(&s);
+        uint64_t r = splitmix64(&s);
         uint8_t bytes[8];
         for (int b = 0; b < 8; b++)
             bytes[b] = (uint8_t)(r >> (8 * b));
@@ -55,9 +47,8 @@ static int run(harness_mode mode, uint64_t seed, uint64_t nops)
 
 int main(void)
 {
-    const char *e = getenv("VMT_BPM_SEED");
-    uint64_t seed = e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL);
-    e = getenv("VMT_BPM_OPS");
+    uint64_t seed = seed_from_env("VMT_BPM_SEED");
+    const char *e = getenv("VMT_BPM_OPS");
     uint64_t nops = e ? strtoull(e, NULL, 0) : 1000000;
     if (getenv("VMT_UNDER_VALGRIND"))
         nops = nops / 50;

@@ -10,13 +10,12 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
 
 #include <cmocka.h>
 #include <glib.h>
 
 #include "bpm/pendmap.h"
+#include "seeded.h"
 
 /* Heads are opaque to the map: any non-NULL pointer will do. */
 static char heads[4096];
@@ -131,31 +130,19 @@ static void test_grow_mapped(void **state)
     g_free(hs);
 }
 
-static uint64_t splitmix(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* A universe of 40 vas x 3 roots, in and out of a map that stays small
  * (16 to 256 slots): long runs, wrap-around, shifts across the end. */
 static void test_random_vs_model(void **state)
 {
     (void)state;
-    const char *e = getenv("VMT_PENDMAP_SEED");
-    uint64_t seed = e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL);
-    uint64_t nops = getenv("VMT_UNDER_VALGRIND") ? 20000 : 300000;
-    printf("pendmap random: seed %" PRIu64 " (replay with VMT_PENDMAP_SEED=%" PRIu64 "), %" PRIu64
-           " operations\n",
-           seed, seed, nops);
+    uint64_t nops;
+    uint64_t seed = random_run_start("pendmap random", "VMT_PENDMAP_SEED", 300000, 20000, &nops);
     uint64_t x = seed;
     GHashTable *model = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     bpm_pendmap m;
     bpm_pendmap_init(&m);
     for (uint64_t i = 0; i < nops; i++) {
-        uint64_t r = splitmix(&x);
+        uint64_t r = splitmix64(&x);
         uint64_t va = 0x7000 + (r % 40) * 0x8, root = 0x1000 * ((r >> 8) % 3);
         char *k = g_strdup_printf("%" PRIx64 "/%" PRIx64, va, root);
         unsigned op = (r >> 16) % 3;
@@ -170,7 +157,7 @@ static void test_random_vs_model(void **state)
             g_free(k);
         }
         for (int j = 0; j < 2; j++) {
-            uint64_t r2 = j == 0 ? r : splitmix(&x);
+            uint64_t r2 = j == 0 ? r : splitmix64(&x);
             uint64_t va2 = 0x7000 + (r2 % 40) * 0x8, root2 = 0x1000 * ((r2 >> 8) % 3);
             char *k2 = g_strdup_printf("%" PRIx64 "/%" PRIx64, va2, root2);
             void *want = g_hash_table_lookup(model, k2);

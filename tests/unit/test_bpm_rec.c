@@ -36,6 +36,20 @@ static bool page_has_trap(rec_ctl *r, vmt_view view, vmt_gfn gfn)
     return false;
 }
 
+static bool dead(const rec_ctl *r, vmt_view view)
+{
+    return g_hash_table_contains(r->dead_views, GUINT_TO_POINTER(view + 1u));
+}
+
+/* A dead view's traps and monitored frames are gone with it: a call that
+ * failed with VMT_E_VIEW_NOT_FOUND on a killed view drops key k from set. */
+static void drop_if_dead(const rec_ctl *r, vmt_status st, vmt_view view, GHashTable *set,
+                         uint64_t k)
+{
+    if (st == VMT_E_VIEW_NOT_FOUND && dead(r, view))
+        g_hash_table_remove(set, &k);
+}
+
 /* Counts the call, logs it, and decides whether it fails. */
 static vmt_status enter(rec_ctl *r, rec_op op, vmt_view view, uint64_t addr)
 {
@@ -46,7 +60,7 @@ static vmt_status enter(rec_ctl *r, rec_op op, vmt_view view, uint64_t addr)
         r->fail_at = r->fail_more ? r->fail_at + 1 : 0;
         if (r->fail_more)
             r->fail_more--;
-    } else if (g_hash_table_contains(r->dead_views, GUINT_TO_POINTER(view + 1u))) {
+    } else if (dead(r, view)) {
         st = VMT_E_VIEW_NOT_FOUND;
     }
     if (r->keep_log) {
@@ -86,10 +100,7 @@ static vmt_status rc_remove(void *self, vmt_core *vmi, vmt_pa pa, vmt_view view)
     (void)vmi;
     vmt_status st = enter(r, REC_REMOVE, view, pa);
     uint64_t k = vkey(view, pa);
-    /* A dead view's traps are gone with it. */
-    if (st == VMT_E_VIEW_NOT_FOUND &&
-        g_hash_table_contains(r->dead_views, GUINT_TO_POINTER(view + 1u)))
-        g_hash_table_remove(r->traps, &k);
+    drop_if_dead(r, st, view, r->traps, k);
     if (st != VMT_OK)
         return st;
     if (!g_hash_table_remove(r->traps, &k))
@@ -116,9 +127,7 @@ static vmt_status rc_unmonitor(void *self, vmt_core *vmi, vmt_gfn gfn, vmt_view 
     (void)vmi;
     vmt_status st = enter(r, REC_UNMONITOR, view, gfn);
     uint64_t k = vkey(view, gfn);
-    if (st == VMT_E_VIEW_NOT_FOUND &&
-        g_hash_table_contains(r->dead_views, GUINT_TO_POINTER(view + 1u)))
-        g_hash_table_remove(r->monitored, &k);
+    drop_if_dead(r, st, view, r->monitored, k);
     if (st != VMT_OK)
         return st;
     if (!g_hash_table_remove(r->monitored, &k) || page_has_trap(r, view, gfn))
@@ -222,11 +231,6 @@ typedef struct match_ctx {
     GHashTable *traps, *pages;
     bool ok;
 } match_ctx;
-
-static bool dead(const rec_ctl *r, vmt_view view)
-{
-    return g_hash_table_contains(r->dead_views, GUINT_TO_POINTER(view + 1u));
-}
 
 /* Entries of a set of vkeys outside dead views. */
 static size_t live_count(const rec_ctl *r, GHashTable *set)

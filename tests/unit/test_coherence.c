@@ -22,6 +22,7 @@
 #include "vmitap/coherence.h"
 #include "vmitap/mock.h"
 #include "vmitap/tracer.h"
+#include "tracer_fixture.h"
 
 #define CODE_VA 0x400000ull
 #define CODE_PA 0x10000ull
@@ -199,15 +200,7 @@ static int teardown(void **state)
 
 static vmt_event base_event(fixture *f, vmt_event_reason why, vmt_va rip)
 {
-    vmt_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.has_view = true;
-    ev.view = vmt_tracer_view(f->t);
-    ev.reason = why;
-    ev.regs.rip = rip;
-    ev.regs.cr3 = f->root;
-    ev.regs.cs = 0x33;
-    return ev;
+    return tracer_event(f->t, f->root, why, rip);
 }
 
 /* A trapped guest write of len bytes at va, carried out by the wrapper. */
@@ -230,13 +223,7 @@ static void push_int3(fixture *f, vmt_va rip)
 
 static void drain(fixture *f)
 {
-    for (int tries = 0; vmt_mock_pending_events(f->mock) > 0; tries++) {
-        assert_true(tries < 1000);
-        vmt_tracer_run_opts ro = {.sz = sizeof ro, .timeout_ms = 1};
-        vmt_tracer_stop_reason why = VMT_TRACER_STOP_NONE;
-        assert_int_equal(vmt_tracer_run(f->t, &ro, &why), VMT_OK);
-        assert_int_equal(why, VMT_TRACER_STOP_TIMEOUT);
-    }
+    tracer_drain(f->t, f->mock, 1000);
 }
 
 static const vmt_response *last_response(fixture *f)

@@ -8,6 +8,7 @@
 
 #include <cmocka.h>
 
+#include "fixture.h"
 #include "vmitap/mock.h"
 
 /* ---- a driver with no operations but destroy, counting destroys ---- */
@@ -161,12 +162,6 @@ static void test_null_arguments(void **state)
 
 /* ---- vmt_core_read_va ---- */
 
-typedef struct fixture {
-    vmt_core *core;
-    vmt_mock *mock;
-    vmt_pa root;
-} fixture;
-
 /* Virtual layout for the read_va tests: three consecutive 4 KiB pages at
  * VA_BASE on scattered, non-consecutive frames, then an unmapped page,
  * then a 2 MiB page. */
@@ -177,31 +172,21 @@ static const vmt_pa frames[3] = {0x9000, 0x3000, 0x7000};
 
 static int setup(void **state)
 {
-    static fixture f;
-    if (vmt_mock_core_new(NULL, &f.core, &f.mock) != VMT_OK)
+    if (fixture_setup(state, NULL, true) != 0)
         return -1;
-    if (vmt_mock_new_root(f.mock, &f.root) != VMT_OK)
-        return -1;
+    const fixture *f = *state;
     for (unsigned i = 0; i < 3; i++) {
-        if (vmt_mock_map(f.mock, f.root, VA_BASE + 0x1000ull * i, frames[i], VMT_MOCK_4K, 0))
+        if (vmt_mock_map(f->mock, f->root, VA_BASE + 0x1000ull * i, frames[i], VMT_MOCK_4K, 0))
             return -1;
         /* Each frame holds bytes that say where they are. */
         uint8_t page[4096];
         for (unsigned j = 0; j < sizeof page; j++)
             page[j] = (uint8_t)(i * 64 + j % 61);
-        if (vmt_mock_poke(f.mock, frames[i], page, sizeof page))
+        if (vmt_mock_poke(f->mock, frames[i], page, sizeof page))
             return -1;
     }
-    if (vmt_mock_map(f.mock, f.root, VA_LARGE, PA_LARGE, VMT_MOCK_2M, 0))
+    if (vmt_mock_map(f->mock, f->root, VA_LARGE, PA_LARGE, VMT_MOCK_2M, 0))
         return -1;
-    *state = &f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    vmt_core_free(f->core);
     return 0;
 }
 
@@ -299,7 +284,7 @@ static void test_read_va_large_page_boundary(void **state)
 
 int main(void)
 {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, fixture_teardown)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_missing_ops_unsupported),
         cmocka_unit_test(test_new_failure_destroys_driver),

@@ -8,30 +8,15 @@
 
 #include <cmocka.h>
 
+#include "fixture.h"
 #include "vmitap/mock.h"
-
-typedef struct fixture {
-    vmt_core *core;
-    vmt_mock *mock;
-} fixture;
 
 #define SMALL_MAX_GFN 0x1000u /* 16 MiB of guest RAM */
 
 static int setup(void **state)
 {
-    static fixture f;
     vmt_mock_opts o = {.sz = sizeof o, .max_gfn = SMALL_MAX_GFN, .vcpus = 2};
-    if (vmt_mock_core_new(&o, &f.core, &f.mock) != VMT_OK)
-        return -1;
-    *state = &f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    vmt_core_free(f->core);
-    return 0;
+    return fixture_setup(state, &o, false);
 }
 
 /* ---- memory ---- */
@@ -745,7 +730,7 @@ static void test_unmap_and_entry_pa(void **state)
 
 int main(void)
 {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, fixture_teardown)
     const struct CMUnitTest tests[] = {
         T(test_memory_untouched_reads_zero),
         T(test_memory_write_read_cross_page),

@@ -7,28 +7,13 @@
 
 #include <cmocka.h>
 
+#include "fixture.h"
 #include "vmitap/mock.h"
-
-typedef struct fixture {
-    vmt_core *core;
-    vmt_mock *mock;
-} fixture;
 
 static int setup(void **state)
 {
-    static fixture f;
     vmt_mock_opts o = {.sz = sizeof o, .max_gfn = 0x100};
-    if (vmt_mock_core_new(&o, &f.core, &f.mock) != VMT_OK)
-        return -1;
-    *state = &f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    vmt_core_free(f->core);
-    return 0;
+    return fixture_setup(state, &o, false);
 }
 
 static vmt_status ok_cb(void *user, const vmt_event *ev, vmt_response *resp)
@@ -269,7 +254,7 @@ static void test_fail_nth_any_status_and_effect(void **state)
 
 int main(void)
 {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, fixture_teardown)
     const struct CMUnitTest tests[] = {
         T(test_every_op_counted),
         cmocka_unit_test(test_op_names_distinct),

@@ -970,6 +970,38 @@ static bool fired(fx *f, uint64_t injected_before)
     return vmt_mock_injected(f->mock) > injected_before;
 }
 
+/* In a fresh address space, a on FRAME_A and b on FRAME_B, 12 KiB apart in
+ * one PT: *pt is that PT and *pde the entry that links it. */
+static void map_two_in_one_pt(fx *f, vmt_addr_ctx *a, vmt_addr_ctx *b, vmt_pa *pde, vmt_pa *pt)
+{
+    vmt_pa root = new_root(f);
+    *a = vmt_ctx(VA_USER, root);
+    *b = vmt_ctx(VA_USER + 0x3000, root);
+    map4k(f, root, a->va, FRAME_A);
+    map4k(f, root, b->va, FRAME_B);
+    *pde = entry_at(f, root, a->va, 2);
+    *pt = table_at(f, root, a->va, 1);
+}
+
+/* Processes the dirty entries with the n-th driver call failing. The ptm
+ * must stay consistent; if the fault fired the call reports VMT_E_DRIVER
+ * and a second call (appending to f->ev) must finish the work. Returns
+ * whether the fault fired. */
+static bool process_under_fault(fx *f, unsigned n)
+{
+    uint64_t inj = vmt_mock_injected(f->mock);
+    fail_nth(f, n);
+    vmt_status st = vmt_ptm_process_dirty_entries(f->ptm, f->vmi, 0, &f->ev);
+    bool failed = fired(f, inj);
+    assert_int_equal(vmt_ptm_check(f->ptm), VMT_OK);
+    if (failed) {
+        assert_int_equal(st, VMT_E_DRIVER);
+        st = vmt_ptm_process_dirty_entries(f->ptm, f->vmi, 0, &f->ev);
+    }
+    assert_int_equal(st, VMT_OK);
+    return failed;
+}
+
 #define N_TABLES 6
 
 /* A (already monitored) and B (another PDPTE: a PD and a PT of its own). */
@@ -1118,28 +1150,16 @@ static void test_fault_process_page_in(void **state)
     (void)state;
     for (unsigned n = 1;; n++) {
         fx *f = fx_new();
-        vmt_pa root = new_root(f);
-        vmt_addr_ctx a = vmt_ctx(VA_USER, root), b = vmt_ctx(VA_USER + 0x3000, root);
-        map4k(f, root, a.va, FRAME_A);
-        map4k(f, root, b.va, FRAME_B);
-        vmt_pa pde = entry_at(f, root, a.va, 2);
-        vmt_pa pt = table_at(f, root, a.va, 1);
+        vmt_addr_ctx a, b;
+        vmt_pa pde, pt;
+        map_two_in_one_pt(f, &a, &b, &pde, &pt);
         uint64_t linked = peek64(f, pde);
         poke64(f, pde, 0);
         assert_int_equal(vmt_ptm_monitor(f->ptm, f->vmi, a, 0, 'a'), VMT_OK);
         assert_int_equal(vmt_ptm_monitor(f->ptm, f->vmi, b, 0, 'b'), VMT_OK);
         assert_true(guest_write(f, pde, linked, 0, 0));
 
-        uint64_t inj = vmt_mock_injected(f->mock);
-        fail_nth(f, n);
-        vmt_status st = vmt_ptm_process_dirty_entries(f->ptm, f->vmi, 0, &f->ev);
-        bool failed = fired(f, inj);
-        assert_int_equal(vmt_ptm_check(f->ptm), VMT_OK);
-        if (failed) {
-            assert_int_equal(st, VMT_E_DRIVER);
-            st = vmt_ptm_process_dirty_entries(f->ptm, f->vmi, 0, &f->ev); /* appends */
-        }
-        assert_int_equal(st, VMT_OK);
+        bool failed = process_under_fault(f, n);
         assert_int_equal(f->ev.len, 2);
         expect_event(f, 0, VMT_PTM_PAGE_IN, 0, a, FRAME_A | (a.va & 0xfff), 'a');
         expect_event(f, 1, VMT_PTM_PAGE_IN, 0, b, FRAME_B | (b.va & 0xfff), 'b');
@@ -1160,26 +1180,14 @@ static void test_fault_process_page_out(void **state)
     (void)state;
     for (unsigned n = 1;; n++) {
         fx *f = fx_new();
-        vmt_pa root = new_root(f);
-        vmt_addr_ctx a = vmt_ctx(VA_USER, root), b = vmt_ctx(VA_USER + 0x3000, root);
-        map4k(f, root, a.va, FRAME_A);
-        map4k(f, root, b.va, FRAME_B);
-        vmt_pa pde = entry_at(f, root, a.va, 2);
-        vmt_pa pt = table_at(f, root, a.va, 1);
+        vmt_addr_ctx a, b;
+        vmt_pa pde, pt;
+        map_two_in_one_pt(f, &a, &b, &pde, &pt);
         assert_int_equal(vmt_ptm_monitor(f->ptm, f->vmi, a, 0, 'a'), VMT_OK);
         assert_int_equal(vmt_ptm_monitor(f->ptm, f->vmi, b, 0, 'b'), VMT_OK);
         assert_true(guest_write(f, pde, 0, 0, 0));
 
-        uint64_t inj = vmt_mock_injected(f->mock);
-        fail_nth(f, n);
-        vmt_status st = vmt_ptm_process_dirty_entries(f->ptm, f->vmi, 0, &f->ev);
-        bool failed = fired(f, inj);
-        assert_int_equal(vmt_ptm_check(f->ptm), VMT_OK);
-        if (failed) {
-            assert_int_equal(st, VMT_E_DRIVER);
-            st = vmt_ptm_process_dirty_entries(f->ptm, f->vmi, 0, &f->ev);
-        }
-        assert_int_equal(st, VMT_OK);
+        bool failed = process_under_fault(f, n);
         assert_int_equal(f->ev.len, 2);
         expect_event(f, 0, VMT_PTM_PAGE_OUT, 0, a, FRAME_A | (a.va & 0xfff), 'a');
         expect_event(f, 1, VMT_PTM_PAGE_OUT, 0, b, FRAME_B | (b.va & 0xfff), 'b');

@@ -14,6 +14,7 @@
 
 #include "vmitap/mock.h"
 #include "vmitap/tracer.h"
+#include "tracer_fixture.h"
 
 #define CODE_VA 0x400000ull
 #define CODE_PA 0x10000ull
@@ -90,16 +91,7 @@ static int teardown(void **state)
 
 static vmt_event base_event(fixture *f, vmt_event_reason why, vmt_va rip)
 {
-    vmt_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.vcpu = 0;
-    ev.has_view = true;
-    ev.view = vmt_tracer_view(f->t);
-    ev.reason = why;
-    ev.regs.rip = rip;
-    ev.regs.cr3 = f->root;
-    ev.regs.cs = 0x33;
-    return ev;
+    return tracer_event(f->t, f->root, why, rip);
 }
 
 static void push_int3(fixture *f, vmt_va rip, vmt_pa pa)
@@ -126,18 +118,9 @@ static void push_step(fixture *f, vmt_va rip)
     assert_int_equal(vmt_mock_push_event(f->mock, &ev), VMT_OK);
 }
 
-/* Handles every queued event. The mock never blocks (an empty queue is an
- * immediate timeout), so each short run handles at least the first event
- * it finds; repeat until the queue is empty. */
 static void drain(fixture *f)
 {
-    for (int tries = 0; vmt_mock_pending_events(f->mock) > 0; tries++) {
-        assert_true(tries < 100000);
-        vmt_tracer_run_opts ro = {.sz = sizeof ro, .timeout_ms = 1};
-        vmt_tracer_stop_reason why = VMT_TRACER_STOP_NONE;
-        assert_int_equal(vmt_tracer_run(f->t, &ro, &why), VMT_OK);
-        assert_int_equal(why, VMT_TRACER_STOP_TIMEOUT);
-    }
+    tracer_drain(f->t, f->mock, 100000);
 }
 
 static const vmt_response *response(fixture *f, size_t i)
