@@ -412,11 +412,14 @@ static void xo_drop(vmt_kvm *k, unsigned i)
 }
 
 /* The vCPU runs in the frames of its current instruction only (f, n): a
- * listed frame that is not one of them was left without a step noticing
- * (the guest's own exception handler ran, or a step ended elsewhere), and
- * becomes a hole again. Without this, such frames would fill the list
- * and every later fetch from an execute-only frame would be reported as
- * an X event instead of running (breakpoints there would miss hits). */
+ * listed frame that is not one of them was left without a step noticing,
+ * and becomes a hole again. That happens whenever the instruction that
+ * leaves it jumps straight into another execute-only frame (a call from
+ * private code into the shared library): the fetch from that hole exits
+ * first and the step's #DB is never reported. Without this, such frames
+ * filled the list and every later fetch from an execute-only frame was
+ * reported as an X event instead of running (the tracer then missed the
+ * hits there). */
 static void xo_forget_others(vmt_kvm *k, const vmt_gfn *f, unsigned n)
 {
     for (unsigned i = 0; i < k->nxo;) {
