@@ -23,8 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench_common.h"
 #include "guest/abi.h"
 #include "vmitap/vmitap.h"
 
@@ -35,23 +35,9 @@
 #define REPS 5
 static const char *tiny = VMT_TINY_GUEST;
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static void report(const char *op, double v[REPS], long ops)
 {
-    qsort(v, REPS, sizeof v[0], cmp);
-    printf("kvm op=%s ns_per_op=%.0f ops=%ld\n", op, v[REPS / 2], ops);
+    printf("kvm op=%s ns_per_op=%.0f ops=%ld\n", op, bench_median(v, REPS), ops);
     fflush(stdout);
 }
 
@@ -84,12 +70,12 @@ static vmt_status skip_int3(void *user, const vmt_event *ev, vmt_response *r)
 /* Runs to the guest's end answering with fn; returns ns per event. */
 static double run_events(vmt_core *c, vmt_event_fn fn, void *user, long n)
 {
-    double t0 = now();
+    double t0 = bench_now_ns();
     long got = 0;
     vmt_status st;
     while ((st = vmt_core_wait_for_event(c, 10000, fn, user)) == VMT_OK)
         got++;
-    double t = now() - t0;
+    double t = bench_now_ns() - t0;
     if (st != VMT_E_GUEST_EXITED || got != n) {
         fprintf(stderr, "bench_kvm: expected %ld events, got %ld (%s)\n", n, got, vmt_status_str(st));
         exit(1);
@@ -104,9 +90,9 @@ static void bench_exit(void)
     for (int i = 0; i < REPS; i++) {
         vmt_kvm *k;
         vmt_core *c = boot(NULL, 0, (uint64_t)n, VMT_GUEST_F_EXIT_LOOP, &k);
-        double t0 = now();
+        double t0 = bench_now_ns();
         vmt_status st = vmt_kvm_run(k, 60000);
-        v[i] = (now() - t0) / (double)n;
+        v[i] = (bench_now_ns() - t0) / (double)n;
         if (st != VMT_E_GUEST_EXITED) {
             fprintf(stderr, "bench_kvm: exit loop: %s\n", vmt_status_str(st));
             exit(1);
@@ -133,11 +119,11 @@ static void bench_int3(uint64_t mode, const char *name)
 static double loop_events(vmt_core *c, vmt_event_fn fn, void *user, long *count)
 {
     long got = 0;
-    double t0 = now();
+    double t0 = bench_now_ns();
     while (got < 20000 && vmt_core_wait_for_event(c, 2000, fn, user) == VMT_OK)
         got++;
     *count = got;
-    return (now() - t0) / (double)(got ? got : 1);
+    return (bench_now_ns() - t0) / (double)(got ? got : 1);
 }
 
 static vmt_status cont(void *user, const vmt_event *ev, vmt_response *r)
@@ -209,16 +195,16 @@ static void bench_mapping(void)
         vmt_core_wait_for_event(c, 10, cont, NULL);
         vmt_core_set_access(c, 0x206, 0, VMT_ACCESS_RX, 0); /* splits the chunk once */
         vmt_core_set_access(c, 0x206, 0, VMT_ACCESS_RWX, 0);
-        double t0 = now();
+        double t0 = bench_now_ns();
         for (long j = 0; j < n; j++)
             vmt_core_set_access(c, 0x205, 0, (j & 1) ? VMT_ACCESS_RWX : VMT_ACCESS_RX, 0);
-        slot[i] = (now() - t0) / (double)n;
+        slot[i] = (bench_now_ns() - t0) / (double)n;
         vmt_gfn sh;
         vmt_core_allocate_gfn(c, &sh);
-        t0 = now();
+        t0 = bench_now_ns();
         for (long j = 0; j < n; j++)
             vmt_core_change_view_gfn(c, 0, 0x207, (j & 1) ? 0x207 : sh);
-        remap[i] = (now() - t0) / (double)n;
+        remap[i] = (bench_now_ns() - t0) / (double)n;
         vmt_core_free(c);
     }
     report("memslot", slot, n);

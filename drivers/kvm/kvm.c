@@ -102,6 +102,9 @@ static vmt_status create_vm(vmt_kvm *k)
         return VMT_E_DRIVER;
     }
     ioctl(k->vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000ul); /* needed on Intel only */
+    vmt_status st = k->linux_boot ? kvm_linux_vm_init(k) : VMT_OK; /* linux: irqchip, PIT */
+    if (st != VMT_OK)
+        return st;
     k->vcpu_fd = ioctl(k->vm_fd, KVM_CREATE_VCPU, 0);
     int sz = ioctl(k->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
     if (k->vcpu_fd < 0 || sz <= 0) {
@@ -133,6 +136,7 @@ vmt_status vmt_kvm_new(const vmt_kvm_opts *opts, vmt_kvm **out)
     k->kvm_fd = k->vm_fd = k->vcpu_fd = k->mem_fd = -1;
     k->xo = (o.flags & VMT_KVM_F_EMULATE_EXECUTE_ONLY) != 0;
     k->lazy_kgs = (o.flags & VMT_KVM_F_LAZY_KERNEL_GS_BASE) != 0;
+    k->linux_boot = o.kernel_path != NULL; /* linux */
     k->console = calloc(1, KVM_CONSOLE_MAX);
     vmt_status st = k->console ? create_vm(k) : VMT_E_NOMEM;
     if (st == VMT_OK)
@@ -140,7 +144,8 @@ vmt_status vmt_kvm_new(const vmt_kvm_opts *opts, vmt_kvm **out)
     if (st == VMT_OK)
         st = kvm_views_init(k);
     if (st == VMT_OK)
-        st = kvm_boot_load(k, o.guest_path ? o.guest_path : vmt_kvm_default_guest(), &o);
+        st = k->linux_boot ? kvm_linux_boot(k, &o) /* linux */
+                           : kvm_boot_load(k, o.guest_path ? o.guest_path : vmt_kvm_default_guest(), &o);
     if (st == VMT_OK)
         st = kvm_sync_init(k);
     if (st == VMT_OK)
@@ -210,8 +215,13 @@ static vmt_status op_monitor(void *d, vmt_event_reason what, bool enable)
     case VMT_EVENT_SINGLESTEP:
         k->monitor_ss = enable;
         return VMT_OK;
-    case VMT_EVENT_MEMORY_ACCESS:
     case VMT_EVENT_SOFTWARE_BREAKPOINT:
+        if (k->linux_boot) { /* linux: the #BP trap only while someone listens */
+            k->bp_monitor = enable;
+            return VMT_OK;
+        }
+        return enable ? VMT_OK : VMT_E_UNSUPPORTED;
+    case VMT_EVENT_MEMORY_ACCESS:
         return enable ? VMT_OK : VMT_E_UNSUPPORTED;
     default:
         return VMT_E_INVALID;

@@ -187,6 +187,8 @@ void kvm_regs_ran(vmt_kvm *k)
 static vmt_status set_debug(vmt_kvm *k, bool step)
 {
     uint32_t flags = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP | (step ? KVM_GUESTDBG_SINGLESTEP : 0);
+    if (step && k->step_blockirq) /* linux: no interrupt may slip into a step */
+        flags |= KVM_GUESTDBG_BLOCKIRQ;
     if (flags == k->dbg_flags)
         return VMT_OK;
     struct kvm_guest_debug dbg = {.control = flags};

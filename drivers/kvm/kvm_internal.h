@@ -69,6 +69,17 @@ typedef struct kvm_step {
     kvm_temp temp[KVM_MAX_TEMP];
 } kvm_step;
 
+/* linux: COM1 of the Linux guest (kvm_serial.c) */
+#define KVM_UART_BASE 0x3f8
+#define KVM_UART_IRQ 4
+typedef struct kvm_uart {
+    uint8_t ier, lcr, mcr, fcr, scr, dll, dlm;
+    bool thri_pending; /* THR empty, not yet acknowledged by an IIR read */
+    bool irq_level;    /* what IRQ 4 was last set to */
+    uint8_t rx[4096];  /* bytes from vmt_kvm_serial_input, not yet read */
+    uint32_t rx_head, rx_tail;
+} kvm_uart;
+
 struct vmt_kvm {
     int kvm_fd, vm_fd, vcpu_fd;
     struct kvm_run *run;
@@ -132,6 +143,16 @@ struct vmt_kvm {
     char *console;
     size_t console_len;
     vmt_kvm_counters ctr;
+
+    /* linux: a bzImage boot (kvm_linux.c) with its board devices */
+    bool linux_boot;
+    bool emulated_cpl0; /* the host emulates guest kernel code (kvm_pvm) */
+    bool bp_monitor;    /* SOFTWARE_BREAKPOINT monitored: keep the #BP trap */
+    bool step_blockirq; /* single-steps use KVM_GUESTDBG_BLOCKIRQ */
+    uint64_t retry_rip; /* last emulation failure retried, and how often */
+    unsigned retries;
+    uint64_t emu_retries; /* emulation failures resumed (kvm_pvm) */
+    kvm_uart uart;
 };
 
 /* kvm_mem.c */
@@ -170,6 +191,17 @@ vmt_status kvm_op_free_gfn(void *d, vmt_gfn gfn);
 
 /* kvm_boot.c */
 vmt_status kvm_boot_load(vmt_kvm *k, const char *path, const vmt_kvm_opts *o);
+
+/* linux: kvm_linux.c and kvm_serial.c */
+enum { KVM_LINUX_IO_NOT_MINE = 0, KVM_LINUX_IO_DONE = 1, KVM_LINUX_IO_STOP = 2 };
+vmt_status kvm_linux_vm_init(vmt_kvm *k); /* before the vCPU exists */
+vmt_status kvm_linux_boot(vmt_kvm *k, const vmt_kvm_opts *o);
+/* Port I/O of the Linux board (serial, reset); KVM_LINUX_IO_STOP: the guest is over. */
+int kvm_linux_io(vmt_kvm *k, uint16_t port, bool out, uint8_t *data, size_t size, size_t count);
+/* True to resume after an emulation failure at rip on an emulating host
+ * (retried, then single-stepped once) rather than call it a crash. */
+bool kvm_linux_emulation_retry(vmt_kvm *k, uint64_t rip);
+bool kvm_serial_io(vmt_kvm *k, uint16_t port, bool out, uint8_t *data, size_t size, size_t count);
 
 /* kvm_cpu.c: registers */
 vmt_status kvm_regs_get(vmt_kvm *k, vmt_regs *out);

@@ -146,6 +146,13 @@ static void refresh_bp_trap(vmt_kvm *k)
 {
     uint64_t handler;
     vmt_gfn gfn;
+    if (k->linux_boot && !k->bp_monitor) {
+        /* linux: Linux's vector-3 handler shares its page with the syscall
+         * and interrupt entry code, so trapping it costs every syscall and
+         * interrupt a few single-steps: only while breakpoints are monitored. */
+        set_bp_trap(k, false, 0, 0);
+        return;
+    }
     if (idt_gate(k, 3, &handler, &gfn))
         set_bp_trap(k, true, gfn, handler);
     else
@@ -535,6 +542,8 @@ static enum handled on_emulation_failure(vmt_kvm *k, pending_ev *p)
     uint8_t b = 0;
     if (kvm_va_read(k, r.cr3, r.rip, &b, 1) == VMT_OK && b == 0xCC)
         return bp_event(k, p, EV_BP_KVM); /* the int3 quirk of these hosts */
+    if (kvm_linux_emulation_retry(k, r.rip)) /* linux: kvm_pvm's spurious failures */
+        return H_RUN;
     struct kvm_run *run = k->run;
     kvm_crash(k, "KVM could not emulate the instruction at rip 0x%llx (cpl %u, suberror %u)",
               (unsigned long long)r.rip, r.cs & 3u, run->internal.suberror);
@@ -606,6 +615,12 @@ static enum handled on_io(vmt_kvm *k)
     struct kvm_run *run = k->run;
     uint8_t *data = (uint8_t *)run + run->io.data_offset;
     size_t n = (size_t)run->io.size * run->io.count;
+    if (k->linux_boot) { /* linux: the board's serial port and reset */
+        int r = kvm_linux_io(k, run->io.port, run->io.direction == KVM_EXIT_IO_OUT, data, run->io.size,
+                             run->io.count);
+        if (r != KVM_LINUX_IO_NOT_MINE)
+            return r == KVM_LINUX_IO_STOP ? H_STOP : H_RUN;
+    }
     if (run->io.direction == KVM_EXIT_IO_OUT && run->io.port == VMT_GUEST_CONSOLE_PORT) {
         console_put(k, data, n);
         /* A guest prints after installing its IDT: a cheap moment to look

@@ -19,7 +19,9 @@ static void usage(FILE *f)
                "  -i N   iterations (params block)      -s N   seed\n"
                "  -p N   pager aggressiveness 0..100     -f N   guest flags (VMT_GUEST_F_*)\n"
                "  -m MiB guest RAM (default 64)          -t MS  timeout (default 60000)\n"
-               "  -v     driver log on stderr            -h     this help\n");
+               "  -v     driver log on stderr            -h     this help\n"
+               "  -k KERNEL   boot Linux: bzImage or vmlinux (linux)  -r INITRD  its initramfs\n"
+               "  -c CMDLINE  its command line (default: vmt_kvm_linux_default_cmdline)\n");
 }
 
 static void log_to_stderr(void *user, vmt_log_level level, const char *fmt, va_list ap)
@@ -65,6 +67,11 @@ int main(int argc, char **argv)
         if (i + 1 >= argc || strlen(a) != 2) {
             usage(stderr);
             return 64;
+        }
+        if (a[1] == 'k' || a[1] == 'r' || a[1] == 'c') { /* linux */
+            const char **dst = a[1] == 'k' ? &o.kernel_path : a[1] == 'r' ? &o.initrd_path : &o.cmdline;
+            *dst = argv[++i];
+            continue;
         }
         unsigned long long v = strtoull(argv[++i], NULL, 0);
         switch (a[1]) {

@@ -37,6 +37,13 @@ typedef struct vmt_kvm_opts {
     uint32_t pager;         /* params block: pager aggressiveness 0..100 */
     uint32_t guest_flags;   /* params block: VMT_GUEST_F_* */
     uint32_t flags;         /* VMT_KVM_F_* */
+    /* linux: boot a Linux bzImage instead of guest_path (see kvm_linux.c):
+     * 64-bit boot protocol, in-kernel PIC/IOAPIC/LAPIC and PIT, COM1 as
+     * the console (vmt_kvm_console), the keyboard-controller reset as
+     * power-off. ram_bytes should then be 128 MiB or more. */
+    const char *kernel_path; /* bzImage; NULL: boot guest_path */
+    const char *initrd_path; /* optional initramfs */
+    const char *cmdline;     /* NULL: vmt_kvm_linux_default_cmdline */
 } vmt_kvm_opts;
 
 /* Emulate execute-only access (and advertise VMT_CAP_EXECUTE_ONLY): a frame
@@ -55,6 +62,23 @@ typedef struct vmt_kvm_opts {
  * event (about one VM exit's cost on nested hosts). get_regs always reads
  * it; set_regs writes it only when it differs from the last value read. */
 #define VMT_KVM_F_LAZY_KERNEL_GS_BASE (1u << 1)
+
+/* linux: the command line used when vmt_kvm_opts.cmdline is NULL: serial
+ * console, no KASLR (System.map / kallsyms addresses are the live ones),
+ * no ACPI and no PCI, reset through the keyboard controller. */
+extern const char *const vmt_kvm_linux_default_cmdline;
+
+/* linux: true where the host's KVM is kvm_pvm, a software hypervisor that
+ * runs guest kernel-mode code in KVM's instruction emulator, one
+ * instruction at a time (user mode runs natively). A stock Linux kernel
+ * boots there, but thousands of times slower than on hardware
+ * virtualization: minutes to reach user space. */
+bool vmt_kvm_emulates_kernel_mode(void);
+
+/* linux: queues bytes for the guest to read from COM1 (its console
+ * input). VMT_E_UNSUPPORTED if the guest is not a Linux boot, VMT_E_NOMEM
+ * if the 4 KiB receive buffer cannot take them all (nothing queued). */
+vmt_status vmt_kvm_serial_input(vmt_kvm *kvm, const void *buf, size_t len);
 
 typedef enum vmt_kvm_state {
     VMT_KVM_RUNNING = 0, /* booted, not finished (it may be paused) */

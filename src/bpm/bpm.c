@@ -67,18 +67,6 @@ static gboolean claim_equal(gconstpointer a, gconstpointer b)
     return x->key == y->key && x->ctx.va == y->ctx.va && x->ctx.root == y->ctx.root;
 }
 
-static guint pending_hash(gconstpointer p)
-{
-    const bpm_claim *c = p;
-    return mix64(c->ctx.va ^ (c->ctx.root * 0x9e3779b97f4a7c15ull));
-}
-
-static gboolean pending_equal(gconstpointer a, gconstpointer b)
-{
-    const bpm_claim *x = a, *y = b;
-    return x->ctx.va == y->ctx.va && x->ctx.root == y->ctx.root;
-}
-
 /* bpm_page and bpm_global both start with their 64-bit id. */
 static guint id_hash(gconstpointer p)
 {
@@ -139,7 +127,7 @@ vmt_breakpoint bpm_claim_breakpoint(const bpm_claim *c)
 static bool claim_armed_at(bpm_claim *c, vmt_gfn gfn)
 {
     for (unsigned i = 0; i < c->n_arms; i++)
-        if (bpm_claim_arm(c, i)->gfn == gfn)
+        if (bpm_page_gfn(bpm_arm_page(c, i)) == gfn)
             return true;
     return false;
 }
@@ -163,7 +151,7 @@ static bpm_view *view_get(vmt_bpm *bpm, vmt_view view)
     if (!vs) {
         vs = g_new0(bpm_view, 1);
         vs->view = view;
-        vs->pending = g_hash_table_new(pending_hash, pending_equal);
+        bpm_pendmap_init(&vs->pending);
         g_hash_table_insert(bpm->views, GUINT_TO_POINTER(view), vs);
     }
     return vs;
@@ -172,7 +160,7 @@ static bpm_view *view_get(vmt_bpm *bpm, vmt_view view)
 static void view_free(gpointer p)
 {
     bpm_view *vs = p;
-    g_hash_table_destroy(vs->pending);
+    bpm_pendmap_free(&vs->pending);
     g_free(vs);
 }
 
@@ -267,13 +255,12 @@ static void release_if_unused(vmt_bpm *bpm, bpm_claim *c)
 
 static void pending_link(vmt_bpm *bpm, bpm_view *vs, bpm_claim *c)
 {
-    bpm_claim *head = g_hash_table_lookup(vs->pending, c);
+    bpm_claim *head = bpm_pendmap_get_or_put(&vs->pending, c->ctx.va, c->ctx.root, c);
     if (head) {
         c->next_pending = head->next_pending;
         head->next_pending = c;
     } else {
         c->next_pending = NULL;
-        g_hash_table_add(vs->pending, c);
         c->pending_head = true;
     }
     c->pending = true;
@@ -286,13 +273,13 @@ static void pending_unlink(vmt_bpm *bpm, bpm_claim *c)
     bpm_view *vs = view_find(bpm, c->view);
     if (c->pending_head) {
         if (c->next_pending) {
-            g_hash_table_add(vs->pending, c->next_pending);
+            bpm_pendmap_put(&vs->pending, c->ctx.va, c->ctx.root, c->next_pending);
             c->next_pending->pending_head = true;
         } else {
-            g_hash_table_remove(vs->pending, c);
+            bpm_pendmap_del(&vs->pending, c->ctx.va, c->ctx.root);
         }
     } else {
-        bpm_claim *p = g_hash_table_lookup(vs->pending, c);
+        bpm_claim *p = bpm_pendmap_get(&vs->pending, c->ctx.va, c->ctx.root);
         while (p->next_pending != c)
             p = p->next_pending;
         p->next_pending = c->next_pending;
@@ -308,10 +295,11 @@ static void pending_unlink(vmt_bpm *bpm, bpm_claim *c)
 static void claim_add_arm(bpm_claim *c, bpm_page *page, uint32_t idx)
 {
     if (c->n_arms == 0 && c->arms_cap == 0) {
-        c->arms.one = (bpm_arm){page, bpm_page_gfn(page), idx};
+        c->arms.one_page = page;
+        c->one_idx = idx;
     } else {
         if (c->arms_cap == 0) {
-            bpm_arm first = c->arms.one;
+            bpm_arm first = {c->arms.one_page, c->one_idx};
             c->arms_cap = 4;
             c->arms.many = g_new(bpm_arm, c->arms_cap);
             c->arms.many[0] = first;
@@ -319,24 +307,35 @@ static void claim_add_arm(bpm_claim *c, bpm_page *page, uint32_t idx)
             c->arms_cap = (uint16_t)(c->arms_cap * 2);
             c->arms.many = g_renew(bpm_arm, c->arms.many, c->arms_cap);
         }
-        c->arms.many[c->n_arms] = (bpm_arm){page, bpm_page_gfn(page), idx};
+        c->arms.many[c->n_arms] = (bpm_arm){page, idx};
     }
     c->n_arms++;
 }
 
-/* Newest first: claim_destroy takes arms off the end. */
-static bpm_arm *claim_find_arm(bpm_claim *c, const bpm_page *page)
+/* The arm of c on page (c must be armed there). Newest first:
+ * claim_destroy takes arms off the end. */
+static unsigned claim_find_arm(const bpm_claim *c, const bpm_page *page)
 {
-    for (unsigned i = c->n_arms; i-- > 0;)
-        if (bpm_claim_arm(c, i)->page == page)
-            return bpm_claim_arm(c, i);
-    return NULL;
+    unsigned i = c->n_arms;
+    while (bpm_arm_page(c, --i) != page)
+        ;
+    return i;
 }
 
-static void claim_drop_arm(bpm_claim *c, bpm_arm *a)
+static void claim_set_arm_idx(bpm_claim *c, unsigned i, uint32_t idx)
 {
-    bpm_arm *last = bpm_claim_arm(c, c->n_arms - 1u);
-    *a = *last;
+    if (c->arms_cap)
+        c->arms.many[i].idx = idx;
+    else
+        c->one_idx = idx;
+}
+
+/* Drops arm i (the last one takes its place). */
+static void claim_drop_arm(bpm_claim *c, unsigned i)
+{
+    unsigned last = c->n_arms - 1u;
+    if (c->arms_cap)
+        c->arms.many[i] = c->arms.many[last];
     c->n_arms--;
 }
 
@@ -362,9 +361,14 @@ static bpm_page *page_find(vmt_bpm *bpm, vmt_view view, vmt_gfn gfn)
 
 static bpm_page *page_new(vmt_bpm *bpm, bpm_view *vs, vmt_gfn gfn, bool monitored)
 {
-    bpm_page *page = g_new0(bpm_page, 1);
+    bpm_page *page = bpm->spare; /* its arrays are kept: n_claims = n_offs = 0 */
+    if (page)
+        bpm->spare = NULL;
+    else
+        page = g_new0(bpm_page, 1);
     page->id = bpm_page_id(vs->view, gfn);
     page->monitored = monitored;
+    page->prev = NULL;
     page->next = vs->pages;
     if (vs->pages)
         vs->pages->prev = page;
@@ -397,7 +401,15 @@ static void page_free(vmt_bpm *bpm, bpm_page *page)
     g_hash_table_remove(bpm->pages, page);
     if (bpm->last_page == page)
         bpm->last_page = NULL;
-    page_release(page);
+    /* A page-out frees a page that the page-ins soon create again: keep
+     * one small freed page, arrays and all, for the next page_new. */
+    if (!bpm->spare && page->cap <= 16 && page->offs_cap <= 16) {
+        page->n_claims = 0;
+        page->n_offs = 0;
+        bpm->spare = page;
+    } else {
+        page_release(page);
+    }
 }
 
 /* Records claim c as armed on page (index change only). */
@@ -410,6 +422,7 @@ static void page_add_claim(vmt_bpm *bpm, bpm_page *page, bpm_claim *c)
     uint32_t idx = page->n_claims++;
     page->claims[idx] = c;
     claim_add_arm(c, page, idx);
+    bpm_armset_add(&bpm->armed, page->id, c->global, c->key, c->ctx.va, c->ctx.root);
 
     unsigned off = bpm_va_off(c->ctx.va);
     int oi = page_off_index(page, off);
@@ -429,14 +442,15 @@ static void page_add_claim(vmt_bpm *bpm, bpm_page *page, bpm_claim *c)
  * it was its last claim. */
 static void page_remove_claim(vmt_bpm *bpm, bpm_page *page, bpm_claim *c)
 {
-    bpm_arm *a = claim_find_arm(c, page);
-    uint32_t idx = a->idx;
+    unsigned a = claim_find_arm(c, page);
+    uint32_t idx = bpm_arm_idx(c, a);
     claim_drop_arm(c, a);
+    bpm_armset_del(&bpm->armed, page->id, c->key, c->ctx.va, c->ctx.root);
     uint32_t last = --page->n_claims;
     if (idx != last) {
         bpm_claim *moved = page->claims[last];
         page->claims[idx] = moved;
-        claim_find_arm(moved, page)->idx = idx;
+        claim_set_arm_idx(moved, claim_find_arm(moved, page), idx);
     }
     int oi = page_off_index(page, bpm_va_off(c->ctx.va));
     if (--page->offs[oi].count == 0)
@@ -545,9 +559,9 @@ static vmt_status claim_destroy_last(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c, 
 {
     while (c->n_arms) {
         unsigned i = c->n_arms - 1u;
-        if (bpm_claim_arm(c, i)->gfn == last && i > 0)
+        if (i > 0 && bpm_page_gfn(bpm_arm_page(c, i)) == last)
             i--;
-        vmt_status st = disarm(bpm, vmi, c, bpm_claim_arm(c, i)->page);
+        vmt_status st = disarm(bpm, vmi, c, bpm_arm_page(c, i));
         if (st != VMT_OK) {
             release_if_unused(bpm, c); /* a double fault may have taken its last arm */
             return st;
@@ -651,6 +665,7 @@ vmt_status vmt_bpm_new(vmt_tap_controller controller, vmt_bpm **out)
     bpm->pages = g_hash_table_new(id_hash, id_equal);
     bpm->views = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, view_free);
     bpm->globals = g_hash_table_new(id_hash, id_equal);
+    bpm_armset_init(&bpm->armed);
     *out = bpm;
     return VMT_OK;
 }
@@ -679,11 +694,14 @@ void vmt_bpm_free(vmt_bpm *bpm)
     while (g_hash_table_iter_next(&it, &k, &v))
         page_release(k);
     g_hash_table_destroy(bpm->pages);
+    if (bpm->spare)
+        page_release(bpm->spare);
     g_hash_table_destroy(bpm->views);
     g_hash_table_iter_init(&it, bpm->globals);
     while (g_hash_table_iter_next(&it, &k, &v))
         g_free(k);
     g_hash_table_destroy(bpm->globals);
+    bpm_armset_free(&bpm->armed);
     if (bpm->ctl.ops->destroy)
         bpm->ctl.ops->destroy(bpm->ctl.self);
     g_free(bpm);
@@ -861,13 +879,11 @@ static vmt_status remove_view(vmt_bpm *bpm, vmt_core *vmi, bpm_view *vs)
         if (st != VMT_OK)
             return st;
     }
-    while (vs->n_pending) {
-        GHashTableIter it;
-        gpointer k, v;
-        g_hash_table_iter_init(&it, vs->pending);
-        g_hash_table_iter_next(&it, &k, &v);
-        claim_destroy(bpm, vmi, k); /* pending only: no controller call */
-    }
+    /* Pending only: no controller call. A removal shifts later entries
+     * back into the slot, never before it (the slots before are empty). */
+    for (size_t i = 0; i < vs->pending.n && vs->n_pending; i++)
+        while (vs->pending.slots[i].head)
+            claim_destroy(bpm, vmi, vs->pending.slots[i].head);
     return VMT_OK;
 }
 
@@ -911,9 +927,21 @@ bool vmt_bpm_get_by_event(const vmt_bpm *bpm, const vmt_event *ev, uint64_t key,
     return c != NULL;
 }
 
+/* The same question as get_by_event (claim_at), answered from the armed
+ * set alone: one slot read instead of the claims index and the claim. */
 bool vmt_bpm_contains_by_event(const vmt_bpm *bpm, const vmt_event *ev, uint64_t key)
 {
-    return vmt_bpm_get_by_event(bpm, ev, key, NULL);
+    vmt_view view;
+    vmt_gfn gfn;
+    vmt_va va;
+    vmt_pa root;
+    if (!event_address(bpm, ev, &view, &gfn, &va, &root))
+        return false;
+    uint64_t id = bpm_page_id(view, gfn);
+    if (bpm_armset_has(&bpm->armed, id, key, va, root, false))
+        return true;
+    bpm_global *g = bpm_global_lookup(bpm, view, va);
+    return g && g->root != root && bpm_armset_has(&bpm->armed, id, key, va, g->root, true);
 }
 
 bool vmt_bpm_contains_by_address(const vmt_bpm *bpm, vmt_addr_ctx ctx, uint64_t key)
@@ -944,6 +972,10 @@ static vmt_status page_out(vmt_bpm *bpm, vmt_core *vmi, vmt_view view, vmt_gfn g
     if (!page)
         return VMT_OK;
     bpm_view *vs = view_find(bpm, view);
+    /* Every claim goes pending: start the pending-index misses together
+     * instead of one per claim. */
+    for (uint32_t i = 0; i < page->n_claims && i < 64; i++)
+        bpm_pendmap_prefetch(&vs->pending, page->claims[i]->ctx.va, page->claims[i]->ctx.root);
     for (uint32_t n = page->n_claims; n > 0; n--) {
         bpm_claim *c = page->claims[n - 1];
         vmt_status st = disarm(bpm, vmi, c, page); /* frees page after its last claim */
@@ -971,15 +1003,16 @@ static vmt_status page_in(vmt_bpm *bpm, vmt_core *vmi, vmt_view view, vmt_addr_c
     bpm_claim *todo[64];
     GPtrArray *more = NULL;
     size_t n = 0;
-    bpm_claim probe = {.ctx = ctx};
+    vmt_pa probe_root = ctx.root;
     bpm_global *g = bpm_global_lookup(bpm, view, ctx.va);
     for (int round = 0; round < 2; round++) {
         if (round == 1) {
             if (!g || g->root == ctx.root)
                 break;
-            probe.ctx.root = g->root;
+            probe_root = g->root;
         }
-        for (bpm_claim *c = g_hash_table_lookup(vs->pending, &probe); c; c = c->next_pending) {
+        for (bpm_claim *c = bpm_pendmap_get(&vs->pending, ctx.va, probe_root); c;
+             c = c->next_pending) {
             if (round == 1 && !c->global)
                 continue;
             if (n < G_N_ELEMENTS(todo)) {

@@ -18,7 +18,8 @@ typedef struct totals {
 
 static bool in_pending_chain(const bpm_view *vs, const bpm_claim *c)
 {
-    for (bpm_claim *p = g_hash_table_lookup(vs->pending, c); p; p = p->next_pending)
+    for (bpm_claim *p = bpm_pendmap_get(&vs->pending, c->ctx.va, c->ctx.root); p;
+         p = p->next_pending)
         if (p == c)
             return true;
     return false;
@@ -40,18 +41,21 @@ static bool check_claim(const vmt_bpm *bpm, const bpm_claim *head, const bpm_cla
     if (c->arms_cap == 0 && c->n_arms > 1)
         FAIL("inline arms overflow");
     for (unsigned i = 0; i < c->n_arms; i++) {
-        bpm_arm *a = bpm_claim_arm((bpm_claim *)c, i);
-        if (g_hash_table_lookup(bpm->pages, &a->page->id) != a->page)
+        bpm_page *page = bpm_arm_page(c, i);
+        uint32_t idx = bpm_arm_idx(c, i);
+        if (g_hash_table_lookup(bpm->pages, &page->id) != page)
             FAIL("arm on a page not in the page index");
-        if (a->gfn != bpm_page_gfn(a->page))
-            FAIL("arm's gfn differs from its page's");
-        if (bpm_page_view(a->page) != c->view)
+        if (bpm_page_view(page) != c->view)
             FAIL("arm on a page of another view");
-        if (a->idx >= a->page->n_claims || a->page->claims[a->idx] != c)
+        if (idx >= page->n_claims || page->claims[idx] != c)
             FAIL("arm index does not point back at its claim");
         for (unsigned j = 0; j < i; j++)
-            if (bpm_claim_arm((bpm_claim *)c, j)->page == a->page)
+            if (bpm_arm_page(c, j) == page)
                 FAIL("claim armed twice on one page");
+        uint64_t id = page->id;
+        if (!bpm_armset_has(&bpm->armed, id, c->key, c->ctx.va, c->ctx.root, false) ||
+            bpm_armset_has(&bpm->armed, id, c->key, c->ctx.va, c->ctx.root, true) != c->global)
+            FAIL("arm missing from the armed set, or its global flag differs");
     }
     if (c->pending) {
         bpm_view *vs = bpm_view_lookup(bpm, c->view);
@@ -95,10 +99,8 @@ static bool check_page(const vmt_bpm *bpm, const bpm_page *page)
         if (c->view != bpm_page_view(page))
             FAIL("claim of another view on a page");
         bool back = false;
-        for (unsigned i = 0; i < c->n_arms; i++) {
-            bpm_arm *a = bpm_claim_arm(c, i);
-            back |= a->page == page && a->idx == j;
-        }
+        for (unsigned i = 0; i < c->n_arms; i++)
+            back |= bpm_arm_page(c, i) == page && bpm_arm_idx(c, i) == j;
         if (!back)
             FAIL("page lists a claim not armed on it");
         if (bpm_claim_lookup(bpm, c->view, c->key, c->ctx) != c)
@@ -123,12 +125,15 @@ static bool check_view(const vmt_bpm *bpm, const bpm_view *vs, size_t *pages, si
         FAIL("view %u: %zu pages listed, %zu counted", vs->view, n, vs->n_pages);
     *pages += n;
     size_t np = 0;
-    GHashTableIter it;
-    gpointer k, v;
-    g_hash_table_iter_init(&it, vs->pending);
-    while (g_hash_table_iter_next(&it, &k, &v)) {
+    if (!bpm_pendmap_check(&vs->pending))
+        FAIL("view %u: pending index inconsistent", vs->view);
+    for (size_t i = 0; i < vs->pending.n; i++) {
+        const bpm_pendmap_slot *sl = &vs->pending.slots[i];
+        bpm_claim *k = sl->head;
+        if (k && (k->ctx.va != sl->va || k->ctx.root != sl->root))
+            FAIL("view %u: pending chain filed under another ctx", vs->view);
         for (bpm_claim *c = k; c; c = c->next_pending) {
-            if (!c->pending || c->view != vs->view || !vmt_ctx_eq(c->ctx, ((bpm_claim *)k)->ctx))
+            if (!c->pending || c->view != vs->view || !vmt_ctx_eq(c->ctx, k->ctx))
                 FAIL("foreign claim in view %u's pending index", vs->view);
             if (c->pending_head != (c == k))
                 FAIL("pending-index head flag wrong");
@@ -168,6 +173,12 @@ static bool check_all(const vmt_bpm *bpm)
     g_hash_table_destroy(t.global_counts);
     if (!ok)
         return false;
+    /* Every arm is in the armed set (check_claim): equal sizes mean that
+     * the set holds nothing else. */
+    if (!bpm_armset_check(&bpm->armed))
+        FAIL("armed set inconsistent");
+    if (bpm_armset_size(&bpm->armed) != t.arms)
+        FAIL("armed set holds %zu pairs, claims %zu arms", bpm_armset_size(&bpm->armed), t.arms);
     if (t.arms != bpm->n_arms || t.pending != bpm->n_pending)
         FAIL("totals: %zu arms (counted %zu), %zu pending (counted %zu)", t.arms, bpm->n_arms,
              t.pending, bpm->n_pending);
@@ -218,15 +229,13 @@ void vmt_bpm_foreach_arm(const vmt_bpm *bpm, vmt_bpm_arm_fn fn, void *user)
 
 void vmt_bpm_foreach_pending(const vmt_bpm *bpm, vmt_bpm_claim_fn fn, void *user)
 {
-    GHashTableIter vit, it;
+    GHashTableIter vit;
     gpointer k, v;
     g_hash_table_iter_init(&vit, bpm->views);
     while (g_hash_table_iter_next(&vit, &k, &v)) {
         bpm_view *vs = v;
-        gpointer ck, cv;
-        g_hash_table_iter_init(&it, vs->pending);
-        while (g_hash_table_iter_next(&it, &ck, &cv))
-            for (bpm_claim *c = ck; c; c = c->next_pending) {
+        for (size_t i = 0; i < vs->pending.n; i++)
+            for (bpm_claim *c = vs->pending.slots[i].head; c; c = c->next_pending) {
                 vmt_breakpoint bp = bpm_claim_breakpoint(c);
                 fn(user, &bp);
             }

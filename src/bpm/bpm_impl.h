@@ -12,6 +12,13 @@
  *   views    view -> its pages (a list: "frames per view") and its pending
  *            claims by ctx ("pending claims per (view, ctx)")
  *   globals  (view, va) -> canonical root and number of global claims
+ *   armed    every armed (claim, frame) pair with the claim's identity
+ *            inline (armset.h): the hot path of contains_by_event
+ *
+ * The claims, pages, views and globals indexes are GLib hash tables. The
+ * armed set and the views' pending indexes (pendmap.h) are small
+ * open-addressing tables of their own, where W1 measured that a
+ * GHashTable costs too much (docs/PERFORMANCE.md).
  *
  * Hash tables store the record itself as the key (g_hash_table_add), with
  * hash and equality on the record's identity fields, so that a lookup
@@ -23,16 +30,16 @@
 
 #include <glib.h>
 
+#include "bpm/armset.h"
+#include "bpm/pendmap.h"
 #include "vmitap/bpm.h"
 
 typedef struct bpm_page bpm_page;
 
 /* One frame a claim is armed on, and the claim's slot in page->claims.
- * The gfn duplicates page->id so that an event lookup need not touch the
- * page (one cache miss less on the hot path). */
+ * (The event lookup reads the armed set, not the claim: no gfn copy here.) */
 typedef struct bpm_arm {
     bpm_page *page;
-    vmt_gfn gfn;
     uint32_t idx;
 } bpm_arm;
 
@@ -46,9 +53,10 @@ typedef struct bpm_claim {
     bool claims_head;  /* the claims index holds this one (head of its chain) */
     bool pending_head; /* its view's pending index holds this one */
     uint16_t n_arms;   /* frames armed on */
-    uint16_t arms_cap; /* 0: the one arm is inline in arms.one */
+    uint16_t arms_cap; /* 0: the one arm is inline (one_page, one_idx) */
+    uint32_t one_idx;  /* in the padding: the claim is 72 bytes, an 80-byte malloc chunk */
     union {
-        bpm_arm one;
+        bpm_page *one_page;
         bpm_arm *many;
     } arms;
     struct bpm_claim *next_view;    /* same (key, ctx), another view */
@@ -74,7 +82,7 @@ typedef struct bpm_view {
     vmt_view view;
     bpm_page *pages; /* list head */
     size_t n_pages;
-    GHashTable *pending; /* head claim of each (view, ctx) chain, by ctx */
+    bpm_pendmap pending; /* head claim of each (view, ctx) chain, by ctx */
     size_t n_pending;
 } bpm_view;
 
@@ -90,11 +98,13 @@ struct vmt_bpm {
     GHashTable *pages;   /* bpm_page by id */
     GHashTable *views;   /* GUINT_TO_POINTER(view) -> bpm_view */
     GHashTable *globals; /* bpm_global by id */
+    bpm_armset armed;    /* one entry per armed (claim, frame) pair */
     size_t n_arms;       /* armed (claim, frame) pairs */
     size_t n_pending;    /* pending claims */
     bool gc_views;       /* some view may have become empty */
     bpm_view *last_view; /* the view last looked up (NULL after a view is freed) */
     bpm_page *last_page; /* the page last armed on (NULL after it is freed) */
+    bpm_page *spare;     /* a freed page kept with its arrays for the next page_new */
 };
 
 /* Physical addresses have at most 52 bits (the AMD64 architectural limit),
@@ -127,9 +137,14 @@ static inline unsigned bpm_va_off(vmt_va va)
     return (unsigned)(va & (VMT_PAGE_SIZE - 1));
 }
 
-static inline bpm_arm *bpm_claim_arm(bpm_claim *c, unsigned i)
+/* Arm i of a claim: its page and its slot in page->claims. */
+static inline bpm_page *bpm_arm_page(const bpm_claim *c, unsigned i)
 {
-    return c->arms_cap ? &c->arms.many[i] : &c->arms.one;
+    return c->arms_cap ? c->arms.many[i].page : c->arms.one_page;
+}
+static inline uint32_t bpm_arm_idx(const bpm_claim *c, unsigned i)
+{
+    return c->arms_cap ? c->arms.many[i].idx : c->one_idx;
 }
 
 /* Lookups shared with the checker. */

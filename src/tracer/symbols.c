@@ -1,6 +1,7 @@
 /* Function symbols of an ELF file, read once with libelf and kept in an
  * address-sorted array plus a name index. */
 #define _POSIX_C_SOURCE 200809L /* open(O_CLOEXEC) */
+#include <stdio.h>
 #include "tracer/symbols.h"
 
 #include <errno.h>
@@ -200,4 +201,60 @@ const vmt_symbol *vmt_symtab_find_addr(const vmt_symtab *tab, vmt_va va, uint64_
     if (offset)
         *offset = va - s->addr;
     return s;
+}
+
+/* ---- linux: System.map ("ADDRESS TYPE NAME" per line, as nm prints) ---- */
+
+/* Text symbols only (types t, T, w, W: code); sizes are unknown, so
+ * find_addr answers with the nearest symbol below. */
+static bool parse_map_line(char *line, GStringChunk *names, raw_sym *out)
+{
+    char *end;
+    unsigned long long addr = strtoull(line, &end, 16);
+    if (end == line || *end != ' ' || !end[1] || end[2] != ' ')
+        return false;
+    char type = end[1];
+    char *name = end + 3;
+    name[strcspn(name, " \t\r\n")] = 0;
+    if (!strchr("tTwW", type) || !*name || addr == 0)
+        return false;
+    *out = (raw_sym){.sym = {.name = g_string_chunk_insert_const(names, name), .addr = addr},
+                     .global = type == 'T' || type == 'W'};
+    return true;
+}
+
+vmt_status vmt_symtab_load_system_map(const char *path, vmt_symtab **out)
+{
+    if (!path || !out)
+        return VMT_E_INVALID;
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        vmt_log(VMT_LOG_ERROR, "symbols: cannot open %s: %s", path, strerror(errno));
+        return VMT_E_INVALID;
+    }
+    vmt_symtab *tab = calloc(1, sizeof *tab);
+    if (!tab) {
+        fclose(f);
+        return VMT_E_NOMEM;
+    }
+    tab->syms = g_array_new(FALSE, FALSE, sizeof(vmt_symbol));
+    tab->byname = g_hash_table_new(g_str_hash, g_str_equal);
+    tab->names = g_string_chunk_new(1 << 16);
+    GArray *raw = g_array_new(FALSE, FALSE, sizeof(raw_sym));
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        raw_sym r;
+        if (parse_map_line(line, tab->names, &r))
+            g_array_append_val(raw, r);
+    }
+    fclose(f);
+    build_index(tab, raw);
+    g_array_free(raw, TRUE);
+    if (tab->syms->len == 0) {
+        vmt_log(VMT_LOG_ERROR, "symbols: %s has no text symbols (not a System.map?)", path);
+        vmt_symtab_free(tab);
+        return VMT_E_INVALID;
+    }
+    *out = tab;
+    return VMT_OK;
 }

@@ -18,6 +18,8 @@ typedef struct vmt_symtab vmt_symtab;
  * is logged. */
 vmt_status vmt_symtab_load(const char *path, vmt_symtab **out);
 void vmt_symtab_free(vmt_symtab *tab);
+/* linux: the text symbols (t, T, w, W) of a System.map / nm listing. */
+vmt_status vmt_symtab_load_system_map(const char *path, vmt_symtab **out);
 
 size_t vmt_symtab_count(const vmt_symtab *tab);
 /* The i-th symbol in address order (NULL past the end). */

@@ -53,6 +53,9 @@ typedef struct cli_opts {
     double timeout_s;     /* 0 = none */
     bp_spec *specs;
     unsigned nspecs;
+    /* linux: --linux DIR and its options */
+    const char *linux_dir;
+    bool linux_no_probe, linux_baseline, linux_console;
 } cli_opts;
 
 /* Parses one -b argument against the symbol table; prints one line and
@@ -62,6 +65,8 @@ bool cli_parse_spec(const char *arg, const vmt_symtab *syms, bp_spec *out);
 bool cli_load_symbols(const char *path, vmt_symtab **out);
 
 int cmd_run(cli_opts *o, vmt_symtab *syms);
+/* linux: vmitap run --linux DIR (run_linux.c); breaks are kernel function names. */
+int cmd_run_linux(cli_opts *o, const char **breaks, unsigned nbreaks);
 
 /* JSON string output (escaped, quoted). */
 void json_str(FILE *f, const char *s);

@@ -42,6 +42,14 @@ static const char usage_text[] =
     "  -p, --pager PCT       pager aggressiveness 0..100 (0 = never evict)\n"
     "  -t, --timeout SEC     stop after SEC seconds (counters are then not compared)\n"
     "      --hits            print every hit\n"
+    "      --linux DIR       boot Debian's Linux kernel prepared in DIR by\n"
+    "                        scripts/fetch-linux.sh instead; -b then names kernel\n"
+    "                        functions from DIR/System.map (global breakpoints),\n"
+    "                        and a user-space breakpoint waits, pending, for the\n"
+    "                        busybox entry point in the init script's probe process\n"
+    "      --no-probe        (--linux) no user-space breakpoint\n"
+    "      --baseline        (--linux) no tracer at all: boot and workload times\n"
+    "      --console         (--linux) print the guest's serial console at the end\n"
     "      --json            JSON lines instead of text (one object per line)\n"
     "  -v, --verbose         library diagnostics on stderr (-vv: debug)\n"
     "\n"
@@ -57,6 +65,7 @@ static const char usage_text[] =
     "  vmitap run -b schedule -b syscall_dispatch -b lib_getpid -b prog_work_a@1\n"
     "  vmitap run --pager 50 --iterations 200 -b prog_work_b --controller memory\n"
     "  vmitap run --json -b 0xffffffff80201000 --timeout 5\n"
+    "  vmitap run --linux ~/.cache/vmitap/linux -b do_sys_openat2 --console\n"
     "  vmitap symbols prog_\n";
 
 static void usage_error(const char *fmt, ...)
@@ -219,7 +228,8 @@ static int cmd_symbols(const char *guest, bool json, const char *filter)
     return CLI_EXIT_OK;
 }
 
-enum { OPT_GLOBAL = 256, OPT_HITS, OPT_JSON, OPT_XO };
+enum { OPT_GLOBAL = 256, OPT_HITS, OPT_JSON, OPT_XO,
+       OPT_LINUX, OPT_NO_PROBE, OPT_BASELINE, OPT_CONSOLE }; /* linux: the last four */
 
 static const struct option long_opts[] = {
     {"break", required_argument, NULL, 'b'},
@@ -235,6 +245,10 @@ static const struct option long_opts[] = {
     {"json", no_argument, NULL, OPT_JSON},
     {"execute-only", no_argument, NULL, OPT_XO},
     {"help", no_argument, NULL, 'h'},
+    {"linux", required_argument, NULL, OPT_LINUX},     /* linux */
+    {"no-probe", no_argument, NULL, OPT_NO_PROBE},     /* linux */
+    {"baseline", no_argument, NULL, OPT_BASELINE},     /* linux */
+    {"console", no_argument, NULL, OPT_CONSOLE},       /* linux */
     {NULL, 0, NULL, 0},
 };
 
@@ -304,6 +318,10 @@ static int parse_opts(int argc, char **argv, cli_opts *o, const char ***breaks, 
         case OPT_HITS: o->show_hits = true; break;
         case OPT_JSON: o->json = true; break;
         case OPT_XO: o->execute_only = true; break;
+        case OPT_LINUX: o->linux_dir = optarg; break;
+        case OPT_NO_PROBE: o->linux_no_probe = true; break;
+        case OPT_BASELINE: o->linux_baseline = true; break;
+        case OPT_CONSOLE: o->linux_console = true; break;
         case 'h': fputs(usage_text, stdout); return CLI_EXIT_OK;
         case ':': usage_error("option '%s' needs a value", argv[optind - 1]); return CLI_EXIT_USAGE;
         default: usage_error("unknown option '%s'", argv[optind - 1]); return CLI_EXIT_USAGE;
@@ -353,6 +371,10 @@ int main(int argc, char **argv)
     if (first_arg < argc) {
         usage_error("unexpected argument '%s' (breakpoints go after -b)", argv[first_arg]);
         rc = CLI_EXIT_USAGE;
+        goto out;
+    }
+    if (o.linux_dir) { /* linux */
+        rc = cmd_run_linux(&o, breaks, nbreaks);
         goto out;
     }
     vmt_symtab *syms;

@@ -418,12 +418,16 @@ int cmd_run(cli_opts *o, vmt_symtab *syms)
     run_ctx rc = {.o = o, .syms = syms, .start_us = g_get_monotonic_time()};
     int code = CLI_EXIT_RUNTIME;
     vmt_tracer_stop_reason why = VMT_TRACER_STOP_NONE;
-    if (!setup(&rc) || !arm(&rc))
-        goto out;
-    signal_tracer = rc.t;
+    /* Handlers first: a signal while the guest boots must count too (and a
+     * background job inherits SIGINT ignored until a handler is set). */
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    if (!setup(&rc) || !arm(&rc))
+        goto out;
+    signal_tracer = rc.t;
+    if (interrupted)
+        vmt_tracer_stop(rc.t); /* it came before the tracer existed */
     vmt_status st = trace(&rc, &why);
     progress_line(&rc, true);
     signal_tracer = NULL;
