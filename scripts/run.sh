@@ -5,12 +5,17 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DVMITAP_BUILD_TESTS=OFF >/dev/null
 cmake --build build-release -j"$(nproc 2>/dev/null || echo 2)"
-# The main job: boot the bundled test guest on the KVM micro-VM and trace
-# its kernel (scheduler, system calls, pager) from the outside while its
-# three processes run and its pager evicts and relocates their code; the
-# table compares every breakpoint's hits with the guest's own call counter.
-# Extra arguments go to `vmitap run` (e.g. -b lib_getpid -b prog_work_a@1).
-cmd=(build-release/tools/vmitap/vmitap run --controller int3 --iterations 300 --pager 40
-     -b schedule -b syscall_dispatch -b pager_page_in -b pager_page_out -b selfcheck_run "$@")
+# The main job: boot the bundled test guest on the KVM micro-VM and trace,
+# from the outside, its kernel (scheduler, system calls) and its user code:
+# a shared library function (lib_getpid, one frame in every process), a
+# function of the private program in every process (prog_work_a) and in
+# process 1 only (prog_work_b@1), while the guest's pager evicts user code
+# pages and pages them back, often into another frame (PG-OUT, PG-IN,
+# MOVED). The default controller (auto) uses int3 on execute-only pages the
+# driver emulates, so the guest's self-check of its own code sees nothing;
+# the table compares every breakpoint's hits with the guest's own counter.
+# Extra arguments go to `vmitap run` (e.g. -b prog_work_c@2 --hits).
+cmd=(build-release/tools/vmitap/vmitap run --iterations 200 --pager 40
+     -b schedule -b syscall_dispatch -b lib_getpid -b prog_work_a -b prog_work_b@1 "$@")
 echo "+ ${cmd[*]}" >&2
 exec "${cmd[@]}"

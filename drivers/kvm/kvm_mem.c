@@ -240,6 +240,27 @@ unsigned kvm_class_of(vmt_access a)
     return CLASS_HOLE;
 }
 
+/* What an execute-only frame shows while the vCPU runs in it (emulated,
+ * one instruction at a time): the instruction at RIP must be fetched from
+ * the view's backing (where a breakpoint's int3 is), but the frame is then
+ * natively readable, and an instruction reading its own frame must see
+ * what a read event answered in the default view would give. So the
+ * frame shows view 0's bytes unless the byte at RIP differs between the
+ * two (the int3 of a breakpoint, which reads nothing). */
+static vmt_gfn xo_backing(vmt_kvm *k, vmt_gfn gfn, vmt_gfn backing)
+{
+    vmt_access acc0;
+    vmt_gfn orig;
+    kvm_view_lookup(kvm_view_get(k, 0), gfn, &acc0, &orig);
+    vmt_pa pa;
+    if (orig == backing || kvm_va_to_pa(k, kvm_cr3(k), kvm_rip(k), &pa) != VMT_OK)
+        return backing;
+    size_t off = pa & (VMT_PAGE_SIZE - 1);
+    if ((pa >> VMT_PAGE_SHIFT) == gfn && kvm_frame_raw(k, backing)[off] != kvm_frame_raw(k, orig)[off])
+        return backing;
+    return orig;
+}
+
 vmt_status kvm_sync_frame(vmt_kvm *k, vmt_gfn gfn)
 {
     for (unsigned i = 0; i < k->step.ntemp; i++)
@@ -253,8 +274,10 @@ vmt_status kvm_sync_frame(vmt_kvm *k, vmt_gfn gfn)
     if (!passing && ((k->bp_trap && gfn == k->bp_gfn) || (k->db_trap && gfn == k->db_gfn)))
         cls = CLASS_HOLE;
     for (unsigned i = 0; i < k->nxo; i++)
-        if (k->xo_gfn[i] == gfn && cls == CLASS_HOLE)
+        if (k->xo_gfn[i] == gfn && cls == CLASS_HOLE) {
             cls = CLASS_RO; /* running in an execute-only frame */
+            backing = xo_backing(k, gfn, backing);
+        }
     return kvm_install(k, gfn, cls, backing);
 }
 

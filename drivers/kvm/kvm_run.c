@@ -411,13 +411,45 @@ static enum handled on_bp_delivery(vmt_kvm *k, pending_ev *p, const vmt_regs *r)
 /* A fetch from an execute-only frame (emulated, see vmitap/kvm.h): the
  * frame becomes fetchable (read-only memslot) and the vCPU is stepped
  * until it leaves it. */
-static bool xo_enter(vmt_kvm *k, vmt_gfn gfn)
+static void xo_drop(vmt_kvm *k, unsigned i)
+{
+    vmt_gfn g = k->xo_gfn[i];
+    k->xo_gfn[i] = k->xo_gfn[--k->nxo];
+    kvm_sync_frame(k, g);
+}
+
+/* The vCPU runs in the frames of its current instruction only (f, n): a
+ * listed frame that is not one of them was left without a step noticing,
+ * and becomes a hole again. That happens whenever the instruction that
+ * leaves it jumps straight into another execute-only frame (a call from
+ * private code into the shared library): the fetch from that hole exits
+ * first and the step's #DB is never reported. Without this, such frames
+ * filled the list and every later fetch from an execute-only frame was
+ * reported as an X event instead of running (the tracer then missed the
+ * hits there). */
+static void xo_forget_others(vmt_kvm *k, const vmt_gfn *f, unsigned n)
+{
+    for (unsigned i = 0; i < k->nxo;) {
+        bool current = false;
+        for (unsigned j = 0; j < n; j++)
+            current |= k->xo_gfn[i] == f[j];
+        if (current)
+            i++;
+        else
+            xo_drop(k, i);
+    }
+}
+
+static bool xo_enter(vmt_kvm *k, vmt_gfn gfn, const vmt_gfn *f, unsigned n)
 {
     vmt_view view;
     vmt_access acc;
     vmt_gfn backing;
     frame_rights(k, gfn, &view, &acc, &backing);
-    if (!k->xo || !(acc & VMT_ACCESS_X) || (acc & VMT_ACCESS_R) || k->nxo == 2)
+    if (!k->xo || !(acc & VMT_ACCESS_X) || (acc & VMT_ACCESS_R))
+        return false;
+    xo_forget_others(k, f, n);
+    if (k->nxo == 2)
         return false;
     k->xo_gfn[k->nxo++] = gfn;
     if (kvm_sync_frame(k, gfn) != VMT_OK) {
@@ -435,12 +467,11 @@ static void xo_next(vmt_kvm *k)
     vmt_gfn at = rip_gfn(k, &(vmt_regs){.rip = kvm_rip(k), .cr3 = kvm_cr3(k)});
     for (unsigned i = 0; i < k->nxo;) {
         if (k->xo_gfn[i] == at) {
+            kvm_sync_frame(k, at); /* the next instruction decides its content */
             i++;
             continue;
         }
-        vmt_gfn g = k->xo_gfn[i];
-        k->xo_gfn[i] = k->xo_gfn[--k->nxo];
-        kvm_sync_frame(k, g);
+        xo_drop(k, i);
     }
 }
 
@@ -499,7 +530,7 @@ static enum handled on_emulation_failure(vmt_kvm *k, pending_ev *p)
             }
             return start_passthrough(k, f[i]) == VMT_OK ? H_RUN : H_STOP;
         }
-        if (xo_enter(k, f[i]))
+        if (xo_enter(k, f[i], f, n))
             return H_RUN;
         if (make_event(k, p, EV_FETCH, VMT_EVENT_MEMORY_ACCESS) != VMT_OK)
             return H_STOP;

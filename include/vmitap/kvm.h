@@ -51,7 +51,10 @@ typedef struct vmt_kvm_opts {
  * instruction elsewhere exits and is reported; its instructions are run
  * one single-step at a time while the vCPU stays in the frame (about one
  * exit per instruction). Inexact in one way: an instruction of that frame
- * reading its own frame reads natively. */
+ * reading its own frame reads natively, without an event, and sees the
+ * default view's bytes (the frame shows them while the vCPU runs in it,
+ * except for the instruction at RIP when its first byte differs there:
+ * a breakpoint's int3). */
 #define VMT_KVM_F_EMULATE_EXECUTE_ONLY (1u << 0)
 
 /* Events' regs.kernel_gs_base holds the value the driver last read (it is

@@ -13,8 +13,12 @@
  * - a write to a monitored page-table entry is single-stepped in the
  *   default view, then the ptm turns it into page-in / page-out events that
  *   the bpm applies (breakpoints go pending when their page leaves, and are
- *   re-armed, possibly in another frame, when it comes back); any other
- *   write that traps is simply completed;
+ *   re-armed, possibly in another frame, when it comes back);
+ * - (int3 controller) a write to a page holding breakpoints goes to the
+ *   guest's own frame (one instruction in the default view), then the
+ *   shadow copy is rebuilt from it; a breakpoint whose instruction was
+ *   overwritten is reported to vmt_tracer_set_overwrite_fn's callback and
+ *   dropped or re-armed (docs/coherence.md);
  * - an int3 that is not one of ours is reinjected into the guest.
  *
  * The tracer never prints; diagnostics go through vmt_log(). It does not

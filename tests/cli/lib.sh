@@ -6,9 +6,10 @@ trap 'rm -rf "$TMP"' EXIT
 FAILS=0
 SHOWN=
 
-# run ARGS...: sets $OUT, $ERR (files) and $RC.
+# run ARGS...: sets $OUT, $ERR (files) and $RC. A run that hangs is killed
+# after 240 s (status 124), so the failing command and its output are shown.
 run() {
-  "$VMITAP" "$@" >"$TMP/out" 2>"$TMP/err" </dev/null
+  timeout 240 "$VMITAP" "$@" >"$TMP/out" 2>"$TMP/err" </dev/null
   RC=$?
   OUT=$TMP/out
   ERR=$TMP/err

@@ -30,6 +30,8 @@
 #define UCOUNT (DATA + 0x30)
 #define FREAD (DATA + 0x38)
 #define DBCOUNT (DATA + 0x40)
+#define SELFON (DATA + 0x48)
+#define FSELF (DATA + 0x50)
 #define GFN_TEXT 0x200u
 #define GFN_F 0x201u
 #define GFN_USER 0x203u
@@ -755,6 +757,19 @@ static void test_execute_only(void **state)
     assert_true(x.hits - x.reads <= 1 && x.reads - x.hits <= 1); /* one of each per round */
     assert_int_equal(rd64(&v, FREAD), orig); /* the reads saw the original bytes */
     assert_int_equal(rd64(&v, FVAL), 0x1111);
+    /* An instruction in the execute-only frame reading its own frame reads
+     * natively, and sees the original bytes too (regression: it saw the
+     * shadow's int3, so the bundled guest's self-check, on the page of a
+     * kernel breakpoint, failed); the int3 still fires. */
+    wr64(&v, FSELF, 0);
+    wr64(&v, SELFON, 1);
+    x.hits = x.reads = 0;
+    for (int i = 0; i < 40; i++)
+        assert_int_equal(vmt_core_wait_for_event(v.core, 2000, xo_handler, &x), VMT_OK);
+    assert_false(x.bad);
+    assert_true(x.hits >= 19);
+    assert_int_equal(rd64(&v, FSELF), orig);
+    wr64(&v, SELFON, 0);
     /* CONTINUE instead: the read sees what the view maps, the int3 */
     x.stealthy = false;
     for (int i = 0; i < 10; i++)

@@ -461,20 +461,9 @@ int main(void)
         cmocka_unit_test(test_int3_controller_counts),
         cmocka_unit_test(test_guest_int3_reinjected),
         cmocka_unit_test(test_detach_int3_controller),
-    };
-    /* The memory controller single-steps every fetch from a page holding a
-     * breakpoint; on user code that is a single-step at CPL 3, which the
-     * KVM driver cannot do yet on these hosts (the #DB reaches the guest).
-     * VMT_E2E_NO_CPL3_STEP leaves these cases out. */
-    const struct CMUnitTest cpl3_step_tests[] = {
+        /* the memory controller on user code: single-steps at CPL 3 */
         cmocka_unit_test(test_memory_controller_counts_paging_stealth),
         cmocka_unit_test(test_detach_memory_controller),
     };
-    int failed = cmocka_run_group_tests(tests, NULL, NULL);
-    if (getenv("VMT_E2E_NO_CPL3_STEP")) {
-        fprintf(stderr, "test_tracer_kvm: memory-controller cases on user code left out "
-                        "(VMT_E2E_NO_CPL3_STEP)\n");
-        return failed;
-    }
-    return failed + cmocka_run_group_tests(cpl3_step_tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,6 +5,8 @@
  *   1 loop (CPL 0): forever: counter++; if cmd == 1 { cmd = 0; int3 };
  *     call func (own page F); A++ (page A); B++ (page B); dsum += D (page D);
  *     fread = the first 8 bytes of func (a read of page F);
+ *     if selfon: call fself (page F), fself = the first 8 bytes of func
+ *     read by an instruction in page F itself;
  *     exits with code `stop` when stop != 0
  *   2 user: drops to CPL 3 and executes `iterations` int3 (ucount++ after
  *     each), then exits with code 0 from CPL 3 (IOPL 3)
@@ -27,6 +29,8 @@
     .set UCOUNT,  DATA + 0x30
     .set FREAD,   DATA + 0x38
     .set DBCOUNT, DATA + 0x40
+    .set SELFON,  DATA + 0x48
+    .set FSELF,   DATA + 0x50
     .set PAGE_A,  0x205000
     .set PAGE_B,  0x206000
     .set PAGE_D,  0x207000
@@ -88,7 +92,10 @@ after_a:
     addq %rax, DSUM
     movq func, %rax              /* a data read of page F */
     movq %rax, FREAD
-    movq STOP, %rax
+    cmpq $0, SELFON
+    je 8f
+    call fself
+8:  movq STOP, %rax
     testq %rax, %rax
     jz loop
 done:                            /* exit code in %al */
@@ -149,6 +156,14 @@ idtr_empty:
     .globl func
 func:
     movq $0x1111, FVAL
+    ret
+
+/* fself (when SELFON != 0): page F reading its own page */
+    .balign 64
+    .globl fself
+fself:
+    movq func, %rax
+    movq %rax, FSELF
     ret
 
 /* 0x202000: the #BP handler, alone in its page */
