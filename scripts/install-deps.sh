@@ -6,8 +6,10 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential gcc clang cmake make pkg-config
+  libclang-rt-dev    # ASan/UBSan/libFuzzer runtimes: only "recommended" by clang
   libglib2.0-dev libcmocka-dev libelf-dev
   valgrind
+  python3            # the CLI tests parse vmitap's JSON output
 )
 
 missing=()

@@ -42,10 +42,8 @@ expect_one_line_error() {
 expect_json_lines() {
   [ -s "$OUT" ] || fail "no output"
   if grep -qv '^{.*}$' "$OUT"; then fail "a line is not a JSON object"; fi
-  if command -v python3 >/dev/null; then
-    python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "$OUT" \
-      || fail "invalid JSON"
-  fi
+  python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "$OUT" \
+    || fail "invalid JSON (or no python3: scripts/install-deps.sh installs it)"
 }
 
 finish() {
