@@ -1,12 +1,69 @@
 #include "e2e_util.h"
 
+#include <fcntl.h>
+#include <gelf.h>
+#include <libelf.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
+
+#include "vmitap/log.h"
+
+static void log_stderr(void *user, vmt_log_level level, const char *fmt, va_list ap)
+{
+    (void)user;
+    if (level > (getenv("VMT_TEST_DEBUG") ? VMT_LOG_TRACE : VMT_LOG_WARN))
+        return;
+    fputs("vmitap: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+bool e2e_kvm_setup(const char *test)
+{
+    vmt_set_log_fn(log_stderr, NULL);
+    if (getenv("VMT_TEST_ONLY"))
+        cmocka_set_test_filter(getenv("VMT_TEST_ONLY"));
+    char why[256];
+    if (!vmt_kvm_available(why, sizeof why)) {
+        fprintf(stderr, "%s: skipped: %s\n", test, why);
+        return false;
+    }
+    return true;
+}
+
+uint64_t e2e_elf_sym(const char *path, const char *name)
+{
+    uint64_t addr = 0;
+    elf_version(EV_CURRENT);
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    Elf *e = elf_begin(fd, ELF_C_READ, NULL);
+    Elf_Scn *scn = NULL;
+    while ((scn = elf_nextscn(e, scn))) {
+        GElf_Shdr sh;
+        gelf_getshdr(scn, &sh);
+        if (sh.sh_type != SHT_SYMTAB)
+            continue;
+        Elf_Data *d = elf_getdata(scn, NULL);
+        for (size_t i = 0; i < sh.sh_size / sh.sh_entsize; i++) {
+            GElf_Sym s;
+            gelf_getsym(d, (int)i, &s);
+            if (!strcmp(elf_strptr(e, sh.sh_link, s.st_name), name))
+                addr = s.st_value;
+        }
+    }
+    elf_end(e);
+    close(fd);
+    assert_true(addr != 0);
+    return addr;
+}
 
 void e2e_start(e2e_session *s, const vmt_kvm_opts *ko, vmt_tracer_controller ctl, unsigned max_bps)
 {

@@ -1,16 +1,28 @@
-/* Helpers shared by the KVM end-to-end tests: a tracer session on the
- * bundled guest (the KVM micro-VM, its symbols, a tracer and the
- * breakpoints a test asked for). They fail the running cmocka test on any
- * error, so the tests read as the steps they take. */
+/* Helpers shared by the KVM end-to-end tests: the start of their main(),
+ * ELF symbol lookup, and a tracer session on the bundled guest (the KVM
+ * micro-VM, its symbols, a tracer and the breakpoints a test asked for).
+ * They fail the running cmocka test on any error, so the tests read as the
+ * steps they take. */
 #ifndef VMITAP_TESTS_E2E_UTIL_H
 #define VMITAP_TESTS_E2E_UTIL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "guest/abi.h"
 #include "tracer/symbols.h"
 #include "vmitap/kvm.h"
 #include "vmitap/tracer.h"
+
+/* The start of a KVM test's main(): the library's warnings (everything
+ * with VMT_TEST_DEBUG set) go to stderr, VMT_TEST_ONLY filters the tests.
+ * False, after saying why on stderr, when /dev/kvm cannot be used: the
+ * test then exits 77 (skipped). */
+bool e2e_kvm_setup(const char *test);
+
+/* The value of the ELF symbol `name` in the file at `path`; fails the
+ * test when there is none (or it is 0). */
+uint64_t e2e_elf_sym(const char *path, const char *name);
 
 #define E2E_MAX_BPS 64
 
