@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -63,6 +64,25 @@ uint64_t e2e_elf_sym(const char *path, const char *name)
     close(fd);
     assert_true(addr != 0);
     return addr;
+}
+
+int e2e_fetch_linux(const char *test, const char *script, const char *default_dir, const char **dir)
+{
+    *dir = getenv("VMITAP_LINUX_DIR");
+    if (!*dir || !**dir)
+        *dir = default_dir;
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "'%s' '%s'", script, *dir);
+    int rc = system(cmd);
+    if (rc == -1 || !WIFEXITED(rc) || (WEXITSTATUS(rc) != 0 && WEXITSTATUS(rc) != 77)) {
+        fprintf(stderr, "%s: %s failed (status %d)\n", test, cmd, rc);
+        return 1;
+    }
+    if (WEXITSTATUS(rc) == 77) {
+        fprintf(stderr, "SKIP: *** the Linux kernel package could not be fetched: apt has no network ***\n");
+        return 77;
+    }
+    return 0;
 }
 
 void e2e_start(e2e_session *s, const vmt_kvm_opts *ko, vmt_tracer_controller ctl, unsigned max_bps)

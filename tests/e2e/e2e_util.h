@@ -24,6 +24,12 @@ bool e2e_kvm_setup(const char *test);
  * test when there is none (or it is 0). */
 uint64_t e2e_elf_sym(const char *path, const char *name);
 
+/* The Linux tests' guest files: `*dir` becomes VMITAP_LINUX_DIR, else
+ * `default_dir`, and `script` (scripts/fetch-linux.sh) fetches them there.
+ * Returns 0 when it did, 77 (skip) when apt has no network, 1 when the
+ * script failed; says which on stderr, as `test`. */
+int e2e_fetch_linux(const char *test, const char *script, const char *default_dir, const char **dir);
+
 #define E2E_MAX_BPS 64
 
 typedef struct e2e_bp {
