@@ -28,6 +28,7 @@
 
 #include <cmocka.h>
 
+#include "e2e_util.h"
 #include "guest/abi.h"
 #include "tracer/symbols.h"
 #include "vmitap/coherence.h"
@@ -36,20 +37,8 @@
 
 #define MAX_BPS 16
 
-typedef struct bp_want {
-    const char *symbol;
-    int proc; /* -1: global, else process index */
-    vmt_tracer_bp_id id;
-} bp_want;
-
 typedef struct session {
-    vmt_core *vmi;
-    vmt_kvm *kvm;
-    vmt_tracer *t;
-    vmt_symtab *syms;
-    vmt_pa boot_root;
-    bp_want bps[MAX_BPS];
-    unsigned nbps;
+    e2e_session e;
     /* overwrite reports */
     vmt_overwrite_choice choice;
     unsigned reports;
@@ -65,7 +54,7 @@ static uint64_t iterations(void)
 
 static const vmt_guest_stats *gstats(session *s)
 {
-    return vmt_kvm_guest_stats(s->kvm);
+    return e2e_gstats(&s->e);
 }
 
 static vmt_overwrite_choice on_overwrite(void *user, vmt_tracer *t, const vmt_tracer_overwrite *ow)
@@ -99,88 +88,34 @@ static void start(session *s, vmt_overwrite_choice choice, uint32_t kvm_flags, u
     print_message("guest: iterations %" PRIu64 ", pager %u, self-patch, execute-only %s\n",
                   ko.iterations, pager,
                   kvm_flags & VMT_KVM_F_EMULATE_EXECUTE_ONLY ? "emulated" : "no");
-    assert_int_equal(vmt_kvm_core_new(&ko, &s->vmi, &s->kvm), VMT_OK);
-    vmt_regs regs;
-    assert_int_equal(vmt_core_get_regs(s->vmi, 0, &regs), VMT_OK);
-    s->boot_root = vmt_regs_translation_root(&regs, 0);
-    assert_int_equal(vmt_symtab_load(vmt_kvm_default_guest(), &s->syms), VMT_OK);
-    vmt_tracer_opts to = {.sz = sizeof to, .controller = VMT_TRACER_CONTROLLER_INT3};
-    assert_int_equal(vmt_tracer_new(s->vmi, &to, &s->t), VMT_OK);
-    assert_int_equal(vmt_tracer_set_overwrite_fn(s->t, on_overwrite, s), VMT_OK);
-}
-
-static void finish(session *s)
-{
-    vmt_tracer_free(s->t);
-    vmt_symtab_free(s->syms);
-    vmt_core_free(s->vmi);
-}
-
-static vmt_va sym_addr(session *s, const char *name)
-{
-    const vmt_symbol *sym = vmt_symtab_lookup(s->syms, name);
-    if (!sym)
-        fail_msg("the guest has no symbol %s", name);
-    return sym->addr;
-}
-
-static bp_want *add(session *s, const char *symbol, int proc)
-{
-    assert_true(s->nbps < MAX_BPS);
-    bp_want *w = &s->bps[s->nbps++];
-    w->symbol = symbol;
-    w->proc = proc;
-    vmt_va va = sym_addr(s, symbol);
-    vmt_pa root = s->boot_root;
-    if (va >> 47 == 0)
-        root = gstats(s)->proc_cr3[proc < 0 ? 0 : proc] & 0x000ffffffffff000ull;
-    vmt_tracer_bp_opts bo = {.sz = sizeof bo, .global = proc < 0, .name = symbol};
-    assert_int_equal(vmt_tracer_add(s->t, vmt_ctx(va, root), &bo, &w->id), VMT_OK);
-    return w;
+    e2e_start(&s->e, &ko, VMT_TRACER_CONTROLLER_INT3, MAX_BPS);
+    assert_int_equal(vmt_tracer_set_overwrite_fn(s->e.t, on_overwrite, s), VMT_OK);
 }
 
 static void run_to_end(session *s)
 {
-    vmt_tracer_stop_reason why = VMT_TRACER_STOP_NONE;
-    vmt_status st = vmt_tracer_run(s->t, NULL, &why);
-    if (st != VMT_OK)
-        fail_msg("run: %s (%s)", vmt_status_str(st), vmt_kvm_crash_reason(s->kvm));
-    assert_int_equal(why, VMT_TRACER_STOP_GUEST_EXITED);
-    assert_int_equal(vmt_kvm_get_state(s->kvm), VMT_KVM_EXITED); /* not crashed */
+    e2e_run_to_end(&s->e);
     const vmt_guest_stats *g = gstats(s);
     size_t clen = 0;
-    const char *con = vmt_kvm_console(s->kvm, &clen);
+    const char *con = vmt_kvm_console(s->e.kvm, &clen);
     print_message("console:\n%.*s\n", (int)clen, con ? con : "");
     print_message("guest exit code %u after %" PRIu64 " rounds; patches %" PRIu64 " errors %" PRIu64
                   " v1 calls %" PRIu64 " v2 calls %" PRIu64 " self-check mismatches %" PRIu64 "\n",
-                  vmt_kvm_exit_code(s->kvm), g->rounds, g->self_patches, g->self_patch_errors,
+                  vmt_kvm_exit_code(s->e.kvm), g->rounds, g->self_patches, g->self_patch_errors,
                   g->patch_v1_calls, g->patch_v2_calls, g->selfcheck_mismatches);
-}
-
-static uint64_t counter(session *s, const char *symbol, int proc)
-{
-    char name[64];
-    if (proc >= 0)
-        snprintf(name, sizeof name, "%s@%d", symbol, proc);
-    else
-        snprintf(name, sizeof name, "%s", symbol);
-    const vmt_guest_counter *c = vmt_guest_counter_find(gstats(s), name);
-    if (!c)
-        fail_msg("the guest has no counter %s", name);
-    return c->calls;
 }
 
 /* Hits == calls for every breakpoint still present. */
 static void check_untouched(session *s, vmt_tracer_bp_id except)
 {
-    for (unsigned i = 0; i < s->nbps; i++) {
-        if (s->bps[i].id == except)
+    for (unsigned i = 0; i < s->e.nbps; i++) {
+        if (s->e.bps[i].id == except)
             continue;
         vmt_tracer_bp_info bi;
-        assert_int_equal(vmt_tracer_bp_get(s->t, s->bps[i].id, &bi), VMT_OK);
-        uint64_t want = counter(s, s->bps[i].symbol, s->bps[i].proc);
-        print_message("  %-18s proc %2d hits %6" PRIu64 " guest %6" PRIu64 "\n", s->bps[i].symbol,
-                      s->bps[i].proc, bi.hits, want);
+        assert_int_equal(vmt_tracer_bp_get(s->e.t, s->e.bps[i].id, &bi), VMT_OK);
+        uint64_t want = e2e_counter(&s->e, s->e.bps[i].symbol, s->e.bps[i].proc);
+        print_message("  %-18s proc %2d hits %6" PRIu64 " guest %6" PRIu64 "\n", s->e.bps[i].symbol,
+                      s->e.bps[i].proc, bi.hits, want);
         assert_true(want > 0);
         assert_int_equal(bi.hits, want);
     }
@@ -196,8 +131,8 @@ static void check_guest(session *s)
     assert_int_equal(g->self_patch_errors, 0);
     assert_true(g->patch_v1_calls > 0);
     assert_true(g->patch_v2_calls > 0);
-    uint32_t code = vmt_kvm_exit_code(s->kvm);
-    if (vmt_tracer_is_stealthy(s->t) || g->selfcheck_mismatches == 0)
+    uint32_t code = vmt_kvm_exit_code(s->e.kvm);
+    if (vmt_tracer_is_stealthy(s->e.t) || g->selfcheck_mismatches == 0)
         assert_int_equal(code, VMT_GUEST_EXIT_OK);
     else
         assert_int_equal(code, VMT_GUEST_EXIT_SELFCHECK);
@@ -206,13 +141,13 @@ static void check_guest(session *s)
 /* Kernel functions only: the KVM driver cannot single-step at CPL 3 on
  * these hosts yet (see tests/e2e/CMakeLists.txt). Set before the guest
  * boots, so every call is counted. */
-static void add_all(session *s, bp_want **target)
+static void add_all(session *s, e2e_bp **target)
 {
-    *target = add(s, "patch_target", -1);
-    add(s, "patch_neighbor", -1);
-    add(s, "syscall_dispatch", -1);
-    add(s, "schedule", -1);
-    add(s, "selfcheck_run", -1);
+    *target = e2e_add(&s->e, "patch_target", -1);
+    e2e_add(&s->e, "patch_neighbor", -1);
+    e2e_add(&s->e, "syscall_dispatch", -1);
+    e2e_add(&s->e, "schedule", -1);
+    e2e_add(&s->e, "selfcheck_run", -1);
 }
 
 /* The application drops the overwritten breakpoint (the default). */
@@ -222,10 +157,10 @@ static void test_self_patch_drop(void **state)
     session s;
     start(&s, VMT_OVERWRITE_DROP, 0, 0);
     uint8_t first;
-    assert_int_equal(
-        vmt_core_read_va(s.vmi, vmt_ctx(sym_addr(&s, "patch_target"), s.boot_root), &first, 1),
-        VMT_OK);
-    bp_want *target;
+    vmt_va patch_target = e2e_sym_addr(&s.e, "patch_target");
+    assert_int_equal(vmt_core_read_va(s.e.vmi, vmt_ctx(patch_target, s.e.boot_root), &first, 1),
+                     VMT_OK);
+    e2e_bp *target;
     add_all(&s, &target);
     run_to_end(&s);
     assert_int_equal(s.reports, 1);
@@ -236,10 +171,10 @@ static void test_self_patch_drop(void **state)
     assert_int_equal(s.hits_at_report, s.v1_at_report);
     assert_int_equal(s.hits_at_report, gstats(&s)->patch_v1_calls); /* no v1 call after */
     vmt_tracer_bp_info bi;
-    assert_int_equal(vmt_tracer_bp_get(s.t, target->id, &bi), VMT_E_INVALID); /* dropped */
+    assert_int_equal(vmt_tracer_bp_get(s.e.t, target->id, &bi), VMT_E_INVALID); /* dropped */
     check_untouched(&s, target->id);
     vmt_coherence_stats cs;
-    vmt_tracer_coherence_stats_get(s.t, &cs);
+    vmt_tracer_coherence_stats_get(s.e.t, &cs);
     print_message("coherence: writes %" PRIu64 " refreshes %" PRIu64 " overwritten %" PRIu64
                   " dropped %" PRIu64 " errors %" PRIu64 "\n",
                   cs.writes, cs.refreshes, cs.overwritten, cs.dropped, cs.errors);
@@ -248,18 +183,18 @@ static void test_self_patch_drop(void **state)
     assert_int_equal(cs.dropped, 1);
     assert_int_equal(cs.errors, 0);
     check_guest(&s);
-    finish(&s);
+    e2e_finish(&s.e);
 }
 
 /* Breakpoints for a run with execute-only pages emulated: only on pages
  * the self-check does not run from (an instruction reading its own
  * execute-only page reads natively, see drivers/kvm/README.md): the patch
  * page and pager_page_in's. */
-static void add_execute_only_set(session *s, bp_want **target)
+static void add_execute_only_set(session *s, e2e_bp **target)
 {
-    *target = add(s, "patch_target", -1);
-    add(s, "patch_neighbor", -1);
-    add(s, "pager_page_in", -1);
+    *target = e2e_add(&s->e, "patch_target", -1);
+    e2e_add(&s->e, "patch_neighbor", -1);
+    e2e_add(&s->e, "pager_page_in", -1);
 }
 
 /* The application re-arms it: the new code starts an instruction at the
@@ -271,24 +206,24 @@ static void test_self_patch_rearm(void **state)
     (void)state;
     session s;
     start(&s, VMT_OVERWRITE_REARM, VMT_KVM_F_EMULATE_EXECUTE_ONLY, 30);
-    assert_true(vmt_tracer_is_stealthy(s.t));
-    bp_want *target;
+    assert_true(vmt_tracer_is_stealthy(s.e.t));
+    e2e_bp *target;
     add_execute_only_set(&s, &target);
     run_to_end(&s);
     assert_int_equal(s.reports, 1);
     assert_int_equal(s.hits_at_report, s.v1_at_report);
     vmt_tracer_bp_info bi;
-    assert_int_equal(vmt_tracer_bp_get(s.t, target->id, &bi), VMT_OK);
+    assert_int_equal(vmt_tracer_bp_get(s.e.t, target->id, &bi), VMT_OK);
     assert_int_equal(bi.hits, gstats(&s)->patch_v1_calls + gstats(&s)->patch_v2_calls);
     check_untouched(&s, 0); /* patch_target included: its counter counts both versions */
     vmt_coherence_stats cs;
-    vmt_tracer_coherence_stats_get(s.t, &cs);
+    vmt_tracer_coherence_stats_get(s.e.t, &cs);
     assert_int_equal(cs.rearmed, 1);
     assert_int_equal(cs.dropped, 0);
     assert_int_equal(gstats(&s)->selfcheck_mismatches, 0);
     check_guest(&s);
-    assert_int_equal(vmt_kvm_exit_code(s.kvm), VMT_GUEST_EXIT_OK);
-    finish(&s);
+    assert_int_equal(vmt_kvm_exit_code(s.e.kvm), VMT_GUEST_EXIT_OK);
+    e2e_finish(&s.e);
 }
 
 /* With execute-only pages emulated the tracer is stealthy: the guest's
@@ -299,8 +234,8 @@ static void test_self_patch_execute_only(void **state)
     (void)state;
     session s;
     start(&s, VMT_OVERWRITE_DROP, VMT_KVM_F_EMULATE_EXECUTE_ONLY, 30);
-    assert_true(vmt_tracer_is_stealthy(s.t));
-    bp_want *target;
+    assert_true(vmt_tracer_is_stealthy(s.e.t));
+    e2e_bp *target;
     add_execute_only_set(&s, &target);
     run_to_end(&s);
     assert_int_equal(s.reports, 1);
@@ -308,13 +243,13 @@ static void test_self_patch_execute_only(void **state)
     assert_int_equal(s.hits_at_report, gstats(&s)->patch_v1_calls);
     check_untouched(&s, target->id);
     vmt_tracer_stats ts;
-    vmt_tracer_stats_get(s.t, &ts);
+    vmt_tracer_stats_get(s.e.t, &ts);
     print_message("stealth reads served %" PRIu64 "\n", ts.stealth_reads);
     assert_true(ts.stealth_reads > 0);
     assert_int_equal(gstats(&s)->selfcheck_mismatches, 0);
     check_guest(&s);
-    assert_int_equal(vmt_kvm_exit_code(s.kvm), VMT_GUEST_EXIT_OK);
-    finish(&s);
+    assert_int_equal(vmt_kvm_exit_code(s.e.kvm), VMT_GUEST_EXIT_OK);
+    e2e_finish(&s.e);
 }
 
 int main(void)

@@ -2,10 +2,7 @@
  * guest. Most use the tiny assembly guest of tests/e2e/tiny_guest.S (its
  * addresses come from its ELF symbols); one runs the bundled guest. */
 #define _GNU_SOURCE
-#include <fcntl.h>
-#include <gelf.h>
 #include <glib.h>
-#include <libelf.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "e2e_util.h"
 #include "guest/abi.h"
 #include "vmitap/vmitap.h"
 
@@ -43,29 +41,7 @@ enum { MODE_HELLO = 0, MODE_LOOP = 1, MODE_USER = 2, MODE_CRASH = 3 };
 
 static uint64_t sym(const char *name)
 {
-    uint64_t addr = 0;
-    elf_version(EV_CURRENT);
-    int fd = open(VMT_TINY_GUEST, O_RDONLY);
-    assert_true(fd >= 0);
-    Elf *e = elf_begin(fd, ELF_C_READ, NULL);
-    Elf_Scn *scn = NULL;
-    while ((scn = elf_nextscn(e, scn))) {
-        GElf_Shdr sh;
-        gelf_getshdr(scn, &sh);
-        if (sh.sh_type != SHT_SYMTAB)
-            continue;
-        Elf_Data *d = elf_getdata(scn, NULL);
-        for (size_t i = 0; i < sh.sh_size / sh.sh_entsize; i++) {
-            GElf_Sym s;
-            gelf_getsym(d, (int)i, &s);
-            if (!strcmp(elf_strptr(e, sh.sh_link, s.st_name), name))
-                addr = s.st_value;
-        }
-    }
-    elf_end(e);
-    close(fd);
-    assert_true(addr != 0);
-    return addr;
+    return e2e_elf_sym(VMT_TINY_GUEST, name);
 }
 
 typedef struct vm {
@@ -931,26 +907,10 @@ static void test_bundled_guest(void **state)
     vmt_kvm_free(k);
 }
 
-static void log_stderr(void *user, vmt_log_level level, const char *fmt, va_list ap)
-{
-    (void)user;
-    if (level > (getenv("VMT_TEST_DEBUG") ? VMT_LOG_TRACE : VMT_LOG_WARN))
-        return;
-    fputs("vmitap: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-}
-
 int main(void)
 {
-    vmt_set_log_fn(log_stderr, NULL);
-    if (getenv("VMT_TEST_ONLY"))
-        cmocka_set_test_filter(getenv("VMT_TEST_ONLY"));
-    char why[256];
-    if (!vmt_kvm_available(why, sizeof why)) {
-        fprintf(stderr, "test_kvm: skipped: %s\n", why);
+    if (!e2e_kvm_setup("test_kvm"))
         return 77;
-    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hello),
         cmocka_unit_test(test_info_and_memory),

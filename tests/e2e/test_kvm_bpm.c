@@ -8,9 +8,6 @@
  * guest's call counters, the guest's self-check sees unchanged code, and
  * after vmt_bpm_clear guest memory is byte for byte the ELF's code. */
 #define _GNU_SOURCE
-#include <fcntl.h>
-#include <gelf.h>
-#include <libelf.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "e2e_util.h"
 #include "guest/abi.h"
 #include "vmitap/vmitap.h"
 
@@ -29,29 +27,7 @@ static const char *const kernel_fns[] = {"schedule", "syscall_dispatch", "pager_
 
 static uint64_t guest_sym(const char *name)
 {
-    uint64_t addr = 0;
-    elf_version(EV_CURRENT);
-    int fd = open(vmt_kvm_default_guest(), O_RDONLY);
-    assert_true(fd >= 0);
-    Elf *e = elf_begin(fd, ELF_C_READ, NULL);
-    Elf_Scn *scn = NULL;
-    while ((scn = elf_nextscn(e, scn))) {
-        GElf_Shdr sh;
-        gelf_getshdr(scn, &sh);
-        if (sh.sh_type != SHT_SYMTAB)
-            continue;
-        Elf_Data *d = elf_getdata(scn, NULL);
-        for (size_t i = 0; i < sh.sh_size / sh.sh_entsize; i++) {
-            GElf_Sym s;
-            gelf_getsym(d, (int)i, &s);
-            if (!strcmp(elf_strptr(e, sh.sh_link, s.st_name), name))
-                addr = s.st_value;
-        }
-    }
-    elf_end(e);
-    close(fd);
-    assert_true(addr != 0);
-    return addr;
+    return e2e_elf_sym(vmt_kvm_default_guest(), name);
 }
 
 static uint64_t counter(const vmt_guest_stats *s, const char *name)
@@ -258,26 +234,10 @@ static void test_user_breakpoints(void **state)
     vmt_core_free(u.core);
 }
 
-static void log_stderr(void *user, vmt_log_level level, const char *fmt, va_list ap)
-{
-    (void)user;
-    if (level > (getenv("VMT_TEST_DEBUG") ? VMT_LOG_TRACE : VMT_LOG_WARN))
-        return;
-    fputs("vmitap: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-}
-
 int main(void)
 {
-    vmt_set_log_fn(log_stderr, NULL);
-    if (getenv("VMT_TEST_ONLY"))
-        cmocka_set_test_filter(getenv("VMT_TEST_ONLY"));
-    char why[256];
-    if (!vmt_kvm_available(why, sizeof why)) {
-        fprintf(stderr, "test_kvm_bpm: skipped: %s\n", why);
+    if (!e2e_kvm_setup("test_kvm_bpm"))
         return 77;
-    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernel_breakpoints),
         cmocka_unit_test(test_user_breakpoints),

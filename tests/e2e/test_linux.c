@@ -30,10 +30,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include <cmocka.h>
 
+#include "e2e_util.h"
 #include "linux/linux_session.h"
 
 #ifndef VMT_FETCH_LINUX
@@ -156,20 +156,9 @@ int main(void)
                         "(test_linux_early covers boot and symbols) ***\n");
         return 77;
     }
-    dir = getenv("VMITAP_LINUX_DIR");
-    if (!dir || !*dir)
-        dir = VMT_LINUX_DIR;
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "'%s' '%s'", VMT_FETCH_LINUX, dir);
-    int rc = system(cmd);
-    if (rc == -1 || !WIFEXITED(rc) || (WEXITSTATUS(rc) != 0 && WEXITSTATUS(rc) != 77)) {
-        fprintf(stderr, "test_linux: %s failed (status %d)\n", cmd, rc);
-        return 1;
-    }
-    if (WEXITSTATUS(rc) == 77) {
-        fprintf(stderr, "SKIP: *** the Linux kernel package could not be fetched: apt has no network ***\n");
-        return 77;
-    }
+    int fetched = e2e_fetch_linux("test_linux", VMT_FETCH_LINUX, VMT_LINUX_DIR, &dir);
+    if (fetched != 0)
+        return fetched;
     if (!lx_files_present(dir, why, sizeof why)) {
         fprintf(stderr, "test_linux: %s\n", why);
         return 1;

@@ -24,10 +24,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include <cmocka.h>
 
+#include "e2e_util.h"
 #include "tracer/symbols.h"
 #include "vmitap/kvm.h"
 #include "vmitap/tracer.h"
@@ -182,20 +182,9 @@ int main(void)
         fprintf(stderr, "SKIP: %s\n", why);
         return 77;
     }
-    dir = getenv("VMITAP_LINUX_DIR");
-    if (!dir || !*dir)
-        dir = VMT_LINUX_DIR;
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "'%s' '%s'", VMT_FETCH_LINUX, dir);
-    int rc = system(cmd);
-    if (rc == -1 || !WIFEXITED(rc) || (WEXITSTATUS(rc) != 0 && WEXITSTATUS(rc) != 77)) {
-        fprintf(stderr, "test_linux_early: %s failed (status %d)\n", cmd, rc);
-        return 1;
-    }
-    if (WEXITSTATUS(rc) == 77) {
-        fprintf(stderr, "SKIP: *** the Linux kernel package could not be fetched: apt has no network ***\n");
-        return 77;
-    }
+    int fetched = e2e_fetch_linux("test_linux_early", VMT_FETCH_LINUX, VMT_LINUX_DIR, &dir);
+    if (fetched != 0)
+        return fetched;
     const struct CMUnitTest tests[] = {cmocka_unit_test(symbols_are_live)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,51 +18,27 @@
 #include <cmocka.h>
 #include <glib.h>
 
+#include "e2e_util.h"
 #include "guest/abi.h"
 #include "tracer/symbols.h"
 #include "vmitap/kvm.h"
 #include "vmitap/tracer.h"
 
-#define MAX_BPS 64
-
-typedef struct bp_want {
-    const char *symbol;
-    int proc;            /* -1: global (kernel or shared page), else process index */
-    vmt_tracer_bp_id id;
-} bp_want;
-
-typedef struct session {
-    vmt_core *vmi;
-    vmt_kvm *kvm;
-    vmt_tracer *t;
-    vmt_symtab *syms;
-    vmt_pa boot_root;
-    bp_want bps[MAX_BPS];
-    unsigned nbps;
-} session;
+typedef e2e_session session;
 
 static uint64_t iterations(void)
 {
     return getenv("VMT_UNDER_VALGRIND") ? 20 : 150;
 }
 
-static const vmt_guest_stats *gstats(session *s) { return vmt_kvm_guest_stats(s->kvm); }
-
 static void start_kvm(session *s, vmt_tracer_controller ctl, uint32_t pager, uint64_t seed,
                       uint32_t flags, uint32_t kvm_flags)
 {
-    memset(s, 0, sizeof *s);
     vmt_kvm_opts ko = {.sz = sizeof ko, .iterations = iterations(), .seed = seed, .pager = pager,
                        .guest_flags = flags, .flags = kvm_flags};
     print_message("guest: iterations %" PRIu64 ", pager %u, seed %" PRIu64 ", controller %s\n",
                   ko.iterations, pager, seed, vmt_tracer_controller_name(ctl));
-    assert_int_equal(vmt_kvm_core_new(&ko, &s->vmi, &s->kvm), VMT_OK);
-    vmt_regs regs;
-    assert_int_equal(vmt_core_get_regs(s->vmi, 0, &regs), VMT_OK);
-    s->boot_root = vmt_regs_translation_root(&regs, 0);
-    assert_int_equal(vmt_symtab_load(vmt_kvm_default_guest(), &s->syms), VMT_OK);
-    vmt_tracer_opts to = {.sz = sizeof to, .controller = ctl};
-    assert_int_equal(vmt_tracer_new(s->vmi, &to, &s->t), VMT_OK);
+    e2e_start(s, &ko, ctl, E2E_MAX_BPS);
 }
 
 static void start_flags(session *s, vmt_tracer_controller ctl, uint32_t pager, uint64_t seed,
@@ -76,77 +52,30 @@ static void start(session *s, vmt_tracer_controller ctl, uint32_t pager, uint64_
     start_flags(s, ctl, pager, seed, 0);
 }
 
-static void finish(session *s)
-{
-    vmt_tracer_free(s->t);
-    vmt_symtab_free(s->syms);
-    vmt_core_free(s->vmi);
-}
-
-static vmt_va sym_addr(session *s, const char *name)
-{
-    const vmt_symbol *sym = vmt_symtab_lookup(s->syms, name);
-    if (!sym)
-        fail_msg("the guest has no symbol %s", name);
-    return sym->addr;
-}
-
-static void add(session *s, const char *symbol, int proc)
-{
-    assert_true(s->nbps < MAX_BPS);
-    bp_want *w = &s->bps[s->nbps++];
-    w->symbol = symbol;
-    w->proc = proc;
-    vmt_va va = sym_addr(s, symbol);
-    vmt_pa root = s->boot_root;
-    if (va >> 47 == 0)
-        root = gstats(s)->proc_cr3[proc < 0 ? 0 : proc] & 0x000ffffffffff000ull;
-    vmt_tracer_bp_opts bo = {.sz = sizeof bo, .global = proc < 0, .name = symbol};
-    assert_int_equal(vmt_tracer_add(s->t, vmt_ctx(va, root), &bo, &w->id), VMT_OK);
-}
-
 /* Runs until the guest has published its process table: a kernel
  * breakpoint on sched_start, which starts the first process. */
 static void wait_for_processes(session *s)
 {
     vmt_tracer_bp_opts bo = {.sz = sizeof bo, .global = true};
     vmt_tracer_bp_id id;
-    assert_int_equal(vmt_tracer_add(s->t, vmt_ctx(sym_addr(s, "sched_start"), s->boot_root), &bo, &id),
-                     VMT_OK);
+    assert_int_equal(
+        vmt_tracer_add(s->t, vmt_ctx(e2e_sym_addr(s, "sched_start"), s->boot_root), &bo, &id), VMT_OK);
     vmt_tracer_run_opts ro = {.sz = sizeof ro, .max_hits = 1};
-    for (int i = 0; gstats(s)->magic != VMT_GUEST_STATS_MAGIC || gstats(s)->nprocs == 0; i++) {
+    for (int i = 0; e2e_gstats(s)->magic != VMT_GUEST_STATS_MAGIC || e2e_gstats(s)->nprocs == 0; i++) {
         assert_true(i < 1000);
         vmt_tracer_stop_reason why;
         assert_int_equal(vmt_tracer_run(s->t, &ro, &why), VMT_OK);
         assert_int_equal(why, VMT_TRACER_STOP_HITS);
     }
     assert_int_equal(vmt_tracer_remove(s->t, id), VMT_OK);
-    assert_true(gstats(s)->nprocs >= 2);
+    assert_true(e2e_gstats(s)->nprocs >= 2);
 }
 
 static void run_to_end(session *s)
 {
-    vmt_tracer_stop_reason why = VMT_TRACER_STOP_NONE;
-    vmt_status st = vmt_tracer_run(s->t, NULL, &why);
-    if (st != VMT_OK)
-        fail_msg("run: %s (%s)", vmt_status_str(st), vmt_kvm_crash_reason(s->kvm));
-    assert_int_equal(why, VMT_TRACER_STOP_GUEST_EXITED);
-    assert_int_equal(vmt_kvm_get_state(s->kvm), VMT_KVM_EXITED);
+    e2e_run_to_end(s);
     print_message("guest exit code %u after %" PRIu64 " rounds\n", vmt_kvm_exit_code(s->kvm),
-                  gstats(s)->rounds);
-}
-
-static uint64_t counter(session *s, const bp_want *w)
-{
-    char name[64];
-    if (w->proc >= 0)
-        snprintf(name, sizeof name, "%s@%d", w->symbol, w->proc);
-    else
-        snprintf(name, sizeof name, "%s", w->symbol);
-    const vmt_guest_counter *c = vmt_guest_counter_find(gstats(s), name);
-    if (!c)
-        fail_msg("the guest has no counter %s", name);
-    return c->calls;
+                  e2e_gstats(s)->rounds);
 }
 
 /* Every breakpoint's hits equal the guest's counter; returns the sums of
@@ -157,7 +86,7 @@ static void check_counts(session *s, uint64_t *outs, uint64_t *ins, uint64_t *mo
     for (unsigned i = 0; i < s->nbps; i++) {
         vmt_tracer_bp_info bi;
         assert_int_equal(vmt_tracer_bp_get(s->t, s->bps[i].id, &bi), VMT_OK);
-        uint64_t want = counter(s, &s->bps[i]);
+        uint64_t want = e2e_counter(s, s->bps[i].symbol, s->bps[i].proc);
         print_message("  %-20s proc %2d hits %6" PRIu64 " guest %6" PRIu64 " out %3" PRIu64
                       " in %3" PRIu64 " moved %3" PRIu64 "\n",
                       s->bps[i].symbol, s->bps[i].proc, bi.hits, want, bi.page_outs, bi.page_ins,
@@ -183,14 +112,14 @@ static void test_memory_controller_counts_paging_stealth(void **state)
     start(&s, VMT_TRACER_CONTROLLER_MEMORY, 60, 7);
     assert_true(vmt_tracer_is_stealthy(s.t));
     wait_for_processes(&s);
-    add(&s, "prog_work_a", 0);
-    add(&s, "prog_work_a", 1);
-    add(&s, "prog_work_b", 1);
-    add(&s, "prog_work_c", 2);
+    e2e_add(&s, "prog_work_a", 0);
+    e2e_add(&s, "prog_work_a", 1);
+    e2e_add(&s, "prog_work_b", 1);
+    e2e_add(&s, "prog_work_c", 2);
     run_to_end(&s);
     uint64_t outs, ins, moves;
     check_counts(&s, &outs, &ins, &moves);
-    const vmt_guest_stats *g = gstats(&s);
+    const vmt_guest_stats *g = e2e_gstats(&s);
     print_message("guest: page-outs %" PRIu64 " page-ins %" PRIu64 " relocations %" PRIu64
                   " self-check runs %" PRIu64 " mismatches %" PRIu64 "\n",
                   g->page_outs, g->page_ins, g->relocations, g->selfcheck_runs,
@@ -201,7 +130,7 @@ static void test_memory_controller_counts_paging_stealth(void **state)
     assert_true(g->selfcheck_runs > 0);
     assert_int_equal(g->selfcheck_mismatches, 0);
     assert_int_equal(vmt_kvm_exit_code(s.kvm), VMT_GUEST_EXIT_OK);
-    finish(&s);
+    e2e_finish(&s);
 }
 
 /* The int3 controller: kernel functions, the shared library page (one
@@ -213,15 +142,15 @@ static void test_int3_controller_counts(void **state)
     (void)state;
     session s;
     start(&s, VMT_TRACER_CONTROLLER_INT3, 60, 3);
-    add(&s, "schedule", -1); /* kernel: from boot, so every call is counted */
-    add(&s, "syscall_dispatch", -1);
-    add(&s, "pager_page_in", -1);
+    e2e_add(&s, "schedule", -1); /* kernel: from boot, so every call is counted */
+    e2e_add(&s, "syscall_dispatch", -1);
+    e2e_add(&s, "pager_page_in", -1);
     wait_for_processes(&s); /* user code has not run yet */
-    add(&s, "lib_getpid", -1);
-    add(&s, "lib_yield", -1);
-    add(&s, "prog_main", 0);
-    add(&s, "prog_work_a", 1);
-    add(&s, "prog_work_b", 2);
+    e2e_add(&s, "lib_getpid", -1);
+    e2e_add(&s, "lib_yield", -1);
+    e2e_add(&s, "prog_main", 0);
+    e2e_add(&s, "prog_work_a", 1);
+    e2e_add(&s, "prog_work_b", 2);
     run_to_end(&s);
     uint64_t outs, ins, moves;
     check_counts(&s, &outs, &ins, &moves);
@@ -229,10 +158,10 @@ static void test_int3_controller_counts(void **state)
     assert_true(ins > 0);
     print_message("int3 controller: stealthy %d, guest self-check mismatches %" PRIu64
                   ", relocations seen %" PRIu64 "\n",
-                  vmt_tracer_is_stealthy(s.t), gstats(&s)->selfcheck_mismatches, moves);
+                  vmt_tracer_is_stealthy(s.t), e2e_gstats(&s)->selfcheck_mismatches, moves);
     if (vmt_tracer_is_stealthy(s.t))
-        assert_int_equal(gstats(&s)->selfcheck_mismatches, 0);
-    finish(&s);
+        assert_int_equal(e2e_gstats(&s)->selfcheck_mismatches, 0);
+    e2e_finish(&s);
 }
 
 /* The guest's own int3 (kernel and user) reach its handler while our
@@ -242,24 +171,24 @@ static void test_guest_int3_reinjected(void **state)
     (void)state;
     session s;
     start_flags(&s, VMT_TRACER_CONTROLLER_INT3, 0, 1, VMT_GUEST_F_KERNEL_INT3);
-    add(&s, "kernel_int3_probe", -1);
+    e2e_add(&s, "kernel_int3_probe", -1);
     wait_for_processes(&s);
-    add(&s, "lib_int3", -1);
+    e2e_add(&s, "lib_int3", -1);
     run_to_end(&s);
     uint64_t outs, ins, moves;
     check_counts(&s, &outs, &ins, &moves);
     vmt_tracer_stats st;
     vmt_tracer_stats_get(s.t, &st);
-    print_message("guest breakpoints %" PRIu64 ", reinjected %" PRIu64 "\n", gstats(&s)->breakpoints,
+    print_message("guest breakpoints %" PRIu64 ", reinjected %" PRIu64 "\n", e2e_gstats(&s)->breakpoints,
                   st.reinjected);
-    assert_true(gstats(&s)->breakpoints > 0);
-    assert_int_equal(st.reinjected, gstats(&s)->breakpoints);
+    assert_true(e2e_gstats(&s)->breakpoints > 0);
+    assert_int_equal(st.reinjected, e2e_gstats(&s)->breakpoints);
     /* No #BP it did not expect; a non-stealthy int3 in its user code does
      * show in its self-check, which is all it may complain about. */
     uint32_t code = vmt_kvm_exit_code(s.kvm);
     if (code != VMT_GUEST_EXIT_OK)
         assert_true(!vmt_tracer_is_stealthy(s.t) && code == VMT_GUEST_EXIT_SELFCHECK);
-    finish(&s);
+    e2e_finish(&s);
 }
 
 /* The bytes of every kernel function, read through the boot root. */
@@ -289,15 +218,15 @@ static void detach_mid_run(vmt_tracer_controller ctl, bool user)
     assert_true(before->len > 0);
     bool memory = ctl == VMT_TRACER_CONTROLLER_MEMORY;
     if (!memory || !user) { /* memory: kernel code is one hot page, keep it short */
-        add(&s, "schedule", -1);
-        add(&s, "syscall_dispatch", -1);
+        e2e_add(&s, "schedule", -1);
+        e2e_add(&s, "syscall_dispatch", -1);
     }
     if (user) {
         wait_for_processes(&s);
-        add(&s, "prog_work_a", 1);
-        add(&s, "prog_work_c", 2);
+        e2e_add(&s, "prog_work_a", 1);
+        e2e_add(&s, "prog_work_c", 2);
         if (!memory)
-            add(&s, "lib_getpid", -1);
+            e2e_add(&s, "lib_getpid", -1);
     }
     vmt_tracer_run_opts ro = {.sz = sizeof ro, .max_hits = memory && !user ? 10 : 100};
     vmt_tracer_stop_reason why;
@@ -317,12 +246,12 @@ static void detach_mid_run(vmt_tracer_controller ctl, bool user)
         fail_msg("guest after detach: %s (%s)", vmt_status_str(st), vmt_kvm_crash_reason(s.kvm));
     assert_int_equal(vmt_kvm_get_state(s.kvm), VMT_KVM_EXITED);
     print_message("after detach: guest exit code %u, self-check mismatches %" PRIu64 "\n",
-                  vmt_kvm_exit_code(s.kvm), gstats(&s)->selfcheck_mismatches);
+                  vmt_kvm_exit_code(s.kvm), e2e_gstats(&s)->selfcheck_mismatches);
     if (stealthy) {
         assert_int_equal(vmt_kvm_exit_code(s.kvm), VMT_GUEST_EXIT_OK);
-        assert_int_equal(gstats(&s)->selfcheck_mismatches, 0);
+        assert_int_equal(e2e_gstats(&s)->selfcheck_mismatches, 0);
     }
-    finish(&s);
+    e2e_finish(&s);
 }
 
 static void test_detach_memory_controller(void **state)
@@ -358,17 +287,17 @@ static void test_kernel_int3_counts(void **state)
     (void)state;
     session s;
     start(&s, VMT_TRACER_CONTROLLER_INT3, 60, 5);
-    add(&s, "schedule", -1);
-    add(&s, "syscall_dispatch", -1);
-    add(&s, "pager_page_in", -1);
-    add(&s, "pager_page_out", -1);
-    add(&s, "selfcheck_run", -1);
+    e2e_add(&s, "schedule", -1);
+    e2e_add(&s, "syscall_dispatch", -1);
+    e2e_add(&s, "pager_page_in", -1);
+    e2e_add(&s, "pager_page_out", -1);
+    e2e_add(&s, "selfcheck_run", -1);
     run_to_end(&s);
     uint64_t outs, ins, moves;
     check_counts(&s, &outs, &ins, &moves);
-    assert_true(gstats(&s)->page_outs > 0);
+    assert_true(e2e_gstats(&s)->page_outs > 0);
     assert_int_equal(vmt_kvm_exit_code(s.kvm), VMT_GUEST_EXIT_OK);
-    finish(&s);
+    e2e_finish(&s);
 }
 
 /* Stealth with the int3 controller: on KVM only when the driver emulates
@@ -387,7 +316,7 @@ static void test_kernel_int3_execute_only_stealth(void **state)
     /* Let the guest boot and run untraced for a while first. */
     vmt_tracer_free(s.t);
     s.t = NULL;
-    for (int i = 0; gstats(&s)->magic != VMT_GUEST_STATS_MAGIC || gstats(&s)->rounds < 5; i++) {
+    for (int i = 0; e2e_gstats(&s)->magic != VMT_GUEST_STATS_MAGIC || e2e_gstats(&s)->rounds < 5; i++) {
         assert_true(i < 2000);
         vmt_status st = vmt_kvm_run(s.kvm, 20);
         if (st != VMT_OK && st != VMT_E_TIMEOUT)
@@ -396,10 +325,10 @@ static void test_kernel_int3_execute_only_stealth(void **state)
     }
     vmt_tracer_opts to = {.sz = sizeof to, .controller = VMT_TRACER_CONTROLLER_INT3};
     assert_int_equal(vmt_tracer_new(s.vmi, &to, &s.t), VMT_OK);
-    const vmt_guest_counter *c = vmt_guest_counter_find(gstats(&s), "pager_page_in");
+    const vmt_guest_counter *c = vmt_guest_counter_find(e2e_gstats(&s), "pager_page_in");
     assert_non_null(c);
-    uint64_t before = c->calls, runs_before = gstats(&s)->selfcheck_runs;
-    add(&s, "pager_page_in", -1);
+    uint64_t before = c->calls, runs_before = e2e_gstats(&s)->selfcheck_runs;
+    e2e_add(&s, "pager_page_in", -1);
     run_to_end(&s);
     vmt_tracer_bp_info bi;
     assert_int_equal(vmt_tracer_bp_get(s.t, s.bps[0].id, &bi), VMT_OK);
@@ -409,14 +338,14 @@ static void test_kernel_int3_execute_only_stealth(void **state)
                   "; stealth reads served %" PRIu64 ", self-check runs while traced %" PRIu64
                   ", mismatches %" PRIu64 "\n",
                   bi.hits, c->calls - before, ts.stealth_reads,
-                  gstats(&s)->selfcheck_runs - runs_before, gstats(&s)->selfcheck_mismatches);
+                  e2e_gstats(&s)->selfcheck_runs - runs_before, e2e_gstats(&s)->selfcheck_mismatches);
     assert_true(bi.hits > 0);
     assert_int_equal(bi.hits, c->calls - before);
-    assert_true(gstats(&s)->selfcheck_runs > runs_before);
+    assert_true(e2e_gstats(&s)->selfcheck_runs > runs_before);
     assert_true(ts.stealth_reads > 0);
-    assert_int_equal(gstats(&s)->selfcheck_mismatches, 0);
+    assert_int_equal(e2e_gstats(&s)->selfcheck_mismatches, 0);
     assert_int_equal(vmt_kvm_exit_code(s.kvm), VMT_GUEST_EXIT_OK);
-    finish(&s);
+    e2e_finish(&s);
 }
 
 /* Every int3 of the guest's own (at CPL 3 in lib_int3, at CPL 0 in
@@ -428,19 +357,19 @@ static void test_kernel_guest_int3_reinjected(void **state)
     (void)state;
     session s;
     start_flags(&s, VMT_TRACER_CONTROLLER_INT3, 20, 9, VMT_GUEST_F_KERNEL_INT3);
-    add(&s, "kernel_int3_probe", -1);
-    add(&s, "schedule", -1);
+    e2e_add(&s, "kernel_int3_probe", -1);
+    e2e_add(&s, "schedule", -1);
     run_to_end(&s);
     uint64_t outs, ins, moves;
     check_counts(&s, &outs, &ins, &moves);
     vmt_tracer_stats st;
     vmt_tracer_stats_get(s.t, &st);
     print_message("guest breakpoints %" PRIu64 ", reinjected %" PRIu64 "\n",
-                  gstats(&s)->breakpoints, st.reinjected);
+                  e2e_gstats(&s)->breakpoints, st.reinjected);
     assert_true(st.reinjected > 0);
-    assert_int_equal(st.reinjected, gstats(&s)->breakpoints);
+    assert_int_equal(st.reinjected, e2e_gstats(&s)->breakpoints);
     assert_int_equal(vmt_kvm_exit_code(s.kvm), VMT_GUEST_EXIT_OK);
-    finish(&s);
+    e2e_finish(&s);
 }
 
 int main(void)
