@@ -19,42 +19,14 @@
 #include "vmitap/bpm.h"
 #include "vmitap/mock.h"
 
+#include "noop_controller.h"
+
 #define REPS 5
 #define LOOKUPS 1000000
 #define VA0 0xffff800000000000ull
 #define PA0 0x100000000ull
 #define ROOT 0x1000ull
 #define STRIDE 0x200ull
-
-static bool noop_check_event(void *self, const vmt_event *ev, vmt_view *view, vmt_gfn *gfn)
-{
-    (void)self;
-    if (ev->reason != VMT_EVENT_SOFTWARE_BREAKPOINT)
-        return false;
-    *view = ev->view;
-    *gfn = ev->u.software_breakpoint.gfn;
-    return true;
-}
-
-static vmt_status noop_bp(void *self, vmt_core *vmi, vmt_pa pa, vmt_view view)
-{
-    (void)self, (void)vmi, (void)pa, (void)view;
-    return VMT_OK;
-}
-
-static vmt_status noop_page(void *self, vmt_core *vmi, vmt_gfn gfn, vmt_view view)
-{
-    (void)self, (void)vmi, (void)gfn, (void)view;
-    return VMT_OK;
-}
-
-static const vmt_tap_controller_ops noop_ops = {
-    .check_event = noop_check_event,
-    .insert_breakpoint = noop_bp,
-    .remove_breakpoint = noop_bp,
-    .monitor = noop_page,
-    .unmonitor = noop_page,
-};
 
 /* The machines are shared (2 cores, several busy agents): phases are timed
  * in CPU time of this thread, which time spent descheduled does not

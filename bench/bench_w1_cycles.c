@@ -13,36 +13,12 @@
 #include "vmitap/bpm.h"
 #include "vmitap/mock.h"
 
+#include "noop_controller.h"
+
 #define VA0 0xffff800000000000ull
 #define PA0 0x100000000ull
 #define ROOT 0x1000ull
 #define STRIDE 0x200ull
-
-static bool noop_check_event(void *self, const vmt_event *ev, vmt_view *view, vmt_gfn *gfn)
-{
-    (void)self, (void)ev, (void)view, (void)gfn;
-    return false;
-}
-
-static vmt_status noop_bp(void *self, vmt_core *vmi, vmt_pa pa, vmt_view view)
-{
-    (void)self, (void)vmi, (void)pa, (void)view;
-    return VMT_OK;
-}
-
-static vmt_status noop_page(void *self, vmt_core *vmi, vmt_gfn gfn, vmt_view view)
-{
-    (void)self, (void)vmi, (void)gfn, (void)view;
-    return VMT_OK;
-}
-
-static const vmt_tap_controller_ops noop_ops = {
-    .check_event = noop_check_event,
-    .insert_breakpoint = noop_bp,
-    .remove_breakpoint = noop_bp,
-    .monitor = noop_page,
-    .unmonitor = noop_page,
-};
 
 /* ok is read after the call (not as an argument next to it: the order in
  * which arguments are evaluated is unspecified). */
