@@ -26,6 +26,12 @@ static vmt_status msr_io(vmt_kvm *k, unsigned long req, uint32_t index, uint64_t
     return VMT_OK;
 }
 
+vmt_status kvm_msr_get(vmt_kvm *k, uint32_t index, uint64_t *out)
+{
+    *out = 0;
+    return msr_io(k, KVM_GET_MSRS, index, out);
+}
+
 static vmt_status get_kgs(vmt_kvm *k, uint64_t *out)
 {
     *out = 0;

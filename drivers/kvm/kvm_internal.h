@@ -152,7 +152,25 @@ struct vmt_kvm {
     uint64_t retry_rip; /* last emulation failure retried, and how often */
     unsigned retries;
     uint64_t emu_retries; /* emulation failures resumed (kvm_pvm) */
+    /* kvm_pvm runs SYSCALL from guest user mode half-way (see
+     * kvm_linux_fix_syscall): the guest's #PF handler frame is then kept a
+     * hole, so the #PF that follows is seen and turned into the entry. */
+    bool pf_trap;
+    vmt_gfn pf_gfn;
+    uint64_t pf_handler;
+    /* Until the guest first enters the kernel from user mode, the #PF trap
+     * waits (it costs every interrupt a few steps): the frame of the
+     * kernel's entry stack (TSS.RSP0) is kept read-only instead, and the
+     * first frame written there switches to the #PF trap. */
+    bool user_seen;
+    bool es_trap;
+    vmt_gfn es_gfn;
+    uint64_t syscall_fixups;
+    uint64_t sysret_fixups;
+    uint64_t syscall_rewinds; /* SYSCALLs taken back for an injected interrupt */
     kvm_uart uart;
+    uint8_t cmos_index; /* the RTC's register select (port 0x70) */
+    uint8_t cmos[128];  /* its registers as last written */
 };
 
 /* kvm_mem.c */
@@ -198,6 +216,17 @@ vmt_status kvm_linux_vm_init(vmt_kvm *k); /* before the vCPU exists */
 vmt_status kvm_linux_boot(vmt_kvm *k, const vmt_kvm_opts *o);
 /* Port I/O of the Linux board (serial, reset); KVM_LINUX_IO_STOP: the guest is over. */
 int kvm_linux_io(vmt_kvm *k, uint16_t port, bool out, uint8_t *data, size_t size, size_t count);
+/* True where the #PF handler's frame must be trapped for kvm_linux_fix_syscall. */
+bool kvm_linux_wants_pf_trap(const vmt_kvm *k);
+/* r: the vCPU at the first fetch of the #PF handler. If the #PF is the
+ * one kvm_pvm raises after a half-done SYSCALL, puts the vCPU where the
+ * SYSCALL should have left it and returns true; else false (nothing
+ * changed). */
+bool kvm_linux_fix_syscall(vmt_kvm *k, const vmt_regs *r);
+/* kvm_pvm: if r is in a CPL 0 window with the user's stack or GS.base
+ * (SYSCALL entry, SYSRETQ exit), runs it to its end by hand (*r updated,
+ * true). */
+bool kvm_linux_window_by_hand(vmt_kvm *k, vmt_regs *r);
 /* True to resume after an emulation failure at rip on an emulating host
  * (retried, then single-stepped once) rather than call it a crash. */
 bool kvm_linux_emulation_retry(vmt_kvm *k, uint64_t rip);
@@ -215,6 +244,7 @@ uint64_t kvm_rip(vmt_kvm *k);
 uint64_t kvm_rsp(vmt_kvm *k);
 uint64_t kvm_cr3(vmt_kvm *k);
 vmt_status kvm_step_arm(vmt_kvm *k, bool step);
+vmt_status kvm_msr_get(vmt_kvm *k, uint32_t index, uint64_t *out); /* one vCPU ioctl */
 
 /* Virtual-address access through the current CR3 and the guest view. */
 vmt_status kvm_va_read(vmt_kvm *k, uint64_t cr3, uint64_t va, void *buf, size_t len);

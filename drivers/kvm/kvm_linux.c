@@ -25,6 +25,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "drivers/kvm/kvm_internal.h"
@@ -90,7 +91,31 @@ const char *const vmt_kvm_linux_default_cmdline =
  * 521, VPCLMULQDQ 522. */
 #define LX_EMU_CMDLINE                                                                              \
     " noxsave clearcpuid=141,151,145,154,156,153,129,150,158,288,297,298,306,308,534,580,59,515,516," \
-    "137,147,148,293,304,291,296,307,317,520,521,522"
+    "137,147,148,293,304,291,296,307,317,520,521,522" LX_EMU_FASTER
+
+/* And where every kernel instruction is emulated, the boot is shortened
+ * by what a sampling profile of it showed (`vmt-kvm-run -P`, see
+ * docs/linux.md):
+ *  - initcalls that only serve ftrace and BPF users are skipped:
+ *    ftrace_check_for_weak_functions (a kallsyms lookup for each of the
+ *    40,000 ftrace records, 2 minutes here), tracer_init_tracefs (tracefs),
+ *    trace_eval_init (the eval-map rewrite of every trace event's format),
+ *    and the six that register BPF kfuncs, the first of which parses and
+ *    verifies the kernel's whole BTF (50 s here; TCP cubic is one of them,
+ *    TCP falls back to reno);
+ *  - rodata=off skips the W+X audit that walks every kernel page-table
+ *    entry after marking rodata read-only (kernel text and rodata stay
+ *    writable in the guest, which a test VM can afford);
+ *  - time is dilated: the timer tick alone cost more than half of the
+ *    emulated time, so the kernel is told a TSC frequency LX_DILATION
+ *    times the real one (tsc_early_khz, with kvm-clock off so the TSC is
+ *    the clock): once it runs on the TSC, its clock, its timers and its
+ *    tick run that many times slower than real time. */
+#define LX_EMU_FASTER                                                                        \
+    " rodata=off initcall_blacklist=ftrace_check_for_weak_functions,tracer_init_tracefs,trace_eval_init," \
+    "cubictcp_register,bpf_rstat_kfunc_init,bpf_key_sig_kfuncs_init,kfunc_init,bpf_prog_test_run_init,"    \
+    "bpf_tcp_ca_kfunc_init no-kvmclock"
+#define LX_DILATION 10
 
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static uint32_t rd32(const uint8_t *p) { return (uint32_t)rd16(p) | (uint32_t)rd16(p + 2) << 16; }
@@ -286,7 +311,13 @@ static vmt_status fill_zero_page(vmt_kvm *k, const lx_image *im, const vmt_kvm_o
 
     const char *base = o->cmdline ? o->cmdline : vmt_kvm_linux_default_cmdline;
     char cmd[LX_CMDLINE_MAX];
-    int clen = snprintf(cmd, sizeof cmd, "%s%s", base, k->emulated_cpl0 ? LX_EMU_CMDLINE : "");
+    int clen;
+    int tsc_khz = k->emulated_cpl0 ? ioctl(k->vcpu_fd, KVM_GET_TSC_KHZ, 0) : 0;
+    if (k->emulated_cpl0 && tsc_khz > 0)
+        clen = snprintf(cmd, sizeof cmd, "%s%s tsc_early_khz=%lld", base, LX_EMU_CMDLINE,
+                        (long long)tsc_khz * LX_DILATION);
+    else
+        clen = snprintf(cmd, sizeof cmd, "%s%s", base, k->emulated_cpl0 ? LX_EMU_CMDLINE : "");
     size_t cmax = im->elf ? 0 : rd32(im->file + BP_CMDLINE_SIZE);
     if (clen < 0 || (size_t)clen >= sizeof cmd || (cmax && (size_t)clen > cmax)) {
         vmt_log(VMT_LOG_ERROR, "kvm: kernel command line too long (%d bytes)", clen);
@@ -435,10 +466,81 @@ static vmt_status enter_64bit(vmt_kvm *k, uint64_t entry)
     return ioctl(k->vcpu_fd, KVM_SET_REGS, &r) < 0 ? VMT_E_DRIVER : VMT_OK;
 }
 
+/* A CMOS real-time clock (ports 0x70/0x71) that reads the host's UTC time:
+ * without one, every read of its status said "update in progress" and
+ * the kernel polled it with delays (10 ms each time, dilated). Format as
+ * register B asks (BCD unless DM, 24-hour when 24H); no update cycle, no
+ * alarm or periodic interrupts; the other registers are plain storage. */
+#define CMOS_INDEX_PORT 0x70
+#define CMOS_DATA_PORT 0x71
+enum { RTC_SEC = 0, RTC_MIN = 2, RTC_HOUR = 4, RTC_WDAY = 6, RTC_MDAY = 7, RTC_MON = 8, RTC_YEAR = 9,
+       RTC_REG_A = 10, RTC_REG_B = 11, RTC_REG_C = 12, RTC_REG_D = 13, RTC_CENTURY = 0x32 };
+#define RTC_B_24H 0x02
+#define RTC_B_BINARY 0x04
+
+static void cmos_init(vmt_kvm *k)
+{
+    k->cmos[RTC_REG_A] = 0x26; /* 32.768 kHz time base, 1024 Hz rate, UIP clear */
+    k->cmos[RTC_REG_B] = RTC_B_24H;
+    k->cmos[RTC_REG_D] = 0x80; /* valid RAM and time */
+}
+
+static uint8_t cmos_time_reg(const vmt_kvm *k, unsigned reg)
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    int v;
+    bool pm = false;
+    switch (reg) {
+    case RTC_SEC: v = tm.tm_sec; break;
+    case RTC_MIN: v = tm.tm_min; break;
+    case RTC_HOUR:
+        v = tm.tm_hour;
+        if (!(k->cmos[RTC_REG_B] & RTC_B_24H)) {
+            pm = v >= 12;
+            v = v % 12 ? v % 12 : 12;
+        }
+        break;
+    case RTC_WDAY: v = tm.tm_wday + 1; break;
+    case RTC_MDAY: v = tm.tm_mday; break;
+    case RTC_MON: v = tm.tm_mon + 1; break;
+    case RTC_YEAR: v = tm.tm_year % 100; break;
+    default: v = 19 + tm.tm_year / 100; break; /* RTC_CENTURY */
+    }
+    uint8_t b = (k->cmos[RTC_REG_B] & RTC_B_BINARY) ? (uint8_t)v : (uint8_t)((v / 10) << 4 | v % 10);
+    return pm ? (uint8_t)(b | 0x80) : b;
+}
+
+static uint8_t cmos_read(const vmt_kvm *k)
+{
+    unsigned r = k->cmos_index;
+    switch (r) {
+    case RTC_SEC: case RTC_MIN: case RTC_HOUR: case RTC_WDAY:
+    case RTC_MDAY: case RTC_MON: case RTC_YEAR: case RTC_CENTURY:
+        return cmos_time_reg(k, r);
+    case RTC_REG_C:
+        return 0; /* no interrupt flags */
+    default:
+        return k->cmos[r];
+    }
+}
+
+static void cmos_write(vmt_kvm *k, uint8_t v)
+{
+    unsigned r = k->cmos_index;
+    if (r == RTC_REG_A)
+        v &= 0x7f; /* UIP is read-only */
+    if (r != RTC_REG_C && r != RTC_REG_D)
+        k->cmos[r] = v;
+}
+
+
 vmt_status kvm_linux_boot(vmt_kvm *k, const vmt_kvm_opts *o)
 {
     lx_image im = {0};
     k->emulated_cpl0 = vmt_kvm_emulates_kernel_mode();
+    cmos_init(k);
     im.file = read_file(o->kernel_path, &im.len);
     if (!im.file)
         return VMT_E_INVALID;
@@ -539,6 +641,193 @@ bool kvm_linux_emulation_retry(vmt_kvm *k, uint64_t rip)
     return true;
 }
 
+/* ---- SYSCALL on kvm_pvm ---- */
+
+#define MSR_STAR 0xc0000081u
+#define MSR_LSTAR 0xc0000082u
+#define RFLAGS_RF (1ull << 16)
+
+bool kvm_linux_wants_pf_trap(const vmt_kvm *k) { return k->linux_boot && k->emulated_cpl0; }
+
+/* kvm_pvm runs a SYSCALL from guest user mode only half-way: RCX, R11,
+ * RFLAGS (masked) and RIP = LSTAR are set, but CS and SS keep their user
+ * selectors, so the vCPU fetches the kernel's entry code at CPL 3 and the
+ * guest takes a #PF there (its init then dies of SIGSEGV). It also swaps
+ * GS.base with KERNEL_GS_BASE, as its own paravirtual guests expect, so
+ * the kernel's SWAPGS would undo that (the entry code then ran on the user
+ * stack). That #PF is recognised at its delivery, before the guest's
+ * handler ran anything: its frame (error code, RIP, CS, RFLAGS, RSP, SS on
+ * the stack) says RIP = LSTAR at CPL 3, and the instruction before RCX is
+ * a SYSCALL (0f 05). The delivery is then undone and the SYSCALL finished
+ * as the SDM says: CS and SS from STAR, RSP and RFLAGS as they were (the
+ * stack the delivery used is below the kernel's RSP0 and unused), GS.base
+ * the user's again (a kernel address there, and none in KERNEL_GS_BASE,
+ * is kvm_pvm's swap). Only CR2 keeps the fault's address. */
+bool kvm_linux_fix_syscall(vmt_kvm *k, const vmt_regs *r)
+{
+    uint64_t f[6], lstar, star; /* error code, RIP, CS, RFLAGS, RSP, SS */
+    uint8_t insn[2];
+    if (kvm_va_read(k, r->cr3, r->rsp, f, sizeof f) != VMT_OK || (f[2] & 3) != 3 ||
+        kvm_msr_get(k, MSR_LSTAR, &lstar) != VMT_OK || f[1] != lstar ||
+        kvm_va_read(k, r->cr3, r->rcx - 2, insn, 2) != VMT_OK || insn[0] != 0x0f || insn[1] != 0x05 ||
+        kvm_msr_get(k, MSR_STAR, &star) != VMT_OK)
+        return false;
+    vmt_regs n = *r;
+    if ((n.gs_base >> 63) && !(n.kernel_gs_base >> 63)) {
+        n.gs_base = r->kernel_gs_base;
+        n.kernel_gs_base = r->gs_base;
+    }
+    struct kvm_vcpu_events ev;
+    if (ioctl(k->vcpu_fd, KVM_GET_VCPU_EVENTS, &ev) < 0)
+        return false;
+    if (ev.interrupt.injected || ev.nmi.injected) {
+        /* KVM delivers an interrupt it has injected whatever RFLAGS.IF
+         * says: at LSTAR, before the entry code's SWAPGS, it would run on
+         * the user stack with the user's GS. So the SYSCALL is taken
+         * back instead: the process is put back at the instruction with
+         * its flags (R11); the interrupt comes from user mode, and the
+         * SYSCALL runs again after it (RCX and R11 are the SYSCALL's to
+         * clobber anyway). */
+        n.rip = r->rcx - 2;
+        n.cs = (uint16_t)f[2];
+        n.ss = (uint16_t)f[5];
+        n.rsp = f[4];
+        n.rflags = (r->r11 & 0x3c7fd7ull) | 2;
+        if (kvm_regs_set(k, &n) != VMT_OK)
+            return false;
+        k->syscall_rewinds++;
+        vmt_log(VMT_LOG_DEBUG, "kvm: SYSCALL at 0x%llx taken back for interrupt %u", (unsigned long long)n.rip,
+                ev.interrupt.nr);
+        return true;
+    }
+    uint16_t kcs = (uint16_t)((star >> 32) & 0xfffc);
+    n.rip = lstar;
+    n.cs = kcs;
+    n.ss = (uint16_t)(kcs + 8);
+    n.rsp = f[4];
+    n.rflags = f[3] & ~RFLAGS_RF;
+    if (kvm_regs_set(k, &n) != VMT_OK)
+        return false;
+    k->syscall_fixups++;
+    kvm_linux_window_by_hand(k, &n);
+    vmt_log(VMT_LOG_DEBUG,
+            "kvm: SYSCALL %llu finished by hand: rcx 0x%llx rsp 0x%llx rflags 0x%llx rax %llu gs 0x%llx kgs 0x%llx",
+            (unsigned long long)k->syscall_fixups, (unsigned long long)n.rcx, (unsigned long long)n.rsp,
+            (unsigned long long)n.rflags, (unsigned long long)n.rax, (unsigned long long)n.gs_base,
+            (unsigned long long)n.kernel_gs_base);
+    return true;
+}
+
+/* The way back has the same flaw (kvm_pvm's SYSRETQ leaves CS and SS at
+ * the kernel's), and both ways have a window where the vCPU is at CPL 0
+ * with the user's stack or GS.base: between the SYSCALL and the entry
+ * code's switch to the kernel stack, and between the exit code's pop of
+ * the user RSP and the SYSRETQ. On real hardware RFLAGS.IF = 0 covers it;
+ * kvm_pvm injects interrupts at single-steps regardless of IF and of
+ * KVM_GUESTDBG_BLOCKIRQ, and an interrupt taken there runs on the user
+ * stack with the user's GS (a double fault). Linux's entry and exit code
+ * sit on its #PF handler's page, which the #PF trap keeps a hole, so they
+ * are single-stepped; whenever a step leaves the vCPU in that window the
+ * instructions up to its end, or up to the end of that page, are done
+ * here, by hand, with no VM entry in between. The same holds for the
+ * first instructions of an interrupt or exception from user mode, which
+ * run at CPL 0 with the user's GS.base until the entry code's SWAPGS (on
+ * another page: not stepped). Only the forms these stretches consist of
+ * are known (SWAPGS, JMP, CALL, PUSH imm8, POP RSP, MOV RSP to/from
+ * %gs:disp32, NOP, CLD, SYSRETQ); any other instruction ends the hand-run
+ * with a warning. SYSRETQ is done as
+ * the SDM says: RIP = RCX, RFLAGS = R11 (RF, VM cleared), CS =
+ * STAR[63:48] + 16, SS = STAR[63:48] + 8, both at RPL 3. */
+static bool kernel_addr(uint64_t a) { return (a >> 63) != 0; }
+
+static bool unsafe_window(const vmt_regs *r)
+{
+    return (r->cs & 3) == 0 && (!kernel_addr(r->rsp) || !kernel_addr(r->gs_base));
+}
+
+/* One instruction of the window on *r; false if its form is not known. */
+static bool step_by_hand(vmt_kvm *k, vmt_regs *r)
+{
+    uint8_t b[9] = {0};
+    if (kvm_va_read(k, r->cr3, r->rip, b, sizeof b) != VMT_OK)
+        return false;
+    int32_t d32;
+    memcpy(&d32, b + 5, 4);
+    uint64_t v, star;
+    if (b[0] == 0x0f && b[1] == 0x01 && b[2] == 0xf8) { /* swapgs */
+        v = r->gs_base;
+        r->gs_base = r->kernel_gs_base;
+        r->kernel_gs_base = v;
+        r->rip += 3;
+    } else if (b[0] == 0x90) {
+        r->rip += 1;
+    } else if (b[0] == 0xfc) { /* cld */
+        r->rflags &= ~(1ull << 10);
+        r->rip += 1;
+    } else if (b[0] == 0x6a || b[0] == 0xe8) { /* push imm8, call rel32 */
+        int32_t rel;
+        memcpy(&rel, b + 1, 4);
+        v = b[0] == 0x6a ? (uint64_t)(int64_t)(int8_t)b[1] : r->rip + 5;
+        if (kvm_va_write(k, r->cr3, r->rsp - 8, &v, 8) != VMT_OK)
+            return false;
+        r->rsp -= 8;
+        r->rip += b[0] == 0x6a ? 2 : 5 + (uint64_t)(int64_t)rel;
+    } else if (b[0] == 0xeb) {
+        r->rip += 2 + (uint64_t)(int64_t)(int8_t)b[1];
+    } else if (b[0] == 0xe9) {
+        int32_t rel;
+        memcpy(&rel, b + 1, 4);
+        r->rip += 5 + (uint64_t)(int64_t)rel;
+    } else if (b[0] == 0x5c) { /* pop %rsp */
+        if (kvm_va_read(k, r->cr3, r->rsp, &v, 8) != VMT_OK)
+            return false;
+        r->rsp = v;
+        r->rip += 1;
+    } else if (b[0] == 0x65 && b[1] == 0x48 && b[3] == 0x24 && b[4] == 0x25 && (b[2] == 0x89 || b[2] == 0x8b)) {
+        uint64_t at = r->gs_base + (uint64_t)(int64_t)d32; /* mov %rsp, %gs:d32 / mov %gs:d32, %rsp */
+        if (b[2] == 0x89 ? kvm_va_write(k, r->cr3, at, &r->rsp, 8) != VMT_OK
+                         : kvm_va_read(k, r->cr3, at, &r->rsp, 8) != VMT_OK)
+            return false;
+        r->rip += 9;
+    } else if (b[0] == 0x48 && b[1] == 0x0f && b[2] == 0x07) { /* sysretq */
+        if (kvm_msr_get(k, MSR_STAR, &star) != VMT_OK)
+            return false;
+        uint16_t base = (uint16_t)((star >> 48) & 0xfffc);
+        r->rip = r->rcx;
+        r->rflags = (r->r11 & 0x3c7fd7ull) | 2;
+        r->cs = (uint16_t)((base + 16) | 3);
+        r->ss = (uint16_t)((base + 8) | 3);
+        k->sysret_fixups++;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+bool kvm_linux_window_by_hand(vmt_kvm *k, vmt_regs *r)
+{
+    if (!kvm_linux_wants_pf_trap(k) || !unsafe_window(r))
+        return false;
+    vmt_regs n = *r;
+    unsigned done = 0;
+    vmt_pa pa;
+    while (unsafe_window(&n) && done < 16 && kvm_va_to_pa(k, n.cr3, n.rip, &pa) == VMT_OK &&
+           (pa >> VMT_PAGE_SHIFT) == k->pf_gfn) {
+        if (!step_by_hand(k, &n)) {
+            vmt_log(VMT_LOG_WARN, "kvm: unknown instruction at 0x%llx in the CPL 0 window with user stack/GS",
+                    (unsigned long long)n.rip);
+            break;
+        }
+        done++;
+    }
+    if (!done || kvm_regs_set(k, &n) != VMT_OK)
+        return false;
+    vmt_log(VMT_LOG_DEBUG, "kvm: %u instructions by hand, now at 0x%llx cs 0x%x rsp 0x%llx", done,
+            (unsigned long long)n.rip, n.cs, (unsigned long long)n.rsp);
+    *r = n;
+    return true;
+}
+
 /* ---- port I/O of the board ---- */
 
 /* The reset that `reboot -f` (reboot=k) ends with: the guest is over. */
@@ -560,6 +849,19 @@ int kvm_linux_io(vmt_kvm *k, uint16_t port, bool out, uint8_t *data, size_t size
 {
     if (kvm_serial_io(k, port, out, data, size, count))
         return KVM_LINUX_IO_DONE;
+    if ((port == CMOS_INDEX_PORT || port == CMOS_DATA_PORT) && size == 1) {
+        for (size_t i = 0; i < count; i++) {
+            if (port == CMOS_INDEX_PORT && out)
+                k->cmos_index = data[i] & 0x7f; /* bit 7: NMI mask */
+            else if (port == CMOS_INDEX_PORT)
+                data[i] = k->cmos_index;
+            else if (out)
+                cmos_write(k, data[i]);
+            else
+                data[i] = cmos_read(k);
+        }
+        return KVM_LINUX_IO_DONE;
+    }
     if (port == KBD_STATUS_PORT) {
         if (out && data[0] == KBD_CMD_RESET) {
             board_reset(k);

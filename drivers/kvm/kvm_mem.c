@@ -271,8 +271,11 @@ vmt_status kvm_sync_frame(vmt_kvm *k, vmt_gfn gfn)
     kvm_view_lookup(kvm_view_get(k, k->active), gfn, &acc, &backing);
     unsigned cls = kvm_class_of(acc);
     bool passing = k->step.passthrough && gfn == k->pt_gfn;
-    if (!passing && ((k->bp_trap && gfn == k->bp_gfn) || (k->db_trap && gfn == k->db_gfn)))
+    if (!passing && ((k->bp_trap && gfn == k->bp_gfn) || (k->db_trap && gfn == k->db_gfn) ||
+                     (k->pf_trap && gfn == k->pf_gfn)))
         cls = CLASS_HOLE;
+    if (k->es_trap && gfn == k->es_gfn && cls == CLASS_NORMAL)
+        cls = CLASS_RO;
     for (unsigned i = 0; i < k->nxo; i++)
         if (k->xo_gfn[i] == gfn && cls == CLASS_HOLE) {
             cls = CLASS_RO; /* running in an execute-only frame */

@@ -105,20 +105,22 @@ static void console_put(vmt_kvm *k, const uint8_t *p, size_t n)
     k->console[k->console_len] = 0;
 }
 
-/* ---- the #BP trap on the guest's vector-3 handler frame ---- */
+/* ---- traps on the guest's IDT handler frames (#BP, #DB, #PF) ---- */
 
-static void set_bp_trap(vmt_kvm *k, bool on, vmt_gfn gfn, uint64_t handler)
+/* Keeps a handler frame a hole exactly when `on`: *trap and *cur say
+ * whether and which frame is trapped now. kvm_sync_frame decides a
+ * frame's class from all the traps, so two traps may share a frame. */
+static void hold_trap(vmt_kvm *k, bool *trap, vmt_gfn *cur, bool on, vmt_gfn gfn)
 {
-    if (k->bp_trap && (!on || gfn != k->bp_gfn)) {
-        k->bp_trap = false;
-        kvm_sync_frame(k, k->bp_gfn);
+    if (*trap && (!on || gfn != *cur)) {
+        *trap = false;
+        kvm_sync_frame(k, *cur);
     }
-    if (on && !k->bp_trap) {
-        k->bp_trap = true;
-        k->bp_gfn = gfn;
+    if (on && !*trap) {
+        *trap = true;
+        *cur = gfn;
         kvm_sync_frame(k, gfn);
     }
-    k->bp_handler = handler;
 }
 
 /* The handler of IDT vector vec and the RAM frame it starts in. */
@@ -141,22 +143,38 @@ static bool idt_gate(vmt_kvm *k, unsigned vec, uint64_t *handler, vmt_gfn *gfn)
     return true;
 }
 
-/* Finds gate 3 of the guest's IDT and keeps its handler's frame trapped. */
-static void refresh_bp_trap(vmt_kvm *k)
+/* The frame below the top of the stack the CPU switches to when it enters
+ * the kernel from user mode (TSS.RSP0), once the guest has a valid TSS. */
+static bool entry_stack_gfn(vmt_kvm *k, vmt_gfn *gfn)
 {
-    uint64_t handler;
-    vmt_gfn gfn;
-    if (k->linux_boot && !k->bp_monitor) {
-        /* linux: Linux's vector-3 handler shares its page with the syscall
-         * and interrupt entry code, so trapping it costs every syscall and
-         * interrupt a few single-steps: only while breakpoints are monitored. */
-        set_bp_trap(k, false, 0, 0);
-        return;
-    }
-    if (idt_gate(k, 3, &handler, &gfn))
-        set_bp_trap(k, true, gfn, handler);
-    else
-        set_bp_trap(k, false, 0, 0);
+    const struct kvm_sregs *s = kvm_sregs(k);
+    uint64_t rsp0;
+    vmt_pa pa;
+    if (!s->tr.base || s->tr.limit < 0x67 || kvm_va_read(k, s->cr3, s->tr.base + 4, &rsp0, 8) != VMT_OK ||
+        !rsp0 || kvm_va_to_pa(k, s->cr3, rsp0 - 8, &pa) != VMT_OK || (pa >> VMT_PAGE_SHIFT) >= k->ram_frames)
+        return false;
+    *gfn = pa >> VMT_PAGE_SHIFT;
+    return true;
+}
+
+/* Finds gate 3 (and, for kvm_linux_fix_syscall, gate 14) of the guest's
+ * IDT and keeps their handlers' frames trapped. */
+static void refresh_idt_traps(vmt_kvm *k)
+{
+    uint64_t handler = 0;
+    vmt_gfn gfn = 0;
+    /* linux: Linux's vector-3 handler shares its page with the syscall
+     * and interrupt entry code, so trapping it costs every syscall and
+     * interrupt a few single-steps: only while breakpoints are monitored. */
+    bool on = (!k->linux_boot || k->bp_monitor) && idt_gate(k, 3, &handler, &gfn);
+    hold_trap(k, &k->bp_trap, &k->bp_gfn, on, gfn);
+    k->bp_handler = handler;
+    bool want = kvm_linux_wants_pf_trap(k);
+    on = want && k->user_seen && idt_gate(k, 14, &handler, &gfn);
+    hold_trap(k, &k->pf_trap, &k->pf_gfn, on, gfn);
+    k->pf_handler = on ? handler : 0;
+    on = want && !k->user_seen && entry_stack_gfn(k, &gfn);
+    hold_trap(k, &k->es_trap, &k->es_gfn, on, gfn);
 }
 
 /* Traps the guest's #DB handler frame exactly while a step at CPL 3 is
@@ -166,15 +184,7 @@ static void update_db_trap(vmt_kvm *k, bool stepping)
     uint64_t handler = 0;
     vmt_gfn gfn = 0;
     bool on = stepping && (kvm_sregs(k)->cs.selector & 3) == 3 && idt_gate(k, 1, &handler, &gfn);
-    if (k->db_trap && (!on || gfn != k->db_gfn)) {
-        k->db_trap = false;
-        kvm_sync_frame(k, k->db_gfn);
-    }
-    if (on && !k->db_trap) {
-        k->db_trap = true;
-        k->db_gfn = gfn;
-        kvm_sync_frame(k, gfn);
-    }
+    hold_trap(k, &k->db_trap, &k->db_gfn, on, gfn);
     k->db_handler = handler;
 }
 
@@ -339,6 +349,14 @@ static enum handled on_mmio(vmt_kvm *k, pending_ev *p)
         return H_RUN;
     struct kvm_run *run = k->run;
     vmt_gfn gfn = run->mmio.phys_addr >> VMT_PAGE_SHIFT, backing;
+    if (k->es_trap && gfn == k->es_gfn && run->mmio.is_write) {
+        /* linux: the first entry from user mode; from now on the #PF trap
+         * (set up before the CPU goes on to fetch the handler). */
+        k->user_seen = true;
+        vmt_log(VMT_LOG_DEBUG, "kvm: first entry from user mode (rip 0x%llx): #PF trap on",
+                (unsigned long long)kvm_rip(k));
+        refresh_idt_traps(k);
+    }
     vmt_view view;
     vmt_access acc;
     frame_rights(k, gfn, &view, &acc, &backing);
@@ -522,12 +540,17 @@ static enum handled on_emulation_failure(vmt_kvm *k, pending_ev *p)
                 return on_step(k, p);
             return start_passthrough(k, f[i]) == VMT_OK ? H_RUN : H_STOP;
         }
-        if (k->bp_trap && f[i] == k->bp_gfn && !passing) {
-            if (i == 0 && r.rip == k->bp_handler) {
+        bool bp = k->bp_trap && f[i] == k->bp_gfn, pf = k->pf_trap && f[i] == k->pf_gfn;
+        if ((bp || pf) && !passing) {
+            if (i == 0 && bp && r.rip == k->bp_handler) {
                 enum handled h = on_bp_delivery(k, p, &r);
                 if (h != H_RUN)
                     return h;
             }
+            if (i == 0 && pf && r.rip == k->pf_handler && kvm_linux_fix_syscall(k, &r))
+                return H_RUN;
+            if (i == 0 && kvm_linux_window_by_hand(k, &r))
+                return H_RUN;
             return start_passthrough(k, f[i]) == VMT_OK ? H_RUN : H_STOP;
         }
         if (xo_enter(k, f[i], f, n))
@@ -573,14 +596,17 @@ static bool emulate_iretq(vmt_kvm *k, vmt_regs *r)
     return true;
 }
 
-/* One instruction of the guest's #BP handler frame ran: stop passing
- * through once RIP has left the frame. */
+/* One instruction of a trapped handler frame ran: stop passing through
+ * once RIP has left the frame. */
 static void passthrough_next(vmt_kvm *k)
 {
     vmt_regs r;
     if (kvm_regs_get(k, &r) != VMT_OK)
         return;
-    if (rip_gfn(k, &r) == k->pt_gfn && emulate_iretq(k, &r))
+    vmt_log(VMT_LOG_TRACE, "kvm: passthrough at 0x%llx cs 0x%x rsp 0x%llx gs 0x%llx kgs 0x%llx",
+            (unsigned long long)r.rip, r.cs, (unsigned long long)r.rsp, (unsigned long long)r.gs_base,
+            (unsigned long long)r.kernel_gs_base);
+    if (rip_gfn(k, &r) == k->pt_gfn && (emulate_iretq(k, &r) || kvm_linux_window_by_hand(k, &r)))
         k->ctr.steps++;
     if (rip_gfn(k, &r) != k->pt_gfn) {
         k->step.passthrough = false;
@@ -618,6 +644,9 @@ static enum handled on_io(vmt_kvm *k)
     if (k->linux_boot) { /* linux: the board's serial port and reset */
         int r = kvm_linux_io(k, run->io.port, run->io.direction == KVM_EXIT_IO_OUT, data, run->io.size,
                              run->io.count);
+        /* The kernel installs its IDT while it prints: follow it. */
+        if (r != KVM_LINUX_IO_STOP && !k->step.passthrough)
+            refresh_idt_traps(k);
         if (r != KVM_LINUX_IO_NOT_MINE)
             return r == KVM_LINUX_IO_STOP ? H_STOP : H_RUN;
     }
@@ -626,7 +655,7 @@ static enum handled on_io(vmt_kvm *k)
         /* A guest prints after installing its IDT: a cheap moment to look
          * for (a new) #BP handler. Other ports stay fast. */
         if (!k->step.passthrough)
-            refresh_bp_trap(k);
+            refresh_idt_traps(k);
     } else if (run->io.direction == KVM_EXIT_IO_OUT && run->io.port == VMT_GUEST_DONE_PORT) {
         uint32_t code = 0;
         memcpy(&code, data, run->io.size < 4 ? run->io.size : 4);
@@ -837,7 +866,7 @@ vmt_status kvm_wait_for_event(void *d, int timeout_ms, vmt_event_fn fn, void *us
     }
     pending_ev p;
     if (!k->step.passthrough)
-        refresh_bp_trap(k);
+        refresh_idt_traps(k);
     if (k->pending_ss) {
         k->pending_ss = false;
         if (make_event(k, &p, EV_STEP, VMT_EVENT_SINGLESTEP) != VMT_OK)

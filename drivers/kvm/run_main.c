@@ -19,18 +19,54 @@ static void usage(FILE *f)
                "  -i N   iterations (params block)      -s N   seed\n"
                "  -p N   pager aggressiveness 0..100     -f N   guest flags (VMT_GUEST_F_*)\n"
                "  -m MiB guest RAM (default 64)          -t MS  timeout (default 60000)\n"
-               "  -v     driver log on stderr            -h     this help\n"
+               "  -v     driver log on stderr (-vv: with every step)   -h  this help\n"
                "  -k KERNEL   boot Linux: bzImage or vmlinux (linux)  -r INITRD  its initramfs\n"
-               "  -c CMDLINE  its command line (default: vmt_kvm_linux_default_cmdline)\n");
+               "  -c CMDLINE  its command line (default: vmt_kvm_linux_default_cmdline)\n"
+               "  -P FILE     profile: stream the console live and write the vCPU's RIP to FILE\n"
+               "              every 10 ms of run time (one hex address per line)\n");
 }
+
+static vmt_log_level log_max = VMT_LOG_DEBUG;
 
 static void log_to_stderr(void *user, vmt_log_level level, const char *fmt, va_list ap)
 {
     (void)user;
+    if (level > log_max)
+        return;
     static const char *names[] = {"error", "warn", "info", "debug", "trace"};
     fprintf(stderr, "[%s] ", names[level]);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
+}
+
+/* Runs the guest in 10 ms slices: after each, the new console output goes to
+ * stdout and the vCPU's RIP to prof (a sampling profile of where a slow
+ * guest spends its time, e.g. Linux on a host that emulates kernel mode). */
+static vmt_status run_sampled(vmt_kvm *k, int timeout_ms, FILE *prof)
+{
+    const vmt_driver_ops *ops = vmt_kvm_driver_ops();
+    size_t shown = 0;
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        vmt_status st = vmt_kvm_run(k, 10);
+        size_t len;
+        const char *con = vmt_kvm_console(k, &len);
+        if (len > shown) {
+            fwrite(con + shown, 1, len - shown, stdout);
+            fflush(stdout);
+            shown = len;
+        }
+        if (st != VMT_E_TIMEOUT)
+            return st;
+        vmt_regs r;
+        if (ops->get_regs(k, 0, &r) == VMT_OK)
+            fprintf(prof, "%" PRIx64 "\n", r.rip);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long ms = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+        if (timeout_ms >= 0 && ms >= timeout_ms)
+            return VMT_E_TIMEOUT;
+    }
 }
 
 static void print_stats(const vmt_guest_stats *s)
@@ -53,6 +89,7 @@ int main(int argc, char **argv)
 {
     vmt_kvm_opts o = {.sz = sizeof o};
     int timeout = 60000;
+    const char *prof_path = NULL;
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         const char *a = argv[i];
@@ -60,13 +97,18 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         }
-        if (!strcmp(a, "-v")) {
+        if (!strcmp(a, "-v") || !strcmp(a, "-vv")) {
+            log_max = a[2] ? VMT_LOG_TRACE : VMT_LOG_DEBUG;
             vmt_set_log_fn(log_to_stderr, NULL);
             continue;
         }
         if (i + 1 >= argc || strlen(a) != 2) {
             usage(stderr);
             return 64;
+        }
+        if (a[1] == 'P') {
+            prof_path = argv[++i];
+            continue;
         }
         if (a[1] == 'k' || a[1] == 'r' || a[1] == 'c') { /* linux */
             const char **dst = a[1] == 'k' ? &o.kernel_path : a[1] == 'r' ? &o.initrd_path : &o.cmdline;
@@ -100,11 +142,24 @@ int main(int argc, char **argv)
     }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    st = vmt_kvm_run(k, timeout);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
     size_t len;
-    const char *con = vmt_kvm_console(k, &len);
-    fwrite(con, 1, len, stdout);
+    const char *con;
+    if (prof_path) {
+        FILE *prof = fopen(prof_path, "w");
+        if (!prof) {
+            perror(prof_path);
+            vmt_kvm_free(k);
+            return 1;
+        }
+        st = run_sampled(k, timeout, prof);
+        fclose(prof);
+        con = vmt_kvm_console(k, &len);
+    } else {
+        st = vmt_kvm_run(k, timeout);
+        con = vmt_kvm_console(k, &len);
+        fwrite(con, 1, len, stdout);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
     if (len && con[len - 1] != '\n')
         putchar('\n');
     print_stats(vmt_kvm_guest_stats(k));

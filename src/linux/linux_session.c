@@ -47,7 +47,7 @@ static void path_of(char *out, size_t len, const char *dir, const char *name)
 
 bool lx_files_present(const char *dir, char *why, size_t len)
 {
-    static const char *const need[] = {"vmlinux", "System.map", "initramfs.cpio.gz", "busybox",
+    static const char *const need[] = {"vmlinux", "System.map", "initramfs.cpio", "busybox",
                                        "workload-files"};
     for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
         char p[PATH_MAX];
@@ -186,7 +186,7 @@ static vmt_status boot(lx_ctx *c)
     const lx_opts *o = c->o;
     char kernel[PATH_MAX], initrd[PATH_MAX], cmdline[1024];
     path_of(kernel, sizeof kernel, o->dir, "vmlinux");
-    path_of(initrd, sizeof initrd, o->dir, "initramfs.cpio.gz");
+    path_of(initrd, sizeof initrd, o->dir, "initramfs.cpio");
     snprintf(cmdline, sizeof cmdline, "%s vmt.wait=1%s%s", vmt_kvm_linux_default_cmdline,
              o->cmdline_extra ? " " : "", o->cmdline_extra ? o->cmdline_extra : "");
     vmt_kvm_opts ko = {.sz = sizeof ko, .ram_bytes = o->ram_bytes ? o->ram_bytes : 256ull << 20,

@@ -116,7 +116,7 @@ static bool run_until(vmt_kvm *kvm, const char *marker)
 static void symbols_are_live(void **state)
 {
     (void)state;
-    char *vmlinux = path_in("vmlinux"), *initrd = path_in("initramfs.cpio.gz"), *map = path_in("System.map");
+    char *vmlinux = path_in("vmlinux"), *initrd = path_in("initramfs.cpio"), *map = path_in("System.map");
     assert_non_null(vmlinux);
     assert_non_null(initrd);
     assert_non_null(map);
