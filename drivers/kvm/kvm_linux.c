@@ -40,6 +40,9 @@
 #define LX_CMDLINE_MAX 4096u
 #define LX_LOW_RAM_END 0x9fc00ull /* then EBDA, VGA, BIOS: reserved */
 #define LX_HIGH_RAM 0x100000ull
+#define LX_MPTABLE_PA 0xf0000ull  /* in the reserved BIOS area, where Linux scans */
+#define LX_IOAPIC_PA 0xfec00000u
+#define LX_LAPIC_PA 0xfee00000u
 
 /* boot_params / setup_header offsets (boot.rst, "the zero page") */
 #define BP_EXT_RAMDISK_IMAGE 0x0c0
@@ -106,6 +109,7 @@ const char *const vmt_kvm_linux_default_cmdline =
  *  - rodata=off skips the W+X audit that walks every kernel page-table
  *    entry after marking rodata read-only (kernel text and rodata stay
  *    writable in the guest, which a test VM can afford);
+ *  - no_timer_check: the I/O APIC's timer-IRQ test (seconds of PIT ticks);
  *  - time is dilated: the timer tick alone cost more than half of the
  *    emulated time, so the kernel is told a TSC frequency LX_DILATION
  *    times the real one (tsc_early_khz, with kvm-clock off so the TSC is
@@ -114,7 +118,7 @@ const char *const vmt_kvm_linux_default_cmdline =
 #define LX_EMU_FASTER                                                                        \
     " rodata=off initcall_blacklist=ftrace_check_for_weak_functions,tracer_init_tracefs,trace_eval_init," \
     "cubictcp_register,bpf_rstat_kfunc_init,bpf_key_sig_kfuncs_init,kfunc_init,bpf_prog_test_run_init,"    \
-    "bpf_tcp_ca_kfunc_init no-kvmclock"
+    "bpf_tcp_ca_kfunc_init no-kvmclock no_timer_check"
 #define LX_DILATION 10
 
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
@@ -428,6 +432,74 @@ static vmt_status set_mtrr_wb(vmt_kvm *k)
 
 /* LINT0 delivers the PIC's interrupts (ExtINT), LINT1 is NMI: what a PC
  * firmware leaves behind, and what virtual-wire mode expects. */
+static uint8_t mp_checksum(const uint8_t *p, size_t n)
+{
+    uint8_t sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum = (uint8_t)(sum + p[i]);
+    return (uint8_t)-sum;
+}
+
+/* An Intel MultiProcessor Specification 1.4 table: the one CPU, an ISA
+ * bus, the in-kernel I/O APIC with ISA IRQ n on its pin n (KVM's default
+ * routing; 2 is the PIC cascade), ExtINT on LINT0 and NMI on LINT1.
+ * Without any such table (no ACPI either) Linux chooses "virtual wire, no
+ * configuration", never starts the local APIC timer and ticks on the PIT:
+ * 250 real-time interrupts a second, which dilation cannot slow down and
+ * which cost most of the emulated time on kvm_pvm. With it, the tick is
+ * the TSC-deadline timer. */
+static void write_mptable(vmt_kvm *k)
+{
+    uint8_t *fp = k->raw + LX_MPTABLE_PA, *t = fp + 16, *e = t + 44;
+    uint16_t n = 0;
+    memset(fp, 0, 1024);
+    e[0] = 0; /* processor: LAPIC 0, version 0x14, enabled + bootstrap */
+    e[2] = 0x14;
+    e[3] = 0x03;
+    wr32(e + 4, 0x600);
+    wr32(e + 8, 0x201); /* FPU, APIC */
+    e += 20, n++;
+    e[0] = 1; /* bus 0: ISA */
+    memcpy(e + 2, "ISA   ", 6);
+    e += 8, n++;
+    e[0] = 2; /* I/O APIC 1, version 0x11, enabled */
+    e[1] = 1;
+    e[2] = 0x11;
+    e[3] = 1;
+    wr32(e + 4, LX_IOAPIC_PA);
+    e += 8, n++;
+    for (uint8_t irq = 0; irq < 16; irq++) {
+        if (irq == 2)
+            continue;
+        e[0] = 3; /* I/O interrupt: INT, conforming, bus 0 IRQ irq -> I/O APIC 1 pin irq */
+        e[5] = irq;
+        e[6] = 1;
+        e[7] = irq;
+        e += 8, n++;
+    }
+    for (uint8_t lint = 0; lint < 2; lint++) {
+        e[0] = 4; /* local interrupt: ExtINT on LINT0, NMI on LINT1, every LAPIC */
+        e[1] = lint ? 1 : 3;
+        e[6] = 0xff;
+        e[7] = lint;
+        e += 8, n++;
+    }
+    uint16_t len = (uint16_t)(e - t);
+    memcpy(t, "PCMP", 4);
+    wr16(t + 4, len);
+    t[6] = 4; /* spec 1.4 */
+    memcpy(t + 8, "VMITAP  ", 8);
+    memcpy(t + 16, "MICROVM     ", 12);
+    wr16(t + 34, n);
+    wr32(t + 36, LX_LAPIC_PA);
+    t[7] = mp_checksum(t, len);
+    memcpy(fp, "_MP_", 4); /* floating pointer: config table right after it */
+    wr32(fp + 4, (uint32_t)(LX_MPTABLE_PA + 16));
+    fp[8] = 1; /* length in 16-byte units */
+    fp[9] = 4;
+    fp[10] = mp_checksum(fp, 16);
+}
+
 static vmt_status set_lapic_lints(vmt_kvm *k)
 {
     struct kvm_lapic_state la;
@@ -551,6 +623,8 @@ vmt_status kvm_linux_boot(vmt_kvm *k, const vmt_kvm_opts *o)
         memcpy(k->raw + im.load_pa, im.file + im.setup_len, im.len - im.setup_len);
     if (st == VMT_OK)
         st = fill_zero_page(k, &im, o);
+    if (st == VMT_OK)
+        write_mptable(k);
     if (st == VMT_OK) {
         identity_map(k);
         st = set_cpuid(k);
