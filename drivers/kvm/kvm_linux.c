@@ -835,6 +835,10 @@ static bool step_by_hand(vmt_kvm *k, vmt_regs *r)
         r->rip += 3;
     } else if (b[0] == 0x90) {
         r->rip += 1;
+    } else if (b[0] == 0x0f && b[1] == 0x1f) { /* nopl r/m (the kernel's patched-in NOPs) */
+        r->rip += 2 + modrm_len(b + 2);
+    } else if (b[0] == 0x66 && b[1] == 0x0f && b[2] == 0x1f) { /* nopw r/m */
+        r->rip += 3 + modrm_len(b + 3);
     } else if (b[0] == 0xfc) { /* cld */
         r->rflags &= ~(1ull << 10);
         r->rip += 1;
