@@ -784,7 +784,7 @@ bool kvm_linux_fix_syscall(vmt_kvm *k, const vmt_regs *r)
         return false;
     k->syscall_fixups++;
     kvm_linux_window_by_hand(k, &n);
-    vmt_log(VMT_LOG_DEBUG,
+    vmt_log(VMT_LOG_TRACE,
             "kvm: SYSCALL %llu finished by hand: rcx 0x%llx rsp 0x%llx rflags 0x%llx rax %llu gs 0x%llx kgs 0x%llx",
             (unsigned long long)k->syscall_fixups, (unsigned long long)n.rcx, (unsigned long long)n.rsp,
             (unsigned long long)n.rflags, (unsigned long long)n.rax, (unsigned long long)n.gs_base,
@@ -900,7 +900,7 @@ bool kvm_linux_window_by_hand(vmt_kvm *k, vmt_regs *r)
     }
     if (!done || kvm_regs_set(k, &n) != VMT_OK)
         return false;
-    vmt_log(VMT_LOG_DEBUG, "kvm: %u instructions by hand, now at 0x%llx cs 0x%x rsp 0x%llx", done,
+    vmt_log(VMT_LOG_TRACE, "kvm: %u instructions by hand, now at 0x%llx cs 0x%x rsp 0x%llx", done,
             (unsigned long long)n.rip, n.cs, (unsigned long long)n.rsp);
     *r = n;
     return true;

@@ -603,9 +603,6 @@ static void passthrough_next(vmt_kvm *k)
     vmt_regs r;
     if (kvm_regs_get(k, &r) != VMT_OK)
         return;
-    vmt_log(VMT_LOG_TRACE, "kvm: passthrough at 0x%llx cs 0x%x rsp 0x%llx gs 0x%llx kgs 0x%llx",
-            (unsigned long long)r.rip, r.cs, (unsigned long long)r.rsp, (unsigned long long)r.gs_base,
-            (unsigned long long)r.kernel_gs_base);
     if (rip_gfn(k, &r) == k->pt_gfn && (emulate_iretq(k, &r) || kvm_linux_window_by_hand(k, &r)))
         k->ctr.steps++;
     if (rip_gfn(k, &r) != k->pt_gfn) {
