@@ -161,7 +161,9 @@ struct vmt_kvm {
     /* Until the guest first enters the kernel from user mode, the #PF trap
      * waits (it costs every interrupt a few steps): the frame of the
      * kernel's entry stack (TSS.RSP0) is kept read-only instead, and the
-     * first frame written there switches to the #PF trap. */
+     * first write there switches to the #PF trap. That first write is the
+     * kernel's own, before user mode ever ran: Linux copies the IRET frame
+     * of its first return to user mode onto that stack. */
     bool user_seen;
     bool es_trap;
     vmt_gfn es_gfn;
