@@ -746,6 +746,14 @@ bool kvm_linux_fix_syscall(vmt_kvm *k, const vmt_regs *r)
         kvm_va_read(k, r->cr3, r->rcx - 2, insn, 2) != VMT_OK || insn[0] != 0x0f || insn[1] != 0x05 ||
         kvm_msr_get(k, MSR_STAR, &star) != VMT_OK)
         return false;
+    vmt_pa lpa;
+    if (!k->layout_warned && (kvm_va_to_pa(k, r->cr3, lstar, &lpa) != VMT_OK || (lpa >> VMT_PAGE_SHIFT) != k->pf_gfn)) {
+        /* Linux 6.1 keeps entry_SYSCALL_64 and its SYSRETQ on its #PF
+         * handler's page; elsewhere nothing steps them into our hands. */
+        vmt_log(VMT_LOG_WARN, "kvm: LSTAR 0x%llx is not on the #PF handler's page: its SYSRETQ will run unhelped",
+                (unsigned long long)lstar);
+        k->layout_warned = true;
+    }
     vmt_regs n = *r;
     if ((n.gs_base >> 63) && !(n.kernel_gs_base >> 63)) {
         n.gs_base = r->kernel_gs_base;
