@@ -32,11 +32,7 @@ vmt_status kvm_msr_get(vmt_kvm *k, uint32_t index, uint64_t *out)
     return msr_io(k, KVM_GET_MSRS, index, out);
 }
 
-static vmt_status get_kgs(vmt_kvm *k, uint64_t *out)
-{
-    *out = 0;
-    return msr_io(k, KVM_GET_MSRS, MSR_KERNEL_GS_BASE, out);
-}
+static vmt_status get_kgs(vmt_kvm *k, uint64_t *out) { return kvm_msr_get(k, MSR_KERNEL_GS_BASE, out); }
 
 static vmt_status set_kgs(vmt_kvm *k, uint64_t v) { return msr_io(k, KVM_SET_MSRS, MSR_KERNEL_GS_BASE, &v); }
 

@@ -167,10 +167,8 @@ struct vmt_kvm {
     bool user_seen;
     bool es_trap;
     vmt_gfn es_gfn;
-    uint64_t syscall_fixups;
-    uint64_t sysret_fixups;
-    uint64_t syscall_rewinds; /* SYSCALLs taken back for an injected interrupt */
-    bool layout_warned;       /* LSTAR found off the trapped page (said once) */
+    uint64_t syscall_fixups; /* SYSCALLs finished by hand */
+    bool layout_warned;      /* LSTAR found off the trapped page (said once) */
     kvm_uart uart;
     uint8_t cmos_index; /* the RTC's register select (port 0x70) */
     uint8_t cmos[128];  /* its registers as last written */

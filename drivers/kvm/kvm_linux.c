@@ -726,17 +726,18 @@ bool kvm_linux_wants_pf_trap(const vmt_kvm *k) { return k->linux_boot && k->emul
 /* kvm_pvm runs a SYSCALL from guest user mode only half-way: RCX, R11,
  * RFLAGS (masked) and RIP = LSTAR are set, but CS and SS keep their user
  * selectors, so the vCPU fetches the kernel's entry code at CPL 3 and the
- * guest takes a #PF there (its init then dies of SIGSEGV). It also swaps
- * GS.base with KERNEL_GS_BASE, as its own paravirtual guests expect, so
- * the kernel's SWAPGS would undo that (the entry code then ran on the user
- * stack). That #PF is recognised at its delivery, before the guest's
- * handler ran anything: its frame (error code, RIP, CS, RFLAGS, RSP, SS on
- * the stack) says RIP = LSTAR at CPL 3, and the instruction before RCX is
- * a SYSCALL (0f 05). The delivery is then undone and the SYSCALL finished
- * as the SDM says: CS and SS from STAR, RSP and RFLAGS as they were (the
- * stack the delivery used is below the kernel's RSP0 and unused), GS.base
- * the user's again (a kernel address there, and none in KERNEL_GS_BASE,
- * is kvm_pvm's swap). Only CR2 keeps the fault's address. */
+ * guest takes a #PF there (its init then dies of SIGSEGV). That #PF is
+ * recognised at its delivery, before the guest's handler ran anything:
+ * its frame (error code, RIP, CS, RFLAGS, RSP, SS on the stack) says RIP =
+ * LSTAR at CPL 3, and the instruction before RCX is a SYSCALL (0f 05). The
+ * delivery is then undone and the SYSCALL finished as the SDM says: CS and
+ * SS from STAR, RSP and RFLAGS as they were (the stack the delivery used
+ * is below the kernel's RSP0 and unused); GS is untouched, as kvm_pvm left
+ * it. Only CR2 keeps the fault's address. The entry code's first
+ * instructions, up to its switch to the kernel stack, are then run by hand
+ * (run_window, below) before the vCPU runs again. */
+static unsigned run_window(vmt_kvm *k, vmt_regs *n);
+
 bool kvm_linux_fix_syscall(vmt_kvm *k, const vmt_regs *r)
 {
     uint64_t f[6], lstar, star; /* error code, RIP, CS, RFLAGS, RSP, SS */
@@ -755,43 +756,16 @@ bool kvm_linux_fix_syscall(vmt_kvm *k, const vmt_regs *r)
         k->layout_warned = true;
     }
     vmt_regs n = *r;
-    if ((n.gs_base >> 63) && !(n.kernel_gs_base >> 63)) {
-        n.gs_base = r->kernel_gs_base;
-        n.kernel_gs_base = r->gs_base;
-    }
-    struct kvm_vcpu_events ev;
-    if (ioctl(k->vcpu_fd, KVM_GET_VCPU_EVENTS, &ev) < 0)
-        return false;
-    if (ev.interrupt.injected || ev.nmi.injected) {
-        /* KVM delivers an interrupt it has injected whatever RFLAGS.IF
-         * says: at LSTAR, before the entry code's SWAPGS, it would run on
-         * the user stack with the user's GS. So the SYSCALL is taken
-         * back instead: the process is put back at the instruction with
-         * its flags (R11); the interrupt comes from user mode, and the
-         * SYSCALL runs again after it (RCX and R11 are the SYSCALL's to
-         * clobber anyway). */
-        n.rip = r->rcx - 2;
-        n.cs = (uint16_t)f[2];
-        n.ss = (uint16_t)f[5];
-        n.rsp = f[4];
-        n.rflags = (r->r11 & 0x3c7fd7ull) | 2;
-        if (kvm_regs_set(k, &n) != VMT_OK)
-            return false;
-        k->syscall_rewinds++;
-        vmt_log(VMT_LOG_DEBUG, "kvm: SYSCALL at 0x%llx taken back for interrupt %u", (unsigned long long)n.rip,
-                ev.interrupt.nr);
-        return true;
-    }
     uint16_t kcs = (uint16_t)((star >> 32) & 0xfffc);
     n.rip = lstar;
     n.cs = kcs;
     n.ss = (uint16_t)(kcs + 8);
     n.rsp = f[4];
     n.rflags = f[3] & ~RFLAGS_RF;
+    run_window(k, &n);
     if (kvm_regs_set(k, &n) != VMT_OK)
         return false;
     k->syscall_fixups++;
-    kvm_linux_window_by_hand(k, &n);
     vmt_log(VMT_LOG_TRACE,
             "kvm: SYSCALL %llu finished by hand: rcx 0x%llx rsp 0x%llx rflags 0x%llx rax %llu gs 0x%llx kgs 0x%llx",
             (unsigned long long)k->syscall_fixups, (unsigned long long)n.rcx, (unsigned long long)n.rsp,
@@ -883,29 +857,36 @@ static bool step_by_hand(vmt_kvm *k, vmt_regs *r)
         r->rflags = (r->r11 & 0x3c7fd7ull) | 2;
         r->cs = (uint16_t)((base + 16) | 3);
         r->ss = (uint16_t)((base + 8) | 3);
-        k->sysret_fixups++;
     } else {
         return false;
     }
     return true;
 }
 
-bool kvm_linux_window_by_hand(vmt_kvm *k, vmt_regs *r)
+/* Runs *n by hand while it is in the window and on the trapped page;
+ * returns how many instructions were done. */
+static unsigned run_window(vmt_kvm *k, vmt_regs *n)
 {
-    if (!kvm_linux_wants_pf_trap(k) || !unsafe_window(r))
-        return false;
-    vmt_regs n = *r;
     unsigned done = 0;
     vmt_pa pa;
-    while (unsafe_window(&n) && done < 16 && kvm_va_to_pa(k, n.cr3, n.rip, &pa) == VMT_OK &&
+    while (unsafe_window(n) && done < 16 && kvm_va_to_pa(k, n->cr3, n->rip, &pa) == VMT_OK &&
            (pa >> VMT_PAGE_SHIFT) == k->pf_gfn) {
-        if (!step_by_hand(k, &n)) {
+        if (!step_by_hand(k, n)) {
             vmt_log(VMT_LOG_WARN, "kvm: unknown instruction at 0x%llx in the CPL 0 window with user stack/GS",
-                    (unsigned long long)n.rip);
+                    (unsigned long long)n->rip);
             break;
         }
         done++;
     }
+    return done;
+}
+
+bool kvm_linux_window_by_hand(vmt_kvm *k, vmt_regs *r)
+{
+    if (!kvm_linux_wants_pf_trap(k))
+        return false;
+    vmt_regs n = *r;
+    unsigned done = run_window(k, &n);
     if (!done || kvm_regs_set(k, &n) != VMT_OK)
         return false;
     vmt_log(VMT_LOG_TRACE, "kvm: %u instructions by hand, now at 0x%llx cs 0x%x rsp 0x%llx", done,

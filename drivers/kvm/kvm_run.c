@@ -107,9 +107,10 @@ static void console_put(vmt_kvm *k, const uint8_t *p, size_t n)
 
 /* ---- traps on the guest's IDT handler frames (#BP, #DB, #PF) ---- */
 
-/* Keeps a handler frame a hole exactly when `on`: *trap and *cur say
- * whether and which frame is trapped now. kvm_sync_frame decides a
- * frame's class from all the traps, so two traps may share a frame. */
+/* Keeps a frame trapped exactly when `on`: *trap and *cur say whether and
+ * which frame is trapped now. kvm_sync_frame decides a frame's class from
+ * all the traps (a hole for handler frames, read-only for the entry
+ * stack), so two traps may share a frame. */
 static void hold_trap(vmt_kvm *k, bool *trap, vmt_gfn *cur, bool on, vmt_gfn gfn)
 {
     if (*trap && (!on || gfn != *cur)) {
