@@ -141,11 +141,9 @@ static void guest_runs_on_after_detach(void **state)
 
 int main(void)
 {
-    char why[256];
-    if (!vmt_kvm_available(why, sizeof why)) {
-        fprintf(stderr, "SKIP: %s\n", why);
+    if (!e2e_kvm_setup("test_linux"))
         return 77;
-    }
+    char why[256];
     int fetched = e2e_fetch_linux("test_linux", VMT_FETCH_LINUX, VMT_LINUX_DIR, &dir);
     if (fetched != 0)
         return fetched;

@@ -177,11 +177,8 @@ static void symbols_are_live(void **state)
 
 int main(void)
 {
-    char why[256];
-    if (!vmt_kvm_available(why, sizeof why)) {
-        fprintf(stderr, "SKIP: %s\n", why);
+    if (!e2e_kvm_setup("test_linux_early"))
         return 77;
-    }
     int fetched = e2e_fetch_linux("test_linux_early", VMT_FETCH_LINUX, VMT_LINUX_DIR, &dir);
     if (fetched != 0)
         return fetched;
