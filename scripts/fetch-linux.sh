@@ -17,6 +17,8 @@
 #                      kernel mode is emulated took 70 s): /init,
 #                      /bin/busybox, /vmt/uname
 #   kernel-version     the kernel package's version string
+#   bed-modules/       the kernel's kvm, kvm_amd and virtio 9p modules (and
+#                      what they depend on), for scripts/kvm-bed.sh
 #
 # Idempotent: a complete DIR is left alone (delete it to refetch). Installs
 # what it needs (cpio) with apt-get, with sudo when not root.
@@ -29,7 +31,7 @@ DIR=${1:-${VMITAP_LINUX_DIR:-$HOME/.cache/vmitap/linux}}
 # The workload's file count; the tests read it from DIR/workload-files.
 NFILES=16
 # Bumped whenever what this script makes changes: an older DIR is redone.
-FORMAT=3
+FORMAT=4
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -49,6 +51,7 @@ complete() {
   for f in vmlinuz vmlinux System.map busybox initramfs.cpio kernel-version workload-files; do
     [ -s "$DIR/$f" ] || return 1
   done
+  [ -s "$DIR/bed-modules/kvm-amd.ko" ] || return 1
   [ "$(cat "$DIR/format" 2>/dev/null)" = "$FORMAT" ]
 }
 
@@ -175,6 +178,16 @@ grep -q ' T do_sys_open$' "$WORK/System.map.out" || { say "kallsyms: do_sys_open
 if grep -q '^ffffffffffffffff' "$SYSMAP"; then :; else
   cp "$SYSMAP" "$WORK/System.map.out" # a real System.map after all
 fi
+
+# ---- the test bed's modules (scripts/kvm-bed.sh) ----
+rm -rf "$DIR/bed-modules" && mkdir -p "$WORK/bed-modules"
+for m in irqbypass ccp kvm kvm-amd virtio_ring virtio virtio_pci_legacy_dev \
+         virtio_pci_modern_dev virtio_pci netfs fscache 9pnet 9pnet_virtio 9p; do
+  ko=$(find "$WORK/kernel/lib/modules" -name "$m.ko" | head -n1)
+  [ -n "$ko" ] || { say "module $m.ko missing from $PKG"; exit 1; }
+  cp "$ko" "$WORK/bed-modules/"
+done
+mv "$WORK/bed-modules" "$DIR/bed-modules"
 
 cp "$VMLINUZ" "$WORK/vmlinuz.out"
 mv "$WORK/vmlinuz.out" "$DIR/vmlinuz"
