@@ -102,6 +102,18 @@ static vmt_status create_vm(vmt_kvm *k)
         return VMT_E_DRIVER;
     }
     ioctl(k->vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000ul); /* needed on Intel only */
+    /* Without it, a fetch from a frame in no memslot (our execute traps)
+     * that KVM fails to emulate queues #UD for the guest (CPL 0: delivered
+     * on the next entry; CPL 3: delivered without any exit). With it the
+     * failure exits and the vCPU resumes cleanly (KVM's api.rst). */
+    if (ioctl(k->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_EXIT_ON_EMULATION_FAILURE) > 0) {
+        struct kvm_enable_cap cap = {.cap = KVM_CAP_EXIT_ON_EMULATION_FAILURE, .args = {1}};
+        if (ioctl(k->vm_fd, KVM_ENABLE_CAP, &cap) < 0) {
+            vmt_log(VMT_LOG_ERROR, "kvm: enabling KVM_CAP_EXIT_ON_EMULATION_FAILURE: %s", strerror(errno));
+            return VMT_E_DRIVER;
+        }
+        k->exit_on_emu_failure = true;
+    }
     vmt_status st = k->linux_boot ? kvm_linux_vm_init(k) : VMT_OK; /* linux: irqchip, PIT */
     if (st != VMT_OK)
         return st;

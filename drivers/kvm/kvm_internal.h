@@ -134,6 +134,7 @@ struct vmt_kvm {
     timer_t timer;      /* bounds KVM_RUN for wait_for_event's timeout */
     pid_t timer_tid;    /* the thread the timer signals */
     uint32_t dbg_flags; /* KVM_SET_GUEST_DEBUG control currently set */
+    bool exit_on_emu_failure; /* KVM_CAP_EXIT_ON_EMULATION_FAILURE enabled */
     bool kgs_valid;     /* kgs holds KERNEL_GS_BASE since the last KVM_RUN */
     bool kgs_known;     /* kgs was read at least once */
     bool lazy_kgs;      /* VMT_KVM_F_LAZY_KERNEL_GS_BASE */

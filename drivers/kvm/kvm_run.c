@@ -675,6 +675,10 @@ static enum handled handle_exit(vmt_kvm *k, pending_ev *p)
     case KVM_EXIT_IO:
         return on_io(k);
     case KVM_EXIT_MMIO:
+        /* KVM drops a pending single-step when it emulates the access
+         * (seen on kvm_amd): issue KVM_SET_GUEST_DEBUG again before the
+         * next run rather than trust the flags we set. */
+        k->dbg_flags = 0;
         return on_mmio(k, p);
     case KVM_EXIT_DEBUG:
         if (run->debug.arch.exception == 1)
