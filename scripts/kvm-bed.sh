@@ -116,6 +116,8 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose host /host
 mount -t proc proc /host/proc
 mount -t sysfs sysfs /host/sys
 mount -t devtmpfs devtmpfs /host/dev
+# Pseudo-terminals, for commands that need one (`script` in the CLI tests).
+mkdir -p /host/dev/pts && mount -t devpts devpts /host/dev/pts
 mount -t tmpfs tmpfs /host/dev/shm 2>/dev/null
 mount -t tmpfs tmpfs /host/tmp
 mount -t tmpfs tmpfs /host/run 2>/dev/null
