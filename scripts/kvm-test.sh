@@ -40,49 +40,20 @@ shift $((OPTIND - 1))
 [ "${1:-}" = "--" ] && shift
 [ $# -gt 0 ] || usage
 
-if [ -n "${VMITAP_IN_BED:-}" ]; then
-  exec "$@"
-fi
-
-# Sets WHY and fails when /dev/kvm cannot be opened read-write. The -c
-# test comes first: `<>` on a missing path would create a regular file.
-kvm_usable() {
-  if [ ! -e /dev/kvm ]; then
-    WHY="/dev/kvm: No such file or directory"
-    return 1
-  fi
-  if [ ! -c /dev/kvm ]; then
-    WHY="/dev/kvm is not a character device"
-    return 1
-  fi
-  local err
-  if ! err=$( { : <>/dev/kvm; } 2>&1 ); then
-    WHY="/dev/kvm: ${err##*: }"   # bash's "…: /dev/kvm: Permission denied"
-    return 1
-  fi
-  return 0
-}
-
-WHY=""
-mode=${VMITAP_KVM:-auto}
-case $mode in
+. "$HERE/kvm-where.sh"
+kvm_where
+case $KVM_WHERE in
   native)
-    kvm_usable || { say "VMITAP_KVM=native, but $WHY"; exit 1; }
+    if [ -n "$KVM_WHY" ]; then say "VMITAP_KVM=native, but $KVM_WHY"; exit 1; fi
     exec "$@"
     ;;
-  auto)
-    if kvm_usable; then exec "$@"; fi
-    ;;
-  bed)
-    WHY="VMITAP_KVM=bed"
-    ;;
-  *)
-    say "VMITAP_KVM=$mode: expected auto, bed or native"
+  invalid)
+    say "$KVM_WHY"
     exit 2
     ;;
 esac
 
-say "$WHY; running in the KVM test bed (scripts/kvm-bed.sh)"
+say "$KVM_WHY; running in the KVM test bed (scripts/kvm-bed.sh)"
 # One kernel download for the bed and the Linux tests it runs (they read
 # the same variable inside the bed, which has no network to fetch with).
 if [ -z "${VMITAP_LINUX_DIR:-}" ] && [ -n "$LINUX_DIR" ]; then
