@@ -64,6 +64,10 @@ bool cli_parse_spec(const char *arg, const vmt_symtab *syms, bp_spec *out);
 /* Reads the guest ELF's symbols; prints one line and returns false on error. */
 bool cli_load_symbols(const char *path, vmt_symtab **out);
 
+/* True when /dev/kvm can be used; else prints one line saying why and what
+ * to do (modules, the kvm group, nested virtualisation, the test bed). */
+bool cli_kvm_check(void);
+
 int cmd_run(cli_opts *o, vmt_symtab *syms);
 /* linux: vmitap run --linux DIR (run_linux.c); breaks are kernel function names. */
 int cmd_run_linux(cli_opts *o, const char **breaks, unsigned nbreaks);

@@ -120,6 +120,29 @@ bool cli_load_symbols(const char *path, vmt_symtab **out)
     return true;
 }
 
+bool cli_kvm_check(void)
+{
+    char why[256];
+    if (vmt_kvm_available(why, sizeof why))
+        return true;
+    /* What to do depends on what is wrong: no device (module not loaded, or
+     * a VM without nested virtualisation), no permission, or a KVM too old.
+     * One line, as every error of this tool; the test bed is the way out
+     * where none of these can be fixed (CI machines, containers). */
+    const char *fix;
+    if (access("/dev/kvm", F_OK) != 0)
+        fix = "load kvm_intel or kvm_amd (inside a VM, enable nested virtualisation first)";
+    else if (access("/dev/kvm", R_OK | W_OK) != 0)
+        fix = "add your user to the kvm group (then log in again)";
+    else
+        fix = "this kernel's KVM is too old for vmitap";
+    fprintf(stderr,
+            "vmitap: cannot use KVM: %s; %s, or run this command in the KVM test bed "
+            "of vmitap's source tree: scripts/kvm-bed.sh -- vmitap ...\n",
+            why, fix);
+    return false;
+}
+
 static bool parse_u64(const char *s, uint64_t *out)
 {
     char *end;

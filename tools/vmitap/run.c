@@ -179,11 +179,8 @@ static void progress_line(run_ctx *rc, bool final)
 /* Boots the VM and creates the tracer; prints one line on failure. */
 static bool setup(run_ctx *rc)
 {
-    char why[256];
-    if (!vmt_kvm_available(why, sizeof why)) {
-        fprintf(stderr, "vmitap: cannot use KVM: %s\n", why);
+    if (!cli_kvm_check())
         return false;
-    }
     cli_opts *o = rc->o;
     vmt_kvm_opts ko = {.sz = sizeof ko, .guest_path = o->guest, .iterations = o->iterations,
                        .seed = o->seed, .pager = o->pager,

@@ -93,11 +93,9 @@ static void print_json(const lx_opts *lo, const lx_result *r)
 
 int cmd_run_linux(cli_opts *o, const char **breaks, unsigned nbreaks)
 {
-    char why[512];
-    if (!vmt_kvm_available(why, sizeof why)) {
-        fprintf(stderr, "vmitap: cannot use KVM: %s\n", why);
+    if (!cli_kvm_check())
         return CLI_EXIT_RUNTIME;
-    }
+    char why[512];
     if (!lx_files_present(o->linux_dir, why, sizeof why)) {
         fprintf(stderr, "vmitap: %s\n", why);
         return CLI_EXIT_RUNTIME;
