@@ -191,9 +191,15 @@ static vmt_status set_debug(vmt_kvm *k, bool step)
     uint32_t flags = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP | (step ? KVM_GUESTDBG_SINGLESTEP : 0);
     if (step && k->step_blockirq) /* linux: no interrupt may slip into a step */
         flags |= KVM_GUESTDBG_BLOCKIRQ;
+    if (k->dbg_dr[7])
+        flags |= KVM_GUESTDBG_USE_HW_BP; /* kvm_ptw.c's breakpoints */
     if (flags == k->dbg_flags)
         return VMT_OK;
     struct kvm_guest_debug dbg = {.control = flags};
+    if (k->dbg_dr[7]) {
+        memcpy(dbg.arch.debugreg, k->dbg_dr, 4 * sizeof k->dbg_dr[0]);
+        dbg.arch.debugreg[7] = k->dbg_dr[7];
+    }
     /* KVM_SET_GUEST_DEBUG reads and writes RFLAGS: hand it ours first. */
     if ((k->run->kvm_dirty_regs & KVM_SYNC_X86_REGS) && ioctl(k->vcpu_fd, KVM_SET_REGS, R(k)) < 0)
         return VMT_E_DRIVER;

@@ -51,6 +51,15 @@ typedef struct kvm_view {
     GHashTable *frames; /* gfn -> packed entry */
 } kvm_view;
 
+/* Page-table write detection (kvm_ptw.c). */
+typedef struct kvm_ptw {
+    GHashTable *frames;   /* watched page-table gfn -> ptw_frame (snapshot) */
+    GArray *queue;        /* changed entries not yet reported */
+    uint64_t handler;     /* the #PF handler DR0 is on, 0 = none */
+    unsigned next_slot;   /* return breakpoint to replace when all are pending */
+    uint64_t writes, faults, returns, dropped;
+} kvm_ptw;
+
 /* A frame forced to some class/backing for the duration of one step. */
 typedef struct kvm_temp {
     vmt_gfn gfn;
@@ -133,7 +142,9 @@ struct vmt_kvm {
     bool have_timer;
     timer_t timer;      /* bounds KVM_RUN for wait_for_event's timeout */
     pid_t timer_tid;    /* the thread the timer signals */
-    uint32_t dbg_flags; /* KVM_SET_GUEST_DEBUG control currently set */
+    uint32_t dbg_flags; /* KVM_SET_GUEST_DEBUG control currently set (0: reload) */
+    uint64_t dbg_dr[8]; /* our debug registers: DR0-3 addresses, DR7 (kvm_ptw.c) */
+    kvm_ptw ptw;
     bool exit_on_emu_failure; /* KVM_CAP_EXIT_ON_EMULATION_FAILURE enabled */
     bool kgs_valid;     /* kgs holds KERNEL_GS_BASE since the last KVM_RUN */
     bool kgs_known;     /* kgs was read at least once */
@@ -209,6 +220,23 @@ vmt_status kvm_op_reset_view_gfn(void *d, vmt_view view, vmt_gfn gfn);
 vmt_status kvm_op_allocate_gfn(void *d, vmt_gfn *out);
 vmt_status kvm_op_free_gfn(void *d, vmt_gfn gfn);
 
+/* kvm_ptw.c: page-table writes on standard KVM */
+void kvm_ptw_init(vmt_kvm *k);
+void kvm_ptw_fini(vmt_kvm *k);
+bool kvm_ptw_watched(vmt_access acc);
+/* gfn's access in view changed to acc: watch it or stop. */
+void kvm_ptw_update(vmt_kvm *k, vmt_gfn gfn, vmt_view view, vmt_access acc);
+void kvm_ptw_view_destroyed(vmt_kvm *k, vmt_view view);
+/* The VMM wrote guest memory: not a guest write. */
+void kvm_ptw_host_wrote(vmt_kvm *k, vmt_pa pa, size_t len);
+/* Queues what changed since the last check; true when something is queued. */
+bool kvm_ptw_check(vmt_kvm *k);
+bool kvm_ptw_pop(vmt_kvm *k, vmt_pa *pa, vmt_view *view);
+/* Follows the guest's #PF handler with DR0 (call when the IDT may have changed). */
+void kvm_ptw_refresh(vmt_kvm *k);
+/* A #DB exit with DR6 = dr6: true if one of our breakpoints (DR0-3) fired. */
+bool kvm_ptw_on_debug(vmt_kvm *k, uint64_t dr6);
+
 /* kvm_boot.c */
 vmt_status kvm_boot_load(vmt_kvm *k, const char *path, const vmt_kvm_opts *o);
 
@@ -254,6 +282,8 @@ vmt_status kvm_va_write(vmt_kvm *k, uint64_t cr3, uint64_t va, const void *buf, 
 vmt_status kvm_va_to_pa(vmt_kvm *k, uint64_t cr3, uint64_t va, vmt_pa *out);
 
 /* kvm_run.c */
+/* The handler of the guest's IDT vector vec and the RAM frame it starts in. */
+bool kvm_idt_gate(vmt_kvm *k, unsigned vec, uint64_t *handler, vmt_gfn *gfn);
 vmt_status kvm_wait_for_event(void *d, int timeout_ms, vmt_event_fn fn, void *user);
 void kvm_crash(vmt_kvm *k, const char *fmt, ...)
 #if defined(__GNUC__)

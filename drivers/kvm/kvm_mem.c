@@ -233,8 +233,10 @@ vmt_status kvm_install(vmt_kvm *k, vmt_gfn gfn, unsigned cls, vmt_gfn backing)
 
 unsigned kvm_class_of(vmt_access a)
 {
+    /* Page tables the CPU walks stay writable: the walk is a write for
+     * nested paging (kvm_ptw.c finds the guest's writes instead). */
     if ((a & KVM_ACCESS_WALK) && (a & VMT_ACCESS_R))
-        a = (vmt_access)(a | VMT_ACCESS_X);
+        return CLASS_NORMAL;
     if ((a & VMT_ACCESS_R) && (a & VMT_ACCESS_X))
         return (a & VMT_ACCESS_W) ? CLASS_NORMAL : CLASS_RO;
     return CLASS_HOLE;

@@ -26,7 +26,8 @@
 #include "drivers/kvm/kvm_internal.h"
 #include "vmitap/log.h"
 
-enum ev_kind { EV_MMIO, EV_FETCH, EV_BP_KVM, EV_BP_IDT, EV_STEP };
+/* EV_PTW: a page-table entry found changed (kvm_ptw.c); the write is done. */
+enum ev_kind { EV_MMIO, EV_FETCH, EV_BP_KVM, EV_BP_IDT, EV_STEP, EV_PTW };
 
 typedef struct pending_ev {
     enum ev_kind kind;
@@ -125,7 +126,7 @@ static void hold_trap(vmt_kvm *k, bool *trap, vmt_gfn *cur, bool on, vmt_gfn gfn
 }
 
 /* The handler of IDT vector vec and the RAM frame it starts in. */
-static bool idt_gate(vmt_kvm *k, unsigned vec, uint64_t *handler, vmt_gfn *gfn)
+bool kvm_idt_gate(vmt_kvm *k, unsigned vec, uint64_t *handler, vmt_gfn *gfn)
 {
     const struct kvm_sregs *s = kvm_sregs(k);
     uint8_t g[16];
@@ -167,15 +168,16 @@ static void refresh_idt_traps(vmt_kvm *k)
     /* linux: Linux's vector-3 handler shares its page with the syscall
      * and interrupt entry code, so trapping it costs every syscall and
      * interrupt a few single-steps: only while breakpoints are monitored. */
-    bool on = (!k->linux_boot || k->bp_monitor) && idt_gate(k, 3, &handler, &gfn);
+    bool on = (!k->linux_boot || k->bp_monitor) && kvm_idt_gate(k, 3, &handler, &gfn);
     hold_trap(k, &k->bp_trap, &k->bp_gfn, on, gfn);
     k->bp_handler = handler;
     bool want = kvm_linux_wants_pf_trap(k);
-    on = want && k->user_seen && idt_gate(k, 14, &handler, &gfn);
+    on = want && k->user_seen && kvm_idt_gate(k, 14, &handler, &gfn);
     hold_trap(k, &k->pf_trap, &k->pf_gfn, on, gfn);
     k->pf_handler = on ? handler : 0;
     on = want && !k->user_seen && entry_stack_gfn(k, &gfn);
     hold_trap(k, &k->es_trap, &k->es_gfn, on, gfn);
+    kvm_ptw_refresh(k);
 }
 
 /* Traps the guest's #DB handler frame exactly while a step at CPL 3 is
@@ -184,7 +186,7 @@ static void update_db_trap(vmt_kvm *k, bool stepping)
 {
     uint64_t handler = 0;
     vmt_gfn gfn = 0;
-    bool on = stepping && (kvm_sregs(k)->cs.selector & 3) == 3 && idt_gate(k, 1, &handler, &gfn);
+    bool on = stepping && (kvm_sregs(k)->cs.selector & 3) == 3 && kvm_idt_gate(k, 1, &handler, &gfn);
     hold_trap(k, &k->db_trap, &k->db_gfn, on, gfn);
     k->db_handler = handler;
 }
@@ -681,8 +683,15 @@ static enum handled handle_exit(vmt_kvm *k, pending_ev *p)
         k->dbg_flags = 0;
         return on_mmio(k, p);
     case KVM_EXIT_DEBUG:
-        if (run->debug.arch.exception == 1)
-            return on_step(k, p);
+        if (run->debug.arch.exception == 1) {
+            /* DR6: B0-B3 our breakpoints (kvm_ptw.c), BS a step; both may
+             * come in one exit. A host reporting neither: a step. */
+            uint64_t dr6 = run->debug.arch.dr6;
+            bool bp = kvm_ptw_on_debug(k, dr6);
+            if (!bp || (dr6 & (1ull << 14)))
+                return on_step(k, p);
+            return H_RUN;
+        }
         if (run->debug.arch.exception == 3)
             return bp_event(k, p, EV_BP_KVM);
         vmt_log(VMT_LOG_WARN, "kvm: debug exit for exception %u ignored", run->debug.arch.exception);
@@ -794,7 +803,7 @@ static vmt_status apply_response(vmt_kvm *k, pending_ev *p, const vmt_response *
 
     switch (a) {
     case VMT_ACTION_SINGLESTEP:
-        if (p->kind == EV_MMIO) {
+        if (p->kind == EV_MMIO || p->kind == EV_PTW) {
             k->pending_ss = true; /* the instruction already retired */
             break;
         }
@@ -806,7 +815,7 @@ static vmt_status apply_response(vmt_kvm *k, pending_ev *p, const vmt_response *
         }
         break;
     case VMT_ACTION_FAST_SINGLESTEP:
-        if (p->kind == EV_MMIO)
+        if (p->kind == EV_MMIO || p->kind == EV_PTW)
             break; /* done: the access was served from resp.view */
         {
             vmt_regs r;
@@ -831,6 +840,24 @@ static vmt_status apply_response(vmt_kvm *k, pending_ev *p, const vmt_response *
 }
 
 /* ---- wait_for_event ---- */
+
+/* The next page-table write found by kvm_ptw.c, as a W event. */
+static bool ptw_event(vmt_kvm *k, pending_ev *p)
+{
+    vmt_pa pa;
+    vmt_view view;
+    /* Not in the middle of a step the application asked for: its
+     * SINGLESTEP event comes first (one instruction later). */
+    if (k->step.user || k->step.fast || k->step.ntemp || k->pending_ss)
+        return false;
+    kvm_ptw_check(k);
+    if (!kvm_ptw_pop(k, &pa, &view) || make_event(k, p, EV_PTW, VMT_EVENT_MEMORY_ACCESS) != VMT_OK)
+        return false;
+    p->ev.view = view;
+    p->ev.u.memory_access.pa = pa;
+    p->ev.u.memory_access.access = VMT_ACCESS_W;
+    return true;
+}
 
 static vmt_status stop_status(const vmt_kvm *k)
 {
@@ -869,6 +896,8 @@ vmt_status kvm_wait_for_event(void *d, int timeout_ms, vmt_event_fn fn, void *us
     pending_ev p;
     if (!k->step.passthrough)
         refresh_idt_traps(k);
+    if (!k->pending_ss && ptw_event(k, &p))
+        return deliver(k, &p, fn, user);
     if (k->pending_ss) {
         k->pending_ss = false;
         if (make_event(k, &p, EV_STEP, VMT_EVENT_SINGLESTEP) != VMT_OK)
@@ -903,6 +932,11 @@ vmt_status kvm_wait_for_event(void *d, int timeout_ms, vmt_event_fn fn, void *us
                                                       .tv_nsec = (long)(left % 1000000000)}};
                 timer_settime(k->timer, 0, &its, NULL);
             }
+        }
+        /* The checkpoint of page-table writes: nothing runs before they are reported. */
+        if (ptw_event(k, &p)) {
+            st = deliver(k, &p, fn, user);
+            break;
         }
         update_db_trap(k, want_step(k));
         if ((st = kvm_step_arm(k, want_step(k))) != VMT_OK)

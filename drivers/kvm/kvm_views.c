@@ -29,6 +29,7 @@ vmt_status kvm_views_init(vmt_kvm *k)
     g_hash_table_insert(k->views, GUINT_TO_POINTER(0), view_new(VMT_ACCESS_RWX));
     k->active = 0;
     k->next_view = 1;
+    kvm_ptw_init(k);
     return VMT_OK;
 }
 
@@ -36,6 +37,7 @@ void kvm_views_fini(vmt_kvm *k)
 {
     if (k->views)
         g_hash_table_destroy(k->views);
+    kvm_ptw_fini(k);
 }
 
 kvm_view *kvm_view_get(vmt_kvm *k, vmt_view id) { return g_hash_table_lookup(k->views, GUINT_TO_POINTER(id)); }
@@ -83,11 +85,13 @@ static vmt_status view_update(vmt_kvm *k, vmt_view id, kvm_view *v, vmt_gfn gfn,
     vmt_gfn old_backing;
     kvm_view_lookup(v, gfn, &old_acc, &old_backing);
     view_store(v, gfn, acc, backing);
+    kvm_ptw_update(k, gfn, id, acc);
     if (id != k->active)
         return VMT_OK;
     vmt_status st = kvm_sync_frame(k, gfn);
     if (st != VMT_OK) {
         view_store(v, gfn, old_acc, old_backing);
+        kvm_ptw_update(k, gfn, id, old_acc);
         kvm_sync_frame(k, gfn);
     }
     return st;
@@ -116,6 +120,7 @@ vmt_status kvm_op_write(void *d, vmt_pa pa, const void *buf, size_t len)
     if (!kvm_pa_backed(k, pa, len))
         return VMT_E_OUT_OF_BOUNDS;
     kvm_raw_copy(k, pa, (void *)(uintptr_t)buf, len, true);
+    kvm_ptw_host_wrote(k, pa, len);
     return VMT_OK;
 }
 
@@ -245,6 +250,7 @@ vmt_status kvm_op_destroy_view(void *d, vmt_view view)
             return st;
     }
     g_hash_table_remove(k->views, GUINT_TO_POINTER(view));
+    kvm_ptw_view_destroyed(k, view);
     return VMT_OK;
 }
 
