@@ -12,6 +12,19 @@ PACKAGES=(
   python3            # the CLI tests parse vmitap's JSON output
 )
 
+# The KVM test bed (scripts/kvm-bed.sh), where end-to-end tests and the main
+# job run when /dev/kvm cannot be opened (or VMITAP_KVM=bed): QEMU, and what
+# scripts/fetch-linux.sh needs to unpack Debian's kernel and build the
+# initramfs. (The kernel and busybox-static themselves are fetched with
+# `apt-get download` into a cache, not installed.) On a host with usable KVM
+# they are left out; kvm-bed.sh and fetch-linux.sh install them when a bed
+# is asked for later.
+. "$(dirname "$0")/kvm-where.sh"
+kvm_where
+if [ "$KVM_WHERE" = bed ]; then
+  PACKAGES+=(qemu-system-x86 cpio xz-utils)
+fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
