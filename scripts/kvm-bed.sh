@@ -134,10 +134,13 @@ chmod 755 "$ROOT/init"
 # ---- boot ----
 CMDLINE="console=ttyS0 panic=-1 mitigations=off"
 [ "$VERBOSE" -eq 1 ] || CMDLINE="$CMDLINE quiet loglevel=1"
+# multidevs=remap: the share spans several host file systems (/, /proc,
+# /sys, /dev, ...) whose inode numbers overlap; without it QEMU's 9p gives
+# their files the same ids, and the bed's /proc showed /sys.
 QEMU=(qemu-system-x86_64 -machine q35 -accel tcg -cpu EPYC,+svm,+npt -smp 1 -m "$MEM"
       -kernel "$LINUX_DIR/vmlinuz" -initrd "$WORK/initramfs.cpio" -append "$CMDLINE"
       -display none -monitor none -serial stdio -no-reboot -nodefaults
-      -fsdev local,id=hostfs,path=/,security_model=passthrough
+      -fsdev local,id=hostfs,path=/,security_model=passthrough,multidevs=remap
       -device virtio-9p-pci,fsdev=hostfs,mount_tag=host)
 
 start=$(date +%s)
