@@ -58,6 +58,23 @@ bool vmt_kvm_available(char *why, size_t len)
     return missing == NULL;
 }
 
+vmt_status vmt_kvm_host_probe(vmt_kvm_host *out)
+{
+    if (!out)
+        return VMT_E_INVALID;
+    char why[256];
+    if (!vmt_kvm_available(why, sizeof why)) {
+        vmt_log(VMT_LOG_ERROR, "kvm: %s", why);
+        return VMT_E_UNSUPPORTED;
+    }
+    int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return VMT_E_UNSUPPORTED;
+    kvm_probe_host(fd, out);
+    close(fd);
+    return VMT_OK;
+}
+
 const char *vmt_kvm_default_guest(void)
 {
     const char *env = getenv("VMITAP_GUEST");
@@ -96,6 +113,7 @@ static vmt_status create_vm(vmt_kvm *k)
         vmt_log(VMT_LOG_ERROR, "kvm: /dev/kvm lacks %s", missing ? missing : "API version 12");
         return VMT_E_UNSUPPORTED;
     }
+    kvm_probe_host(k->kvm_fd, &k->host);
     k->vm_fd = ioctl(k->kvm_fd, KVM_CREATE_VM, 0);
     if (k->vm_fd < 0) {
         vmt_log(VMT_LOG_ERROR, "kvm: KVM_CREATE_VM: %s", strerror(errno));

@@ -145,6 +145,7 @@ struct vmt_kvm {
     uint32_t dbg_flags; /* KVM_SET_GUEST_DEBUG control currently set (0: reload) */
     uint64_t dbg_dr[8]; /* our debug registers: DR0-3 addresses, DR7 (kvm_ptw.c) */
     kvm_ptw ptw;
+    vmt_kvm_host host; /* what this KVM does (kvm_probe.c) */
     bool exit_on_emu_failure; /* KVM_CAP_EXIT_ON_EMULATION_FAILURE enabled */
     bool kgs_valid;     /* kgs holds KERNEL_GS_BASE since the last KVM_RUN */
     bool kgs_known;     /* kgs was read at least once */
@@ -220,6 +221,9 @@ vmt_status kvm_op_reset_view_gfn(void *d, vmt_view view, vmt_gfn gfn);
 vmt_status kvm_op_allocate_gfn(void *d, vmt_gfn *out);
 vmt_status kvm_op_free_gfn(void *d, vmt_gfn gfn);
 
+/* kvm_probe.c: the host profile, probed once per process */
+void kvm_probe_host(int kvm_fd, vmt_kvm_host *out);
+
 /* kvm_ptw.c: page-table writes on standard KVM */
 void kvm_ptw_init(vmt_kvm *k);
 void kvm_ptw_fini(vmt_kvm *k);
@@ -232,6 +236,9 @@ void kvm_ptw_host_wrote(vmt_kvm *k, vmt_pa pa, size_t len);
 /* Queues what changed since the last check; true when something is queued. */
 bool kvm_ptw_check(vmt_kvm *k);
 bool kvm_ptw_pop(vmt_kvm *k, vmt_pa *pa, vmt_view *view);
+/* True where the guest's #PF handler frame must be a hole: frames are
+ * watched and debug registers do not fire on this host. */
+bool kvm_ptw_wants_pf_trap(const vmt_kvm *k);
 /* Follows the guest's #PF handler with DR0 (call when the IDT may have changed). */
 void kvm_ptw_refresh(vmt_kvm *k);
 /* A #DB exit with DR6 = dr6: true if one of our breakpoints (DR0-3) fired. */

@@ -126,6 +126,8 @@ bool kvm_ptw_check(vmt_kvm *k)
             uint64_t v = now[i];
             if (((v ^ f->snap[i]) & ~PTE_AD_BITS) != 0) {
                 ptw_change c = {.pa = (gfn << VMT_PAGE_SHIFT) | (i * 8u), .view = f->view};
+                vmt_log(VMT_LOG_DEBUG, "kvm: ptw: entry 0x%llx: 0x%llx -> 0x%llx", (unsigned long long)c.pa,
+                        (unsigned long long)f->snap[i], (unsigned long long)v);
                 g_array_append_val(k->ptw.queue, c);
                 k->ptw.writes++;
             }
@@ -150,12 +152,15 @@ bool kvm_ptw_pop(vmt_kvm *k, vmt_pa *pa, vmt_view *view)
 
 /* ---- the #PF handler and its returns, through debug registers ---- */
 
-/* Keeps DR0 on the #PF handler while frames are watched. */
+bool kvm_ptw_wants_pf_trap(const vmt_kvm *k) { return !k->host.hw_breakpoints && g_hash_table_size(k->ptw.frames); }
+
+/* Keeps DR0 on the #PF handler while frames are watched (where debug
+ * registers work; elsewhere kvm_run.c keeps the handler's frame a hole). */
 void kvm_ptw_refresh(vmt_kvm *k)
 {
     uint64_t handler = 0;
     vmt_gfn gfn;
-    bool on = g_hash_table_size(k->ptw.frames) && kvm_idt_gate(k, 14, &handler, &gfn);
+    bool on = k->host.hw_breakpoints && g_hash_table_size(k->ptw.frames) && kvm_idt_gate(k, 14, &handler, &gfn);
     uint64_t dr7 = k->dbg_dr[7];
     if (on) {
         k->dbg_dr[0] = handler;
@@ -167,6 +172,9 @@ void kvm_ptw_refresh(vmt_kvm *k)
         k->dbg_dr[7] = dr7;
         k->dbg_flags = 0; /* reload */
     }
+    if ((on ? handler : 0) != k->ptw.handler)
+        vmt_log(VMT_LOG_DEBUG, "kvm: ptw: #PF handler breakpoint %s 0x%llx", on ? "on" : "off",
+                (unsigned long long)handler);
     k->ptw.handler = on ? handler : 0;
 }
 
@@ -199,8 +207,10 @@ bool kvm_ptw_on_debug(vmt_kvm *k, uint64_t dr6)
         uint64_t ret;
         k->ptw.faults++;
         if (kvm_regs_get(k, &r) == VMT_OK && r.rip == k->ptw.handler &&
-            kvm_va_read(k, r.cr3, r.rsp + 8, &ret, 8) == VMT_OK)
+            kvm_va_read(k, r.cr3, r.rsp + 8, &ret, 8) == VMT_OK) {
+            vmt_log(VMT_LOG_DEBUG, "kvm: ptw: #PF entry, return to 0x%llx", (unsigned long long)ret);
             arm_return(k, ret);
+        }
         /* RF: the handler's first instruction runs without hitting DR0 again. */
         r.rflags |= RFLAGS_RF;
         kvm_regs_set(k, &r);
@@ -208,6 +218,7 @@ bool kvm_ptw_on_debug(vmt_kvm *k, uint64_t dr6)
     for (unsigned i = 1; i < 4; i++)
         if ((dr6 & DR6_B(i)) && (k->dbg_dr[7] & DR7_L(i))) {
             /* back from the handler: the next loop turn is the checkpoint */
+            vmt_log(VMT_LOG_DEBUG, "kvm: ptw: back at 0x%llx", (unsigned long long)k->dbg_dr[i]);
             k->dbg_dr[7] &= ~DR7_L(i);
             k->dbg_flags = 0;
             k->ptw.returns++;

@@ -172,7 +172,12 @@ static void refresh_idt_traps(vmt_kvm *k)
     hold_trap(k, &k->bp_trap, &k->bp_gfn, on, gfn);
     k->bp_handler = handler;
     bool want = kvm_linux_wants_pf_trap(k);
-    on = want && k->user_seen && kvm_idt_gate(k, 14, &handler, &gfn);
+    /* The #PF handler's frame is a hole for kvm_linux_fix_syscall (kvm_pvm)
+     * or, where debug registers do not fire, for kvm_ptw.c: the exits at
+     * its entry and when the handler's code comes back into the frame
+     * after the page-in (before the faulting instruction runs again) are
+     * page-table checkpoints. */
+    on = ((want && k->user_seen) || kvm_ptw_wants_pf_trap(k)) && kvm_idt_gate(k, 14, &handler, &gfn);
     hold_trap(k, &k->pf_trap, &k->pf_gfn, on, gfn);
     k->pf_handler = on ? handler : 0;
     on = want && !k->user_seen && entry_stack_gfn(k, &gfn);
@@ -550,7 +555,7 @@ static enum handled on_emulation_failure(vmt_kvm *k, pending_ev *p)
                 if (h != H_RUN)
                     return h;
             }
-            if (i == 0 && pf && r.rip == k->pf_handler && kvm_linux_fix_syscall(k, &r))
+            if (i == 0 && pf && r.rip == k->pf_handler && kvm_linux_wants_pf_trap(k) && kvm_linux_fix_syscall(k, &r))
                 return H_RUN;
             if (i == 0 && kvm_linux_window_by_hand(k, &r))
                 return H_RUN;
@@ -687,6 +692,8 @@ static enum handled handle_exit(vmt_kvm *k, pending_ev *p)
             /* DR6: B0-B3 our breakpoints (kvm_ptw.c), BS a step; both may
              * come in one exit. A host reporting neither: a step. */
             uint64_t dr6 = run->debug.arch.dr6;
+            vmt_log(VMT_LOG_TRACE, "kvm: #DB exit, dr6 0x%llx pc 0x%llx", (unsigned long long)dr6,
+                    (unsigned long long)run->debug.arch.pc);
             bool bp = kvm_ptw_on_debug(k, dr6);
             if (!bp || (dr6 & (1ull << 14)))
                 return on_step(k, p);

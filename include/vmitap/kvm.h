@@ -136,6 +136,19 @@ typedef struct vmt_kvm_counters {
 } vmt_kvm_counters;
 void vmt_kvm_counters_get(const vmt_kvm *kvm, vmt_kvm_counters *out);
 
+/* The host profile: what this host's KVM does, found by tiny probe VMs the
+ * first time a VM is made (cached for the process). The driver picks its
+ * mechanisms from it (drivers/kvm/README.md, "Host profiles"). */
+typedef struct vmt_kvm_host {
+    bool probed;          /* the probes ran */
+    bool hw_breakpoints;  /* execute breakpoints in DR0-3 exit (KVM_EXIT_DEBUG) */
+    bool int3_exits;      /* int3 exits as KVM_EXIT_DEBUG #BP */
+    bool int3_emulation;  /* int3 exits as an emulation failure (kvm_pvm) */
+    bool step_exits;      /* KVM_GUESTDBG_SINGLESTEP exits after one instruction */
+} vmt_kvm_host;
+/* Opens /dev/kvm and probes it: VMT_E_UNSUPPORTED where it cannot be used. */
+vmt_status vmt_kvm_host_probe(vmt_kvm_host *out);
+
 #ifdef __cplusplus
 }
 #endif
