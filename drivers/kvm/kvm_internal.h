@@ -143,6 +143,7 @@ struct vmt_kvm {
     timer_t timer;      /* bounds KVM_RUN for wait_for_event's timeout */
     pid_t timer_tid;    /* the thread the timer signals */
     uint32_t dbg_flags; /* KVM_SET_GUEST_DEBUG control currently set (0: reload) */
+    bool step_after_mmio; /* the next step exit follows an emulated access */
     uint64_t dbg_dr[8]; /* our debug registers: DR0-3 addresses, DR7 (kvm_ptw.c) */
     kvm_ptw ptw;
     vmt_kvm_host host; /* what this KVM does (kvm_probe.c) */

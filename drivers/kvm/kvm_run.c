@@ -440,6 +440,7 @@ static enum handled on_bp_delivery(vmt_kvm *k, pending_ev *p, const vmt_regs *r)
 static void xo_drop(vmt_kvm *k, unsigned i)
 {
     vmt_gfn g = k->xo_gfn[i];
+    vmt_log(VMT_LOG_TRACE, "kvm: xo: left frame 0x%llx", (unsigned long long)g);
     k->xo_gfn[i] = k->xo_gfn[--k->nxo];
     kvm_sync_frame(k, g);
 }
@@ -477,6 +478,8 @@ static bool xo_enter(vmt_kvm *k, vmt_gfn gfn, const vmt_gfn *f, unsigned n)
     xo_forget_others(k, f, n);
     if (k->nxo == 2)
         return false;
+    vmt_log(VMT_LOG_TRACE, "kvm: xo: entering frame 0x%llx at 0x%llx", (unsigned long long)gfn,
+            (unsigned long long)kvm_rip(k));
     k->xo_gfn[k->nxo++] = gfn;
     if (kvm_sync_frame(k, gfn) != VMT_OK) {
         k->nxo--;
@@ -623,6 +626,10 @@ static enum handled on_step(vmt_kvm *k, pending_ev *p)
 {
     k->ctr.steps++;
     vmt_log(VMT_LOG_TRACE, "kvm: step done at 0x%llx", (unsigned long long)k->run->debug.arch.pc);
+    if (k->step_after_mmio) { /* see KVM_EXIT_MMIO in handle_exit */
+        k->step_after_mmio = false;
+        k->dbg_flags = 0;
+    }
     bool report = k->step.user || k->monitor_ss;
     k->step.user = false;
     k->step.fast = false;
@@ -682,10 +689,16 @@ static enum handled handle_exit(vmt_kvm *k, pending_ev *p)
     case KVM_EXIT_IO:
         return on_io(k);
     case KVM_EXIT_MMIO:
-        /* KVM drops a pending single-step when it emulates the access
-         * (seen on kvm_amd): issue KVM_SET_GUEST_DEBUG again before the
-         * next run rather than trust the flags we set. */
-        k->dbg_flags = 0;
+        /* KVM steps by setting the guest's TF for the RIP at which
+         * KVM_SET_GUEST_DEBUG was issued; the emulator's write-back of
+         * RFLAGS drops it once RIP moved (kvm_amd: after an emulated access
+         * the step exit comes from the emulator and the vCPU then runs
+         * free). So while stepping, issue KVM_SET_GUEST_DEBUG again before
+         * the run that completes the access and after its step. */
+        if (k->dbg_flags & KVM_GUESTDBG_SINGLESTEP) {
+            k->dbg_flags = 0;
+            k->step_after_mmio = true;
+        }
         return on_mmio(k, p);
     case KVM_EXIT_DEBUG:
         if (run->debug.arch.exception == 1) {
