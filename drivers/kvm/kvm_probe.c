@@ -17,7 +17,9 @@
  *                    (kvm_pvm)
  *   step_exits       KVM_GUESTDBG_SINGLESTEP exits after one instruction
  *
- * Run once per process (the answer does not change) and cached. */
+ * Run once per process (the answer does not change) and cached.
+ * VMITAP_KVM_PROFILE=no-hw-breakpoints makes a VM act as if debug
+ * registers did not fire (tests of the fallback on real hardware). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -150,13 +152,14 @@ void kvm_probe_host(int kvm_fd, vmt_kvm_host *out)
     static gsize done;
     if (g_once_init_enter(&done)) {
         probe_all(kvm_fd, &g_host);
-        const char *force = getenv("VMITAP_KVM_PROFILE");
-        /* Tests force a profile's path on a host that would take another. */
-        if (force && strstr(force, "no-hw-breakpoints"))
-            g_host.hw_breakpoints = false;
         vmt_log(VMT_LOG_DEBUG, "kvm: host profile: hw breakpoints %d, int3 exits %d, int3 emulation %d, steps %d",
                 g_host.hw_breakpoints, g_host.int3_exits, g_host.int3_emulation, g_host.step_exits);
         g_once_init_leave(&done, 1);
     }
     *out = g_host;
+    /* Tests force another profile's mechanism on a host that would not
+     * take it (read at every VM creation). */
+    const char *force = getenv("VMITAP_KVM_PROFILE");
+    if (force && strstr(force, "no-hw-breakpoints"))
+        out->hw_breakpoints = false;
 }

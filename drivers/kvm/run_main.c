@@ -20,6 +20,7 @@ static void usage(FILE *f)
                "  -p N   pager aggressiveness 0..100     -f N   guest flags (VMT_GUEST_F_*)\n"
                "  -m MiB guest RAM (default 64)          -t MS  timeout (default 60000)\n"
                "  -v     driver log on stderr (-vv: with every step)   -h  this help\n"
+               "  --probe  print this host's KVM profile (what the driver found it does) and exit\n"
                "  -k KERNEL   boot Linux: bzImage or vmlinux (linux)  -r INITRD  its initramfs\n"
                "  -c CMDLINE  its command line (default: vmt_kvm_linux_default_cmdline)\n"
                "  -P FILE     profile: stream the console live and write the vCPU's RIP to FILE\n"
@@ -85,6 +86,32 @@ static void print_stats(const vmt_guest_stats *s)
         printf("counter %-31.31s %" PRIu64 "\n", s->counters[i].name, s->counters[i].calls);
 }
 
+/* The host profile, one line per probe (drivers/kvm/README.md, "Host profiles"). */
+static int print_probe(void)
+{
+    char why[256];
+    if (!vmt_kvm_available(why, sizeof why)) {
+        fprintf(stderr, "vmt-kvm-run: %s\n", why);
+        return 77;
+    }
+    vmt_kvm_host h;
+    if (vmt_kvm_host_probe(&h) != VMT_OK) {
+        fprintf(stderr, "vmt-kvm-run: probing /dev/kvm failed\n");
+        return 1;
+    }
+    printf("hw-breakpoints %s\n", h.hw_breakpoints ? "yes (page-table checkpoints on #PF returns by DR0-3)"
+                                                  : "no (page-table checkpoints by the #PF handler's frame)");
+    printf("int3-exits     %s\n", h.int3_exits ? "yes (KVM_EXIT_DEBUG #BP)"
+                                 : h.int3_emulation ? "no, emulation failure with 0xCC at RIP (kvm_pvm)"
+                                                    : "no (caught at the guest's vector-3 handler)");
+    printf("step-exits     %s\n", h.step_exits ? "yes" : "no");
+    printf("profile        %s\n", h.hw_breakpoints && h.int3_exits ? "standard KVM"
+                                  : !h.int3_exits && !h.int3_emulation && !h.hw_breakpoints
+                                      ? "emulated AMD-V (QEMU TCG)"
+                                      : "other (see drivers/kvm/README.md)");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     vmt_kvm_opts o = {.sz = sizeof o};
@@ -97,6 +124,8 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         }
+        if (!strcmp(a, "--probe"))
+            return print_probe();
         if (!strcmp(a, "-v") || !strcmp(a, "-vv")) {
             log_max = a[2] ? VMT_LOG_TRACE : VMT_LOG_DEBUG;
             vmt_set_log_fn(log_to_stderr, NULL);

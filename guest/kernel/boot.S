@@ -68,7 +68,6 @@ isr\vec:
     STUB 11
     STUB 12
     STUB 13
-    STUB 14
     STUB 15
     STUB 16
     STUB 17
@@ -97,8 +96,9 @@ vmt_bp_entry:
     pushq $3
     jmp trap_common
 
-    .text
-trap_common:
+/* Saves the registers, calls trap_dispatch(frame), restores them and
+ * returns from the exception (the vector and error code are on the stack). */
+.macro TRAP_BODY
     pushq %rax
     pushq %rbx
     pushq %rcx
@@ -117,8 +117,9 @@ trap_common:
     mov %rsp, %rdi
     cld
     call trap_dispatch
-    .globl trap_return
-trap_return:
+.endm
+
+.macro TRAP_RETURN
     popq %r15
     popq %r14
     popq %r13
@@ -136,6 +137,25 @@ trap_return:
     popq %rax
     add $16, %rsp                   /* vector, error code */
     iretq
+.endm
+
+    .text
+trap_common:
+    TRAP_BODY
+    .globl trap_return
+trap_return:
+    TRAP_RETURN
+
+/* The #PF entry alone in its own page, with its own copy of the save,
+ * call and return (guest.ld keeps the page to itself): a VMM may make this
+ * frame a hole and see both the entry and the return from trap_dispatch,
+ * after a page-in and before the faulting instruction runs again. */
+    .section .text.pfentry, "ax"
+    .globl isr14
+isr14:
+    pushq $14
+    TRAP_BODY
+    TRAP_RETURN
 
 /* enter_user(frame): run a saved frame (first entry into a process). */
     .globl enter_user
