@@ -136,6 +136,8 @@ static vmt_status load_segment(vmt_kvm *k, const struct kvm_sregs *s, uint16_t s
 vmt_status kvm_regs_set(vmt_kvm *k, const vmt_regs *v)
 {
     struct kvm_sregs s = *S(k);
+    if (k->dbg_flags & KVM_GUESTDBG_SINGLESTEP)
+        k->dbg_flags = 0; /* the step is tied to the RIP it was armed at (handle_exit) */
     s.cr0 = v->cr0;
     s.cr2 = v->cr2;
     s.cr3 = v->cr3;

@@ -685,20 +685,23 @@ static enum handled handle_exit(vmt_kvm *k, pending_ev *p)
 {
     struct kvm_run *run = k->run;
     k->ctr.exits++;
+    /* KVM single-steps by setting the guest's TF, re-set only while RIP is
+     * where KVM_SET_GUEST_DEBUG was issued: an exception the guest takes
+     * (TF cleared by the delivery), the emulator's RFLAGS write-back, or
+     * our own register writes drop it, and the vCPU would then run free
+     * (seen on kvm_amd in the bed). So while stepping, every exit other
+     * than a step's own #DB re-arms the step before the next run. */
+    if ((k->dbg_flags & KVM_GUESTDBG_SINGLESTEP) &&
+        !(run->exit_reason == KVM_EXIT_DEBUG && run->debug.arch.exception == 1))
+        k->dbg_flags = 0;
     switch (run->exit_reason) {
     case KVM_EXIT_IO:
         return on_io(k);
     case KVM_EXIT_MMIO:
-        /* KVM steps by setting the guest's TF for the RIP at which
-         * KVM_SET_GUEST_DEBUG was issued; the emulator's write-back of
-         * RFLAGS drops it once RIP moved (kvm_amd: after an emulated access
-         * the step exit comes from the emulator and the vCPU then runs
-         * free). So while stepping, issue KVM_SET_GUEST_DEBUG again before
-         * the run that completes the access and after its step. */
-        if (k->dbg_flags & KVM_GUESTDBG_SINGLESTEP) {
-            k->dbg_flags = 0;
+        /* After an emulated access the step exit comes from KVM's
+         * emulator, and the guest's TF is gone: re-arm after it too. */
+        if (k->dbg_flags == 0 && want_step(k))
             k->step_after_mmio = true;
-        }
         return on_mmio(k, p);
     case KVM_EXIT_DEBUG:
         if (run->debug.arch.exception == 1) {
