@@ -143,6 +143,19 @@ int main(void)
 {
     if (!e2e_kvm_setup("test_linux"))
         return 77;
+    /* Where int3 does not exit (the emulated AMD-V bed), the tracer catches
+     * it at Linux's vector-3 handler, whose page is the kernel's whole
+     * entry code: every interrupt and system call is then stepped through
+     * it, at about 5 ms a step in the bed. The traced workload does not
+     * finish in any time CI has (measured: 2 of 32 opens in 80 s), so the
+     * test says so and is reported as skipped (issue 12 stays open). */
+    vmt_kvm_host host;
+    if (vmt_kvm_host_probe(&host) == VMT_OK && !host.int3_exits && !host.int3_emulation) {
+        fprintf(stderr, "test_linux: skipped: int3 does not exit on this host (vmt-kvm-run --probe), and "
+                        "catching it at Linux's entry page steps every interrupt and system call: "
+                        "too slow to trace the workload here\n");
+        return 77;
+    }
     char why[256];
     int fetched = e2e_fetch_linux("test_linux", VMT_FETCH_LINUX, VMT_LINUX_DIR, &dir);
     if (fetched != 0)
