@@ -85,6 +85,12 @@ void vmt_kvm_free(vmt_kvm *k)
 {
     if (!k)
         return;
+    for (unsigned i = 0; i < KVM_EXIT_REASONS_LOGGED; i++)
+        if (k->exit_reasons[i])
+            vmt_log(VMT_LOG_DEBUG, "kvm: %llu exits of reason %u", (unsigned long long)k->exit_reasons[i], i);
+    vmt_log(VMT_LOG_DEBUG, "kvm: page tables: %llu writes found, %llu #PF entries, %llu returns, %llu dropped",
+            (unsigned long long)k->ptw.writes, (unsigned long long)k->ptw.faults,
+            (unsigned long long)k->ptw.returns, (unsigned long long)k->ptw.dropped);
     if (k->have_timer)
         timer_delete(k->timer);
     kvm_views_fini(k);

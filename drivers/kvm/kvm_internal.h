@@ -146,6 +146,8 @@ struct vmt_kvm {
     bool step_after_mmio; /* the next step exit follows an emulated access */
     uint64_t dbg_dr[8]; /* our debug registers: DR0-3 addresses, DR7 (kvm_ptw.c) */
     kvm_ptw ptw;
+#define KVM_EXIT_REASONS_LOGGED 40
+    uint64_t exit_reasons[KVM_EXIT_REASONS_LOGGED]; /* exits by KVM_EXIT_*, logged at free */
     vmt_kvm_host host; /* what this KVM does (kvm_probe.c) */
     bool exit_on_emu_failure; /* KVM_CAP_EXIT_ON_EMULATION_FAILURE enabled */
     bool kgs_valid;     /* kgs holds KERNEL_GS_BASE since the last KVM_RUN */

@@ -142,6 +142,8 @@ static void probe_all(int kvm_fd, vmt_kvm_host *h)
     }
     h->step_exits = probe_run(kvm_fd, nops, sizeof nops, dbg | KVM_GUESTDBG_SINGLESTEP, 0, 0, &r) &&
                     debug_exit(&r, 1);
+    /* Not probed (the probe VMs run at CPL 0): named by its module. */
+    h->kvm_pvm = vmt_kvm_emulates_kernel_mode();
     h->probed = true;
 }
 

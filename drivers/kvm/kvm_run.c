@@ -185,13 +185,16 @@ static void refresh_idt_traps(vmt_kvm *k)
     kvm_ptw_refresh(k);
 }
 
-/* Traps the guest's #DB handler frame exactly while a step at CPL 3 is
- * due (two memslot changes per such step sequence). */
+/* kvm_pvm only (its CPL 3 step #DB reaches the guest instead of exiting):
+ * traps the guest's #DB handler frame exactly while a step at CPL 3 is
+ * due (two memslot changes per such step sequence). Standard KVM and the
+ * bed exit for that #DB. */
 static void update_db_trap(vmt_kvm *k, bool stepping)
 {
     uint64_t handler = 0;
     vmt_gfn gfn = 0;
-    bool on = stepping && (kvm_sregs(k)->cs.selector & 3) == 3 && kvm_idt_gate(k, 1, &handler, &gfn);
+    bool on = k->host.kvm_pvm && stepping && (kvm_sregs(k)->cs.selector & 3) == 3 &&
+              kvm_idt_gate(k, 1, &handler, &gfn);
     hold_trap(k, &k->db_trap, &k->db_gfn, on, gfn);
     k->db_handler = handler;
 }
@@ -685,6 +688,8 @@ static enum handled handle_exit(vmt_kvm *k, pending_ev *p)
 {
     struct kvm_run *run = k->run;
     k->ctr.exits++;
+    if (run->exit_reason < KVM_EXIT_REASONS_LOGGED)
+        k->exit_reasons[run->exit_reason]++;
     /* KVM single-steps by setting the guest's TF, re-set only while RIP is
      * where KVM_SET_GUEST_DEBUG was issued: an exception the guest takes
      * (TF cleared by the delivery), the emulator's RFLAGS write-back, or

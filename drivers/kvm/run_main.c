@@ -105,6 +105,7 @@ static int print_probe(void)
                                  : h.int3_emulation ? "no, emulation failure with 0xCC at RIP (kvm_pvm)"
                                                     : "no (caught at the guest's vector-3 handler)");
     printf("step-exits     %s\n", h.step_exits ? "yes" : "no");
+    printf("kvm_pvm        %s\n", h.kvm_pvm ? "yes (CPL 3 step #DB caught at the guest's vector-1 handler)" : "no");
     printf("profile        %s\n", h.hw_breakpoints && h.int3_exits ? "standard KVM"
                                   : !h.int3_exits && !h.int3_emulation && !h.hw_breakpoints
                                       ? "emulated AMD-V (QEMU TCG)"

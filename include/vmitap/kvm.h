@@ -145,6 +145,7 @@ typedef struct vmt_kvm_host {
     bool int3_exits;      /* int3 exits as KVM_EXIT_DEBUG #BP */
     bool int3_emulation;  /* int3 exits as an emulation failure (kvm_pvm) */
     bool step_exits;      /* KVM_GUESTDBG_SINGLESTEP exits after one instruction */
+    bool kvm_pvm;         /* the paravirtual nested KVM: a CPL 3 step's #DB reaches the guest */
 } vmt_kvm_host;
 /* Opens /dev/kvm and probes it: VMT_E_UNSUPPORTED where it cannot be used. */
 vmt_status vmt_kvm_host_probe(vmt_kvm_host *out);
