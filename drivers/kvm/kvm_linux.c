@@ -121,6 +121,13 @@ const char *const vmt_kvm_linux_default_cmdline =
     "bpf_tcp_ca_kfunc_init no-kvmclock no_timer_check"
 #define LX_DILATION 10
 
+/* Where int3 does not exit (the emulated AMD-V bed), a traced kernel has
+ * its entry page (vector 3's handler) stepped at every interrupt: a timer
+ * tick then took longer than the tick period and the guest made no
+ * progress. Its time is dilated the same way (no-kvmclock, a TSC said to be
+ * LX_DILATION times faster). */
+static bool lx_entry_stepped(const vmt_kvm *k) { return !k->host.int3_exits && !k->host.int3_emulation && !k->emulated_cpl0; }
+
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static uint32_t rd32(const uint8_t *p) { return (uint32_t)rd16(p) | (uint32_t)rd16(p + 2) << 16; }
 static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
@@ -316,9 +323,12 @@ static vmt_status fill_zero_page(vmt_kvm *k, const lx_image *im, const vmt_kvm_o
     const char *base = o->cmdline ? o->cmdline : vmt_kvm_linux_default_cmdline;
     char cmd[LX_CMDLINE_MAX];
     int clen;
-    int tsc_khz = k->emulated_cpl0 ? ioctl(k->vcpu_fd, KVM_GET_TSC_KHZ, 0) : 0;
+    int tsc_khz = k->emulated_cpl0 || lx_entry_stepped(k) ? ioctl(k->vcpu_fd, KVM_GET_TSC_KHZ, 0) : 0;
     if (k->emulated_cpl0 && tsc_khz > 0)
         clen = snprintf(cmd, sizeof cmd, "%s%s tsc_early_khz=%lld", base, LX_EMU_CMDLINE,
+                        (long long)tsc_khz * LX_DILATION);
+    else if (tsc_khz > 0)
+        clen = snprintf(cmd, sizeof cmd, "%s no-kvmclock tsc_early_khz=%lld", base,
                         (long long)tsc_khz * LX_DILATION);
     else
         clen = snprintf(cmd, sizeof cmd, "%s%s", base, k->emulated_cpl0 ? LX_EMU_CMDLINE : "");
