@@ -146,8 +146,8 @@ int main(void)
     /* Where int3 does not exit (the emulated AMD-V bed), the tracer catches
      * it at Linux's vector-3 handler, whose page is the kernel's whole
      * entry code: every interrupt and system call is then stepped through
-     * it, at about 5 ms a step in the bed. The traced workload does not
-     * finish in any time CI has (measured: 2 of 32 opens in 80 s), so the
+     * it, at 1-5 ms a step in the bed. The traced workload does not
+     * finish in any time CI has (measured: 10 of 32 opens in 80 s), so the
      * test says so and is reported as skipped (issue 12 stays open). */
     vmt_kvm_host host;
     if (vmt_kvm_host_probe(&host) == VMT_OK && !host.int3_exits && !host.int3_emulation) {
