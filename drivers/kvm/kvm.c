@@ -136,7 +136,6 @@ static vmt_status create_vm(vmt_kvm *k)
             vmt_log(VMT_LOG_ERROR, "kvm: enabling KVM_CAP_EXIT_ON_EMULATION_FAILURE: %s", strerror(errno));
             return VMT_E_DRIVER;
         }
-        k->exit_on_emu_failure = true;
     }
     vmt_status st = k->linux_boot ? kvm_linux_vm_init(k) : VMT_OK; /* linux: irqchip, PIT */
     if (st != VMT_OK)

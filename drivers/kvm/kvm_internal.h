@@ -149,7 +149,6 @@ struct vmt_kvm {
 #define KVM_EXIT_REASONS_LOGGED 40
     uint64_t exit_reasons[KVM_EXIT_REASONS_LOGGED]; /* exits by KVM_EXIT_*, logged at free */
     vmt_kvm_host host; /* what this KVM does (kvm_probe.c) */
-    bool exit_on_emu_failure; /* KVM_CAP_EXIT_ON_EMULATION_FAILURE enabled */
     bool kgs_valid;     /* kgs holds KERNEL_GS_BASE since the last KVM_RUN */
     bool kgs_known;     /* kgs was read at least once */
     bool lazy_kgs;      /* VMT_KVM_F_LAZY_KERNEL_GS_BASE */
@@ -230,7 +229,6 @@ void kvm_probe_host(int kvm_fd, vmt_kvm_host *out);
 /* kvm_ptw.c: page-table writes on standard KVM */
 void kvm_ptw_init(vmt_kvm *k);
 void kvm_ptw_fini(vmt_kvm *k);
-bool kvm_ptw_watched(vmt_access acc);
 /* gfn's access in view changed to acc: watch it or stop. */
 void kvm_ptw_update(vmt_kvm *k, vmt_gfn gfn, vmt_view view, vmt_access acc);
 void kvm_ptw_view_destroyed(vmt_kvm *k, vmt_view view);

@@ -71,12 +71,13 @@ static const uint64_t *frame_now(vmt_kvm *k, vmt_gfn gfn)
     return (const uint64_t *)(k->gmap + (gfn << VMT_PAGE_SHIFT));
 }
 
-bool kvm_ptw_watched(vmt_access acc) { return (acc & KVM_ACCESS_WALK) && (acc & VMT_ACCESS_R) && !(acc & VMT_ACCESS_W); }
+/* The page-table monitor's protection: walked by the CPU, readable, not writable. */
+static bool watched(vmt_access acc) { return (acc & KVM_ACCESS_WALK) && (acc & VMT_ACCESS_R) && !(acc & VMT_ACCESS_W); }
 
 void kvm_ptw_update(vmt_kvm *k, vmt_gfn gfn, vmt_view view, vmt_access acc)
 {
     ptw_frame *f = g_hash_table_lookup(k->ptw.frames, GSIZE_TO_POINTER(gfn));
-    if (kvm_ptw_watched(acc)) {
+    if (watched(acc)) {
         if (!f) {
             f = g_new(ptw_frame, 1);
             memcpy(f->snap, frame_now(k, gfn), sizeof f->snap);

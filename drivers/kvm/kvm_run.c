@@ -924,8 +924,6 @@ vmt_status kvm_wait_for_event(void *d, int timeout_ms, vmt_event_fn fn, void *us
     pending_ev p;
     if (!k->step.passthrough)
         refresh_idt_traps(k);
-    if (!k->pending_ss && ptw_event(k, &p))
-        return deliver(k, &p, fn, user);
     if (k->pending_ss) {
         k->pending_ss = false;
         if (make_event(k, &p, EV_STEP, VMT_EVENT_SINGLESTEP) != VMT_OK)
