@@ -9,6 +9,7 @@ PACKAGES=(
   libclang-rt-dev    # ASan/UBSan/libFuzzer runtimes: only "recommended" by clang
   libglib2.0-dev libcmocka-dev libelf-dev
   valgrind
+  scdoc              # builds the vmitap(1) man page from docs/vmitap.1.scd
   python3            # the CLI tests parse vmitap's JSON output
 )
 

@@ -9,7 +9,7 @@
 #include "tracer/symbols.h"
 #include "vmitap/tracer.h"
 
-/* Exit codes (documented in --help and docs/vmitap.md). */
+/* Exit codes (documented in --help and docs/vmitap.1.scd). */
 enum {
     CLI_EXIT_OK = 0,        /* traced; every breakpoint matched the guest's counter */
     CLI_EXIT_RUNTIME = 1,   /* could not run: no KVM, unreadable guest, guest crashed, ... */

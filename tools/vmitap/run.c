@@ -188,7 +188,7 @@ static bool setup(run_ctx *rc)
     /* auto: int3 on emulated execute-only pages is stealthy, and on these
      * nested hosts about 10x faster than the memory controller, which
      * single-steps every fetch from a page holding a breakpoint (see
-     * docs/vmitap.md). The tracer picks int3 once the driver advertises
+     * docs/vmitap.1.scd). The tracer picks int3 once the driver advertises
      * execute-only. */
     if (o->execute_only || o->controller == VMT_TRACER_CONTROLLER_AUTO)
         ko.flags |= VMT_KVM_F_EMULATE_EXECUTE_ONLY;
