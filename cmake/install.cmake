@@ -6,6 +6,7 @@ install(TARGETS vmitap vmitap_static EXPORT vmitapTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/vmitap DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(FILES ${PROJECT_BINARY_DIR}/include/vmitap/version.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/vmitap)
 
 install(EXPORT vmitapTargets NAMESPACE vmitap:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/vmitap)
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/vmitapConfig.cmake.in

@@ -1,13 +1,17 @@
+// SPDX-License-Identifier: MIT
 /* Embeds the vmitap tracer in a program: boots the bundled test guest on
  * the KVM micro-VM, puts an invisible breakpoint on a kernel function
  * (default `schedule`), runs the guest to the end and compares the hits
- * with the guest's own call counter.   usage: embed_tracer [SYMBOL] */
+ * with the guest's own call counter.   usage: embed_tracer [SYMBOL]
+ *
+ * Builds against the installed package alone (pkg-config vmitap, or
+ * find_package(vmitap)). Exit status: 0 hits == calls; 1 an error or a
+ * mismatch; 77 no usable /dev/kvm (nothing was run). */
 #include <inttypes.h>
 #include <stdio.h>
+#include <unistd.h>
 
-#include "guest/abi.h"
-#include "vmitap/kvm.h"
-#include "vmitap/vmitap.h"
+#include <vmitap/vmitap.h>
 
 static void on_hit(void *user, vmt_tracer *t, const vmt_tracer_hit *hit)
 {
@@ -21,29 +25,35 @@ static void on_hit(void *user, vmt_tracer *t, const vmt_tracer_hit *hit)
 int main(int argc, char **argv)
 {
     const char *symbol = argc > 1 ? argv[1] : "schedule";
+    const char *guest = vmt_kvm_default_guest(); /* $VMITAP_GUEST or the installed one */
     char why[200];
+    printf("vmitap %s, guest %s\n", vmt_version(), guest);
+    if (access(guest, R_OK) != 0) {
+        fprintf(stderr, "embed_tracer: cannot read the guest %s\n", guest);
+        return 1;
+    }
     if (!vmt_kvm_available(why, sizeof why)) {
         fprintf(stderr, "embed_tracer: no KVM: %s\n", why);
-        return 1;
+        return 77;
     }
     vmt_core *vmi;
     vmt_kvm *kvm;
-    vmt_kvm_opts ko = {.sz = sizeof ko, .iterations = 50};
+    VMT_OPTS(vmt_kvm_opts, ko, .iterations = 50);
     vmt_regs regs;
     if (vmt_kvm_core_new(&ko, &vmi, &kvm) != VMT_OK || vmt_core_get_regs(vmi, 0, &regs) != VMT_OK)
         return 1;
     uint64_t seen = 0;
     /* int3: fast; the memory controller would be invisible to guest reads
      * on KVM but makes every fetch from the (hot) kernel page trap. */
-    vmt_tracer_opts to = {.sz = sizeof to, .controller = VMT_TRACER_CONTROLLER_INT3,
-                          .on_hit = on_hit, .user = &seen};
+    VMT_OPTS(vmt_tracer_opts, to, .controller = VMT_TRACER_CONTROLLER_INT3, .on_hit = on_hit,
+             .user = &seen);
     vmt_tracer *t;
-    vmt_tracer_bp_opts bo = {.sz = sizeof bo, .global = true}; /* kernel: every address space */
+    VMT_OPTS(vmt_tracer_bp_opts, bo, .global = true); /* kernel: every address space */
     vmt_tracer_bp_id id;
     vmt_tracer_stop_reason stop;
     vmt_status st = vmt_tracer_new(vmi, &to, &t);
     if (st == VMT_OK)
-        st = vmt_tracer_load_symbols(t, vmt_kvm_default_guest());
+        st = vmt_tracer_load_symbols(t, guest);
     if (st == VMT_OK)
         st = vmt_tracer_add_symbol(t, symbol, vmt_regs_translation_root(&regs, 0), &bo, &id);
     if (st == VMT_OK)

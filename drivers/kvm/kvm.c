@@ -14,10 +14,6 @@
 #include "drivers/kvm/kvm_internal.h"
 #include "vmitap/log.h"
 
-#ifndef VMITAP_GUEST_ELF
-#define VMITAP_GUEST_ELF "guest/vmitap-guest.elf"
-#endif
-
 #define DEFAULT_RAM (64ull << 20)
 #define MAX_RAM (1ull << 30) /* what the boot page tables map */
 
@@ -73,12 +69,6 @@ vmt_status vmt_kvm_host_probe(vmt_kvm_host *out)
     kvm_probe_host(fd, out);
     close(fd);
     return VMT_OK;
-}
-
-const char *vmt_kvm_default_guest(void)
-{
-    const char *env = getenv("VMITAP_GUEST");
-    return env && *env ? env : VMITAP_GUEST_ELF;
 }
 
 void vmt_kvm_free(vmt_kvm *k)

@@ -44,6 +44,8 @@
 #ifndef VMITAP_COHERENCE_H
 #define VMITAP_COHERENCE_H
 
+#include "vmitap/api.h"
+
 #include "vmitap/bpm.h"
 #include "vmitap/tracer.h"
 
@@ -80,7 +82,7 @@ typedef vmt_overwrite_choice (*vmt_overwrite_fn)(void *user, const vmt_overwrite
  * them all) and applies the choices. *overwritten (optional): how many
  * claims were reported. VMT_OK and nothing done for a bpm whose controller
  * is not the breakpoint controller, or a frame without shadows. */
-vmt_status vmt_bpm_sync_frame(vmt_bpm *bpm, vmt_core *vmi, vmt_gfn gfn, vmt_overwrite_fn fn,
+VMT_API vmt_status vmt_bpm_sync_frame(vmt_bpm *bpm, vmt_core *vmi, vmt_gfn gfn, vmt_overwrite_fn fn,
                               void *user, size_t *overwritten);
 
 typedef struct vmt_coherence vmt_coherence;
@@ -96,25 +98,25 @@ typedef struct vmt_coherence_stats {
 } vmt_coherence_stats;
 
 /* Watches the writes to bpm's frames. Does not own bpm, which must outlive it. */
-vmt_status vmt_coherence_new(vmt_bpm *bpm, vmt_coherence **out);
-void vmt_coherence_free(vmt_coherence *coh);
-void vmt_coherence_set_overwrite_fn(vmt_coherence *coh, vmt_overwrite_fn fn, void *user);
+VMT_API vmt_status vmt_coherence_new(vmt_bpm *bpm, vmt_coherence **out);
+VMT_API void vmt_coherence_free(vmt_coherence *coh);
+VMT_API void vmt_coherence_set_overwrite_fn(vmt_coherence *coh, vmt_overwrite_fn fn, void *user);
 
 /* For a MEMORY_ACCESS event with W on a frame that holds breakpoints in
  * the event's view (where it is shadowed, hence not writable): remembers
  * the frame for the next flush and returns true; the caller carries the
  * write out on the guest's own frame itself. */
-bool vmt_coherence_track_write(vmt_coherence *coh, const vmt_event *ev);
+VMT_API bool vmt_coherence_track_write(vmt_coherence *coh, const vmt_event *ev);
 /* The same, and fills *resp so that the write is carried out on the guest's
  * own frame (see above). Otherwise returns false and leaves *resp alone. */
-bool vmt_coherence_on_write(vmt_coherence *coh, vmt_core *vmi, const vmt_event *ev,
+VMT_API bool vmt_coherence_on_write(vmt_coherence *coh, vmt_core *vmi, const vmt_event *ev,
                             vmt_response *resp);
 /* Rebuilds the shadows of the frames written since the last flush. Cheap
  * when there are none. Returns the first error (the rest still runs); a
  * frame whose rebuild failed stays pending and is retried next time. */
-vmt_status vmt_coherence_flush(vmt_coherence *coh, vmt_core *vmi);
+VMT_API vmt_status vmt_coherence_flush(vmt_coherence *coh, vmt_core *vmi);
 /* Frames waiting for a flush. */
-size_t vmt_coherence_pending(const vmt_coherence *coh);
+VMT_API size_t vmt_coherence_pending(const vmt_coherence *coh);
 
 typedef enum vmt_trap_owner {
     VMT_TRAP_OURS = 1,  /* an armed trap of the bpm is at rip in the event's view */
@@ -127,10 +129,10 @@ typedef enum vmt_trap_owner {
 
 /* Whose trap a SOFTWARE_BREAKPOINT event is. VMT_E_INVALID for another
  * event; VMT_E_UNSUPPORTED unless the bpm uses the breakpoint controller. */
-vmt_status vmt_coherence_classify(vmt_coherence *coh, vmt_core *vmi, const vmt_event *ev,
+VMT_API vmt_status vmt_coherence_classify(vmt_coherence *coh, vmt_core *vmi, const vmt_event *ev,
                                   vmt_trap_owner *out);
 
-void vmt_coherence_stats_get(const vmt_coherence *coh, vmt_coherence_stats *out);
+VMT_API void vmt_coherence_stats_get(const vmt_coherence *coh, vmt_coherence_stats *out);
 
 /* ---- the tracer ---- */
 
@@ -150,10 +152,10 @@ typedef vmt_overwrite_choice (*vmt_tracer_overwrite_fn)(void *user, vmt_tracer *
 
 /* Installs (fn NULL: removes) the callback; without one, overwritten
  * breakpoints are dropped. */
-vmt_status vmt_tracer_set_overwrite_fn(vmt_tracer *t, vmt_tracer_overwrite_fn fn, void *user);
+VMT_API vmt_status vmt_tracer_set_overwrite_fn(vmt_tracer *t, vmt_tracer_overwrite_fn fn, void *user);
 /* The tracer's coherence counters (all zero for the memory controller,
  * whose pages are never remapped). */
-void vmt_tracer_coherence_stats_get(const vmt_tracer *t, vmt_coherence_stats *out);
+VMT_API void vmt_tracer_coherence_stats_get(const vmt_tracer *t, vmt_coherence_stats *out);
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,8 @@
 #ifndef VMITAP_DRIVER_H
 #define VMITAP_DRIVER_H
 
+#include "vmitap/api.h"
+
 #include "vmitap/event.h"
 #include "vmitap/types.h"
 

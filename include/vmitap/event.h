@@ -2,6 +2,8 @@
 #ifndef VMITAP_EVENT_H
 #define VMITAP_EVENT_H
 
+#include "vmitap/api.h"
+
 #include "vmitap/types.h"
 
 #ifdef __cplusplus
@@ -18,7 +20,7 @@ typedef struct vmt_regs {
 } vmt_regs;
 
 /* cr3 & 0x000ffffffffff000 */
-vmt_pa vmt_regs_translation_root(const vmt_regs *regs, vmt_va va);
+VMT_API vmt_pa vmt_regs_translation_root(const vmt_regs *regs, vmt_va va);
 
 typedef enum vmt_event_reason {
     VMT_EVENT_MEMORY_ACCESS = 1,       /* EPT/permission violation */

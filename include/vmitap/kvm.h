@@ -13,18 +13,19 @@
 #ifndef VMITAP_KVM_H
 #define VMITAP_KVM_H
 
+#include "vmitap/api.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "vmitap/core.h"
 #include "vmitap/driver.h"
+#include "vmitap/guest.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-struct vmt_guest_stats; /* guest/abi.h */
 
 typedef struct vmt_kvm vmt_kvm;
 
@@ -66,19 +67,19 @@ typedef struct vmt_kvm_opts {
 /* linux: the command line used when vmt_kvm_opts.cmdline is NULL: serial
  * console, no KASLR (System.map / kallsyms addresses are the live ones),
  * no ACPI and no PCI, reset through the keyboard controller. */
-extern const char *const vmt_kvm_linux_default_cmdline;
+VMT_API extern const char *const vmt_kvm_linux_default_cmdline;
 
 /* linux: true where the host's KVM is kvm_pvm, a software hypervisor that
  * runs guest kernel-mode code in KVM's instruction emulator, one
  * instruction at a time (user mode runs natively). A stock Linux kernel
  * boots there, but thousands of times slower than on hardware
  * virtualization: minutes to reach user space. */
-bool vmt_kvm_emulates_kernel_mode(void);
+VMT_API bool vmt_kvm_emulates_kernel_mode(void);
 
 /* linux: queues bytes for the guest to read from COM1 (its console
  * input). VMT_E_UNSUPPORTED if the guest is not a Linux boot, VMT_E_NOMEM
  * if the 4 KiB receive buffer cannot take them all (nothing queued). */
-vmt_status vmt_kvm_serial_input(vmt_kvm *kvm, const void *buf, size_t len);
+VMT_API vmt_status vmt_kvm_serial_input(vmt_kvm *kvm, const void *buf, size_t len);
 
 typedef enum vmt_kvm_state {
     VMT_KVM_RUNNING = 0, /* booted, not finished (it may be paused) */
@@ -87,42 +88,42 @@ typedef enum vmt_kvm_state {
 } vmt_kvm_state;
 
 /* The driver table; its `d` argument is a vmt_kvm *. */
-const vmt_driver_ops *vmt_kvm_driver_ops(void);
+VMT_API const vmt_driver_ops *vmt_kvm_driver_ops(void);
 
 /* True if /dev/kvm can be opened and has the API this driver needs; else
  * false with a one-line reason in why (if why is non-NULL). */
-bool vmt_kvm_available(char *why, size_t len);
+VMT_API bool vmt_kvm_available(char *why, size_t len);
 
 /* Path of the bundled guest ELF: $VMITAP_GUEST if set, else the build
  * tree's guest. Never NULL. */
-const char *vmt_kvm_default_guest(void);
+VMT_API const char *vmt_kvm_default_guest(void);
 
 /* Creates the VM, loads the guest and prepares the vCPU at the guest's
  * entry (it first runs in wait_for_event). opts may be NULL.
  * wait_for_event bounds KVM_RUN with a per-thread POSIX timer that sends
  * SIGRTMIN+3 to the calling thread; the driver installs a handler for that
  * signal (process-wide) the first time it needs it. */
-vmt_status vmt_kvm_new(const vmt_kvm_opts *opts, vmt_kvm **out);
-void vmt_kvm_free(vmt_kvm *kvm);
+VMT_API vmt_status vmt_kvm_new(const vmt_kvm_opts *opts, vmt_kvm **out);
+VMT_API void vmt_kvm_free(vmt_kvm *kvm);
 
 /* vmt_kvm_new + vmt_core_new: the core owns the driver; *kvm_out (optional)
  * stays valid until vmt_core_free. */
-vmt_status vmt_kvm_core_new(const vmt_kvm_opts *opts, vmt_core **out, vmt_kvm **kvm_out);
+VMT_API vmt_status vmt_kvm_core_new(const vmt_kvm_opts *opts, vmt_core **out, vmt_kvm **kvm_out);
 
-vmt_kvm_state vmt_kvm_get_state(const vmt_kvm *kvm);
+VMT_API vmt_kvm_state vmt_kvm_get_state(const vmt_kvm *kvm);
 /* The guest's exit code (valid in VMT_KVM_EXITED). */
-uint32_t vmt_kvm_exit_code(const vmt_kvm *kvm);
+VMT_API uint32_t vmt_kvm_exit_code(const vmt_kvm *kvm);
 /* Why the guest crashed (valid in VMT_KVM_CRASHED), else "". */
-const char *vmt_kvm_crash_reason(const vmt_kvm *kvm);
+VMT_API const char *vmt_kvm_crash_reason(const vmt_kvm *kvm);
 /* NUL-terminated console output (port 0xE9) captured so far. */
-const char *vmt_kvm_console(const vmt_kvm *kvm, size_t *len);
+VMT_API const char *vmt_kvm_console(const vmt_kvm *kvm, size_t *len);
 /* The guest's stats page (guest-physical VMT_GUEST_STATS_PA), live. */
-const struct vmt_guest_stats *vmt_kvm_guest_stats(const vmt_kvm *kvm);
+VMT_API const vmt_guest_stats *vmt_kvm_guest_stats(const vmt_kvm *kvm);
 
 /* Runs the guest without any observer until it exits, crashes, or
  * timeout_ms passes (negative: no limit). Events that the driver would
  * report are answered with CONTINUE (REINJECT for int3). */
-vmt_status vmt_kvm_run(vmt_kvm *kvm, int timeout_ms);
+VMT_API vmt_status vmt_kvm_run(vmt_kvm *kvm, int timeout_ms);
 
 /* Counters of what the driver did (for benchmarks and tests). */
 typedef struct vmt_kvm_counters {
@@ -134,7 +135,7 @@ typedef struct vmt_kvm_counters {
     uint64_t events;        /* events delivered */
     uint64_t steps;         /* single-steps executed */
 } vmt_kvm_counters;
-void vmt_kvm_counters_get(const vmt_kvm *kvm, vmt_kvm_counters *out);
+VMT_API void vmt_kvm_counters_get(const vmt_kvm *kvm, vmt_kvm_counters *out);
 
 /* The host profile: what this host's KVM does, found by tiny probe VMs the
  * first time a VM is made (cached for the process). The driver picks its
@@ -148,7 +149,7 @@ typedef struct vmt_kvm_host {
     bool kvm_pvm;         /* the paravirtual nested KVM: a CPL 3 step's #DB reaches the guest */
 } vmt_kvm_host;
 /* Opens /dev/kvm and probes it: VMT_E_UNSUPPORTED where it cannot be used. */
-vmt_status vmt_kvm_host_probe(vmt_kvm_host *out);
+VMT_API vmt_status vmt_kvm_host_probe(vmt_kvm_host *out);
 
 #ifdef __cplusplus
 }

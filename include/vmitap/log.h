@@ -3,6 +3,8 @@
 #ifndef VMITAP_LOG_H
 #define VMITAP_LOG_H
 
+#include "vmitap/api.h"
+
 #include <stdarg.h>
 
 #ifdef __cplusplus
@@ -23,10 +25,10 @@ typedef void (*vmt_log_fn)(void *user, vmt_log_level level, const char *fmt, va_
  * default) and returns the previous one. Like libbpf_set_print(), this is
  * the one piece of process-wide state: logging is a property of the
  * application, not of a VM. Not thread-safe against concurrent logging. */
-vmt_log_fn vmt_set_log_fn(vmt_log_fn fn, void *user);
+VMT_API vmt_log_fn vmt_set_log_fn(vmt_log_fn fn, void *user);
 
 /* Used by the library and its drivers. */
-void vmt_log(vmt_log_level level, const char *fmt, ...)
+VMT_API void vmt_log(vmt_log_level level, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
 #endif

@@ -38,6 +38,8 @@
 #ifndef VMITAP_MOCK_H
 #define VMITAP_MOCK_H
 
+#include "vmitap/api.h"
+
 #include "vmitap/core.h"
 
 #ifdef __cplusplus
@@ -55,13 +57,13 @@ typedef struct vmt_mock_opts {
 } vmt_mock_opts;
 
 /* The ops table of the mock driver (static, never NULL). */
-const vmt_driver_ops *vmt_mock_driver_ops(void);
+VMT_API const vmt_driver_ops *vmt_mock_driver_ops(void);
 /* opts may be NULL (defaults). */
-vmt_status vmt_mock_new(const vmt_mock_opts *opts, vmt_mock **out);
-void vmt_mock_free(vmt_mock *mock); /* same as ops->destroy */
+VMT_API vmt_status vmt_mock_new(const vmt_mock_opts *opts, vmt_mock **out);
+VMT_API void vmt_mock_free(vmt_mock *mock); /* same as ops->destroy */
 /* Convenience: a mock wrapped in a core. The core owns the mock; *mock_out
  * (optional) stays valid until vmt_core_free. */
-vmt_status vmt_mock_core_new(const vmt_mock_opts *opts, vmt_core **out, vmt_mock **mock_out);
+VMT_API vmt_status vmt_mock_core_new(const vmt_mock_opts *opts, vmt_core **out, vmt_mock **mock_out);
 
 /* ---- operations, for counting and fault injection ---- */
 typedef enum vmt_mock_op {
@@ -85,28 +87,28 @@ typedef enum vmt_mock_op {
     VMT_MOCK_OP_WAIT_FOR_EVENT,
     VMT_MOCK_OP_COUNT
 } vmt_mock_op;
-const char *vmt_mock_op_name(vmt_mock_op op);
+VMT_API const char *vmt_mock_op_name(vmt_mock_op op);
 
 /* Calls of op so far (successful, failed and injected). */
-uint64_t vmt_mock_calls(const vmt_mock *mock, vmt_mock_op op);
+VMT_API uint64_t vmt_mock_calls(const vmt_mock *mock, vmt_mock_op op);
 /* Sum over all ops. */
-uint64_t vmt_mock_total_calls(const vmt_mock *mock);
+VMT_API uint64_t vmt_mock_total_calls(const vmt_mock *mock);
 /* The nth call from now (1 = the very next) of op fails with status and has
  * no effect. One injection per op at a time; nth = 0 cancels. */
-void vmt_mock_fail_nth(vmt_mock *mock, vmt_mock_op op, unsigned nth, vmt_status status);
+VMT_API void vmt_mock_fail_nth(vmt_mock *mock, vmt_mock_op op, unsigned nth, vmt_status status);
 /* The nth driver call from now, whatever its op, fails (0 cancels). Lets a
  * test walk a fault through every call an operation makes. */
-void vmt_mock_fail_nth_any(vmt_mock *mock, unsigned nth, vmt_status status);
+VMT_API void vmt_mock_fail_nth_any(vmt_mock *mock, unsigned nth, vmt_status status);
 /* Number of injected failures that have fired since creation. */
-uint64_t vmt_mock_injected(const vmt_mock *mock);
+VMT_API uint64_t vmt_mock_injected(const vmt_mock *mock);
 
 /* ---- memory, bypassing counting and fault injection ---- */
-vmt_status vmt_mock_peek(const vmt_mock *mock, vmt_pa pa, void *buf, size_t len);
-vmt_status vmt_mock_poke(vmt_mock *mock, vmt_pa pa, const void *buf, size_t len);
+VMT_API vmt_status vmt_mock_peek(const vmt_mock *mock, vmt_pa pa, void *buf, size_t len);
+VMT_API vmt_status vmt_mock_poke(vmt_mock *mock, vmt_pa pa, const void *buf, size_t len);
 
 /* Frames whose contents the mock stores (written at least once since they
  * were last zeroed); reading a never-written frame does not add one. */
-size_t vmt_mock_resident_frames(const vmt_mock *mock);
+VMT_API size_t vmt_mock_resident_frames(const vmt_mock *mock);
 
 /* ---- page tables ---- */
 typedef enum vmt_mock_page_size {
@@ -126,51 +128,51 @@ typedef enum vmt_mock_page_size {
 /* A zeroed frame for page tables from the mock's table pool, which lives
  * at the top of guest RAM and grows downwards (away from the low frames
  * tests use for data). */
-vmt_status vmt_mock_alloc_table(vmt_mock *mock, vmt_pa *out);
+VMT_API vmt_status vmt_mock_alloc_table(vmt_mock *mock, vmt_pa *out);
 /* A new, empty PML4. */
-vmt_status vmt_mock_new_root(vmt_mock *mock, vmt_pa *root);
+VMT_API vmt_status vmt_mock_new_root(vmt_mock *mock, vmt_pa *root);
 /* Maps va -> pa in root with a page of the given size, creating
  * intermediate tables (P|W|U) as needed. flags are the leaf's (P is added,
  * and PS for large pages). va and pa must be aligned to the page size.
  * VMT_E_CONFLICT if a large page is in the way, or a table is where a
  * large leaf should go. */
-vmt_status vmt_mock_map(vmt_mock *mock, vmt_pa root, vmt_va va, vmt_pa pa,
+VMT_API vmt_status vmt_mock_map(vmt_mock *mock, vmt_pa root, vmt_va va, vmt_pa pa,
                         vmt_mock_page_size size, uint64_t flags);
 /* Clears the Present bit of the entry at `level` on va's walk (4 = PML4E,
  * 3 = PDPTE, 2 = PDE, 1 = PTE), keeping the rest of the entry.
  * VMT_E_TRANSLATION if the walk ends above that level. */
-vmt_status vmt_mock_unmap(vmt_mock *mock, vmt_pa root, vmt_va va, int level);
+VMT_API vmt_status vmt_mock_unmap(vmt_mock *mock, vmt_pa root, vmt_va va, int level);
 /* Physical address of the entry at `level` on va's walk (same levels). */
-vmt_status vmt_mock_entry_pa(const vmt_mock *mock, vmt_pa root, vmt_va va, int level, vmt_pa *out);
+VMT_API vmt_status vmt_mock_entry_pa(const vmt_mock *mock, vmt_pa root, vmt_va va, int level, vmt_pa *out);
 
 /* ---- views, as the mock sees them ---- */
-bool vmt_mock_view_exists(const vmt_mock *mock, vmt_view view);
+VMT_API bool vmt_mock_view_exists(const vmt_mock *mock, vmt_view view);
 /* The frame the guest sees at gfn in view (gfn itself unless remapped). */
-vmt_status vmt_mock_view_backing(const vmt_mock *mock, vmt_view view, vmt_gfn gfn, vmt_gfn *out);
+VMT_API vmt_status vmt_mock_view_backing(const vmt_mock *mock, vmt_view view, vmt_gfn gfn, vmt_gfn *out);
 /* Reads what the guest would read at pa in view (through the remapping). */
-vmt_status vmt_mock_view_read(const vmt_mock *mock, vmt_view view, vmt_pa pa, void *buf, size_t len);
-vmt_view vmt_mock_current_view(const vmt_mock *mock);
+VMT_API vmt_status vmt_mock_view_read(const vmt_mock *mock, vmt_view view, vmt_pa pa, void *buf, size_t len);
+VMT_API vmt_view vmt_mock_current_view(const vmt_mock *mock);
 /* Number of frames currently handed out by allocate_gfn. */
-size_t vmt_mock_allocated_gfns(const vmt_mock *mock);
+VMT_API size_t vmt_mock_allocated_gfns(const vmt_mock *mock);
 /* Last flags passed to set_access for (gfn, view), 0 if never set. */
-unsigned vmt_mock_last_access_flags(const vmt_mock *mock, vmt_gfn gfn, vmt_view view);
-bool vmt_mock_paused(const vmt_mock *mock);
+VMT_API unsigned vmt_mock_last_access_flags(const vmt_mock *mock, vmt_gfn gfn, vmt_view view);
+VMT_API bool vmt_mock_paused(const vmt_mock *mock);
 /* pause calls not yet matched by a resume. */
-unsigned vmt_mock_pause_depth(const vmt_mock *mock);
+VMT_API unsigned vmt_mock_pause_depth(const vmt_mock *mock);
 /* Monitoring switched on for reason (via the monitor op). */
-bool vmt_mock_monitoring(const vmt_mock *mock, vmt_event_reason what);
+VMT_API bool vmt_mock_monitoring(const vmt_mock *mock, vmt_event_reason what);
 
 /* ---- registers and events ---- */
 /* Registers of a vCPU (what get_regs returns, what set_regs writes). */
-vmt_regs *vmt_mock_regs(vmt_mock *mock, vmt_vcpu vcpu);
+VMT_API vmt_regs *vmt_mock_regs(vmt_mock *mock, vmt_vcpu vcpu);
 /* Queues an event; wait_for_event delivers queued events in order, one per
  * call, and returns VMT_E_TIMEOUT when the queue is empty. A response with
  * set_regs writes the vCPU's registers; set_view switches the view. */
-vmt_status vmt_mock_push_event(vmt_mock *mock, const vmt_event *ev);
-size_t vmt_mock_pending_events(const vmt_mock *mock);
+VMT_API vmt_status vmt_mock_push_event(vmt_mock *mock, const vmt_event *ev);
+VMT_API size_t vmt_mock_pending_events(const vmt_mock *mock);
 /* Responses recorded so far, in delivery order (array owned by the mock). */
-size_t vmt_mock_responses(const vmt_mock *mock, const vmt_response **out);
-void vmt_mock_clear_responses(vmt_mock *mock);
+VMT_API size_t vmt_mock_responses(const vmt_mock *mock, const vmt_response **out);
+VMT_API void vmt_mock_clear_responses(vmt_mock *mock);
 
 #ifdef __cplusplus
 }

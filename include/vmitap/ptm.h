@@ -6,6 +6,8 @@
 #ifndef VMITAP_PTM_H
 #define VMITAP_PTM_H
 
+#include "vmitap/api.h"
+
 #include "vmitap/core.h"
 
 #ifdef __cplusplus
@@ -26,23 +28,23 @@ typedef struct vmt_ptm_events {
     vmt_ptm_event *items;
     size_t len, cap;
 } vmt_ptm_events;
-void vmt_ptm_events_free(vmt_ptm_events *ev); /* frees items, zeroes the struct */
+VMT_API void vmt_ptm_events_free(vmt_ptm_events *ev); /* frees items, zeroes the struct */
 
 typedef struct vmt_ptm vmt_ptm;
-vmt_status vmt_ptm_new(vmt_ptm **out);
-void vmt_ptm_free(vmt_ptm *ptm); /* memory only; guest untouched */
-vmt_status vmt_ptm_monitor(vmt_ptm *, vmt_core *, vmt_addr_ctx ctx, vmt_view view, uintptr_t tag);
-vmt_status vmt_ptm_unmonitor(vmt_ptm *, vmt_core *, vmt_addr_ctx ctx, vmt_view view);
-vmt_status vmt_ptm_unmonitor_by_force(vmt_ptm *, vmt_core *, vmt_addr_ctx ctx, vmt_view view);
-void vmt_ptm_unmonitor_all(vmt_ptm *, vmt_core *); /* restores every table page's access */
-void vmt_ptm_unmonitor_view(vmt_ptm *, vmt_core *, vmt_view view);
+VMT_API vmt_status vmt_ptm_new(vmt_ptm **out);
+VMT_API void vmt_ptm_free(vmt_ptm *ptm); /* memory only; guest untouched */
+VMT_API vmt_status vmt_ptm_monitor(vmt_ptm *, vmt_core *, vmt_addr_ctx ctx, vmt_view view, uintptr_t tag);
+VMT_API vmt_status vmt_ptm_unmonitor(vmt_ptm *, vmt_core *, vmt_addr_ctx ctx, vmt_view view);
+VMT_API vmt_status vmt_ptm_unmonitor_by_force(vmt_ptm *, vmt_core *, vmt_addr_ctx ctx, vmt_view view);
+VMT_API void vmt_ptm_unmonitor_all(vmt_ptm *, vmt_core *); /* restores every table page's access */
+VMT_API void vmt_ptm_unmonitor_view(vmt_ptm *, vmt_core *, vmt_view view);
 /* After a write-access event at entry_pa: true if that entry is monitored (marked dirty). */
-bool vmt_ptm_mark_dirty_entry(vmt_ptm *, vmt_pa entry_pa, vmt_view view, vmt_vcpu vcpu);
+VMT_API bool vmt_ptm_mark_dirty_entry(vmt_ptm *, vmt_pa entry_pa, vmt_view view, vmt_vcpu vcpu);
 /* After single-stepping the writing instruction: appends events to *out. */
-vmt_status vmt_ptm_process_dirty_entries(vmt_ptm *, vmt_core *, vmt_vcpu vcpu, vmt_ptm_events *out);
-size_t vmt_ptm_monitored_tables(const vmt_ptm *);
-size_t vmt_ptm_monitored_entries(const vmt_ptm *);
-size_t vmt_ptm_paged_in_entries(const vmt_ptm *);
+VMT_API vmt_status vmt_ptm_process_dirty_entries(vmt_ptm *, vmt_core *, vmt_vcpu vcpu, vmt_ptm_events *out);
+VMT_API size_t vmt_ptm_monitored_tables(const vmt_ptm *);
+VMT_API size_t vmt_ptm_monitored_entries(const vmt_ptm *);
+VMT_API size_t vmt_ptm_paged_in_entries(const vmt_ptm *);
 
 #ifdef __cplusplus
 }

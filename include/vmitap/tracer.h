@@ -29,6 +29,8 @@
 #ifndef VMITAP_TRACER_H
 #define VMITAP_TRACER_H
 
+#include "vmitap/api.h"
+
 #include "vmitap/bpm.h"
 #include "vmitap/core.h"
 #include "vmitap/ptm.h"
@@ -47,7 +49,7 @@ typedef enum vmt_tracer_controller {
 } vmt_tracer_controller;
 
 /* "auto", "int3", "memory"; "unknown" otherwise. */
-const char *vmt_tracer_controller_name(vmt_tracer_controller c);
+VMT_API const char *vmt_tracer_controller_name(vmt_tracer_controller c);
 
 typedef struct vmt_tracer vmt_tracer;
 
@@ -99,10 +101,10 @@ typedef struct vmt_tracer_opts {
  * view (everything RWX, like the default view), switches every vCPU to it,
  * turns on the events it needs. opts may be NULL (defaults). The core must
  * outlive the tracer. On failure nothing is left behind in the guest. */
-vmt_status vmt_tracer_new(vmt_core *vmi, const vmt_tracer_opts *opts, vmt_tracer **out);
+VMT_API vmt_status vmt_tracer_new(vmt_core *vmi, const vmt_tracer_opts *opts, vmt_tracer **out);
 
 /* Detaches (see vmt_tracer_detach) if still attached, then frees memory. */
-void vmt_tracer_free(vmt_tracer *t);
+VMT_API void vmt_tracer_free(vmt_tracer *t);
 
 /* Removes every breakpoint, stops monitoring page tables, switches back to
  * the default view, destroys the session's view and turns the events off:
@@ -110,14 +112,14 @@ void vmt_tracer_free(vmt_tracer *t);
  * running. Idempotent. Breakpoint info and stats stay readable afterwards;
  * adding breakpoints or running is VMT_E_INVALID. Returns the first error
  * met, but always carries on with every step. */
-vmt_status vmt_tracer_detach(vmt_tracer *t);
+VMT_API vmt_status vmt_tracer_detach(vmt_tracer *t);
 
-vmt_view vmt_tracer_view(const vmt_tracer *t);
+VMT_API vmt_view vmt_tracer_view(const vmt_tracer *t);
 /* The controller actually in use (never AUTO). */
-vmt_tracer_controller vmt_tracer_controller_used(const vmt_tracer *t);
+VMT_API vmt_tracer_controller vmt_tracer_controller_used(const vmt_tracer *t);
 /* True when guest reads of breakpointed pages see the original bytes with
  * the controller in use (int3 with an execute-only driver, or memory). */
-bool vmt_tracer_is_stealthy(const vmt_tracer *t);
+VMT_API bool vmt_tracer_is_stealthy(const vmt_tracer *t);
 
 /* ---- breakpoints ---- */
 
@@ -136,28 +138,28 @@ typedef struct vmt_tracer_bp_opts {
  * VMT_E_INVALID for a non-canonical address; other errors come from the
  * bpm / ptm (e.g. a page table that cannot be read). opts may be NULL; id
  * optional. */
-vmt_status vmt_tracer_add(vmt_tracer *t, vmt_addr_ctx ctx, const vmt_tracer_bp_opts *opts,
+VMT_API vmt_status vmt_tracer_add(vmt_tracer *t, vmt_addr_ctx ctx, const vmt_tracer_bp_opts *opts,
                           vmt_tracer_bp_id *id);
 
 /* Loads the function symbols of a guest ELF file (replacing any loaded
  * before). VMT_E_INVALID if the file cannot be read or is not an ELF. */
-vmt_status vmt_tracer_load_symbols(vmt_tracer *t, const char *elf_path);
+VMT_API vmt_status vmt_tracer_load_symbols(vmt_tracer *t, const char *elf_path);
 /* Breakpoint at the entry of a symbol from the loaded ELF, translated
  * through root. VMT_E_INVALID if no symbols are loaded or the name is
  * unknown. */
-vmt_status vmt_tracer_add_symbol(vmt_tracer *t, const char *symbol, vmt_pa root,
+VMT_API vmt_status vmt_tracer_add_symbol(vmt_tracer *t, const char *symbol, vmt_pa root,
                                  const vmt_tracer_bp_opts *opts, vmt_tracer_bp_id *id);
 
 /* Removes a breakpoint (restoring the guest's bytes when it was the last
  * at its address). VMT_E_INVALID for an unknown id. */
-vmt_status vmt_tracer_remove(vmt_tracer *t, vmt_tracer_bp_id id);
+VMT_API vmt_status vmt_tracer_remove(vmt_tracer *t, vmt_tracer_bp_id id);
 
 /* Info of one breakpoint (removed ones are not found). */
-vmt_status vmt_tracer_bp_get(const vmt_tracer *t, vmt_tracer_bp_id id, vmt_tracer_bp_info *out);
+VMT_API vmt_status vmt_tracer_bp_get(const vmt_tracer *t, vmt_tracer_bp_id id, vmt_tracer_bp_info *out);
 /* Calls fn for every breakpoint, in order of creation. */
-void vmt_tracer_foreach_bp(const vmt_tracer *t,
+VMT_API void vmt_tracer_foreach_bp(const vmt_tracer *t,
                            void (*fn)(void *user, const vmt_tracer_bp_info *bp), void *user);
-size_t vmt_tracer_bp_count(const vmt_tracer *t);
+VMT_API size_t vmt_tracer_bp_count(const vmt_tracer *t);
 
 /* ---- the event loop ---- */
 
@@ -170,7 +172,7 @@ typedef enum vmt_tracer_stop_reason {
 } vmt_tracer_stop_reason;
 
 /* "none", "guest exited", "timeout", "hits", "requested". */
-const char *vmt_tracer_stop_reason_str(vmt_tracer_stop_reason r);
+VMT_API const char *vmt_tracer_stop_reason_str(vmt_tracer_stop_reason r);
 
 typedef struct vmt_tracer_run_opts {
     size_t sz;           /* sizeof(vmt_tracer_run_opts); 0 means "all defaults" */
@@ -186,12 +188,12 @@ typedef struct vmt_tracer_run_opts {
  * is in the middle of a step it asked for, so the tracer can always be
  * detached or run again afterwards. opts may be NULL (run until the guest
  * exits or vmt_tracer_stop). */
-vmt_status vmt_tracer_run(vmt_tracer *t, const vmt_tracer_run_opts *opts,
+VMT_API vmt_status vmt_tracer_run(vmt_tracer *t, const vmt_tracer_run_opts *opts,
                           vmt_tracer_stop_reason *why);
 
 /* Asks vmt_tracer_run to return at the next opportunity. Safe from the hit
  * callback and from a signal handler. */
-void vmt_tracer_stop(vmt_tracer *t);
+VMT_API void vmt_tracer_stop(vmt_tracer *t);
 
 /* ---- statistics ---- */
 
@@ -214,7 +216,7 @@ typedef struct vmt_tracer_stats {
     size_t ptm_tables, ptm_entries;
 } vmt_tracer_stats;
 
-void vmt_tracer_stats_get(const vmt_tracer *t, vmt_tracer_stats *out);
+VMT_API void vmt_tracer_stats_get(const vmt_tracer *t, vmt_tracer_stats *out);
 
 #ifdef __cplusplus
 }

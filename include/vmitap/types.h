@@ -3,6 +3,8 @@
 #ifndef VMITAP_TYPES_H
 #define VMITAP_TYPES_H
 
+#include "vmitap/api.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -27,11 +29,11 @@ typedef struct vmt_addr_ctx {
 #define VMT_PAGE_SHIFT 12
 #define VMT_PAGE_SIZE 4096u
 
-vmt_gfn vmt_gfn_from_pa(vmt_pa pa);
-vmt_pa vmt_pa_from_gfn(vmt_gfn gfn);
-vmt_pa vmt_pa_in_gfn(vmt_gfn gfn, vmt_va va); /* frame base + 4 KiB offset of va */
-vmt_addr_ctx vmt_ctx(vmt_va va, vmt_pa root);
-bool vmt_ctx_eq(vmt_addr_ctx a, vmt_addr_ctx b);
+VMT_API vmt_gfn vmt_gfn_from_pa(vmt_pa pa);
+VMT_API vmt_pa vmt_pa_from_gfn(vmt_gfn gfn);
+VMT_API vmt_pa vmt_pa_in_gfn(vmt_gfn gfn, vmt_va va); /* frame base + 4 KiB offset of va */
+VMT_API vmt_addr_ctx vmt_ctx(vmt_va va, vmt_pa root);
+VMT_API bool vmt_ctx_eq(vmt_addr_ctx a, vmt_addr_ctx b);
 
 typedef enum vmt_access {
     VMT_ACCESS_NONE = 0,
@@ -62,10 +64,10 @@ typedef enum vmt_status {
 
 /* A short, constant, human-readable description; never NULL (unknown codes
  * give "unknown status"). */
-const char *vmt_status_str(vmt_status s);
+VMT_API const char *vmt_status_str(vmt_status s);
 
 /* True if va is canonical for 48-bit virtual addresses (bits 63..47 equal). */
-bool vmt_va_is_canonical(vmt_va va);
+VMT_API bool vmt_va_is_canonical(vmt_va va);
 
 #ifdef __cplusplus
 }

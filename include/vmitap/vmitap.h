@@ -2,6 +2,7 @@
 #ifndef VMITAP_VMITAP_H
 #define VMITAP_VMITAP_H
 
+#include "vmitap/version.h"
 #include "vmitap/types.h"
 #include "vmitap/log.h"
 #include "vmitap/event.h"
@@ -12,6 +13,7 @@
 #include "vmitap/mock.h"
 #include "vmitap/kvm.h"
 #include "vmitap/tracer.h"
+#include "vmitap/guest.h"
 #include "vmitap/coherence.h"
 
 #endif /* VMITAP_VMITAP_H */
