@@ -65,7 +65,8 @@ static bool try_path(const char *dir, const char *rel)
     int n = snprintf(p, sizeof p, "%s/%s/" GUEST_FILE, dir, rel);
     if (n < 0 || (size_t)n >= sizeof p || access(p, R_OK) != 0)
         return false;
-    snprintf(guest_path, sizeof guest_path, "%s", p);
+    if (!realpath(p, guest_path)) /* lib/../share/... -> share/... */
+        snprintf(guest_path, sizeof guest_path, "%s", p);
     return true;
 }
 
