@@ -45,8 +45,8 @@ static uint32_t kvm_flags;
 
 static vmt_core *boot(const char *path, uint64_t mode, uint64_t iterations, uint32_t flags, vmt_kvm **k)
 {
-    vmt_kvm_opts o = {.sz = sizeof o, .guest_path = path, .seed = mode, .iterations = iterations,
-                      .guest_flags = flags, .flags = kvm_flags};
+    VMT_OPTS(vmt_kvm_opts, o, .guest_path = path, .seed = mode, .iterations = iterations,
+             .guest_flags = flags, .flags = kvm_flags);
     vmt_core *c;
     if (vmt_kvm_core_new(&o, &c, k) != VMT_OK) {
         fprintf(stderr, "bench_kvm: cannot boot %s\n", path ? path : vmt_kvm_default_guest());
@@ -220,7 +220,7 @@ int main(int argc, char **argv)
     }
     if (argc > 1)
         tiny = argv[1];
-    vmt_kvm_host host;
+    VMT_OPTS(vmt_kvm_host, host);
     if (vmt_kvm_host_probe(&host) != VMT_OK)
         return 1;
     bench_exit();

@@ -165,7 +165,7 @@ static void run_once(vmt_core *vmi, size_t n, result *r, const vmt_va *lookup_va
             die("page_in", st);
     }
     record(r, PH_PAGE_IN, t0, n);
-    vmt_bpm_stats stats;
+    VMT_OPTS(vmt_bpm_stats, stats);
     vmt_bpm_stats_get(bpm, &stats);
     if (stats.active != n || stats.pending != 0)
         die("after page-in: not all active", VMT_E_CONFLICT);

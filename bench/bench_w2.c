@@ -144,7 +144,7 @@ static uint64_t guest_calls(const vmt_guest_stats *g, const bp_spec *b)
 static void wait_for_processes(const config *c, vmt_tracer *t, vmt_kvm *k)
 {
     const vmt_guest_stats *g = vmt_kvm_guest_stats(k);
-    vmt_tracer_run_opts ro = {.sz = sizeof ro, .timeout_ms = 1};
+    VMT_OPTS(vmt_tracer_run_opts, ro, .timeout_ms = 1);
     for (int i = 0; g->magic != VMT_GUEST_STATS_MAGIC || g->nprocs == 0; i++) {
         vmt_tracer_stop_reason why;
         check(i < 100000 && vmt_tracer_run(t, &ro, &why) == VMT_OK &&
@@ -170,15 +170,15 @@ static void counters_sub(vmt_kvm_counters *a, const vmt_kvm_counters *b)
 static void run_once(const config *c, size_t nbps, run_result *r)
 {
     memset(r, 0, sizeof *r);
-    vmt_kvm_opts ko = {.sz = sizeof ko, .iterations = c->iterations, .seed = SEED,
-                       .pager = c->pager, .guest_flags = c->guest_flags, .flags = c->kvm_flags};
+    VMT_OPTS(vmt_kvm_opts, ko, .iterations = c->iterations, .seed = SEED,
+             .pager = c->pager, .guest_flags = c->guest_flags, .flags = c->kvm_flags);
     vmt_core *vmi;
     vmt_kvm *k;
     check(vmt_kvm_core_new(&ko, &vmi, &k) == VMT_OK, c->name, "boot the guest");
     vmt_regs regs;
     check(vmt_core_get_regs(vmi, 0, &regs) == VMT_OK, c->name, "get_regs");
     vmt_pa boot_root = vmt_regs_translation_root(&regs, 0);
-    vmt_tracer_opts to = {.sz = sizeof to, .controller = c->ctl};
+    VMT_OPTS(vmt_tracer_opts, to, .controller = c->ctl);
     vmt_tracer *t;
     check(vmt_tracer_new(vmi, &to, &t) == VMT_OK, c->name, "tracer_new");
     check(vmt_tracer_load_symbols(t, vmt_kvm_default_guest()) == VMT_OK, c->name, "symbols");
@@ -193,13 +193,13 @@ static void run_once(const config *c, size_t nbps, run_result *r)
         const bp_spec *b = &c->bps[i];
         vmt_pa root = !b->user ? boot_root
                                 : g->proc_cr3[b->proc < 0 ? 0 : b->proc] & 0x000ffffffffff000ull;
-        vmt_tracer_bp_opts bo = {.sz = sizeof bo, .global = b->proc < 0};
+        VMT_OPTS(vmt_tracer_bp_opts, bo, .global = b->proc < 0);
         check(vmt_tracer_add_symbol(t, b->symbol, root, &bo, &ids[i]) == VMT_OK, c->name,
               b->symbol);
         calls_before[i] = g->magic == VMT_GUEST_STATS_MAGIC ? guest_calls(g, b) : 0;
     }
-    vmt_tracer_stats ts0;
-    vmt_kvm_counters kc0;
+    VMT_OPTS(vmt_tracer_stats, ts0);
+    VMT_OPTS(vmt_kvm_counters, kc0);
     vmt_tracer_stats_get(t, &ts0);
     vmt_kvm_counters_get(k, &kc0);
     uint64_t gouts0 = g->page_outs, gins0 = g->page_ins;
@@ -211,6 +211,8 @@ static void run_once(const config *c, size_t nbps, run_result *r)
     if (st != VMT_OK || why != VMT_TRACER_STOP_GUEST_EXITED)
         die(c->name, "run:", st != VMT_OK ? vmt_kvm_crash_reason(k) : "did not end");
 
+    r->ts.sz = sizeof r->ts;
+    r->kc.sz = sizeof r->kc;
     vmt_tracer_stats_get(t, &r->ts);
     vmt_kvm_counters_get(k, &r->kc);
     counters_sub(&r->kc, &kc0);
@@ -236,7 +238,7 @@ static void run_once(const config *c, size_t nbps, run_result *r)
     check(code == VMT_GUEST_EXIT_OK || (!stealthy && code == VMT_GUEST_EXIT_SELFCHECK),
           c->name, code == VMT_GUEST_EXIT_SELFCHECK ? "guest exit code (self-check)" : vmt_kvm_console(k, NULL));
     for (size_t i = 0; i < nbps; i++) {
-        vmt_tracer_bp_info bi;
+        VMT_OPTS(vmt_tracer_bp_info, bi);
         check(vmt_tracer_bp_get(t, ids[i], &bi) == VMT_OK, c->name, "bp_get");
         uint64_t want = guest_calls(g, &c->bps[i]) - calls_before[i];
         if (bi.hits != want) {
@@ -272,11 +274,12 @@ static void run_once(const config *c, size_t nbps, run_result *r)
 /* Wall time of the exit loop with n exits, no observer, boot included. */
 static double exit_loop_ns(uint64_t n)
 {
-    vmt_kvm_opts ko = {.sz = sizeof ko, .iterations = n, .guest_flags = VMT_GUEST_F_EXIT_LOOP};
+    VMT_OPTS(vmt_kvm_opts, ko, .iterations = n, .guest_flags = VMT_GUEST_F_EXIT_LOOP);
     vmt_core *vmi;
     vmt_kvm *k;
     check(vmt_kvm_core_new(&ko, &vmi, &k) == VMT_OK, "exit", "boot the guest");
-    vmt_kvm_counters c0, c1;
+    VMT_OPTS(vmt_kvm_counters, c0);
+    VMT_OPTS(vmt_kvm_counters, c1);
     vmt_kvm_counters_get(k, &c0);
     double t0 = bench_now_ns();
     vmt_status st = vmt_kvm_run(k, 120000);

@@ -49,7 +49,7 @@ int main(int argc, char **argv)
              .user = &seen);
     vmt_tracer *t;
     VMT_OPTS(vmt_tracer_bp_opts, bo, .global = true); /* kernel: every address space */
-    vmt_tracer_bp_id id;
+             vmt_tracer_bp_id id;
     vmt_tracer_stop_reason stop;
     vmt_status st = vmt_tracer_new(vmi, &to, &t);
     if (st == VMT_OK)
@@ -62,7 +62,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "embed_tracer: %s\n", vmt_status_str(st));
         return 1;
     }
-    vmt_tracer_bp_info bi;
+    VMT_OPTS(vmt_tracer_bp_info, bi);
     vmt_tracer_bp_get(t, id, &bi);
     const vmt_guest_counter *c = vmt_guest_counter_find(vmt_kvm_guest_stats(kvm), symbol);
     uint64_t calls = c ? c->calls : 0; /* guest memory: gone after vmt_core_free */

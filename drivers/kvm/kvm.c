@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "drivers/kvm/kvm_internal.h"
+#include "core/opts.h"
 #include "vmitap/log.h"
 
 #define DEFAULT_RAM (64ull << 20)
@@ -56,7 +57,7 @@ bool vmt_kvm_available(char *why, size_t len)
 
 vmt_status vmt_kvm_host_probe(vmt_kvm_host *out)
 {
-    if (!out)
+    if (!out || out->sz == 0)
         return VMT_E_INVALID;
     char why[256];
     if (!vmt_kvm_available(why, sizeof why)) {
@@ -66,9 +67,11 @@ vmt_status vmt_kvm_host_probe(vmt_kvm_host *out)
     int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
     if (fd < 0)
         return VMT_E_UNSUPPORTED;
-    kvm_probe_host(fd, out);
+    vmt_kvm_host h;
+    kvm_probe_host(fd, &h);
     close(fd);
-    return VMT_OK;
+    h.sz = sizeof h;
+    return VMT_OUT_STORE(out, &h);
 }
 
 void vmt_kvm_free(vmt_kvm *k)
@@ -147,11 +150,9 @@ static vmt_status create_vm(vmt_kvm *k)
 
 vmt_status vmt_kvm_new(const vmt_kvm_opts *opts, vmt_kvm **out)
 {
-    vmt_kvm_opts o = {0};
-    if (!out)
+    vmt_kvm_opts o;
+    if (!out || VMT_OPTS_LOAD(&o, opts) != VMT_OK)
         return VMT_E_INVALID;
-    if (opts)
-        memcpy(&o, opts, opts->sz && opts->sz < sizeof o ? opts->sz : sizeof o);
     uint64_t ram = o.ram_bytes ? (o.ram_bytes + (2ull << 20) - 1) & ~((2ull << 20) - 1) : DEFAULT_RAM;
     if (ram < (4ull << 20) || ram > MAX_RAM)
         return VMT_E_INVALID;
@@ -310,15 +311,18 @@ const char *vmt_kvm_console(const vmt_kvm *k, size_t *len)
     return k ? k->console : "";
 }
 
-const struct vmt_guest_stats *vmt_kvm_guest_stats(const vmt_kvm *k)
+const vmt_guest_stats *vmt_kvm_guest_stats(const vmt_kvm *k)
 {
-    return k ? (const struct vmt_guest_stats *)(k->raw + VMT_GUEST_STATS_PA) : NULL;
+    return k ? (const vmt_guest_stats *)(k->raw + VMT_GUEST_STATS_PA) : NULL;
 }
 
-void vmt_kvm_counters_get(const vmt_kvm *k, vmt_kvm_counters *out)
+vmt_status vmt_kvm_counters_get(const vmt_kvm *k, vmt_kvm_counters *out)
 {
-    if (k && out)
-        *out = k->ctr;
+    if (!k)
+        return VMT_E_INVALID;
+    vmt_kvm_counters c = k->ctr;
+    c.sz = sizeof c;
+    return VMT_OUT_STORE(out, &c);
 }
 
 /* Unobserved run: every event is answered the way that lets the guest go

@@ -94,7 +94,7 @@ static int print_probe(void)
         fprintf(stderr, "vmt-kvm-run: %s\n", why);
         return 77;
     }
-    vmt_kvm_host h;
+    VMT_OPTS(vmt_kvm_host, h);
     if (vmt_kvm_host_probe(&h) != VMT_OK) {
         fprintf(stderr, "vmt-kvm-run: probing /dev/kvm failed\n");
         return 1;
@@ -115,7 +115,7 @@ static int print_probe(void)
 
 int main(int argc, char **argv)
 {
-    vmt_kvm_opts o = {.sz = sizeof o};
+    VMT_OPTS(vmt_kvm_opts, o);
     int timeout = 60000;
     const char *prof_path = NULL;
     int i = 1;
@@ -193,7 +193,7 @@ int main(int argc, char **argv)
     if (len && con[len - 1] != '\n')
         putchar('\n');
     print_stats(vmt_kvm_guest_stats(k));
-    vmt_kvm_counters c;
+    VMT_OPTS(vmt_kvm_counters, c);
     vmt_kvm_counters_get(k, &c);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     printf("vmm: %.3f s, %" PRIu64 " exits, %" PRIu64 " mmio, %" PRIu64 " memslot ops, %" PRIu64 " steps\n", secs,

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/opts.h"
 #include "vmitap/log.h"
 
 #define MOCK_DEFAULT_MAX_GFN 0x100000ull
@@ -757,24 +758,18 @@ const vmt_driver_ops *vmt_mock_driver_ops(void)
  * Life cycle, inspection, events
  * ------------------------------------------------------------------- */
 
-/* Reads opts field by field, so that a caller built against an older,
- * shorter vmt_mock_opts still works; a zero field means its default. */
-#define OPT_PRESENT(o, f) ((o)->sz >= offsetof(vmt_mock_opts, f) + sizeof((o)->f))
-
-static vmt_status read_opts(const vmt_mock_opts *o, vmt_gfn *max_gfn, uint16_t *vcpus,
+/* Reads opts by the rule of vmitap/api.h (an older, shorter struct's
+ * missing fields are zero); a zero field means its default. */
+static vmt_status read_opts(const vmt_mock_opts *opts, vmt_gfn *max_gfn, uint16_t *vcpus,
                             uint32_t *caps)
 {
-    *max_gfn = MOCK_DEFAULT_MAX_GFN;
-    *vcpus = 1;
-    *caps = MOCK_DEFAULT_CAPS;
-    if (!o || o->sz == 0)
-        return VMT_OK;
-    if (OPT_PRESENT(o, max_gfn) && o->max_gfn)
-        *max_gfn = o->max_gfn;
-    if (OPT_PRESENT(o, vcpus) && o->vcpus)
-        *vcpus = o->vcpus;
-    if (OPT_PRESENT(o, caps) && o->caps)
-        *caps = o->caps;
+    vmt_mock_opts o;
+    vmt_status st = VMT_OPTS_LOAD(&o, opts);
+    if (st != VMT_OK)
+        return st;
+    *max_gfn = o.max_gfn ? o.max_gfn : MOCK_DEFAULT_MAX_GFN;
+    *vcpus = o.vcpus ? o.vcpus : 1;
+    *caps = o.caps ? o.caps : MOCK_DEFAULT_CAPS;
     /* Room for the page-table pool (at least one frame above gfn 0) and
      * for shadow frames above RAM within 52-bit physical addresses. */
     if (*max_gfn < 2 || *max_gfn >= MOCK_LIMIT_GFN / 2)

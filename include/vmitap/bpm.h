@@ -44,6 +44,7 @@ VMT_API vmt_status vmt_memory_controller_new(vmt_tap_controller *out);
 typedef enum { VMT_REMOVED_NONE = 0, VMT_REMOVED_SOME = 1, VMT_REMOVED_LAST = 2 } vmt_removal;
 
 typedef struct vmt_bpm_stats {
+    size_t sz; /* set by the caller (VMT_OPTS): the library fills no more (vmitap/api.h) */
     size_t active, pending, pages, global;
 } vmt_bpm_stats;
 
@@ -66,7 +67,8 @@ VMT_API vmt_status vmt_bpm_clear(vmt_bpm *, vmt_core *);
 VMT_API vmt_status vmt_bpm_handle_ptm_event(vmt_bpm *, vmt_core *, const vmt_ptm_event *ev, bool *updated);
 VMT_API vmt_status vmt_bpm_handle_ptm_events(vmt_bpm *, vmt_core *, const vmt_ptm_event *ev, size_t n,
                                      bool *updated);
-VMT_API void vmt_bpm_stats_get(const vmt_bpm *, vmt_bpm_stats *out);
+/* VMT_E_INVALID if out->sz is 0 (vmitap/api.h). */
+VMT_API vmt_status vmt_bpm_stats_get(const vmt_bpm *, vmt_bpm_stats *out);
 VMT_API vmt_status vmt_bpm_check(const vmt_bpm *); /* VMT_OK iff every internal index agrees */
 
 #ifdef __cplusplus

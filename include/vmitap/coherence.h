@@ -88,6 +88,7 @@ VMT_API vmt_status vmt_bpm_sync_frame(vmt_bpm *bpm, vmt_core *vmi, vmt_gfn gfn, 
 typedef struct vmt_coherence vmt_coherence;
 
 typedef struct vmt_coherence_stats {
+    size_t sz; /* set by the caller (VMT_OPTS): the library fills no more (vmitap/api.h) */
     uint64_t writes;      /* trapped writes to frames holding breakpoints */
     uint64_t refreshes;   /* frame rebuilds run (a failed one and its retry: two) */
     uint64_t overwritten; /* claims whose trap bytes the guest changed */
@@ -132,7 +133,8 @@ typedef enum vmt_trap_owner {
 VMT_API vmt_status vmt_coherence_classify(vmt_coherence *coh, vmt_core *vmi, const vmt_event *ev,
                                   vmt_trap_owner *out);
 
-VMT_API void vmt_coherence_stats_get(const vmt_coherence *coh, vmt_coherence_stats *out);
+/* VMT_E_INVALID if out->sz is 0 (vmitap/api.h). */
+VMT_API vmt_status vmt_coherence_stats_get(const vmt_coherence *coh, vmt_coherence_stats *out);
 
 /* ---- the tracer ---- */
 
@@ -155,7 +157,7 @@ typedef vmt_overwrite_choice (*vmt_tracer_overwrite_fn)(void *user, vmt_tracer *
 VMT_API vmt_status vmt_tracer_set_overwrite_fn(vmt_tracer *t, vmt_tracer_overwrite_fn fn, void *user);
 /* The tracer's coherence counters (all zero for the memory controller,
  * whose pages are never remapped). */
-VMT_API void vmt_tracer_coherence_stats_get(const vmt_tracer *t, vmt_coherence_stats *out);
+VMT_API vmt_status vmt_tracer_coherence_stats_get(const vmt_tracer *t, vmt_coherence_stats *out);
 
 #ifdef __cplusplus
 }

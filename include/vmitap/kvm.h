@@ -127,6 +127,7 @@ VMT_API vmt_status vmt_kvm_run(vmt_kvm *kvm, int timeout_ms);
 
 /* Counters of what the driver did (for benchmarks and tests). */
 typedef struct vmt_kvm_counters {
+    size_t sz; /* set by the caller (VMT_OPTS): the library fills no more (vmitap/api.h) */
     uint64_t runs;          /* KVM_RUN calls */
     uint64_t exits;         /* exits handled */
     uint64_t mmio;          /* MMIO exits served */
@@ -135,12 +136,14 @@ typedef struct vmt_kvm_counters {
     uint64_t events;        /* events delivered */
     uint64_t steps;         /* single-steps executed */
 } vmt_kvm_counters;
-VMT_API void vmt_kvm_counters_get(const vmt_kvm *kvm, vmt_kvm_counters *out);
+/* VMT_E_INVALID if out->sz is 0 (vmitap/api.h). */
+VMT_API vmt_status vmt_kvm_counters_get(const vmt_kvm *kvm, vmt_kvm_counters *out);
 
 /* The host profile: what this host's KVM does, found by tiny probe VMs the
  * first time a VM is made (cached for the process). The driver picks its
  * mechanisms from it (drivers/kvm/README.md, "Host profiles"). */
 typedef struct vmt_kvm_host {
+    size_t sz; /* set by the caller (VMT_OPTS): the library fills no more (vmitap/api.h) */
     bool probed;          /* the probes ran */
     bool hw_breakpoints;  /* execute breakpoints in DR0-3 exit (KVM_EXIT_DEBUG) */
     bool int3_exits;      /* int3 exits as KVM_EXIT_DEBUG #BP */
@@ -148,7 +151,8 @@ typedef struct vmt_kvm_host {
     bool step_exits;      /* KVM_GUESTDBG_SINGLESTEP exits after one instruction */
     bool kvm_pvm;         /* the paravirtual nested KVM: a CPL 3 step's #DB reaches the guest */
 } vmt_kvm_host;
-/* Opens /dev/kvm and probes it: VMT_E_UNSUPPORTED where it cannot be used. */
+/* Opens /dev/kvm and probes it: VMT_E_UNSUPPORTED where it cannot be used;
+ * VMT_E_INVALID if out->sz is 0 (vmitap/api.h). */
 VMT_API vmt_status vmt_kvm_host_probe(vmt_kvm_host *out);
 
 #ifdef __cplusplus

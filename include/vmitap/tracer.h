@@ -60,6 +60,10 @@ typedef uint32_t vmt_tracer_bp_id;
 /* A breakpoint as the tracer reports it. Strings are owned by the tracer
  * and live as long as the breakpoint. */
 typedef struct vmt_tracer_bp_info {
+    /* vmt_tracer_bp_get: set by the caller (VMT_OPTS), the library fills no
+     * more (vmitap/api.h). In the library's own copies (hits, foreach,
+     * overwrites) it is the library's sizeof: fields grow only at the end. */
+    size_t sz;
     vmt_tracer_bp_id id;
     vmt_addr_ctx ctx;   /* address and the root it was added with */
     bool global;        /* matches any address space */
@@ -154,7 +158,8 @@ VMT_API vmt_status vmt_tracer_add_symbol(vmt_tracer *t, const char *symbol, vmt_
  * at its address). VMT_E_INVALID for an unknown id. */
 VMT_API vmt_status vmt_tracer_remove(vmt_tracer *t, vmt_tracer_bp_id id);
 
-/* Info of one breakpoint (removed ones are not found). */
+/* Info of one breakpoint (removed ones are not found). VMT_E_INVALID for
+ * an unknown id or out->sz 0. */
 VMT_API vmt_status vmt_tracer_bp_get(const vmt_tracer *t, vmt_tracer_bp_id id, vmt_tracer_bp_info *out);
 /* Calls fn for every breakpoint, in order of creation. */
 VMT_API void vmt_tracer_foreach_bp(const vmt_tracer *t,
@@ -198,6 +203,7 @@ VMT_API void vmt_tracer_stop(vmt_tracer *t);
 /* ---- statistics ---- */
 
 typedef struct vmt_tracer_stats {
+    size_t sz; /* set by the caller (VMT_OPTS): the library fills no more (vmitap/api.h) */
     uint64_t events;          /* events received */
     uint64_t hits;            /* breakpoint hits (one per matching breakpoint) */
     uint64_t hit_events;      /* events that were hits (a step-over each) */
@@ -216,7 +222,9 @@ typedef struct vmt_tracer_stats {
     size_t ptm_tables, ptm_entries;
 } vmt_tracer_stats;
 
-VMT_API void vmt_tracer_stats_get(const vmt_tracer *t, vmt_tracer_stats *out);
+/* VMT_E_INVALID if out->sz is 0 (vmitap/api.h); stats.bpm comes filled
+ * whole, its sz the library's. */
+VMT_API vmt_status vmt_tracer_stats_get(const vmt_tracer *t, vmt_tracer_stats *out);
 
 #ifdef __cplusplus
 }

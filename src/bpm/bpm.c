@@ -40,6 +40,7 @@
 
 #include "bpm/bpm_impl.h"
 #include "bpm/bpm_internal.h"
+#include "core/opts.h"
 #include "vmitap/log.h"
 
 /* ---- hashing ---- */
@@ -1074,14 +1075,16 @@ vmt_status vmt_bpm_handle_ptm_events(vmt_bpm *bpm, vmt_core *vmi, const vmt_ptm_
     return st;
 }
 
-void vmt_bpm_stats_get(const vmt_bpm *bpm, vmt_bpm_stats *out)
+vmt_status vmt_bpm_stats_get(const vmt_bpm *bpm, vmt_bpm_stats *out)
 {
-    if (!bpm || !out)
-        return;
-    out->active = bpm->n_arms;
-    out->pending = bpm->n_pending;
-    out->pages = g_hash_table_size(bpm->pages);
-    out->global = g_hash_table_size(bpm->globals);
+    if (!bpm)
+        return VMT_E_INVALID;
+    vmt_bpm_stats s = {.sz = sizeof s,
+                       .active = bpm->n_arms,
+                       .pending = bpm->n_pending,
+                       .pages = g_hash_table_size(bpm->pages),
+                       .global = g_hash_table_size(bpm->globals)};
+    return VMT_OUT_STORE(out, &s);
 }
 
 const vmt_tap_controller *vmt_bpm_controller(const vmt_bpm *bpm)

@@ -10,6 +10,7 @@
 
 #include "bpm/bpm_internal.h"
 #include "bpm/controllers.h"
+#include "core/opts.h"
 #include "vmitap/log.h"
 
 struct vmt_coherence {
@@ -278,8 +279,11 @@ vmt_status vmt_coherence_classify(vmt_coherence *coh, vmt_core *vmi, const vmt_e
     return VMT_OK;
 }
 
-void vmt_coherence_stats_get(const vmt_coherence *coh, vmt_coherence_stats *out)
+vmt_status vmt_coherence_stats_get(const vmt_coherence *coh, vmt_coherence_stats *out)
 {
-    if (coh && out)
-        *out = coh->stats;
+    if (!coh)
+        return VMT_E_INVALID;
+    vmt_coherence_stats s = coh->stats;
+    s.sz = sizeof s;
+    return VMT_OUT_STORE(out, &s);
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The options-struct rule (vmitap/api.h, src/core/opts.h). */
-#include "src/core/opts.h"
+#include "core/opts.h"
 
 #include <string.h>
 

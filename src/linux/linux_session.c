@@ -129,7 +129,7 @@ static void on_new_exec(lx_ctx *c, vmt_tracer *t, const vmt_tracer_hit *h)
     vmt_pa pa;
     c->res->probe_root = root;
     c->res->probe_was_pending = vmt_core_translate(c->vmi, vmt_ctx(c->probe_entry, root), &pa) != VMT_OK;
-    vmt_tracer_bp_opts bo = {.sz = sizeof bo, .key = KEY_PROBE, .name = "busybox:entry@" LX_PROBE_PATH};
+    VMT_OPTS(vmt_tracer_bp_opts, bo, .key = KEY_PROBE, .name = "busybox:entry@" LX_PROBE_PATH);
     vmt_status st = vmt_tracer_add(t, vmt_ctx(c->probe_entry, root), &bo, NULL);
     if (st != VMT_OK) {
         vmt_log(VMT_LOG_ERROR, "linux: cannot add the probe's breakpoint: %s", vmt_status_str(st));
@@ -189,8 +189,8 @@ static vmt_status boot(lx_ctx *c)
     path_of(initrd, sizeof initrd, o->dir, "initramfs.cpio");
     snprintf(cmdline, sizeof cmdline, "%s vmt.wait=1%s%s", vmt_kvm_linux_default_cmdline,
              o->cmdline_extra ? " " : "", o->cmdline_extra ? o->cmdline_extra : "");
-    vmt_kvm_opts ko = {.sz = sizeof ko, .ram_bytes = o->ram_bytes ? o->ram_bytes : 256ull << 20,
-                       .kernel_path = kernel, .initrd_path = initrd, .cmdline = cmdline};
+    VMT_OPTS(vmt_kvm_opts, ko, .ram_bytes = o->ram_bytes ? o->ram_bytes : 256ull << 20,
+             .kernel_path = kernel, .initrd_path = initrd, .cmdline = cmdline);
     return vmt_kvm_core_new(&ko, &c->vmi, &c->kvm);
 }
 
@@ -227,7 +227,7 @@ static vmt_status add_kernel_bp(lx_ctx *c, const char *name, uint64_t key, vmt_p
         vmt_log(VMT_LOG_ERROR, "linux: no symbol %s in System.map", name);
         return VMT_E_INVALID;
     }
-    vmt_tracer_bp_opts bo = {.sz = sizeof bo, .global = true, .key = key, .name = name};
+    VMT_OPTS(vmt_tracer_bp_opts, bo, .global = true, .key = key, .name = name);
     return vmt_tracer_add(c->t, vmt_ctx(s->addr, root), &bo, id);
 }
 
@@ -239,7 +239,7 @@ static vmt_status attach(lx_ctx *c)
     if (st != VMT_OK)
         return st;
     vmt_pa root = regs.cr3 & ROOT_MASK; /* any root maps the kernel */
-    vmt_tracer_opts to = {.sz = sizeof to, .controller = o->controller, .on_hit = on_hit, .user = c};
+    VMT_OPTS(vmt_tracer_opts, to, .controller = o->controller, .on_hit = on_hit, .user = c);
     if ((st = vmt_tracer_new(c->vmi, &to, &c->t)) != VMT_OK)
         return st;
     for (size_t i = 0; i < o->nkfuncs && st == VMT_OK; i++) {
@@ -263,7 +263,7 @@ static vmt_status trace(lx_ctx *c)
         int64_t left = left_ms(c);
         if (left <= 0)
             return VMT_OK;
-        vmt_tracer_run_opts ro = {.sz = sizeof ro, .timeout_ms = left};
+        VMT_OPTS(vmt_tracer_run_opts, ro, .timeout_ms = left);
         vmt_tracer_stop_reason why;
         vmt_status st = vmt_tracer_run(c->t, &ro, &why);
         if (st == VMT_E_GUEST_CRASHED || st == VMT_E_GUEST_EXITED)
@@ -284,6 +284,7 @@ static void finish(lx_ctx *c)
     snprintf(r->crash, sizeof r->crash, "%s", vmt_kvm_crash_reason(c->kvm));
     r->total_s = since(c);
     r->console = strdup(vmt_kvm_console(c->kvm, NULL));
+    r->stats.sz = sizeof r->stats;
     if (c->t)
         vmt_tracer_stats_get(c->t, &r->stats);
 }

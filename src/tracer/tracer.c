@@ -15,6 +15,7 @@
 
 #include "tracer/emulate.h"
 #include "tracer/symbols.h"
+#include "core/opts.h"
 #include "vmitap/coherence.h"
 #include "vmitap/log.h"
 
@@ -199,12 +200,14 @@ vmt_status vmt_tracer_set_overwrite_fn(vmt_tracer *t, vmt_tracer_overwrite_fn fn
     return VMT_OK;
 }
 
-void vmt_tracer_coherence_stats_get(const vmt_tracer *t, vmt_coherence_stats *out)
+vmt_status vmt_tracer_coherence_stats_get(const vmt_tracer *t, vmt_coherence_stats *out)
 {
-    if (!t || !out)
-        return;
-    memset(out, 0, sizeof *out);
-    vmt_coherence_stats_get(t->coh, out);
+    if (!t)
+        return VMT_E_INVALID;
+    if (t->coh)
+        return vmt_coherence_stats_get(t->coh, out);
+    vmt_coherence_stats none = {.sz = sizeof none};
+    return VMT_OUT_STORE(out, &none);
 }
 
 /* ---- end of coherence ---- */
@@ -276,20 +279,15 @@ static vmt_status tracer_setup(vmt_tracer *t)
 
 vmt_status vmt_tracer_new(vmt_core *vmi, const vmt_tracer_opts *opts, vmt_tracer **out)
 {
-    if (!vmi || !out || (opts && opts->sz > sizeof(vmt_tracer_opts)))
+    vmt_tracer_opts o;
+    if (!vmi || !out || VMT_OPTS_LOAD(&o, opts) != VMT_OK ||
+        o.controller > VMT_TRACER_CONTROLLER_MEMORY)
         return VMT_E_INVALID;
     vmt_tracer *t = calloc(1, sizeof *t);
     if (!t)
         return VMT_E_NOMEM;
     t->vmi = vmi;
-    if (opts && opts->sz)
-        memcpy(&t->opts, opts, opts->sz);
-    else if (opts)
-        t->opts = (vmt_tracer_opts){.sz = sizeof(vmt_tracer_opts)};
-    if (t->opts.controller > VMT_TRACER_CONTROLLER_MEMORY) {
-        free(t);
-        return VMT_E_INVALID;
-    }
+    t->opts = o;
     t->next_id = 1;
     t->by_id = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, bp_free);
     t->by_va = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, slot_free);
@@ -402,18 +400,16 @@ static void unindex_bp(vmt_tracer *t, tracer_bp *bp)
 vmt_status vmt_tracer_add(vmt_tracer *t, vmt_addr_ctx ctx, const vmt_tracer_bp_opts *opts,
                           vmt_tracer_bp_id *id)
 {
+    vmt_tracer_bp_opts o;
     if (!t || !t->attached || !vmt_va_is_canonical(ctx.va) ||
-        (opts && opts->sz > sizeof(vmt_tracer_bp_opts)))
+        VMT_OPTS_LOAD(&o, opts) != VMT_OK)
         return VMT_E_INVALID;
-    vmt_tracer_bp_opts o = {0};
-    if (opts)
-        memcpy(&o, opts, opts->sz ? opts->sz : sizeof o);
     tracer_bp *bp = calloc(1, sizeof *bp);
     if (!bp || (o.name && !(bp->name = g_strdup(o.name)))) {
         free(bp);
         return VMT_E_NOMEM;
     }
-    bp->info = (vmt_tracer_bp_info){.id = t->next_id, .ctx = ctx, .global = o.global,
+    bp->info = (vmt_tracer_bp_info){.sz = sizeof(vmt_tracer_bp_info), .id = t->next_id, .ctx = ctx, .global = o.global,
                                     .key = o.key, .tag = o.tag, .name = bp->name};
     vmt_breakpoint claim = bpm_claim(t, bp);
     bool inserted;
@@ -456,16 +452,15 @@ vmt_status vmt_tracer_load_symbols(vmt_tracer *t, const char *elf_path)
 vmt_status vmt_tracer_add_symbol(vmt_tracer *t, const char *symbol, vmt_pa root,
                                  const vmt_tracer_bp_opts *opts, vmt_tracer_bp_id *id)
 {
-    if (!t || !symbol || (opts && opts->sz > sizeof(vmt_tracer_bp_opts)))
+    vmt_tracer_bp_opts o;
+    if (!t || !symbol || VMT_OPTS_LOAD(&o, opts) != VMT_OK)
         return VMT_E_INVALID;
     const vmt_symbol *s = vmt_symtab_lookup(t->syms, symbol);
     if (!s) {
         vmt_log(VMT_LOG_ERROR, "tracer: unknown symbol %s", symbol);
         return VMT_E_INVALID;
     }
-    vmt_tracer_bp_opts o = {0};
-    if (opts)
-        memcpy(&o, opts, opts->sz ? opts->sz : sizeof o);
+    o.sz = sizeof o; /* it came in as the caller's (or NULL: all zero) */
     if (!o.name)
         o.name = s->name;
     return vmt_tracer_add(t, vmt_ctx(s->addr, root), &o, id);
@@ -494,10 +489,9 @@ vmt_status vmt_tracer_remove(vmt_tracer *t, vmt_tracer_bp_id id)
 vmt_status vmt_tracer_bp_get(const vmt_tracer *t, vmt_tracer_bp_id id, vmt_tracer_bp_info *out)
 {
     const tracer_bp *bp = t ? bp_by_id(t, id) : NULL;
-    if (!bp || !out)
+    if (!bp)
         return VMT_E_INVALID;
-    *out = bp->info;
-    return VMT_OK;
+    return VMT_OUT_STORE(out, &bp->info);
 }
 
 void vmt_tracer_foreach_bp(const vmt_tracer *t,
@@ -799,11 +793,9 @@ static vmt_tracer_stop_reason stop_reason(const vmt_tracer *t, const vmt_tracer_
 vmt_status vmt_tracer_run(vmt_tracer *t, const vmt_tracer_run_opts *opts,
                           vmt_tracer_stop_reason *why)
 {
-    if (!t || !t->attached || (opts && opts->sz > sizeof(vmt_tracer_run_opts)))
+    vmt_tracer_run_opts o;
+    if (!t || !t->attached || VMT_OPTS_LOAD(&o, opts) != VMT_OK)
         return VMT_E_INVALID;
-    vmt_tracer_run_opts o = {0};
-    if (opts)
-        memcpy(&o, opts, opts->sz ? opts->sz : sizeof o);
     if (o.poll_ms <= 0)
         o.poll_ms = 100;
     int64_t start = now_ms();
@@ -858,12 +850,15 @@ void vmt_tracer_stop(vmt_tracer *t)
         t->stop_requested = 1;
 }
 
-void vmt_tracer_stats_get(const vmt_tracer *t, vmt_tracer_stats *out)
+vmt_status vmt_tracer_stats_get(const vmt_tracer *t, vmt_tracer_stats *out)
 {
-    if (!t || !out)
-        return;
-    *out = t->stats;
-    vmt_bpm_stats_get(t->bpm, &out->bpm);
-    out->ptm_tables = vmt_ptm_monitored_tables(t->ptm);
-    out->ptm_entries = vmt_ptm_monitored_entries(t->ptm);
+    if (!t)
+        return VMT_E_INVALID;
+    vmt_tracer_stats s = t->stats;
+    s.sz = sizeof s;
+    s.bpm.sz = sizeof s.bpm;
+    vmt_bpm_stats_get(t->bpm, &s.bpm);
+    s.ptm_tables = vmt_ptm_monitored_tables(t->ptm);
+    s.ptm_entries = vmt_ptm_monitored_entries(t->ptm);
+    return VMT_OUT_STORE(out, &s);
 }

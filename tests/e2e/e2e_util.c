@@ -95,7 +95,7 @@ void e2e_start(e2e_session *s, const vmt_kvm_opts *ko, vmt_tracer_controller ctl
     assert_int_equal(vmt_core_get_regs(s->vmi, 0, &regs), VMT_OK);
     s->boot_root = vmt_regs_translation_root(&regs, 0);
     assert_int_equal(vmt_symtab_load(vmt_kvm_default_guest(), &s->syms), VMT_OK);
-    vmt_tracer_opts to = {.sz = sizeof to, .controller = ctl};
+    VMT_OPTS(vmt_tracer_opts, to, .controller = ctl);
     assert_int_equal(vmt_tracer_new(s->vmi, &to, &s->t), VMT_OK);
 }
 
@@ -129,7 +129,7 @@ e2e_bp *e2e_add(e2e_session *s, const char *symbol, int proc)
     vmt_pa root = s->boot_root;
     if (va >> 47 == 0)
         root = e2e_gstats(s)->proc_cr3[proc < 0 ? 0 : proc] & 0x000ffffffffff000ull;
-    vmt_tracer_bp_opts bo = {.sz = sizeof bo, .global = proc < 0, .name = symbol};
+    VMT_OPTS(vmt_tracer_bp_opts, bo, .global = proc < 0, .name = symbol);
     assert_int_equal(vmt_tracer_add(s->t, vmt_ctx(va, root), &bo, &w->id), VMT_OK);
     return w;
 }

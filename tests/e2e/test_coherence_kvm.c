@@ -79,12 +79,11 @@ static void start(session *s, vmt_overwrite_choice choice, uint32_t kvm_flags, u
 {
     memset(s, 0, sizeof *s);
     s->choice = choice;
-    vmt_kvm_opts ko = {.sz = sizeof ko,
-                       .iterations = iterations(),
-                       .seed = 5,
-                       .pager = pager,
-                       .guest_flags = VMT_GUEST_F_SELF_PATCH,
-                       .flags = kvm_flags};
+    VMT_OPTS(vmt_kvm_opts, ko, .iterations = iterations(),
+             .seed = 5,
+             .pager = pager,
+             .guest_flags = VMT_GUEST_F_SELF_PATCH,
+             .flags = kvm_flags);
     print_message("guest: iterations %" PRIu64 ", pager %u, self-patch, execute-only %s\n",
                   ko.iterations, pager,
                   kvm_flags & VMT_KVM_F_EMULATE_EXECUTE_ONLY ? "emulated" : "no");
@@ -111,7 +110,7 @@ static void check_untouched(session *s, vmt_tracer_bp_id except)
     for (unsigned i = 0; i < s->e.nbps; i++) {
         if (s->e.bps[i].id == except)
             continue;
-        vmt_tracer_bp_info bi;
+        VMT_OPTS(vmt_tracer_bp_info, bi);
         assert_int_equal(vmt_tracer_bp_get(s->e.t, s->e.bps[i].id, &bi), VMT_OK);
         uint64_t want = e2e_counter(&s->e, s->e.bps[i].symbol, s->e.bps[i].proc);
         print_message("  %-18s proc %2d hits %6" PRIu64 " guest %6" PRIu64 "\n", s->e.bps[i].symbol,
@@ -170,10 +169,10 @@ static void test_self_patch_drop(void **state)
     assert_int_equal(s.v2_at_report, 0);
     assert_int_equal(s.hits_at_report, s.v1_at_report);
     assert_int_equal(s.hits_at_report, gstats(&s)->patch_v1_calls); /* no v1 call after */
-    vmt_tracer_bp_info bi;
+    VMT_OPTS(vmt_tracer_bp_info, bi);
     assert_int_equal(vmt_tracer_bp_get(s.e.t, target->id, &bi), VMT_E_INVALID); /* dropped */
     check_untouched(&s, target->id);
-    vmt_coherence_stats cs;
+    VMT_OPTS(vmt_coherence_stats, cs);
     vmt_tracer_coherence_stats_get(s.e.t, &cs);
     print_message("coherence: writes %" PRIu64 " refreshes %" PRIu64 " overwritten %" PRIu64
                   " dropped %" PRIu64 " errors %" PRIu64 "\n",
@@ -212,11 +211,11 @@ static void test_self_patch_rearm(void **state)
     run_to_end(&s);
     assert_int_equal(s.reports, 1);
     assert_int_equal(s.hits_at_report, s.v1_at_report);
-    vmt_tracer_bp_info bi;
+    VMT_OPTS(vmt_tracer_bp_info, bi);
     assert_int_equal(vmt_tracer_bp_get(s.e.t, target->id, &bi), VMT_OK);
     assert_int_equal(bi.hits, gstats(&s)->patch_v1_calls + gstats(&s)->patch_v2_calls);
     check_untouched(&s, 0); /* patch_target included: its counter counts both versions */
-    vmt_coherence_stats cs;
+    VMT_OPTS(vmt_coherence_stats, cs);
     vmt_tracer_coherence_stats_get(s.e.t, &cs);
     assert_int_equal(cs.rearmed, 1);
     assert_int_equal(cs.dropped, 0);
@@ -242,7 +241,7 @@ static void test_self_patch_execute_only(void **state)
     assert_int_equal(s.reported_id, target->id);
     assert_int_equal(s.hits_at_report, gstats(&s)->patch_v1_calls);
     check_untouched(&s, target->id);
-    vmt_tracer_stats ts;
+    VMT_OPTS(vmt_tracer_stats, ts);
     vmt_tracer_stats_get(s.e.t, &ts);
     print_message("stealth reads served %" PRIu64 "\n", ts.stealth_reads);
     assert_true(ts.stealth_reads > 0);

@@ -51,7 +51,7 @@ typedef struct vm {
 
 static vm boot(uint64_t mode, uint64_t iterations)
 {
-    vmt_kvm_opts o = {.sz = sizeof o, .guest_path = VMT_TINY_GUEST, .seed = mode, .iterations = iterations};
+    VMT_OPTS(vmt_kvm_opts, o, .guest_path = VMT_TINY_GUEST, .seed = mode, .iterations = iterations);
     vm v;
     assert_int_equal(vmt_kvm_core_new(&o, &v.core, &v.kvm), VMT_OK);
     return v;
@@ -215,8 +215,8 @@ static void test_registers(void **state)
 static void test_lazy_kernel_gs_base(void **state)
 {
     (void)state;
-    vmt_kvm_opts o = {.sz = sizeof o, .guest_path = VMT_TINY_GUEST, .seed = MODE_LOOP,
-                      .flags = VMT_KVM_F_LAZY_KERNEL_GS_BASE};
+    VMT_OPTS(vmt_kvm_opts, o, .guest_path = VMT_TINY_GUEST, .seed = MODE_LOOP,
+             .flags = VMT_KVM_F_LAZY_KERNEL_GS_BASE);
     vm v;
     assert_int_equal(vmt_kvm_core_new(&o, &v.core, &v.kvm), VMT_OK);
     run_quiet(&v);
@@ -291,7 +291,8 @@ static void test_exec_trap_and_nx_reads(void **state)
     wr64(&v, DSUM, 0);
     assert_int_equal(vmt_core_set_access(v.core, GFN_D, 0, VMT_ACCESS_RW, 0), VMT_OK);
     int n = r.n;
-    vmt_kvm_counters c0, c1;
+    VMT_OPTS(vmt_kvm_counters, c0);
+    VMT_OPTS(vmt_kvm_counters, c1);
     vmt_kvm_counters_get(v.kvm, &c0);
     assert_int_equal(vmt_core_wait_for_event(v.core, 20, record, &r), VMT_E_TIMEOUT);
     vmt_kvm_counters_get(v.kvm, &c1);
@@ -703,8 +704,8 @@ static vmt_status xo_handler(void *user, const vmt_event *ev, vmt_response *resp
 static void test_execute_only(void **state)
 {
     (void)state;
-    vmt_kvm_opts o = {.sz = sizeof o, .guest_path = VMT_TINY_GUEST, .seed = MODE_LOOP,
-                      .flags = VMT_KVM_F_EMULATE_EXECUTE_ONLY};
+    VMT_OPTS(vmt_kvm_opts, o, .guest_path = VMT_TINY_GUEST, .seed = MODE_LOOP,
+             .flags = VMT_KVM_F_EMULATE_EXECUTE_ONLY);
     vm v;
     assert_int_equal(vmt_kvm_core_new(&o, &v.core, &v.kvm), VMT_OK);
     vmt_driver_info info;
@@ -838,7 +839,7 @@ static void page_table_writes(bool pf_frame)
 {
     if (access(vmt_kvm_default_guest(), R_OK) != 0)
         skip();
-    vmt_kvm_opts o = {.sz = sizeof o, .iterations = 30, .seed = 3, .pager = 50};
+    VMT_OPTS(vmt_kvm_opts, o, .iterations = 30, .seed = 3, .pager = 50);
     vm v;
     if (pf_frame)
         setenv("VMITAP_KVM_PROFILE", "no-hw-breakpoints", 1);
@@ -882,7 +883,7 @@ static void test_bad_options(void **state)
 {
     (void)state;
     vmt_kvm *k = (vmt_kvm *)(uintptr_t)1;
-    vmt_kvm_opts o = {.sz = sizeof o, .guest_path = "/nonexistent/guest.elf"};
+    VMT_OPTS(vmt_kvm_opts, o, .guest_path = "/nonexistent/guest.elf");
     assert_int_equal(vmt_kvm_new(&o, &k), VMT_E_INVALID);
     o.guest_path = VMT_TINY_GUEST;
     o.ram_bytes = 2ull << 30; /* more than the boot tables map */
@@ -903,7 +904,7 @@ static void test_bundled_guest(void **state)
         skip();
     }
     /* KERNEL_INT3: the guest's own int3 at CPL 0 too (CPL 3 ones always) */
-    vmt_kvm_opts o = {.sz = sizeof o, .iterations = 20, .seed = 1, .pager = 30, .guest_flags = VMT_GUEST_F_KERNEL_INT3};
+    VMT_OPTS(vmt_kvm_opts, o, .iterations = 20, .seed = 1, .pager = 30, .guest_flags = VMT_GUEST_F_KERNEL_INT3);
     vmt_kvm *k;
     assert_int_equal(vmt_kvm_new(&o, &k), VMT_OK);
     assert_int_equal(vmt_kvm_run(k, 60000), VMT_E_GUEST_EXITED);

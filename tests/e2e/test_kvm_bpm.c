@@ -78,8 +78,8 @@ static void test_kernel_breakpoints(void **state)
         fprintf(stderr, "bundled guest %s not built: skipped\n", vmt_kvm_default_guest());
         skip();
     }
-    vmt_kvm_opts o = {.sz = sizeof o, .iterations = 12, .seed = 7, .pager = 20,
-                      .guest_flags = VMT_GUEST_F_KERNEL_INT3, .flags = VMT_KVM_F_EMULATE_EXECUTE_ONLY};
+    VMT_OPTS(vmt_kvm_opts, o, .iterations = 12, .seed = 7, .pager = 20,
+             .guest_flags = VMT_GUEST_F_KERNEL_INT3, .flags = VMT_KVM_F_EMULATE_EXECUTE_ONLY);
     loop l = {0};
     vmt_kvm *kvm;
     assert_int_equal(vmt_kvm_core_new(&o, &l.core, &kvm), VMT_OK);
@@ -168,7 +168,7 @@ static void arm_user(user_loop *u)
         snprintf(name, sizeof name, "prog_work_a@%u", p);
         u->base[p] = counter(s, name);
     }
-    vmt_bpm_stats st;
+    VMT_OPTS(vmt_bpm_stats, st);
     vmt_bpm_stats_get(u->bpm, &st);
     assert_int_equal(st.active, VMT_GUEST_NPROCS); /* all present: none pending */
     assert_int_equal(st.pages, VMT_GUEST_NPROCS);
@@ -208,8 +208,8 @@ static void test_user_breakpoints(void **state)
     (void)state;
     if (access(vmt_kvm_default_guest(), R_OK) != 0)
         skip();
-    vmt_kvm_opts o = {.sz = sizeof o, .iterations = 40, .seed = 11, .pager = 0,
-                      .flags = VMT_KVM_F_EMULATE_EXECUTE_ONLY};
+    VMT_OPTS(vmt_kvm_opts, o, .iterations = 40, .seed = 11, .pager = 0,
+             .flags = VMT_KVM_F_EMULATE_EXECUTE_ONLY);
     user_loop u = {0};
     assert_int_equal(vmt_kvm_core_new(&o, &u.core, &u.kvm), VMT_OK);
     vmt_tap_controller ctl;

@@ -149,7 +149,7 @@ int main(void)
      * it, at 1-5 ms a step in the bed. The traced workload does not
      * finish in any time CI has (measured: 10 of 32 opens in 80 s), so the
      * test says so and is reported as skipped (issue 12 stays open). */
-    vmt_kvm_host host;
+    VMT_OPTS(vmt_kvm_host, host);
     if (vmt_kvm_host_probe(&host) == VMT_OK && !host.int3_exits && !host.int3_emulation) {
         fprintf(stderr, "test_linux: skipped: int3 does not exit on this host (vmt-kvm-run --probe), and "
                         "catching it at Linux's entry page steps every interrupt and system call: "

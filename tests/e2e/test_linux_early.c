@@ -131,7 +131,7 @@ static void symbols_are_live(void **state)
     uint8_t image[CODE_BYTES];
     assert_true(file_bytes(vmlinux, fn->addr, image, sizeof image));
 
-    vmt_kvm_opts ko = {.sz = sizeof ko, .ram_bytes = 256ull << 20, .kernel_path = vmlinux, .initrd_path = initrd};
+    VMT_OPTS(vmt_kvm_opts, ko, .ram_bytes = 256ull << 20, .kernel_path = vmlinux, .initrd_path = initrd);
     vmt_core *vmi;
     vmt_kvm *kvm;
     assert_int_equal(vmt_kvm_core_new(&ko, &vmi, &kvm), VMT_OK);
@@ -142,15 +142,15 @@ static void symbols_are_live(void **state)
     assert_null(strstr(vmt_kvm_console(kvm, NULL), "Memory:")); /* mem_init has not run yet */
 
     hit_log log = {0};
-    vmt_tracer_opts to = {.sz = sizeof to, .controller = VMT_TRACER_CONTROLLER_INT3, .on_hit = on_hit, .user = &log};
+    VMT_OPTS(vmt_tracer_opts, to, .controller = VMT_TRACER_CONTROLLER_INT3, .on_hit = on_hit, .user = &log);
     vmt_tracer *t;
     assert_int_equal(vmt_tracer_new(vmi, &to, &t), VMT_OK);
     vmt_regs regs;
     assert_int_equal(vmt_core_get_regs(vmi, 0, &regs), VMT_OK);
-    vmt_tracer_bp_opts bo = {.sz = sizeof bo, .global = true, .name = FUNC};
+    VMT_OPTS(vmt_tracer_bp_opts, bo, .global = true, .name = FUNC);
     assert_int_equal(vmt_tracer_add(t, vmt_ctx(fn->addr, vmt_regs_translation_root(&regs, fn->addr)), &bo, NULL),
                      VMT_OK);
-    vmt_tracer_run_opts ro = {.sz = sizeof ro, .timeout_ms = TIMEOUT_MS, .max_hits = 1};
+    VMT_OPTS(vmt_tracer_run_opts, ro, .timeout_ms = TIMEOUT_MS, .max_hits = 1);
     vmt_tracer_stop_reason why;
     assert_int_equal(vmt_tracer_run(t, &ro, &why), VMT_OK);
     assert_int_equal(why, VMT_TRACER_STOP_HITS);

@@ -34,8 +34,8 @@ static uint64_t iterations(void)
 static void start_kvm(session *s, vmt_tracer_controller ctl, uint32_t pager, uint64_t seed,
                       uint32_t flags, uint32_t kvm_flags)
 {
-    vmt_kvm_opts ko = {.sz = sizeof ko, .iterations = iterations(), .seed = seed, .pager = pager,
-                       .guest_flags = flags, .flags = kvm_flags};
+    VMT_OPTS(vmt_kvm_opts, ko, .iterations = iterations(), .seed = seed, .pager = pager,
+             .guest_flags = flags, .flags = kvm_flags);
     print_message("guest: iterations %" PRIu64 ", pager %u, seed %" PRIu64 ", controller %s\n",
                   ko.iterations, pager, seed, vmt_tracer_controller_name(ctl));
     e2e_start(s, &ko, ctl, E2E_MAX_BPS);
@@ -56,11 +56,11 @@ static void start(session *s, vmt_tracer_controller ctl, uint32_t pager, uint64_
  * breakpoint on sched_start, which starts the first process. */
 static void wait_for_processes(session *s)
 {
-    vmt_tracer_bp_opts bo = {.sz = sizeof bo, .global = true};
+    VMT_OPTS(vmt_tracer_bp_opts, bo, .global = true);
     vmt_tracer_bp_id id;
     assert_int_equal(
         vmt_tracer_add(s->t, vmt_ctx(e2e_sym_addr(s, "sched_start"), s->boot_root), &bo, &id), VMT_OK);
-    vmt_tracer_run_opts ro = {.sz = sizeof ro, .max_hits = 1};
+    VMT_OPTS(vmt_tracer_run_opts, ro, .max_hits = 1);
     for (int i = 0; e2e_gstats(s)->magic != VMT_GUEST_STATS_MAGIC || e2e_gstats(s)->nprocs == 0; i++) {
         assert_true(i < 1000);
         vmt_tracer_stop_reason why;
@@ -84,7 +84,7 @@ static void check_counts(session *s, uint64_t *outs, uint64_t *ins, uint64_t *mo
 {
     *outs = *ins = *moves = 0;
     for (unsigned i = 0; i < s->nbps; i++) {
-        vmt_tracer_bp_info bi;
+        VMT_OPTS(vmt_tracer_bp_info, bi);
         assert_int_equal(vmt_tracer_bp_get(s->t, s->bps[i].id, &bi), VMT_OK);
         uint64_t want = e2e_counter(s, s->bps[i].symbol, s->bps[i].proc);
         print_message("  %-20s proc %2d hits %6" PRIu64 " guest %6" PRIu64 " out %3" PRIu64
@@ -177,7 +177,7 @@ static void test_guest_int3_reinjected(void **state)
     run_to_end(&s);
     uint64_t outs, ins, moves;
     check_counts(&s, &outs, &ins, &moves);
-    vmt_tracer_stats st;
+    VMT_OPTS(vmt_tracer_stats, st);
     vmt_tracer_stats_get(s.t, &st);
     print_message("guest breakpoints %" PRIu64 ", reinjected %" PRIu64 "\n", e2e_gstats(&s)->breakpoints,
                   st.reinjected);
@@ -228,7 +228,7 @@ static void detach_mid_run(vmt_tracer_controller ctl, bool user)
         if (!memory)
             e2e_add(&s, "lib_getpid", -1);
     }
-    vmt_tracer_run_opts ro = {.sz = sizeof ro, .max_hits = memory && !user ? 10 : 100};
+    VMT_OPTS(vmt_tracer_run_opts, ro, .max_hits = memory && !user ? 10 : 100);
     vmt_tracer_stop_reason why;
     assert_int_equal(vmt_tracer_run(s.t, &ro, &why), VMT_OK);
     assert_int_equal(why, VMT_TRACER_STOP_HITS);
@@ -323,16 +323,16 @@ static void test_kernel_int3_execute_only_stealth(void **state)
             fail_msg("untraced run: %s", vmt_status_str(st));
         assert_int_equal(vmt_kvm_get_state(s.kvm), VMT_KVM_RUNNING);
     }
-    vmt_tracer_opts to = {.sz = sizeof to, .controller = VMT_TRACER_CONTROLLER_INT3};
+    VMT_OPTS(vmt_tracer_opts, to, .controller = VMT_TRACER_CONTROLLER_INT3);
     assert_int_equal(vmt_tracer_new(s.vmi, &to, &s.t), VMT_OK);
     const vmt_guest_counter *c = vmt_guest_counter_find(e2e_gstats(&s), "pager_page_in");
     assert_non_null(c);
     uint64_t before = c->calls, runs_before = e2e_gstats(&s)->selfcheck_runs;
     e2e_add(&s, "pager_page_in", -1);
     run_to_end(&s);
-    vmt_tracer_bp_info bi;
+    VMT_OPTS(vmt_tracer_bp_info, bi);
     assert_int_equal(vmt_tracer_bp_get(s.t, s.bps[0].id, &bi), VMT_OK);
-    vmt_tracer_stats ts;
+    VMT_OPTS(vmt_tracer_stats, ts);
     vmt_tracer_stats_get(s.t, &ts);
     print_message("pager_page_in: hits %" PRIu64 ", guest calls since attach %" PRIu64
                   "; stealth reads served %" PRIu64 ", self-check runs while traced %" PRIu64
@@ -362,7 +362,7 @@ static void test_kernel_guest_int3_reinjected(void **state)
     run_to_end(&s);
     uint64_t outs, ins, moves;
     check_counts(&s, &outs, &ins, &moves);
-    vmt_tracer_stats st;
+    VMT_OPTS(vmt_tracer_stats, st);
     vmt_tracer_stats_get(s.t, &st);
     print_message("guest breakpoints %" PRIu64 ", reinjected %" PRIu64 "\n",
                   e2e_gstats(&s)->breakpoints, st.reinjected);

@@ -26,7 +26,7 @@ typedef struct fixture {
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
-    vmt_mock_opts o = {.sz = sizeof o, .max_gfn = 0x10000};
+    VMT_OPTS(vmt_mock_opts, o, .max_gfn = 0x10000);
     if (vmt_mock_core_new(&o, &f->core, &f->mock) != VMT_OK)
         return -1;
     if (vmt_bpm_new(rec_new(&f->rec), &f->bpm) != VMT_OK)
@@ -97,7 +97,7 @@ static void expect_log(fixture *f, const char *want)
 
 static vmt_bpm_stats stats(fixture *f)
 {
-    vmt_bpm_stats s;
+    VMT_OPTS(vmt_bpm_stats, s);
     vmt_bpm_stats_get(f->bpm, &s);
     return s;
 }

@@ -42,7 +42,7 @@ static uint8_t pattern(vmt_gfn gfn, unsigned off)
 static fixture *fixture_new(ctl_kind kind, uint32_t caps)
 {
     fixture *f = calloc(1, sizeof *f);
-    vmt_mock_opts o = {.sz = sizeof o, .max_gfn = MAX_GFN, .caps = caps};
+    VMT_OPTS(vmt_mock_opts, o, .max_gfn = MAX_GFN, .caps = caps);
     assert_int_equal(vmt_mock_core_new(&o, &f->core, &f->mock), VMT_OK);
     for (int v = 1; v < NVIEWS; v++) {
         vmt_view id;
@@ -132,7 +132,7 @@ static void assert_guest_consistent(fixture *f)
                 assert_int_equal(buf[o], m->at[v][i][o] ? 0xCC : pattern(gfn, o));
         }
     }
-    vmt_bpm_stats s;
+    VMT_OPTS(vmt_bpm_stats, s);
     vmt_bpm_stats_get(f->bpm, &s);
     assert_int_equal(s.pages, pages);
     assert_int_equal(vmt_mock_allocated_gfns(f->mock), f->kind == CTL_BREAKPOINT ? pages : 0);

@@ -335,6 +335,7 @@ static void bpm_fp(harness *h, fp *f)
 static void model_stats(harness *h, vmt_bpm_stats *s)
 {
     memset(s, 0, sizeof *s);
+    s->sz = sizeof *s;
     bool page[NV][NF] = {{false}}, glob[NV][NVA] = {{false}};
     for (int i = 0; i < MAXC; i++) {
         mclaim *c = &h->c[i];
@@ -458,7 +459,8 @@ static const char *compare_state(harness *h)
         g_string_free(b.text, TRUE);
         return h->err;
     }
-    vmt_bpm_stats s, ms;
+    VMT_OPTS(vmt_bpm_stats, s);
+    VMT_OPTS(vmt_bpm_stats, ms);
     vmt_bpm_stats_get(h->bpm, &s);
     model_stats(h, &ms);
     if (memcmp(&s, &ms, sizeof s) != 0)
@@ -474,7 +476,7 @@ harness *harness_new(harness_mode mode)
     harness *h = g_new0(harness, 1);
     h->mode = mode;
     h->trace = getenv("VMT_BPM_TRACE") != NULL;
-    vmt_mock_opts o = {.sz = sizeof o, .max_gfn = MAX_GFN};
+    VMT_OPTS(vmt_mock_opts, o, .max_gfn = MAX_GFN);
     if (vmt_mock_core_new(&o, &h->core, &h->mock) != VMT_OK)
         g_error("mock");
     for (int v = 1; v < NV; v++) {
@@ -883,7 +885,7 @@ const char *harness_finish(harness *h)
     const char *e = compare_state(h);
     if (e)
         return e;
-    vmt_bpm_stats s;
+    VMT_OPTS(vmt_bpm_stats, s);
     vmt_bpm_stats_get(h->bpm, &s);
     if (s.active || s.pending || s.pages || s.global)
         return fail(h, "not empty after clear");

@@ -148,7 +148,7 @@ static fixture *make_fixture(uint32_t caps)
 {
     fixture *f = test_calloc(1, sizeof *f);
     memset(&drv, 0, sizeof drv);
-    vmt_mock_opts mo = {.sz = sizeof mo, .max_gfn = 0x1000, .caps = caps};
+    VMT_OPTS(vmt_mock_opts, mo, .max_gfn = 0x1000, .caps = caps);
     assert_int_equal(vmt_mock_new(&mo, &f->mock), VMT_OK);
     drv.mock = f->mock;
     drv.ops = *vmt_mock_driver_ops();
@@ -159,8 +159,7 @@ static fixture *make_fixture(uint32_t caps)
                      VMT_OK);
     fill_code(f->mock);
     vmt_mock_regs(f->mock, 0)->cr3 = f->root;
-    vmt_tracer_opts to = {
-        .sz = sizeof to, .controller = VMT_TRACER_CONTROLLER_INT3, .on_hit = on_hit, .user = f};
+    VMT_OPTS(vmt_tracer_opts, to, .controller = VMT_TRACER_CONTROLLER_INT3, .on_hit = on_hit, .user = f);
     assert_int_equal(vmt_tracer_new(f->vmi, &to, &f->t), VMT_OK);
     return f;
 }
@@ -252,7 +251,7 @@ static uint8_t own_byte(fixture *f, vmt_va va)
 
 static vmt_tracer_bp_id add_bp(fixture *f, vmt_va va, uint64_t key)
 {
-    vmt_tracer_bp_opts bo = {.sz = sizeof bo, .key = key};
+    VMT_OPTS(vmt_tracer_bp_opts, bo, .key = key);
     vmt_tracer_bp_id id = 0;
     assert_int_equal(vmt_tracer_add(f->t, vmt_ctx(va, f->root), &bo, &id), VMT_OK);
     return id;
@@ -260,13 +259,13 @@ static vmt_tracer_bp_id add_bp(fixture *f, vmt_va va, uint64_t key)
 
 static bool bp_exists(fixture *f, vmt_tracer_bp_id id)
 {
-    vmt_tracer_bp_info bi;
+    VMT_OPTS(vmt_tracer_bp_info, bi);
     return vmt_tracer_bp_get(f->t, id, &bi) == VMT_OK;
 }
 
 static vmt_coherence_stats coh_stats(fixture *f)
 {
-    vmt_coherence_stats cs;
+    VMT_OPTS(vmt_coherence_stats, cs);
     vmt_tracer_coherence_stats_get(f->t, &cs);
     return cs;
 }
@@ -345,7 +344,7 @@ static void test_write_over_trap_dropped(void **state)
     assert_int_equal(cs.overwritten, 1);
     assert_int_equal(cs.dropped, 1);
     assert_int_equal(cs.rearmed, 0);
-    vmt_tracer_stats ts;
+    VMT_OPTS(vmt_tracer_stats, ts);
     vmt_tracer_stats_get(f->t, &ts);
     assert_int_equal(ts.bpm.active, 1);
 }
@@ -361,7 +360,7 @@ static void test_default_is_drop(void **state)
     assert_false(bp_exists(f, a));
     assert_int_equal(exec_byte(f, FN_A), 0xc3);
     assert_int_equal(own_byte(f, FN_A), 0xc3);
-    vmt_tracer_stats ts;
+    VMT_OPTS(vmt_tracer_stats, ts);
     vmt_tracer_stats_get(f->t, &ts);
     assert_int_equal(ts.bpm.active, 0);
     assert_int_equal(ts.bpm.pending, 0); /* gone, not waiting for a page-in */
@@ -490,7 +489,7 @@ static void test_stale_event_after_removal(void **state)
     assert_int_equal(vmt_tracer_remove(f->t, a), VMT_OK);
     drain(f);
     assert_runs_original_once(last_response(f));
-    vmt_tracer_stats ts;
+    VMT_OPTS(vmt_tracer_stats, ts);
     vmt_tracer_stats_get(f->t, &ts);
     assert_int_equal(ts.stale, 1);
     assert_int_equal(ts.reinjected, 0);
@@ -520,7 +519,7 @@ static void test_stale_event_after_refresh(void **state)
     assert_int_equal(f->nows, 2);
     assert_int_equal(f->ow[1].new_byte, 0xCC);
     assert_int_equal(last_response(f)->action, VMT_ACTION_REINJECT);
-    vmt_tracer_stats ts;
+    VMT_OPTS(vmt_tracer_stats, ts);
     vmt_tracer_stats_get(f->t, &ts);
     assert_int_equal(ts.stale, 1);
     assert_int_equal(ts.reinjected, 1);
@@ -600,7 +599,7 @@ static vmt_overwrite_choice bare_fn(void *user, const vmt_overwrite *ow)
 static void bare_setup(bare *b, uint32_t caps)
 {
     memset(b, 0, sizeof *b);
-    vmt_mock_opts mo = {.sz = sizeof mo, .max_gfn = 0x1000, .caps = caps};
+    VMT_OPTS(vmt_mock_opts, mo, .max_gfn = 0x1000, .caps = caps);
     assert_int_equal(vmt_mock_core_new(&mo, &b->vmi, &b->mock), VMT_OK);
     fill_code(b->mock);
     vmt_tap_controller ctl;
@@ -666,7 +665,7 @@ static void test_bpm_sync_frame_views(void **state)
     assert_int_equal(bare_view_byte(&b, b.v2, FN_A), 0xCC); /* key 99: re-armed */
     assert_false(vmt_bpm_contains_by_address(b.bpm, vmt_ctx(FN_A, 0x1000), 5));
     assert_true(vmt_bpm_contains_by_address(b.bpm, vmt_ctx(FN_B, 0x1000), 5));
-    vmt_bpm_stats bs;
+    VMT_OPTS(vmt_bpm_stats, bs);
     vmt_bpm_stats_get(b.bpm, &bs);
     assert_int_equal(bs.active, 2);
     assert_int_equal(vmt_bpm_check(b.bpm), VMT_OK);
@@ -739,7 +738,7 @@ static void test_coherence_object(void **state)
     assert_int_equal(owner, VMT_TRAP_GUEST);
     assert_int_equal(vmt_coherence_classify(coh, b.vmi, &ev, &owner), VMT_E_INVALID);
 
-    vmt_coherence_stats cs;
+    VMT_OPTS(vmt_coherence_stats, cs);
     vmt_coherence_stats_get(coh, &cs);
     assert_int_equal(cs.writes, 2);
     assert_int_equal(cs.refreshes, 1);
@@ -839,7 +838,7 @@ static void test_flush_failure_retried(void **state)
     assert_int_equal(vmt_coherence_pending(coh), 0);
     assert_int_equal(b.calls, 1);
     assert_int_equal(bare_view_byte(&b, b.v1, FN_A), 0x31);
-    vmt_coherence_stats cs;
+    VMT_OPTS(vmt_coherence_stats, cs);
     vmt_coherence_stats_get(coh, &cs);
     assert_int_equal(cs.errors, 1);
     assert_int_equal(cs.refreshes, 2);

@@ -12,7 +12,7 @@
 
 static int setup(void **state)
 {
-    vmt_mock_opts o = {.sz = sizeof o, .max_gfn = 0x100};
+    VMT_OPTS(vmt_mock_opts, o, .max_gfn = 0x100);
     return fixture_setup(state, &o, false);
 }
 

@@ -27,7 +27,7 @@ static fx *fx_new(void)
 {
     fx *f = calloc(1, sizeof *f);
     assert_non_null(f);
-    vmt_mock_opts o = {.sz = sizeof o, .max_gfn = MAX_GFN, .vcpus = 2};
+    VMT_OPTS(vmt_mock_opts, o, .max_gfn = MAX_GFN, .vcpus = 2);
     assert_int_equal(vmt_mock_core_new(&o, &f->vmi, &f->mock), VMT_OK);
     assert_int_equal(vmt_ptm_new(&f->ptm), VMT_OK);
     return f;

@@ -49,7 +49,7 @@ static void put_code(fx *f, vmt_pa frame)
 static int setup(void **state)
 {
     fx *f = calloc(1, sizeof *f);
-    vmt_mock_opts o = {.sz = sizeof o, .max_gfn = MAX_GFN};
+    VMT_OPTS(vmt_mock_opts, o, .max_gfn = MAX_GFN);
     assert_int_equal(vmt_mock_core_new(&o, &f->vmi, &f->mock), VMT_OK);
     vmt_view v;
     assert_int_equal(vmt_core_create_view(f->vmi, VMT_ACCESS_RWX, &v), VMT_OK);
@@ -134,7 +134,7 @@ static uint8_t seen(fx *f, vmt_pa pa)
 
 static void expect_stats(fx *f, size_t active, size_t pending)
 {
-    vmt_bpm_stats s;
+    VMT_OPTS(vmt_bpm_stats, s);
     vmt_bpm_stats_get(f->bpm, &s);
     assert_int_equal(s.active, active);
     assert_int_equal(s.pending, pending);

@@ -134,7 +134,7 @@ static void world_init(world *w, uint64_t seed, bool with_bpm)
     w->rng = seed ? seed : 1;
     if (with_bpm)
         assert_int_equal(vmt_bpm_new(rec_new(&w->rec), &w->bpm), VMT_OK);
-    vmt_mock_opts o = {.sz = sizeof o, .max_gfn = MAX_GFN, .vcpus = 2};
+    VMT_OPTS(vmt_mock_opts, o, .max_gfn = MAX_GFN, .vcpus = 2);
     assert_int_equal(vmt_mock_core_new(&o, &w->vmi, &w->mock), VMT_OK);
     assert_int_equal(vmt_ptm_new(&w->ptm), VMT_OK);
     vmt_view view;
@@ -338,7 +338,7 @@ static void check_bpm(world *w)
     }
     assert_int_equal(rec_ntraps(w->rec), g_hash_table_size(traps));
     g_hash_table_destroy(traps);
-    vmt_bpm_stats st;
+    VMT_OPTS(vmt_bpm_stats, st);
     vmt_bpm_stats_get(w->bpm, &st);
     assert_int_equal(st.active, in);
     assert_int_equal(st.pending, out);

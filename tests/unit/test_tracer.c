@@ -61,13 +61,13 @@ static void on_hit(void *user, vmt_tracer *t, const vmt_tracer_hit *hit)
 static fixture *make_fixture(uint32_t caps, vmt_tracer_controller ctl)
 {
     fixture *f = test_calloc(1, sizeof *f);
-    vmt_mock_opts mo = {.sz = sizeof mo, .max_gfn = 0x1000, .caps = caps};
+    VMT_OPTS(vmt_mock_opts, mo, .max_gfn = 0x1000, .caps = caps);
     assert_int_equal(vmt_mock_core_new(&mo, &f->vmi, &f->mock), VMT_OK);
     assert_int_equal(vmt_mock_new_root(f->mock, &f->root), VMT_OK);
     assert_int_equal(vmt_mock_map(f->mock, f->root, CODE_VA, CODE_PA, VMT_MOCK_4K, VMT_PTE_U), VMT_OK);
     fill_code(f->mock, CODE_PA);
     vmt_mock_regs(f->mock, 0)->cr3 = f->root;
-    vmt_tracer_opts to = {.sz = sizeof to, .controller = ctl, .on_hit = on_hit, .user = f};
+    VMT_OPTS(vmt_tracer_opts, to, .controller = ctl, .on_hit = on_hit, .user = f);
     assert_int_equal(vmt_tracer_new(f->vmi, &to, &f->t), VMT_OK);
     return f;
 }
@@ -157,7 +157,7 @@ static uint8_t raw_byte(fixture *f, vmt_pa pa)
 
 static vmt_tracer_bp_id add_bp(fixture *f, vmt_va va, bool global, const char *name)
 {
-    vmt_tracer_bp_opts bo = {.sz = sizeof bo, .global = global, .name = name, .key = 7, .tag = 9};
+    VMT_OPTS(vmt_tracer_bp_opts, bo, .global = global, .name = name, .key = 7, .tag = 9);
     vmt_tracer_bp_id id = 0;
     assert_int_equal(vmt_tracer_add(f->t, vmt_ctx(va, f->root), &bo, &id), VMT_OK);
     assert_true(id != 0);
@@ -166,7 +166,7 @@ static vmt_tracer_bp_id add_bp(fixture *f, vmt_va va, bool global, const char *n
 
 static vmt_tracer_bp_info bp_info(fixture *f, vmt_tracer_bp_id id)
 {
-    vmt_tracer_bp_info bi;
+    VMT_OPTS(vmt_tracer_bp_info, bi);
     assert_int_equal(vmt_tracer_bp_get(f->t, id, &bi), VMT_OK);
     return bi;
 }
@@ -219,7 +219,7 @@ static void test_hit_steps_over_in_default_view(void **state)
     assert_int_equal(bp_info(f, id).hits, 2);
     assert_step_in_default(response(f, 0));
     assert_step_in_default(response(f, 1));
-    vmt_tracer_stats s;
+    VMT_OPTS(vmt_tracer_stats, s);
     vmt_tracer_stats_get(f->t, &s);
     assert_int_equal(s.hits, 2);
     assert_int_equal(s.hit_events, 2);
@@ -232,7 +232,7 @@ static void test_max_hits_stops_the_run(void **state)
     add_bp(f, FN_A, false, NULL);
     for (int i = 0; i < 5; i++)
         push_int3(f, FN_A, CODE_PA);
-    vmt_tracer_run_opts ro = {.sz = sizeof ro, .max_hits = 3};
+    VMT_OPTS(vmt_tracer_run_opts, ro, .max_hits = 3);
     vmt_tracer_stop_reason why = VMT_TRACER_STOP_NONE;
     assert_int_equal(vmt_tracer_run(f->t, &ro, &why), VMT_OK);
     assert_int_equal(why, VMT_TRACER_STOP_HITS);
@@ -251,7 +251,7 @@ static void test_foreign_and_stale_int3(void **state)
     assert_int_equal(response(f, 0)->action, VMT_ACTION_REINJECT);
     assert_false(response(f, 0)->set_view);
     assert_step_in_default(response(f, 1)); /* the original instruction runs */
-    vmt_tracer_stats s;
+    VMT_OPTS(vmt_tracer_stats, s);
     vmt_tracer_stats_get(f->t, &s);
     assert_int_equal(s.reinjected, 1);
     assert_int_equal(s.stale, 1);
@@ -268,7 +268,7 @@ static void test_stealth_read_served_in_default_view(void **state)
     push_access(f, PLAIN, bp_info(f, id).pa, FN_A, VMT_ACCESS_R);
     drain(f);
     assert_step_in_default(response(f, 0));
-    vmt_tracer_stats s;
+    VMT_OPTS(vmt_tracer_stats, s);
     vmt_tracer_stats_get(f->t, &s);
     assert_int_equal(s.stealth_reads, 1);
     assert_int_equal(f->hits, 0);
@@ -305,7 +305,7 @@ static void test_page_out_and_relocated_page_in(void **state)
     fixture *f = *state;
     vmt_tracer_bp_id id = add_bp(f, FN_A, false, NULL);
     vmt_view v = vmt_tracer_view(f->t);
-    vmt_tracer_stats s;
+    VMT_OPTS(vmt_tracer_stats, s);
 
     guest_writes_pte(f, CODE_VA, CODE_PA | VMT_PTE_U | VMT_PTE_W); /* Present cleared */
     drain(f);
@@ -344,7 +344,7 @@ static void test_pending_breakpoint_arms_at_page_in(void **state)
     /* LATE_VA shares CODE_VA's page table, but its entry is empty. */
     vmt_tracer_bp_id id = add_bp(f, LATE_VA + 0x10, false, "late");
     assert_false(bp_info(f, id).active);
-    vmt_tracer_stats s;
+    VMT_OPTS(vmt_tracer_stats, s);
     vmt_tracer_stats_get(f->t, &s);
     assert_int_equal(s.bpm.pending, 1);
     push_int3(f, LATE_VA + 0x10, LATE_PA); /* cannot be ours yet */
@@ -374,7 +374,7 @@ static void test_unmonitored_table_write_is_completed(void **state)
     push_access(f, PLAIN, pte_pa + 8 * 100, 0xffff800000000000ull, VMT_ACCESS_W);
     drain(f);
     assert_step_in_default(response(f, 0));
-    vmt_tracer_stats s;
+    VMT_OPTS(vmt_tracer_stats, s);
     vmt_tracer_stats_get(f->t, &s);
     assert_int_equal(s.other_writes, 1);
     assert_int_equal(s.pt_writes, 0);
@@ -419,7 +419,7 @@ static void test_other_address_space_steps_over(void **state)
     assert_int_equal(f->last_regs.cr3, f->root);
     assert_step_in_default(response(f, 0));
     assert_step_in_default(response(f, 1));
-    vmt_tracer_stats s;
+    VMT_OPTS(vmt_tracer_stats, s);
     vmt_tracer_stats_get(f->t, &s);
     assert_int_equal(s.unmatched, 1);
     assert_int_equal(s.stale, 0);
@@ -435,14 +435,14 @@ static void test_callback_removes_its_breakpoint(void **state)
     assert_int_equal(f->hits, 1);
     assert_step_in_default(response(f, 0)); /* the original instruction still runs */
     assert_int_equal(vmt_tracer_bp_count(f->t), 0);
-    vmt_tracer_bp_info bi;
+    VMT_OPTS(vmt_tracer_bp_info, bi);
     assert_int_equal(vmt_tracer_bp_get(f->t, id, &bi), VMT_E_INVALID);
     assert_int_equal(view_byte(f, vmt_tracer_view(f->t), CODE_PA + 0x10), 0x55);
     push_int3(f, FN_A, CODE_PA); /* a late event for it: stale */
     drain(f);
     assert_int_equal(f->hits, 1);
     assert_step_in_default(response(f, 1));
-    vmt_tracer_stats s;
+    VMT_OPTS(vmt_tracer_stats, s);
     vmt_tracer_stats_get(f->t, &s);
     assert_int_equal(s.stale, 1);
 }
@@ -485,7 +485,7 @@ static void test_detach_restores_guest(void **state)
     assert_true(vmt_mock_allocated_gfns(f->mock) > 0);
     push_int3(f, FN_A, CODE_PA);
     drain(f);
-    vmt_tracer_stats s;
+    VMT_OPTS(vmt_tracer_stats, s);
     vmt_tracer_stats_get(f->t, &s);
     assert_true(s.ptm_tables > 0);
 
@@ -522,7 +522,7 @@ static void test_step_over_without_fast_singlestep(void **state)
     add_bp(f, FN_A, false, NULL);
     push_int3(f, FN_A, CODE_PA);
     push_step(f, FN_A + 1);
-    vmt_tracer_run_opts ro = {.sz = sizeof ro, .max_hits = 1};
+    VMT_OPTS(vmt_tracer_run_opts, ro, .max_hits = 1);
     vmt_tracer_stop_reason why;
     assert_int_equal(vmt_tracer_run(f->t, &ro, &why), VMT_OK);
     assert_int_equal(why, VMT_TRACER_STOP_HITS);
@@ -558,7 +558,7 @@ static void test_memory_controller(void **state)
     assert_int_equal(f->hits, 1);
     assert_step_in_default(response(f, 0));
     assert_step_in_default(response(f, 1));
-    vmt_tracer_stats s;
+    VMT_OPTS(vmt_tracer_stats, s);
     vmt_tracer_stats_get(f->t, &s);
     assert_int_equal(s.exec_steps, 1);
     assert_int_equal(vmt_tracer_detach(f->t), VMT_OK);
@@ -587,7 +587,7 @@ static void test_breakpoint_by_symbol(void **state)
     assert_int_equal(vmt_tracer_test_target(1), 3);
     assert_true(bi.ctx.va != 0);
     assert_int_equal(bi.ctx.root, f->root);
-    vmt_tracer_bp_opts bo = {.sz = sizeof bo, .name = "labelled", .global = true};
+    VMT_OPTS(vmt_tracer_bp_opts, bo, .name = "labelled", .global = true);
     assert_int_equal(vmt_tracer_add_symbol(f->t, "vmt_tracer_test_target", f->root, &bo, &id),
                      VMT_OK);
     assert_string_equal(bp_info(f, id).name, "labelled");
@@ -611,13 +611,13 @@ static void test_run_stop_conditions(void **state)
     vmt_core *vmi;
     vmt_mock *m;
     vmt_pa root;
-    vmt_mock_opts mo = {.sz = sizeof mo, .max_gfn = 0x1000};
+    VMT_OPTS(vmt_mock_opts, mo, .max_gfn = 0x1000);
     assert_int_equal(vmt_mock_core_new(&mo, &vmi, &m), VMT_OK);
     assert_int_equal(vmt_mock_new_root(m, &root), VMT_OK);
     assert_int_equal(vmt_mock_map(m, root, CODE_VA, CODE_PA, VMT_MOCK_4K, VMT_PTE_U), VMT_OK);
     fill_code(m, CODE_PA);
     unsigned hits = 0;
-    vmt_tracer_opts to = {.sz = sizeof to, .on_hit = stop_on_hit, .user = &hits};
+    VMT_OPTS(vmt_tracer_opts, to, .on_hit = stop_on_hit, .user = &hits);
     vmt_tracer *t;
     assert_int_equal(vmt_tracer_new(vmi, &to, &t), VMT_OK);
     assert_int_equal(vmt_tracer_add(t, vmt_ctx(FN_A, root), NULL, NULL), VMT_OK);
@@ -641,7 +641,7 @@ static void test_run_stop_conditions(void **state)
     vmt_pa pte_pa;
     assert_int_equal(vmt_mock_entry_pa(m, root, CODE_VA, 1, &pte_pa), VMT_OK);
     push_access(&f, PLAIN, pte_pa, 0xffff800000000000ull, VMT_ACCESS_W);
-    vmt_tracer_run_opts ro = {.sz = sizeof ro, .timeout_ms = 1};
+    VMT_OPTS(vmt_tracer_run_opts, ro, .timeout_ms = 1);
     assert_int_equal(vmt_tracer_run(t, &ro, &why), VMT_E_TIMEOUT);
     vmt_tracer_free(t);
     vmt_core_free(vmi);
@@ -722,7 +722,7 @@ static void test_hit_emulated_push(void **state)
     assert_int_equal(r.rsp, STACK_VA + 0x800 - 8);
     assert_int_equal(vmt_mock_peek(f->mock, STACK_PA + 0x800 - 8, &top, 8), VMT_OK);
     assert_int_equal(top, 0x5555666677778888ull);
-    vmt_tracer_stats s;
+    VMT_OPTS(vmt_tracer_stats, s);
     vmt_tracer_stats_get(f->t, &s);
     assert_int_equal(s.emulated, 2);
     assert_int_equal(f->hits, 2);
@@ -785,7 +785,7 @@ static void test_emulation_falls_back_to_step(void **state)
     push_user_hit(f, PLAIN);
     drain(f);
     assert_step_in_default(response(f, 4));
-    vmt_tracer_stats s;
+    VMT_OPTS(vmt_tracer_stats, s);
     vmt_tracer_stats_get(f->t, &s);
     assert_int_equal(s.emulated, 0);
     assert_int_equal(f->hits, 5);
@@ -797,13 +797,13 @@ static void test_emulation_falls_back_to_step(void **state)
 static int setup_no_emulation(void **state)
 {
     fixture *f = test_calloc(1, sizeof *f);
-    vmt_mock_opts mo = {.sz = sizeof mo, .max_gfn = 0x1000};
+    VMT_OPTS(vmt_mock_opts, mo, .max_gfn = 0x1000);
     assert_int_equal(vmt_mock_core_new(&mo, &f->vmi, &f->mock), VMT_OK);
     assert_int_equal(vmt_mock_new_root(f->mock, &f->root), VMT_OK);
     assert_int_equal(vmt_mock_map(f->mock, f->root, CODE_VA, CODE_PA, VMT_MOCK_4K, VMT_PTE_U), VMT_OK);
     fill_code(f->mock, CODE_PA);
-    vmt_tracer_opts to = {.sz = sizeof to, .controller = VMT_TRACER_CONTROLLER_INT3, .on_hit = on_hit,
-                          .user = f, .no_emulation = true};
+    VMT_OPTS(vmt_tracer_opts, to, .controller = VMT_TRACER_CONTROLLER_INT3, .on_hit = on_hit,
+             .user = f, .no_emulation = true);
     assert_int_equal(vmt_tracer_new(f->vmi, &to, &f->t), VMT_OK);
     *state = f;
     return 0;
@@ -845,7 +845,7 @@ static void test_driver_without_views(void **state)
     (void)state;
     vmt_core *vmi;
     vmt_mock *m;
-    vmt_mock_opts mo = {.sz = sizeof mo, .max_gfn = 0x1000, .caps = VMT_CAP_FAST_SINGLESTEP};
+    VMT_OPTS(vmt_mock_opts, mo, .max_gfn = 0x1000, .caps = VMT_CAP_FAST_SINGLESTEP);
     assert_int_equal(vmt_mock_core_new(&mo, &vmi, &m), VMT_OK);
     vmt_tracer *t = NULL;
     assert_int_equal(vmt_tracer_new(vmi, NULL, &t), VMT_E_UNSUPPORTED);

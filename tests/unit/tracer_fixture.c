@@ -26,7 +26,7 @@ void tracer_drain(vmt_tracer *t, vmt_mock *mock, int max_runs)
 {
     for (int tries = 0; vmt_mock_pending_events(mock) > 0; tries++) {
         assert_true(tries < max_runs);
-        vmt_tracer_run_opts ro = {.sz = sizeof ro, .timeout_ms = 1};
+        VMT_OPTS(vmt_tracer_run_opts, ro, .timeout_ms = 1);
         vmt_tracer_stop_reason why = VMT_TRACER_STOP_NONE;
         assert_int_equal(vmt_tracer_run(t, &ro, &why), VMT_OK);
         assert_int_equal(why, VMT_TRACER_STOP_TIMEOUT);

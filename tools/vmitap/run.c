@@ -55,8 +55,8 @@ static bool add_one(run_ctx *rc, bp_spec *s, vmt_pa root, bool global, int proc)
         snprintf(name, sizeof name, "%s@%d", s->name, proc);
     else
         snprintf(name, sizeof name, "%s", s->name);
-    vmt_tracer_bp_opts bo = {.sz = sizeof bo, .global = global, .name = name,
-                             .key = (uint64_t)(s - rc->o->specs), .tag = (uintptr_t)proc};
+    VMT_OPTS(vmt_tracer_bp_opts, bo, .global = global, .name = name,
+             .key = (uint64_t)(s - rc->o->specs), .tag = (uintptr_t)proc);
     vmt_status st = vmt_tracer_add(rc->t, vmt_ctx(s->va, root), &bo, &s->ids[s->nids]);
     if (st != VMT_OK) {
         fprintf(stderr, "vmitap: cannot set breakpoint %s at %#" PRIx64 ": %s\n", name, s->va,
@@ -167,7 +167,7 @@ static void progress_line(run_ctx *rc, bool final)
         fflush(stdout);
         return;
     }
-    vmt_tracer_stats s;
+    VMT_OPTS(vmt_tracer_stats, s);
     vmt_tracer_stats_get(rc->t, &s);
     const vmt_guest_stats *g = guest_stats(rc);
     printf("\r\033[K%6.1fs  hits %" PRIu64 "  events %" PRIu64 "  page-in %" PRIu64
@@ -182,9 +182,9 @@ static bool setup(run_ctx *rc)
     if (!cli_kvm_check())
         return false;
     cli_opts *o = rc->o;
-    vmt_kvm_opts ko = {.sz = sizeof ko, .guest_path = o->guest, .iterations = o->iterations,
-                       .seed = o->seed, .pager = o->pager,
-                       .flags = 0};
+    VMT_OPTS(vmt_kvm_opts, ko, .guest_path = o->guest, .iterations = o->iterations,
+             .seed = o->seed, .pager = o->pager,
+             .flags = 0);
     /* auto: int3 on emulated execute-only pages is stealthy, and on these
      * nested hosts about 10x faster than the memory controller, which
      * single-steps every fetch from a page holding a breakpoint (see
@@ -205,8 +205,8 @@ static bool setup(run_ctx *rc)
         return false;
     }
     rc->kernel_root = regs.cr3 & ROOT_MASK;
-    vmt_tracer_opts to = {.sz = sizeof to, .controller = o->controller, .on_hit = on_hit,
-                          .user = rc};
+    VMT_OPTS(vmt_tracer_opts, to, .controller = o->controller, .on_hit = on_hit,
+             .user = rc);
     if ((st = vmt_tracer_new(rc->vmi, &to, &rc->t)) != VMT_OK) {
         fprintf(stderr, "vmitap: cannot start tracing (controller %s): %s\n",
                 vmt_tracer_controller_name(o->controller), vmt_status_str(st));
@@ -233,7 +233,7 @@ static bool arm(run_ctx *rc)
                         "(the bundled guest has one)\n");
         return false;
     }
-    vmt_tracer_bp_opts bo = {.sz = sizeof bo, .global = true};
+    VMT_OPTS(vmt_tracer_bp_opts, bo, .global = true);
     vmt_status st = vmt_tracer_add(rc->t, vmt_ctx(sched->addr, rc->kernel_root), &bo, &rc->helper);
     if (st != VMT_OK) {
         fprintf(stderr, "vmitap: cannot watch the guest's scheduler: %s\n", vmt_status_str(st));
@@ -252,7 +252,7 @@ static vmt_status trace(run_ctx *rc, vmt_tracer_stop_reason *why)
             *why = VMT_TRACER_STOP_TIMEOUT;
             return VMT_OK;
         }
-        vmt_tracer_run_opts ro = {.sz = sizeof ro};
+        VMT_OPTS(vmt_tracer_run_opts, ro);
         ro.timeout_ms = rc->o->progress ? 250 : 0;
         if (limit_ms && (ro.timeout_ms == 0 || left < ro.timeout_ms))
             ro.timeout_ms = left;
@@ -275,7 +275,7 @@ static spec_result spec_result_of(const run_ctx *rc, const bp_spec *s, bool fina
 {
     spec_result r = {0};
     for (unsigned i = 0; i < s->nids; i++) {
-        vmt_tracer_bp_info bi;
+        VMT_OPTS(vmt_tracer_bp_info, bi);
         if (vmt_tracer_bp_get(rc->t, s->ids[i], &bi) != VMT_OK)
             continue;
         r.hits += bi.hits;
@@ -354,7 +354,7 @@ static unsigned print_table(const run_ctx *rc, bool final)
 static void print_summary(const run_ctx *rc, vmt_tracer_stop_reason why, unsigned mismatches,
                           bool final)
 {
-    vmt_tracer_stats s;
+    VMT_OPTS(vmt_tracer_stats, s);
     vmt_tracer_stats_get(rc->t, &s);
     const vmt_guest_stats *g = guest_stats(rc);
     vmt_kvm_state state = vmt_kvm_get_state(rc->kvm);
