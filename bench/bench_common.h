@@ -1,5 +1,5 @@
 /* Helpers shared by the benchmark programs: a monotonic clock and the
- * median of a handful of repetitions (BENCHMARKS.md: every figure is the
+ * median of a handful of repetitions (docs/benchmarks.md: every figure is the
  * median of at least 5). Header-only: each bench is one .c file. */
 #ifndef VMITAP_BENCH_COMMON_H
 #define VMITAP_BENCH_COMMON_H

@@ -1,6 +1,6 @@
 /* bench_kvm: costs of the KVM micro-VM driver's basic mechanisms on this
  * host. One `kvm op=... ns_per_op=... ops=N` line per figure, the median
- * of 5 repetitions (BENCHMARKS.md conventions).
+ * of 5 repetitions (docs/benchmarks.md conventions).
  *   exit          raw VM-exit round trip: the bundled guest's port-I/O loop
  *   int3_cpl0     int3 at CPL 0, event + CONTINUE past it (KVM intercept)
  *   int3_cpl3     int3 at CPL 3, event + CONTINUE past it (caught at the

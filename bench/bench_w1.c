@@ -1,4 +1,4 @@
-/* W1 of BENCHMARKS.md: the breakpoint manager alone, with a no-op
+/* W1 of docs/benchmarks.md: the breakpoint manager alone, with a no-op
  * controller over the mock driver.
  *
  *   bench_w1 [N ...]        default: 1024 131072 1048576

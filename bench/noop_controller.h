@@ -1,4 +1,4 @@
-/* W1's no-op controller (BENCHMARKS.md): every operation returns VMT_OK and
+/* W1's no-op controller (docs/benchmarks.md): every operation returns VMT_OK and
  * check_event maps a software-breakpoint event to (event view, event gfn),
  * so the benchmarks time the breakpoint manager alone. */
 #ifndef VMITAP_BENCH_NOOP_CONTROLLER_H

@@ -5,7 +5,7 @@
  * access to the nested tables, whatever the guest instruction does. A page
  * table in a KVM_MEM_READONLY slot therefore makes every walk through it
  * fault: KVM emulates the wrong instruction against the table or retries
- * forever (measured in the bed, see shared DESIGN.md). So a frame set with
+ * forever (measured in the bed, see docs/design.md). So a frame set with
  * VMT_SET_ACCESS_IGNORE_PAGE_WALK_UPDATES and no W stays a normal, writable
  * memslot, and the driver finds the guest's writes itself:
  *

@@ -88,7 +88,7 @@ isr\vec:
 
 
 /* The #BP stub alone in its own page (guest.ld keeps the page to itself):
- * a VMM may make this frame a hole to see every #BP delivery (DESIGN.md). */
+ * a VMM may make this frame a hole to see every #BP delivery (docs/design.md). */
     .section .text.bpentry, "ax"
     .globl vmt_bp_entry
 vmt_bp_entry:

@@ -1,4 +1,8 @@
-/* vmitap — the breakpoint manager and its controllers. API.md section 6. */
+/* vmitap — the breakpoint manager and its controllers. Semantics:
+ * docs/api.md, "Breakpoint manager semantics".
+ *
+ * Thread-safety: a vmt_bpm is not thread-safe; use it, and the core passed
+ * to it, from one thread at a time. Separate managers share no state. */
 #ifndef VMITAP_BPM_H
 #define VMITAP_BPM_H
 

@@ -1,4 +1,7 @@
-/* vmitap — coherence of breakpoint shadows with guest writes (issue 8).
+/* vmitap — coherence of breakpoint shadows with guest writes.
+ *
+ * Thread-safety: a vmt_coherence is not thread-safe; use it with its bpm
+ * and core from one thread at a time.
  *
  * With the breakpoint (int3) controller the guest executes a shadow copy of
  * every frame that holds breakpoints. When the guest writes such a frame

@@ -1,4 +1,8 @@
-/* vmitap — the core: wraps one driver. API.md section 4. */
+/* vmitap — the core: wraps one driver. docs/api.md.
+ *
+ * Thread-safety: a vmt_core (and the driver it owns) is not thread-safe:
+ * use it from one thread at a time (lock around it to share it). Separate
+ * cores share no state and may be used from different threads at once. */
 #ifndef VMITAP_CORE_H
 #define VMITAP_CORE_H
 
@@ -45,7 +49,7 @@ VMT_API vmt_status vmt_core_set_regs(vmt_core *vmi, vmt_vcpu vcpu, const vmt_reg
 VMT_API vmt_status vmt_core_monitor(vmt_core *vmi, vmt_event_reason what, bool enable);
 VMT_API vmt_status vmt_core_wait_for_event(vmt_core *vmi, int timeout_ms, vmt_event_fn fn, void *user);
 
-/* Additions beyond API.md §4 (allowed: new functions). */
+/* Additions to the original core contract (the API grows by new functions). */
 
 /* Like vmt_core_translate, but also reports the physical address of every
  * paging-structure entry read on the way (entry_pa[0] = PML4E, ... up to the

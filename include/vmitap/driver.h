@@ -1,5 +1,8 @@
-/* vmitap — the driver interface a hypervisor backend implements. API.md
- * section 3. Any function may be NULL; the core then answers
+/* vmitap — the driver interface a hypervisor backend implements.
+ * docs/api.md.
+ *
+ * Thread-safety: the core calls a driver from the thread that calls the
+ * core, one call at a time; a driver need not lock against itself. Any function may be NULL; the core then answers
  * VMT_E_UNSUPPORTED. read/write address raw guest-physical frames (shadow
  * frames included) and never go through a view; views only change what the
  * guest sees. */

@@ -1,4 +1,6 @@
-/* vmitap — registers, events and responses. API.md section 2. */
+/* vmitap — registers, events and responses. docs/api.md.
+ *
+ * Thread-safety: plain structs; vmt_regs_translation_root is pure. */
 #ifndef VMITAP_EVENT_H
 #define VMITAP_EVENT_H
 

@@ -85,7 +85,7 @@ typedef struct vmt_guest_params {
 /* Only a tight port-I/O exit loop, for W2's raw exit cost. */
 #define VMT_GUEST_F_EXIT_LOOP (1u << 1)
 /* Also run kernel_int3_probe (an int3 at CPL 0) every 10 rounds. Off by
- * default: on the nested AMD hosts of DESIGN.md an int3 at CPL 0 exits to
+ * default: on the nested AMD hosts of docs/design.md an int3 at CPL 0 exits to
  * the VMM as KVM_EXIT_INTERNAL_ERROR even without guest debugging, so only
  * a VMM that delivers it (reinjects #BP) can run with this flag. The
  * guest's own int3 at CPL 3 (lib_int3) runs in every mode. */

@@ -9,7 +9,13 @@
  * data reads of that frame run natively too, so "execute but trap reads"
  * has no native form; without the flag, set_access (and create_view) with
  * X but without R returns VMT_E_UNSUPPORTED. See drivers/kvm/README.md for
- * the exact semantics of every access right and response action. */
+ * the exact semantics of every access right and response action.
+ *
+ * Thread-safety: a vmt_kvm is not thread-safe: one thread at a time, like
+ * the core that owns it. Separate VMs may run in separate threads at once.
+ * Process-wide and thread-safe: the host profile (probed once, cached),
+ * the bundled guest's path (looked up once), vmt_kvm_available,
+ * vmt_kvm_emulates_kernel_mode. */
 #ifndef VMITAP_KVM_H
 #define VMITAP_KVM_H
 

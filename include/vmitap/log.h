@@ -1,5 +1,10 @@
 /* vmitap — diagnostics. The library never prints; it hands messages to a
- * callback the application installs. */
+ * callback the application installs.
+ *
+ * Thread-safety: the callback is process-wide and is called from whatever
+ * thread runs library code, so it must be thread-safe if the application
+ * uses vmitap from several threads. vmt_set_log_fn is not synchronised:
+ * call it before other threads use the library. */
 #ifndef VMITAP_LOG_H
 #define VMITAP_LOG_H
 

@@ -1,5 +1,8 @@
 /* vmitap — the mock driver: an in-memory guest for unit tests.
  *
+ * Thread-safety: a vmt_mock is not thread-safe (one thread at a time, like
+ * the core that owns it); separate mocks share no state.
+ *
  * Sparse guest-physical memory (frames below max_gfn materialise zeroed on
  * first touch), per-view access rights and frame remapping, frames handed
  * out by allocate_gfn above guest RAM (shadow frames), a queue of events

@@ -1,4 +1,8 @@
-/* vmitap — the page-table monitor. API.md section 5.
+/* vmitap — the page-table monitor. Semantics: docs/api.md, "Page-table
+ * monitor semantics".
+ *
+ * Thread-safety: a vmt_ptm is not thread-safe; use it, and the core passed
+ * to it, from one thread at a time. Separate monitors share no state.
  *
  * Tracks the paging-structure entries that translate monitored addresses by
  * write-protecting the table pages that hold them, and turns writes to those

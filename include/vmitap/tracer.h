@@ -25,7 +25,12 @@
  * own the core. Breakpoints may be added and removed before vmt_tracer_run,
  * between runs, and from inside the hit callback. The application must not
  * let the guest run concurrently with those calls (with the KVM driver the
- * guest only runs inside vmt_tracer_run, so this holds by construction). */
+ * guest only runs inside vmt_tracer_run, so this holds by construction).
+ *
+ * Thread-safety: a tracer is not thread-safe: call it, and its core, from
+ * one thread at a time. vmt_tracer_stop alone may be called from any
+ * thread and from a signal handler while another thread is in
+ * vmt_tracer_run. Separate tracers on separate cores share no state. */
 #ifndef VMITAP_TRACER_H
 #define VMITAP_TRACER_H
 
@@ -196,8 +201,9 @@ typedef struct vmt_tracer_run_opts {
 VMT_API vmt_status vmt_tracer_run(vmt_tracer *t, const vmt_tracer_run_opts *opts,
                           vmt_tracer_stop_reason *why);
 
-/* Asks vmt_tracer_run to return at the next opportunity. Safe from the hit
- * callback and from a signal handler. */
+/* Asks vmt_tracer_run to return at the next opportunity (within one
+ * poll_ms wait). Safe from the hit callback, from another thread and from
+ * a signal handler. */
 VMT_API void vmt_tracer_stop(vmt_tracer *t);
 
 /* ---- statistics ---- */

@@ -1,5 +1,7 @@
 /* vmitap — basic types: addresses, frames, views, access rights, status codes.
- * API.md section 1. */
+ * docs/api.md.
+ *
+ * Thread-safety: the functions here are pure; safe from any thread. */
 #ifndef VMITAP_TYPES_H
 #define VMITAP_TYPES_H
 
@@ -57,7 +59,7 @@ typedef enum vmt_status {
     VMT_E_UNSUPPORTED, /* the driver lacks this capability */
     VMT_E_DRIVER,      /* the hypervisor/driver failed */
     VMT_E_TIMEOUT,     /* wait_for_event saw no event in time */
-    /* Additions (API.md allows new enum values): */
+    /* Additions (the API allows new enum values, docs/api.md): */
     VMT_E_GUEST_EXITED,  /* the guest has powered off / finished: no more events */
     VMT_E_GUEST_CRASHED, /* the guest died (triple fault, bad state); see the log */
 } vmt_status;

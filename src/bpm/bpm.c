@@ -1,4 +1,4 @@
-/* The breakpoint manager (API.md section 6). Data structures: bpm_impl.h.
+/* The breakpoint manager (docs/api.md, breakpoint manager). Data structures: bpm_impl.h.
  *
  * Every change to the guest goes through two primitives, arm() and
  * disarm(), which make the controller calls for one (claim, frame) pair
@@ -8,7 +8,7 @@
  * stops the sequence with every index consistent and every trap accounted
  * for, and calling the operation again finishes the work.
  *
- * Where API.md section 6 leaves room, the manager does this:
+ * Where docs/api.md (breakpoint manager) leaves room, the manager does this:
  * - A global claim is filed under the canonical root of its (view, va): the
  *   root of the first global claim there, kept while any global claim at
  *   (view, va), pending or armed, exists. Pending global claims are filed

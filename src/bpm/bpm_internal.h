@@ -1,5 +1,5 @@
 /* Internal accessors of the breakpoint manager, for the tracer and tests.
- * The public API is vmitap/bpm.h (API.md section 6). */
+ * The public API is vmitap/bpm.h (docs/api.md, breakpoint manager). */
 #ifndef VMITAP_BPM_INTERNAL_H
 #define VMITAP_BPM_INTERNAL_H
 

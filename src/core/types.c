@@ -1,4 +1,4 @@
-/* Small helpers over the basic types (API.md §1, §2). */
+/* Small helpers over the basic types (docs/api.md). */
 #include "vmitap/event.h"
 #include "vmitap/types.h"
 

@@ -1,4 +1,4 @@
-/* The page-table monitor (API.md section 5).
+/* The page-table monitor (docs/api.md, page-table monitor).
  *
  * Per view the monitor keeps four indexes (struct definitions in ptm_impl.h):
  *  - addrs:   every monitored (view, ctx) with its reference count, its tag
@@ -43,7 +43,7 @@
  *    translates into a frame that had a PAGE_OUT gets a PAGE_IN with its
  *    (unchanged) translation, unless a PAGE_IN of its own already followed
  *    that page-out. The bpm handles a PAGE_OUT per frame (every claim armed
- *    on it goes pending, API.md §6); without this, a page that one process
+ *    on it goes pending, docs/api.md, breakpoint manager); without this, a page that one process
  *    unmaps while another keeps it (a shared library) would leave the
  *    other's breakpoints pending for good. A consumer that tracks addresses
  *    one by one sees a PAGE_IN for an address already in, at the same pa.

@@ -10,6 +10,7 @@
 
 #include <glib.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,7 +58,7 @@ struct vmt_tracer {
     vmt_tracer_stats stats;
     uint64_t run_hits;
     vmt_status loop_error; /* first failure inside the event callback */
-    volatile sig_atomic_t stop_requested;
+    atomic_int stop_requested; /* lock-free: set from any thread or a signal handler */
     /* coherence with guest writes (issue 8): int3 controller only */
     vmt_coherence *coh;
     vmt_tracer_overwrite_fn on_overwrite;
@@ -777,7 +778,7 @@ static bool stepping(const vmt_tracer *t)
 static vmt_tracer_stop_reason stop_reason(const vmt_tracer *t, const vmt_tracer_run_opts *o,
                                           int64_t start)
 {
-    if (t->stop_requested)
+    if (atomic_load(&t->stop_requested))
         return VMT_TRACER_STOP_REQUESTED;
     if (o->max_hits && t->run_hits >= o->max_hits)
         return VMT_TRACER_STOP_HITS;
@@ -838,7 +839,7 @@ vmt_status vmt_tracer_run(vmt_tracer *t, const vmt_tracer_run_opts *opts,
             return st;
         }
     }
-    t->stop_requested = 0;
+    atomic_store(&t->stop_requested, 0);
     if (why)
         *why = reason;
     return VMT_OK;
@@ -847,7 +848,7 @@ vmt_status vmt_tracer_run(vmt_tracer *t, const vmt_tracer_run_opts *opts,
 void vmt_tracer_stop(vmt_tracer *t)
 {
     if (t)
-        t->stop_requested = 1;
+        atomic_store(&t->stop_requested, 1);
 }
 
 vmt_status vmt_tracer_stats_get(const vmt_tracer *t, vmt_tracer_stats *out)

@@ -1,5 +1,5 @@
 /* The breakpoint manager against a recording controller: every point of
- * API.md section 6 "Semantics the implementation must honour", with the
+ * docs/api.md, "Breakpoint manager semantics", with the
  * exact sequence of controller calls. */
 #include <setjmp.h>
 #include <stdarg.h>

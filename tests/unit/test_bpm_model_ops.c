@@ -1,7 +1,7 @@
 /* The operation decoder and the reference model (see test_bpm_model.h).
  *
  * The model is a flat array of claims searched linearly, written straight
- * from API.md section 6: nothing in it shares code or structure with the
+ * from docs/api.md (breakpoint manager): nothing in it shares code or structure with the
  * manager. A small universe (3 views, 2 keys, 3 roots, 6 addresses on 2
  * pages, 4 frames) makes collisions (same frame, same address, several
  * keys, global vs. non-global) common. */
