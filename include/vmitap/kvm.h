@@ -100,8 +100,13 @@ VMT_API const vmt_driver_ops *vmt_kvm_driver_ops(void);
  * false with a one-line reason in why (if why is non-NULL). */
 VMT_API bool vmt_kvm_available(char *why, size_t len);
 
-/* Path of the bundled guest ELF: $VMITAP_GUEST if set, else the build
- * tree's guest. Never NULL. */
+/* Path of the bundled guest ELF: $VMITAP_GUEST if set, else the installed
+ * DATADIR/vmitap/vmitap-guest.elf found relative to the library (from
+ * libvmitap.so's directory, lib/ -> ../share/vmitap/) or, linked
+ * statically, to the program (bin/ -> ../share/vmitap/), else, running
+ * uninstalled, the build tree's share/vmitap/ copy (looked for up to four
+ * directories above). Looked up once per process. Never NULL: when
+ * nothing is found, the path where the installed guest was expected. */
 VMT_API const char *vmt_kvm_default_guest(void);
 
 /* Creates the VM, loads the guest and prepares the vCPU at the guest's

@@ -54,6 +54,14 @@ done
 [ -e "$libdir/libvmitap.a" ] || fail "libvmitap.a not installed"
 man -l "$prefix/share/man/man1/vmitap.1" 2>/dev/null | grep -q "vmitap symbols" || fail "man page unreadable"
 
+echo "== every installed header compiles on its own =="
+for h in "$prefix"/include/vmitap/*.h; do
+  printf '#include <vmitap/%s>\nint main(void) { return 0; }\n' "$(basename "$h")" >"$work/h.c"
+  # shellcheck disable=SC2086
+  "$cc" -std=c11 -Wall -Wextra -Wpedantic -Werror $flags -I"$prefix/include" -c "$work/h.c" -o "$work/h.o" ||
+    fail "$(basename "$h") does not compile on its own"
+done
+
 echo "== installed vmitap symbols =="
 "$bin/vmitap" symbols schedule >"$log/symbols" 2>&1 || { cat "$log/symbols" >&2; fail "vmitap symbols"; }
 cat "$log/symbols"
