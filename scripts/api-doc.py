@@ -27,6 +27,7 @@ def header_path(name):
 
 def render(name):
     text = open(header_path(name)).read()
+    text = re.sub(r"\A// SPDX-License-Identifier:[^\n]*\n", "", text)
     m = re.match(r"\s*(/\*.*?\*/\s*)+", text, re.S)
     intro = ""
     if m:
