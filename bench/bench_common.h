@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Helpers shared by the benchmark programs: a monotonic clock and the
  * median of a handful of repetitions (docs/benchmarks.md: every figure is the
  * median of at least 5). Header-only: each bench is one .c file. */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* bench_kvm: costs of the KVM micro-VM driver's basic mechanisms on this
  * host. One `kvm op=... ns_per_op=... ops=N` line per figure, the median
  * of 5 repetitions (docs/benchmarks.md conventions).

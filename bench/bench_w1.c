@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* W1 of docs/benchmarks.md: the breakpoint manager alone, with a no-op
  * controller over the mock driver.
  *

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* W1's page cycle in the steady state, for profilers and cache simulators:
  * insert N breakpoints as W1 does (8 per 4 KiB page, no-op controller),
  * then R times page out every page and page every breakpoint back in.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* bench_w2: workload W2 of docs/benchmarks.md, the tracer end to end on the KVM
  * micro-VM and the bundled test guest. One `w2 ...` line of key=value
  * words per figure, each the median of REPS repetitions, all in one run:

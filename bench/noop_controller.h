@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* W1's no-op controller (docs/benchmarks.md): every operation returns VMT_OK and
  * check_event maps a software-breakpoint event to (event view, event gfn),
  * so the benchmarks time the breakpoint manager alone. */

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Installation: libraries, headers, pkg-config file and CMake package config.
 include(CMakePackageConfigHelpers)
 

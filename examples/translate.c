@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Example: build AMD64 page tables in the mock driver and translate
  * addresses through the core, printing every step of each walk.
  *

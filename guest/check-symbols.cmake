@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Checks the guest ELF against what the host relies on (run by CTest):
 # every counter name in counters.h is a function symbol; user functions are
 # at user VAs; the #BP entry stub is alone in its page; patch_target and

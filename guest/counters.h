@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The instrumented functions of the guest, kernel and user side.
  *
  * Each name is both the ELF symbol of a function and the name of its

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Host side: the counter values an unobserved run of the test guest must
  * end with, derived from the behaviour guest/README.md describes (a model
  * of the guest program, kept next to it: change both together).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Unit test of guest/expected.h: the model agrees with the worked examples
  * of guest/README.md, per-process counters add up to their sums, and
  * unknown names are refused. (That the model matches the real guest is

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Fetches Debian's stock x86-64 kernel and busybox-static with apt and builds
 # the small initramfs that the Linux-guest tests and `vmitap run --linux` boot.
 #

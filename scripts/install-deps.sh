@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs the Debian packages vmitap needs to build, test and run.
 # Idempotent: does nothing when everything is present; runs `apt-get update`
 # once, only when something is missing. Uses sudo when not root.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The KVM test bed: runs one command on standard KVM where this machine has
 # none. QEMU emulates an AMD-V CPU (TCG, `-cpu EPYC,+svm,+npt`, one vCPU);
 # inside it Debian's stock kernel loads kvm_amd, so the command finds a real

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Runs one end-to-end test on KVM: natively where /dev/kvm opens, else in
 # the KVM test bed (scripts/kvm-bed.sh). Every e2e CTest test is run
 # through this script (tests/CMakeLists.txt, vmt_add_e2e_test), so that the

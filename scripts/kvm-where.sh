@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # shellcheck shell=bash disable=SC2034  # sets variables for the sourcing script
 # Sourced by scripts/kvm-test.sh and scripts/run.sh: where a KVM program
 # runs here. Sets KVM_WHERE and KVM_WHY:

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Writes a System.map (address, type, name) from the kallsyms tables that a
 Linux vmlinux carries in its own read-only data.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Sets up, builds (release) and runs the main job.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Sets up, builds and runs the whole test suite:
 #  1. the normal build (gcc, warnings as errors): unit, model-based random,
 #     and end-to-end KVM tests;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The KVM micro-VM driver: VM lifecycle, the driver table, and the small
  * public API of vmitap/kvm.h. */
 #define _GNU_SOURCE

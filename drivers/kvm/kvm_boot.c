@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Boot of the KVM driver's guest, as guest/abi.h specifies: PT_LOAD
  * segments at p_paddr, boot page tables, a flat 64-bit code segment, long
  * mode, the parameter block, RIP = entry, RSP = boot stack, RDI = params. */

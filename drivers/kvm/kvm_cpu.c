@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* vCPU state of the KVM driver: registers, segment loading from the
  * guest's GDT, guest-debug flags, and virtual-address access through the
  * guest's page tables as the guest currently sees memory. */

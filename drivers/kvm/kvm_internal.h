@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Internals of the KVM micro-VM driver, shared by its .c files.
  *
  * Memory model. Every frame the VMM owns (guest RAM, then shadow frames

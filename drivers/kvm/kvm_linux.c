@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Linux boot for the KVM driver: a bzImage started through the 64-bit boot
  * protocol (Documentation/x86/boot.rst), with an initrd, a command line
  * and an e820 map, on the in-kernel interrupt controllers and PIT.

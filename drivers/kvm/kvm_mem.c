@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Guest memory of the KVM driver: the memfd, the guest-visible mapping and
  * the memslots that give each frame its class (see kvm_internal.h). */
 #define _GNU_SOURCE

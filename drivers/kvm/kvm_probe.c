@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The host profile: what this KVM actually does, found by tiny probes.
  *
  * Each probe is a throw-away VM with one vCPU in real mode (no page tables

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Page-table write detection that keeps the CPU's own page walks working.
  *
  * Why not a read-only memslot: on AMD NPT (and on Intel EPT with A/D bits,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The run loop of the KVM driver: KVM_RUN, exits turned into events, and
  * the responses applied. Exact semantics: drivers/kvm/README.md.
  *

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* A minimal 16550A UART for the Linux guest of the KVM driver: COM1 at
  * I/O ports 0x3f8..0x3ff, IRQ 4 on the in-kernel interrupt controller.
  *

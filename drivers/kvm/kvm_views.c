@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Raw memory, shadow frames, access rights and views (altp2m emulation)
  * of the KVM driver. A view is its default access plus a hash map of the
  * frames that differ; the active view is what the memslots show. */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* vmt-kvm-run: boots a guest ELF on the KVM micro-VM without any observer,
  * prints its console output and its stats page, and exits with the
  * guest's exit code (2 if it crashed, 3 on timeout, 77 without /dev/kvm). */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The mock driver: an in-memory guest for unit tests (vmitap/mock.h).
  *
  * Guest-physical memory is a sparse map gfn -> 4 KiB page: a frame that

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The mock's page-table helpers: build and edit AMD64 page tables in the
  * mock's memory. They work on raw memory (peek/poke), so they are neither
  * counted nor subject to fault injection, and they reuse the core's walk

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Entry point, interrupt entry stubs and the return to user mode.
  *
  * The VMM enters _start in 64-bit mode on its boot page tables with

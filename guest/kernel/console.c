@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Console on port 0xE9: one outb per byte, and a small printf.
  * Supports %s %c %d %u %x %p with the l modifier (%lu, %lx, %ld). */
 #include "kernel.h"

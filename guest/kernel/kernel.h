@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Internal declarations of the guest kernel. */
 #ifndef VMT_GUEST_KERNEL_H
 #define VMT_GUEST_KERNEL_H

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The few libc functions the compiler may call, and the guest's PRNG. */
 #include "kernel.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Boot, the parameter block, and what happens at the end of each round. */
 #include "kernel.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Physical frames and page tables.
  *
  * Frames for page tables and user pages come from a pool at

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Demand paging of user code, and a pager that evicts it.
  *
  * User code pages start not present (PAGE_UNLOADED). The first fetch faults

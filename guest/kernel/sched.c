@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Processes, the cooperative scheduler and the system calls.
  *
  * Each process has its own CR3 and runs the same private program

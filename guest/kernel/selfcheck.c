@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The self-check of the guest's own code, and the self-patching step.
  *
  * selfcheck_init() records a checksum of every kernel text page and of

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Descriptor tables, exception handling and the end of the run. */
 #include "kernel.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The shared library: one page at VMT_GUEST_USER_LIB_VA, the same frame in
  * every process. */
 #include "user.h"

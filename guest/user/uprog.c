@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The private program: every process runs its own copy, at the same
  * virtual addresses (VMT_GUEST_USER_CODE_VA), one function per page so
  * that the pager moves them independently.

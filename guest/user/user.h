@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* What the user programs share: sections, counters, system calls.
  *
  * User code is linked at user virtual addresses (guest.ld) and runs in

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: MIT */
+// SPDX-License-Identifier: MIT
 /* vmitap — what every public header shares: the export macro and the
  * options-struct rule.
  *

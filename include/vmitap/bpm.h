@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* vmitap — the breakpoint manager and its controllers. Semantics:
  * docs/api.md, "Breakpoint manager semantics".
  *

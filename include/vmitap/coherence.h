@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* vmitap — coherence of breakpoint shadows with guest writes.
  *
  * Thread-safety: a vmt_coherence is not thread-safe; use it with its bpm

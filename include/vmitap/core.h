@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* vmitap — the core: wraps one driver. docs/api.md.
  *
  * Thread-safety: a vmt_core (and the driver it owns) is not thread-safe:

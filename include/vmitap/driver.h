@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* vmitap — the driver interface a hypervisor backend implements.
  * docs/api.md.
  *

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* vmitap — registers, events and responses. docs/api.md.
  *
  * Thread-safety: plain structs; vmt_regs_translation_root is pure. */

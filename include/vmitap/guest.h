@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* vmitap — the contract between the bundled test guest and the host (the
  * KVM micro-VM driver, the tracer, the tests and benchmarks, and programs
  * that embed the tracer and compare with the guest's counters, as

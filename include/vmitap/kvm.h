@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* vmitap — the KVM micro-VM driver: a small VMM on /dev/kvm that boots an
  * x86-64 ELF guest (the bundled test guest by default) on one vCPU and
  * implements the whole driver interface (vmitap/driver.h).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* vmitap — diagnostics. The library never prints; it hands messages to a
  * callback the application installs.
  *

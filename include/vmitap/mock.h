@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* vmitap — the mock driver: an in-memory guest for unit tests.
  *
  * Thread-safety: a vmt_mock is not thread-safe (one thread at a time, like

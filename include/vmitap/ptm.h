@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* vmitap — the page-table monitor. Semantics: docs/api.md, "Page-table
  * monitor semantics".
  *

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* vmitap — the tracer: a batteries-included breakpoint session.
  *
  * A tracer wires one private view, a breakpoint manager (bpm) and a

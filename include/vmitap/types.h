@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* vmitap — basic types: addresses, frames, views, access rights, status codes.
  * docs/api.md.
  *

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* vmitap — umbrella header: everything public. */
 #ifndef VMITAP_VMITAP_H
 #define VMITAP_VMITAP_H

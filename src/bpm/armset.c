@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The armed set (armset.h): open addressing, linear probing, deletion by
  * backward shift, and a short log of changes applied in batches. */
 #include <stdlib.h>

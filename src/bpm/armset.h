@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The armed set: every (claim, frame) pair the breakpoint manager has
  * armed, with the claim's identity inline, for vmt_bpm_contains_by_event.
  *

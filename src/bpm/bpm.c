@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The breakpoint manager (docs/api.md, breakpoint manager). Data structures: bpm_impl.h.
  *
  * Every change to the guest goes through two primitives, arm() and

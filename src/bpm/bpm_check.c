@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* vmt_bpm_check: recomputes every index from the others and compares; and
  * the internal accessors of bpm_internal.h. Linear in the manager's size:
  * meant for tests and the fuzzer, not for hot paths. */

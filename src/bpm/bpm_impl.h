@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The breakpoint manager's data structures, shared by bpm.c (operations)
  * and bpm_check.c (consistency check, accessors). Nothing else includes it.
  *

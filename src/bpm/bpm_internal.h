@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Internal accessors of the breakpoint manager, for the tracer and tests.
  * The public API is vmitap/bpm.h (docs/api.md, breakpoint manager). */
 #ifndef VMITAP_BPM_INTERNAL_H

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The breakpoint controller: an int3 written into a shadow copy of the
  * frame (the interceptor), the frame made execute-only in the view so that
  * the guest cannot read the trap byte. */

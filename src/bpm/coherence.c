@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Coherence of breakpoint shadows with guest writes (issue 8). See
  * include/vmitap/coherence.h for the behaviour; the shadow rebuild itself
  * is vmt_interceptor_refresh (bpm/interceptor.c), which only knows traps;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Internal accessors of the two built-in tap controllers (tracer, tests). */
 #ifndef VMITAP_BPM_CONTROLLERS_H
 #define VMITAP_BPM_CONTROLLERS_H

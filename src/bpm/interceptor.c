@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The shadow-page interceptor (see interceptor.h). */
 #include "bpm/interceptor.h"
 

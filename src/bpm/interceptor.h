@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The shadow-page interceptor: hides trap instructions from the guest.
  *
  * For each (view, frame) that holds at least one trap, the interceptor owns

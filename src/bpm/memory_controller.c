@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The memory controller: no code change; the frame loses execute
  * permission in the view, so executing anything on it is an event. Read and
  * write permissions are left as they are. */

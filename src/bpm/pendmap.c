@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The pending index of a view (pendmap.h). */
 
 #include "bpm/pendmap.h"

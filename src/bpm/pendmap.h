@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The pending index of one view: (va, root) -> the head of the chain of
  * claims pending at that ctx (one per key, linked by next_pending).
  *

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Memory for the manager's open-addressing tables (tablemem.h). */
 #define _DEFAULT_SOURCE /* mmap, MAP_ANONYMOUS, madvise */
 #include <stdint.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Memory for the manager's open-addressing tables (the armed set and the
  * views' pending indexes): zeroed, 64-byte aligned, and for large tables
  * mapped directly from the kernel and prefaulted.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The AMD64 page walk. */
 #include "core/amd64.h"
 

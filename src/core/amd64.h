@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* AMD64 4-level paging: entry layout and the page walk.
  *
  * Levels are numbered like the hardware manuals: 4 = PML4, 3 = PDPT,

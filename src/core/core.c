@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The core: one driver behind thin, checked wrappers, plus the AMD64
  * translation that every layer above uses. */
 #include "vmitap/core.h"

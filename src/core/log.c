@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The log hook. The library never prints: messages go to the callback the
  * application installed, or nowhere. */
 #include "vmitap/log.h"

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: MIT */
+// SPDX-License-Identifier: MIT
 /* The options-struct rule (vmitap/api.h, src/core/opts.h). */
 #include "core/opts.h"
 

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: MIT */
+// SPDX-License-Identifier: MIT
 /* The options-struct rule of vmitap/api.h, in one place: every function
  * that takes an options struct or fills a sized output struct goes
  * through these two helpers. Internal (hidden, never exported). */

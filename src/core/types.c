@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Small helpers over the basic types (docs/api.md). */
 #include "vmitap/event.h"
 #include "vmitap/types.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* A traced Linux guest session: see linux_session.h. */
 #define _GNU_SOURCE
 #include "linux/linux_session.h"

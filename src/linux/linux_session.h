@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* A traced Linux guest: boots the kernel and initramfs that
  * scripts/fetch-linux.sh prepared on the KVM micro-VM, lets the init
  * script reach its "waiting" point unobserved, attaches a tracer, and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The page-table monitor (docs/api.md, page-table monitor).
  *
  * Per view the monitor keeps four indexes (struct definitions in ptm_impl.h):

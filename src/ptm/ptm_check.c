@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The page-table monitor's consistency check: every index agrees with the
  * others. Used by the tests after every step, and after injected faults. */
 #include <inttypes.h>

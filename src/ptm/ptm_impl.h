@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The page-table monitor's indexes, shared by ptm.c and ptm_check.c.
  * See ptm.c for what they mean and how they change. */
 #ifndef VMITAP_PTM_IMPL_H

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Internal interface of the page-table monitor, for tests and the tracer. */
 #ifndef VMITAP_PTM_INTERNAL_H
 #define VMITAP_PTM_INTERNAL_H

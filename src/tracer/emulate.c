@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Step-over by emulation of a few simple instructions. See emulate.h. */
 #include "tracer/emulate.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Step-over by emulation: carries out, on the guest's behalf, the first
  * instruction of a breakpointed function when it is one of a few simple,
  * common forms, so a hit needs no single-step (one exit instead of three,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Function symbols of an ELF file, read once with libelf and kept in an
  * address-sorted array plus a name index. */
 #define _POSIX_C_SOURCE 200809L /* open(O_CLOEXEC) */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Function symbols of a guest ELF file (libelf), by name and by address. */
 #ifndef VMITAP_TRACER_SYMBOLS_H
 #define VMITAP_TRACER_SYMBOLS_H

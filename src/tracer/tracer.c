@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The tracer: one session view, a bpm and a ptm, and the event loop that
  * keeps them in step with the guest. See include/vmitap/tracer.h.
  *

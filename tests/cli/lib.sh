@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Helpers for the CLI tests: run the binary, capture out/err/status, check.
 # Each check prints one line; the script's status is the number of failures.
 VMITAP=${1:?usage: $0 path/to/vmitap}

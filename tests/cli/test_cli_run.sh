@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # vmitap run on the bundled guest, as a user runs it. Skipped (77) when KVM
 # cannot be used; the "cannot use KVM" error must then be one clear line.
 . "$(dirname "$0")/lib.sh"

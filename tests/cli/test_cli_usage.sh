@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # vmitap's command line without running a guest: help, usage errors, bad
 # breakpoints, unreadable guests, the symbols command. Needs no KVM.
 . "$(dirname "$0")/lib.sh"

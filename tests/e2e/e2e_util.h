@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Helpers shared by the KVM end-to-end tests: the start of their main(),
  * ELF symbol lookup, and a tracer session on the bundled guest (the KVM
  * micro-VM, its symbols, a tracer and the breakpoints a test asked for).

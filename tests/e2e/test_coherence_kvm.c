@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Coherence of breakpoint shadows with guest writes (issue 8), end to end
  * on the KVM micro-VM: the bundled guest rewrites the start of its own
  * `patch_target` at round N/2 (VMT_GUEST_F_SELF_PATCH: two 8-byte stores

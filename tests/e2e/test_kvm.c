@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* End-to-end tests of the KVM driver: every driver operation on a live
  * guest. Most use the tiny assembly guest of tests/e2e/tiny_guest.S (its
  * addresses come from its ELF symbols); one runs the bundled guest. */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* End to end: the breakpoint manager with the breakpoint controller on the
  * bundled guest under the KVM driver, wired by hand (no page-table
  * monitor yet, so only kernel functions, which never move: the kernel is

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* End-to-end: Debian's stock x86-64 kernel on the KVM micro-VM, traced.
  *
  * One traced session (src/linux/linux_session.h) boots the kernel and the

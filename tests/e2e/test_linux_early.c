@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* End-to-end, short: Debian's kernel boots in the KVM micro-VM far enough
  * to show that its symbols are the live addresses, traced from outside.
  *

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The tracer end to end on the KVM micro-VM and the bundled test guest:
  * hits equal the guest's own call counters (kernel and user functions,
  * global and per process), breakpoints go pending on page-out and come

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A tiny freestanding x86-64 guest for the KVM driver's own end-to-end
  * tests, independent of the bundled guest. Booted per guest/abi.h; the
  * params block's `seed` selects the mode:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* libFuzzer target over the model-based test's operation decoder
  * (tests/unit/test_bpm_model.h): each input is a sequence of operations,
  * run on the breakpoint manager and on the reference model, which must

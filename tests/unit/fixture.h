@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The fixture most unit tests start from: a core on the mock driver. */
 #ifndef VMT_TESTS_UNIT_FIXTURE_H
 #define VMT_TESTS_UNIT_FIXTURE_H

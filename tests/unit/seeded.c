@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "seeded.h"
 
 #include <inttypes.h>

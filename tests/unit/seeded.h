@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Seeds and random numbers for the randomized unit tests: every run prints
  * its seed, and the same seed replays the same run. */
 #ifndef VMT_TESTS_UNIT_SEEDED_H

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* AMD64 translation in the core: every level and page size, non-present
  * entries at every level, non-canonical input, the walk's entry addresses,
  * and a randomized comparison against a list of mappings. Page tables are

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The breakpoint manager against a recording controller: every point of
  * docs/api.md, "Breakpoint manager semantics", with the
  * exact sequence of controller calls. */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Unit tests of the breakpoint manager's armed set (src/bpm/armset.h):
  * adds, removals, the global flag, the change log and its flush, growth,
  * churn without growth, crowded tables (long probe runs that wrap around

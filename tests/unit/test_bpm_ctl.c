@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The two real controllers and the interceptor on the mock driver: guest
  * memory (shadow content, original bytes, access rights, view remaps), and
  * fault injection that fails every driver call of every bpm operation in

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Model-based random test of the breakpoint manager: seeded, reproducible
  * random operation sequences (see test_bpm_model.h), every step compared
  * with the reference model, vmt_bpm_check and the controller's or guest's

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Model-based testing of the breakpoint manager: an operation decoder that
  * turns bytes into bpm operations (insert, remove, hinted variants, page-in,
  * page-out, remove_by_event, remove_by_view, clear, page-table changes for

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The operation decoder and the reference model (see test_bpm_model.h).
  *
  * The model is a flat array of claims searched linearly, written straight

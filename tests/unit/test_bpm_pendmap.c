@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Unit tests of a view's pending index (src/bpm/pendmap.h): get, put
  * (add and replace), del by backward shift, growth, iteration, and a
  * seeded random sequence compared after every step with a GHashTable

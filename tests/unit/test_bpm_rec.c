@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The recording controller (see test_bpm_rec.h). */
 #include "test_bpm_rec.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* A recording tap controller for the bpm tests: needs no driver. It logs
  * every insert/remove/monitor/unmonitor call, keeps the set of traps and
  * monitored frames the manager has asked for, flags any call that breaks the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Coherence of breakpoint shadows with guest writes (issue 8), on the mock
  * driver: the tracer and the bare-bpm API (vmitap/coherence.h).
  *

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The core's wrappers: argument checks, missing driver ops, ownership of
  * the driver, and vmt_core_read_va across pages. */
 #include <setjmp.h>

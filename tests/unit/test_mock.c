@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The mock driver: every operation, through the core where the core has a
  * wrapper (that is how the library uses it). */
 #include <setjmp.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The mock's call counting and fault injection. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The page-table monitor on the mock driver, with real AMD64 page tables
  * built in the mock's memory and edited the way a guest would: the entry
  * changes in memory, then the write is reported with mark_dirty_entry and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The page-table monitor driving the breakpoint manager, with the real
  * breakpoint controller on the mock driver: the guest's page tables change,
  * the ptm turns the writes into events, the bpm follows them, and the traps

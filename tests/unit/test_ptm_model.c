@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Model-based random test of the page-table monitor.
  *
  * A pool of table pages is wired at random into page tables (entries point

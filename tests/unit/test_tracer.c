@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The tracer's event loop on the mock driver: synthetic events in, and the
  * recorded responses, the bpm/ptm state and guest memory checked after.
  *

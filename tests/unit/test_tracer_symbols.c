@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The ELF symbol table of the tracer, checked against this test program's
  * own symbols: the distance between two functions in the file must be the
  * distance between them in memory (the program may be position-independent). */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Basic types: address helpers, status strings, the log callback. */
 #include <setjmp.h>
 #include <stdarg.h>

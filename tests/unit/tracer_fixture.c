@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "tracer_fixture.h"
 
 #include <setjmp.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Driving a tracer on the mock driver from a unit test: building its
  * events and running it until the mock's event queue is empty. */
 #ifndef VMT_TESTS_UNIT_TRACER_FIXTURE_H

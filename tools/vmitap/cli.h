@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* vmitap command-line tool: what the commands share. */
 #ifndef VMITAP_CLI_H
 #define VMITAP_CLI_H

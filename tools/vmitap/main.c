@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* vmitap — command-line front end: argument parsing, help, `symbols`.
  * The `run` command lives in run.c. */
 #define _GNU_SOURCE /* getopt_long */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* vmitap run: boot the guest on the KVM micro-VM, trace it, print a
  * summary that compares hits with the guest's own counters. */
 #define _GNU_SOURCE /* sigaction */

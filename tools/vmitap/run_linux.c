@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* linux: vmitap run --linux DIR — trace Debian's kernel and a process of
  * its initramfs (src/linux/linux_session.h does the work). */
 #include <inttypes.h>
