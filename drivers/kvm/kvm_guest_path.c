@@ -38,7 +38,8 @@ static char guest_path[PATH_MAX];
 static pthread_once_t guest_once = PTHREAD_ONCE_INIT;
 
 /* The directory of the file (shared library or program) this code is in
- * (found from the address of one of its variables), resolved; false if it cannot be known. */
+ * (found from the address of one of its variables), resolved; false if it
+ * cannot be known. */
 static bool module_dir(char *out, size_t len)
 {
     Dl_info info;

@@ -42,7 +42,8 @@ typedef struct vmt_tap_controller {
 /* int3 on a shadow copy of the page, remapped in the view; page execute-only. */
 VMT_API vmt_status vmt_breakpoint_controller_new(vmt_tap_controller *out);
 /* True if the event is a software breakpoint and the trap byte is at rip. */
-VMT_API vmt_status vmt_breakpoint_controller_is_breakpoint(vmt_core *, const vmt_event *, bool *out);
+VMT_API vmt_status vmt_breakpoint_controller_is_breakpoint(vmt_core *, const vmt_event *,
+                                                           bool *out);
 /* No code change: the page loses execute permission (read/write untouched). */
 VMT_API vmt_status vmt_memory_controller_new(vmt_tap_controller *out);
 
@@ -54,24 +55,29 @@ typedef struct vmt_bpm_stats {
 } vmt_bpm_stats;
 
 typedef struct vmt_bpm vmt_bpm;
-VMT_API vmt_status vmt_bpm_new(vmt_tap_controller controller, vmt_bpm **out); /* takes the controller */
-VMT_API void vmt_bpm_free(vmt_bpm *); /* memory only; call vmt_bpm_clear first to restore the guest */
+/* Takes the controller. */
+VMT_API vmt_status vmt_bpm_new(vmt_tap_controller controller, vmt_bpm **out);
+/* Memory only; call vmt_bpm_clear first to restore the guest. */
+VMT_API void vmt_bpm_free(vmt_bpm *);
 VMT_API vmt_status vmt_bpm_insert(vmt_bpm *, vmt_core *, const vmt_breakpoint *bp, bool *inserted);
 VMT_API vmt_status vmt_bpm_insert_with_hint(vmt_bpm *, vmt_core *, const vmt_breakpoint *bp,
-                                    const vmt_pa *pa /* NULL: not mapped, pending */, bool *inserted);
+                                            const vmt_pa *pa /* NULL: not mapped, pending */,
+                                            bool *inserted);
 VMT_API vmt_status vmt_bpm_remove(vmt_bpm *, vmt_core *, const vmt_breakpoint *bp, bool *removed);
 VMT_API vmt_status vmt_bpm_remove_with_hint(vmt_bpm *, vmt_core *, const vmt_breakpoint *bp,
-                                    const vmt_pa *pa, bool *removed);
+                                            const vmt_pa *pa, bool *removed);
 VMT_API vmt_status vmt_bpm_remove_by_event(vmt_bpm *, vmt_core *, const vmt_event *ev, uint64_t key,
-                                   vmt_removal *result);
+                                           vmt_removal *result);
 VMT_API vmt_status vmt_bpm_remove_by_view(vmt_bpm *, vmt_core *, vmt_view view, bool *removed);
-VMT_API bool vmt_bpm_get_by_event(const vmt_bpm *, const vmt_event *ev, uint64_t key, vmt_breakpoint *out);
+VMT_API bool vmt_bpm_get_by_event(const vmt_bpm *, const vmt_event *ev, uint64_t key,
+                                  vmt_breakpoint *out);
 VMT_API bool vmt_bpm_contains_by_event(const vmt_bpm *, const vmt_event *ev, uint64_t key);
 VMT_API bool vmt_bpm_contains_by_address(const vmt_bpm *, vmt_addr_ctx ctx, uint64_t key);
 VMT_API vmt_status vmt_bpm_clear(vmt_bpm *, vmt_core *);
-VMT_API vmt_status vmt_bpm_handle_ptm_event(vmt_bpm *, vmt_core *, const vmt_ptm_event *ev, bool *updated);
-VMT_API vmt_status vmt_bpm_handle_ptm_events(vmt_bpm *, vmt_core *, const vmt_ptm_event *ev, size_t n,
-                                     bool *updated);
+VMT_API vmt_status vmt_bpm_handle_ptm_event(vmt_bpm *, vmt_core *, const vmt_ptm_event *ev,
+                                            bool *updated);
+VMT_API vmt_status vmt_bpm_handle_ptm_events(vmt_bpm *, vmt_core *, const vmt_ptm_event *ev,
+                                             size_t n, bool *updated);
 /* VMT_E_INVALID if out->sz is 0 (vmitap/api.h). */
 VMT_API vmt_status vmt_bpm_stats_get(const vmt_bpm *, vmt_bpm_stats *out);
 VMT_API vmt_status vmt_bpm_check(const vmt_bpm *); /* VMT_OK iff every internal index agrees */

@@ -87,7 +87,7 @@ typedef vmt_overwrite_choice (*vmt_overwrite_fn)(void *user, const vmt_overwrite
  * claims were reported. VMT_OK and nothing done for a bpm whose controller
  * is not the breakpoint controller, or a frame without shadows. */
 VMT_API vmt_status vmt_bpm_sync_frame(vmt_bpm *bpm, vmt_core *vmi, vmt_gfn gfn, vmt_overwrite_fn fn,
-                              void *user, size_t *overwritten);
+                                      void *user, size_t *overwritten);
 
 typedef struct vmt_coherence vmt_coherence;
 
@@ -115,7 +115,7 @@ VMT_API bool vmt_coherence_track_write(vmt_coherence *coh, const vmt_event *ev);
 /* The same, and fills *resp so that the write is carried out on the guest's
  * own frame (see above). Otherwise returns false and leaves *resp alone. */
 VMT_API bool vmt_coherence_on_write(vmt_coherence *coh, vmt_core *vmi, const vmt_event *ev,
-                            vmt_response *resp);
+                                    vmt_response *resp);
 /* Rebuilds the shadows of the frames written since the last flush. Cheap
  * when there are none. Returns the first error (the rest still runs); a
  * frame whose rebuild failed stays pending and is retried next time. */
@@ -135,7 +135,7 @@ typedef enum vmt_trap_owner {
 /* Whose trap a SOFTWARE_BREAKPOINT event is. VMT_E_INVALID for another
  * event; VMT_E_UNSUPPORTED unless the bpm uses the breakpoint controller. */
 VMT_API vmt_status vmt_coherence_classify(vmt_coherence *coh, vmt_core *vmi, const vmt_event *ev,
-                                  vmt_trap_owner *out);
+                                          vmt_trap_owner *out);
 
 /* VMT_E_INVALID if out->sz is 0 (vmitap/api.h). */
 VMT_API vmt_status vmt_coherence_stats_get(const vmt_coherence *coh, vmt_coherence_stats *out);
@@ -158,7 +158,8 @@ typedef vmt_overwrite_choice (*vmt_tracer_overwrite_fn)(void *user, vmt_tracer *
 
 /* Installs (fn NULL: removes) the callback; without one, overwritten
  * breakpoints are dropped. */
-VMT_API vmt_status vmt_tracer_set_overwrite_fn(vmt_tracer *t, vmt_tracer_overwrite_fn fn, void *user);
+VMT_API vmt_status vmt_tracer_set_overwrite_fn(vmt_tracer *t, vmt_tracer_overwrite_fn fn,
+                                               void *user);
 /* The tracer's coherence counters (all zero for the memory controller,
  * whose pages are never remapped). */
 VMT_API vmt_status vmt_tracer_coherence_stats_get(const vmt_tracer *t, vmt_coherence_stats *out);

@@ -32,14 +32,16 @@ VMT_API vmt_status vmt_core_write(vmt_core *vmi, vmt_pa pa, const void *buf, siz
 VMT_API vmt_status vmt_core_translate(vmt_core *vmi, vmt_addr_ctx ctx, vmt_pa *out);
 VMT_API vmt_status vmt_core_read_va(vmt_core *vmi, vmt_addr_ctx ctx, void *buf, size_t len);
 VMT_API vmt_status vmt_core_get_access(vmt_core *vmi, vmt_gfn gfn, vmt_view view, vmt_access *out);
-VMT_API vmt_status vmt_core_set_access(vmt_core *vmi, vmt_gfn gfn, vmt_view view, vmt_access a, unsigned flags);
+VMT_API vmt_status vmt_core_set_access(vmt_core *vmi, vmt_gfn gfn, vmt_view view, vmt_access a,
+                                       unsigned flags);
 
 /* One thin wrapper for every other driver op, same arguments. */
 VMT_API vmt_status vmt_core_info(vmt_core *vmi, vmt_driver_info *out);
 VMT_API vmt_status vmt_core_create_view(vmt_core *vmi, vmt_access default_access, vmt_view *out);
 VMT_API vmt_status vmt_core_destroy_view(vmt_core *vmi, vmt_view view);
 VMT_API vmt_status vmt_core_switch_view(vmt_core *vmi, vmt_view view);
-VMT_API vmt_status vmt_core_change_view_gfn(vmt_core *vmi, vmt_view view, vmt_gfn old_gfn, vmt_gfn new_gfn);
+VMT_API vmt_status vmt_core_change_view_gfn(vmt_core *vmi, vmt_view view, vmt_gfn old_gfn,
+                                            vmt_gfn new_gfn);
 VMT_API vmt_status vmt_core_reset_view_gfn(vmt_core *vmi, vmt_view view, vmt_gfn gfn);
 VMT_API vmt_status vmt_core_allocate_gfn(vmt_core *vmi, vmt_gfn *out);
 VMT_API vmt_status vmt_core_free_gfn(vmt_core *vmi, vmt_gfn gfn);
@@ -48,7 +50,8 @@ VMT_API vmt_status vmt_core_resume(vmt_core *vmi);
 VMT_API vmt_status vmt_core_get_regs(vmt_core *vmi, vmt_vcpu vcpu, vmt_regs *out);
 VMT_API vmt_status vmt_core_set_regs(vmt_core *vmi, vmt_vcpu vcpu, const vmt_regs *regs);
 VMT_API vmt_status vmt_core_monitor(vmt_core *vmi, vmt_event_reason what, bool enable);
-VMT_API vmt_status vmt_core_wait_for_event(vmt_core *vmi, int timeout_ms, vmt_event_fn fn, void *user);
+VMT_API vmt_status vmt_core_wait_for_event(vmt_core *vmi, int timeout_ms, vmt_event_fn fn,
+                                           void *user);
 
 /* Additions to the original core contract (the API grows by new functions). */
 

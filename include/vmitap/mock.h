@@ -67,7 +67,8 @@ VMT_API vmt_status vmt_mock_new(const vmt_mock_opts *opts, vmt_mock **out);
 VMT_API void vmt_mock_free(vmt_mock *mock); /* same as ops->destroy */
 /* Convenience: a mock wrapped in a core. The core owns the mock; *mock_out
  * (optional) stays valid until vmt_core_free. */
-VMT_API vmt_status vmt_mock_core_new(const vmt_mock_opts *opts, vmt_core **out, vmt_mock **mock_out);
+VMT_API vmt_status vmt_mock_core_new(const vmt_mock_opts *opts, vmt_core **out,
+                                     vmt_mock **mock_out);
 
 /* ---- operations, for counting and fault injection ---- */
 typedef enum vmt_mock_op {
@@ -141,20 +142,23 @@ VMT_API vmt_status vmt_mock_new_root(vmt_mock *mock, vmt_pa *root);
  * VMT_E_CONFLICT if a large page is in the way, or a table is where a
  * large leaf should go. */
 VMT_API vmt_status vmt_mock_map(vmt_mock *mock, vmt_pa root, vmt_va va, vmt_pa pa,
-                        vmt_mock_page_size size, uint64_t flags);
+                                vmt_mock_page_size size, uint64_t flags);
 /* Clears the Present bit of the entry at `level` on va's walk (4 = PML4E,
  * 3 = PDPTE, 2 = PDE, 1 = PTE), keeping the rest of the entry.
  * VMT_E_TRANSLATION if the walk ends above that level. */
 VMT_API vmt_status vmt_mock_unmap(vmt_mock *mock, vmt_pa root, vmt_va va, int level);
 /* Physical address of the entry at `level` on va's walk (same levels). */
-VMT_API vmt_status vmt_mock_entry_pa(const vmt_mock *mock, vmt_pa root, vmt_va va, int level, vmt_pa *out);
+VMT_API vmt_status vmt_mock_entry_pa(const vmt_mock *mock, vmt_pa root, vmt_va va, int level,
+                                     vmt_pa *out);
 
 /* ---- views, as the mock sees them ---- */
 VMT_API bool vmt_mock_view_exists(const vmt_mock *mock, vmt_view view);
 /* The frame the guest sees at gfn in view (gfn itself unless remapped). */
-VMT_API vmt_status vmt_mock_view_backing(const vmt_mock *mock, vmt_view view, vmt_gfn gfn, vmt_gfn *out);
+VMT_API vmt_status vmt_mock_view_backing(const vmt_mock *mock, vmt_view view, vmt_gfn gfn,
+                                         vmt_gfn *out);
 /* Reads what the guest would read at pa in view (through the remapping). */
-VMT_API vmt_status vmt_mock_view_read(const vmt_mock *mock, vmt_view view, vmt_pa pa, void *buf, size_t len);
+VMT_API vmt_status vmt_mock_view_read(const vmt_mock *mock, vmt_view view, vmt_pa pa, void *buf,
+                                      size_t len);
 VMT_API vmt_view vmt_mock_current_view(const vmt_mock *mock);
 /* Number of frames currently handed out by allocate_gfn. */
 VMT_API size_t vmt_mock_allocated_gfns(const vmt_mock *mock);

@@ -38,15 +38,18 @@ VMT_API void vmt_ptm_events_free(vmt_ptm_events *ev); /* frees items, zeroes the
 typedef struct vmt_ptm vmt_ptm;
 VMT_API vmt_status vmt_ptm_new(vmt_ptm **out);
 VMT_API void vmt_ptm_free(vmt_ptm *ptm); /* memory only; guest untouched */
-VMT_API vmt_status vmt_ptm_monitor(vmt_ptm *, vmt_core *, vmt_addr_ctx ctx, vmt_view view, uintptr_t tag);
+VMT_API vmt_status vmt_ptm_monitor(vmt_ptm *, vmt_core *, vmt_addr_ctx ctx, vmt_view view,
+                                   uintptr_t tag);
 VMT_API vmt_status vmt_ptm_unmonitor(vmt_ptm *, vmt_core *, vmt_addr_ctx ctx, vmt_view view);
-VMT_API vmt_status vmt_ptm_unmonitor_by_force(vmt_ptm *, vmt_core *, vmt_addr_ctx ctx, vmt_view view);
+VMT_API vmt_status vmt_ptm_unmonitor_by_force(vmt_ptm *, vmt_core *, vmt_addr_ctx ctx,
+                                              vmt_view view);
 VMT_API void vmt_ptm_unmonitor_all(vmt_ptm *, vmt_core *); /* restores every table page's access */
 VMT_API void vmt_ptm_unmonitor_view(vmt_ptm *, vmt_core *, vmt_view view);
 /* After a write-access event at entry_pa: true if that entry is monitored (marked dirty). */
 VMT_API bool vmt_ptm_mark_dirty_entry(vmt_ptm *, vmt_pa entry_pa, vmt_view view, vmt_vcpu vcpu);
 /* After single-stepping the writing instruction: appends events to *out. */
-VMT_API vmt_status vmt_ptm_process_dirty_entries(vmt_ptm *, vmt_core *, vmt_vcpu vcpu, vmt_ptm_events *out);
+VMT_API vmt_status vmt_ptm_process_dirty_entries(vmt_ptm *, vmt_core *, vmt_vcpu vcpu,
+                                                 vmt_ptm_events *out);
 VMT_API size_t vmt_ptm_monitored_tables(const vmt_ptm *);
 VMT_API size_t vmt_ptm_monitored_entries(const vmt_ptm *);
 VMT_API size_t vmt_ptm_paged_in_entries(const vmt_ptm *);

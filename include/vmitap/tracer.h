@@ -149,7 +149,7 @@ typedef struct vmt_tracer_bp_opts {
  * bpm / ptm (e.g. a page table that cannot be read). opts may be NULL; id
  * optional. */
 VMT_API vmt_status vmt_tracer_add(vmt_tracer *t, vmt_addr_ctx ctx, const vmt_tracer_bp_opts *opts,
-                          vmt_tracer_bp_id *id);
+                                  vmt_tracer_bp_id *id);
 
 /* Loads the function symbols of a guest ELF file (replacing any loaded
  * before). VMT_E_INVALID if the file cannot be read or is not an ELF. */
@@ -158,7 +158,7 @@ VMT_API vmt_status vmt_tracer_load_symbols(vmt_tracer *t, const char *elf_path);
  * through root. VMT_E_INVALID if no symbols are loaded or the name is
  * unknown. */
 VMT_API vmt_status vmt_tracer_add_symbol(vmt_tracer *t, const char *symbol, vmt_pa root,
-                                 const vmt_tracer_bp_opts *opts, vmt_tracer_bp_id *id);
+                                         const vmt_tracer_bp_opts *opts, vmt_tracer_bp_id *id);
 
 /* Removes a breakpoint (restoring the guest's bytes when it was the last
  * at its address). VMT_E_INVALID for an unknown id. */
@@ -166,10 +166,12 @@ VMT_API vmt_status vmt_tracer_remove(vmt_tracer *t, vmt_tracer_bp_id id);
 
 /* Info of one breakpoint (removed ones are not found). VMT_E_INVALID for
  * an unknown id or out->sz 0. */
-VMT_API vmt_status vmt_tracer_bp_get(const vmt_tracer *t, vmt_tracer_bp_id id, vmt_tracer_bp_info *out);
+VMT_API vmt_status vmt_tracer_bp_get(const vmt_tracer *t, vmt_tracer_bp_id id,
+                                     vmt_tracer_bp_info *out);
 /* Calls fn for every breakpoint, in order of creation. */
 VMT_API void vmt_tracer_foreach_bp(const vmt_tracer *t,
-                           void (*fn)(void *user, const vmt_tracer_bp_info *bp), void *user);
+                                   void (*fn)(void *user, const vmt_tracer_bp_info *bp),
+                                   void *user);
 VMT_API size_t vmt_tracer_bp_count(const vmt_tracer *t);
 
 /* ---- the event loop ---- */
@@ -200,7 +202,7 @@ typedef struct vmt_tracer_run_opts {
  * detached or run again afterwards. opts may be NULL (run until the guest
  * exits or vmt_tracer_stop). */
 VMT_API vmt_status vmt_tracer_run(vmt_tracer *t, const vmt_tracer_run_opts *opts,
-                          vmt_tracer_stop_reason *why);
+                                  vmt_tracer_stop_reason *why);
 
 /* Asks vmt_tracer_run to return at the next opportunity (within one
  * poll_ms wait). Safe from the hit callback, from another thread and from

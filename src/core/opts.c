@@ -49,4 +49,7 @@ vmt_status vmt_out_store(void *dst, const void *src, size_t known)
     return VMT_OK;
 }
 
-const char *vmt_version(void) { return VMITAP_VERSION_STRING; }
+const char *vmt_version(void)
+{
+    return VMITAP_VERSION_STRING;
+}

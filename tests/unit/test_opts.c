@@ -150,7 +150,8 @@ static int session_setup(void **state)
 {
     static session s;
     VMT_OPTS(vmt_mock_opts, mo, .max_gfn = 0x1000);
-    if (vmt_mock_core_new(&mo, &s.core, &s.mock) != VMT_OK || vmt_mock_new_root(s.mock, &s.root) != VMT_OK ||
+    if (vmt_mock_core_new(&mo, &s.core, &s.mock) != VMT_OK ||
+        vmt_mock_new_root(s.mock, &s.root) != VMT_OK ||
         vmt_mock_map(s.mock, s.root, 0x400000, 0x10000, VMT_MOCK_4K, VMT_PTE_U) != VMT_OK)
         return -1;
     *state = &s;
@@ -270,7 +271,8 @@ int main(void)
         cmocka_unit_test(test_mock_opts),
         cmocka_unit_test(test_kvm_opts),
         cmocka_unit_test_setup_teardown(test_tracer_opts, session_setup, session_teardown),
-        cmocka_unit_test_setup_teardown(test_tracer_bp_and_run_opts, session_setup, session_teardown),
+        cmocka_unit_test_setup_teardown(test_tracer_bp_and_run_opts, session_setup,
+                                        session_teardown),
         cmocka_unit_test(test_version),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
