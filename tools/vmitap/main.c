@@ -75,7 +75,7 @@ static const char usage_text[] =
     "examples:\n"
     "  vmitap run -b schedule -b syscall_dispatch -b lib_getpid -b prog_work_a@1\n"
     "  vmitap run --pager 50 --iterations 200 -b prog_work_b --controller memory\n"
-    "  vmitap run --json -b 0xffffffff80201000 --timeout 5\n"
+    "  vmitap run --json -b 0x400010 --timeout 5\n"
     "  vmitap run --linux ~/.cache/vmitap/linux -b do_sys_openat2 --console\n"
     "  vmitap symbols prog_\n";
 
