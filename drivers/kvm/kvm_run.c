@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -72,11 +73,11 @@ static bool kick_enter(vmt_kvm *k, sigset_t *saved)
     memcpy(&bits, &run, sizeof bits);
     if (k->have_run_mask && bits == k->run_mask)
         return true;
-    struct {
-        struct kvm_signal_mask h;
-        uint64_t set;
-    } m = {.h.len = sizeof bits, .set = bits};
-    if (ioctl(k->vcpu_fd, KVM_SET_SIGNAL_MASK, &m) < 0) {
+    /* struct kvm_signal_mask: u32 len, then the set's bytes */
+    _Static_assert(offsetof(struct kvm_signal_mask, sigset) == 4, "kvm_signal_mask layout");
+    uint32_t m[3] = {sizeof bits};
+    memcpy(&m[1], &bits, sizeof bits);
+    if (ioctl(k->vcpu_fd, KVM_SET_SIGNAL_MASK, m) < 0) {
         vmt_log(VMT_LOG_ERROR, "kvm: KVM_SET_SIGNAL_MASK: %s", strerror(errno));
         pthread_sigmask(SIG_SETMASK, saved, NULL);
         return false;
