@@ -110,4 +110,16 @@ expect_rc 0; expect_out "^controller memory \(guest reads see the original code\
 [ "$(grep -c ' ok$' "$OUT")" -eq 2 ] || fail "memory controller: rows not ok"
 expect_out 'self-check mismatches 0'
 
+# --linux --json: the Linux summary is valid against the schema too (the
+# untraced baseline: a boot and the workload, about 20 s in the bed). The
+# kernel is the one scripts/fetch-linux.sh prepared, which the bed fetches.
+LXDIR=${VMITAP_LINUX_DIR:-$HOME/.cache/vmitap/linux}
+if [ -r "$LXDIR/System.map" ] && [ -r "$LXDIR/vmlinux" ]; then
+  run run --linux "$LXDIR" --baseline --json -t 300
+  expect_rc 0; expect_json_lines
+  expect_out '^\{"type":"summary","state":"powered off",.*"workload_done":true,.*"kernel_hits":\{\}\}$'
+else
+  echo "note: no Linux kernel in $LXDIR (scripts/fetch-linux.sh): --linux --json not checked"
+fi
+
 finish
