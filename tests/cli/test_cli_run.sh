@@ -115,7 +115,7 @@ expect_out 'self-check mismatches 0'
 # kernel is the one scripts/fetch-linux.sh prepared, which the bed fetches.
 LXDIR=${VMITAP_LINUX_DIR:-$HOME/.cache/vmitap/linux}
 if [ -r "$LXDIR/System.map" ] && [ -r "$LXDIR/vmlinux" ]; then
-  run run --linux "$LXDIR" --baseline --json -t 300
+  run run --linux "$LXDIR" --baseline --json -t 200
   expect_rc 0; expect_json_lines
   expect_out '^\{"type":"summary","state":"powered off",.*"workload_done":true,.*"kernel_hits":\{\}\}$'
 else
