@@ -1,5 +1,7 @@
-/* vmitap — command-line front end: argument parsing, help, `symbols`.
- * The `run` command lives in run.c. */
+/* vmitap — command-line front end: options (each checked to apply to the
+ * command and mode), help, `symbols`. Breakpoint specs and numbers are
+ * checked in spec.c, the `run` command lives in run.c (run_linux.c for
+ * --linux), JSON Lines in jsonl.c. */
 #define _GNU_SOURCE /* getopt_long */
 #include <errno.h>
 #include <getopt.h>
