@@ -10,10 +10,10 @@ static const uint8_t int3 = VMT_BREAKPOINT_TRAP_BYTE;
 static bool bc_check_event(void *self, const vmt_event *ev, vmt_view *view, vmt_gfn *gfn)
 {
     (void)self;
-    if (!ev || ev->reason != VMT_EVENT_SOFTWARE_BREAKPOINT)
+    /* Without a view the event cannot be placed in one (vmi-rs: None). */
+    if (!ev || !ev->has_view || ev->reason != VMT_EVENT_SOFTWARE_BREAKPOINT)
         return false;
-    /* A driver that cannot tell the view runs everything in the default one. */
-    *view = ev->has_view ? ev->view : 0;
+    *view = ev->view;
     *gfn = ev->u.software_breakpoint.gfn;
     return true;
 }

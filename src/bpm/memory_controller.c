@@ -21,10 +21,11 @@ static gint64 *pack_new(vmt_view view, vmt_gfn gfn)
 static bool mc_check_event(void *self, const vmt_event *ev, vmt_view *view, vmt_gfn *gfn)
 {
     (void)self;
-    if (!ev || ev->reason != VMT_EVENT_MEMORY_ACCESS ||
+    /* Without a view the event cannot be placed in one (vmi-rs: None). */
+    if (!ev || !ev->has_view || ev->reason != VMT_EVENT_MEMORY_ACCESS ||
         !(ev->u.memory_access.access & VMT_ACCESS_X))
         return false;
-    *view = ev->has_view ? ev->view : 0;
+    *view = ev->view;
     *gfn = vmt_gfn_from_pa(ev->u.memory_access.pa);
     return true;
 }
