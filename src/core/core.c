@@ -102,33 +102,59 @@ vmt_status vmt_core_translate(vmt_core *vmi, vmt_addr_ctx ctx, vmt_pa *out)
     return st;
 }
 
+/* [va, va + len) (len > 0) neither wraps nor leaves the canonical half va
+ * is in (the two halves are contiguous ranges, so both ends suffice). */
+static bool va_range_valid(vmt_va va, size_t len)
+{
+    vmt_va last = va + (len - 1);
+    return last >= va && vmt_va_is_canonical(va) && vmt_va_is_canonical(last) &&
+           (va >> 63) == (last >> 63);
+}
+
+/* Translates [ctx.va, ctx.va + len) page by page and, if dst is not NULL,
+ * reads each page into dst. */
+static vmt_status read_va_pages(vmt_core *vmi, vmt_addr_ctx ctx, uint8_t *dst, size_t len)
+{
+    for (size_t done = 0; done < len;) {
+        vmt_va va = ctx.va + done;
+        size_t chunk = VMT_PAGE_SIZE - (va & (VMT_PAGE_SIZE - 1));
+        if (chunk > len - done)
+            chunk = len - done;
+        vmt_pa pa;
+        vmt_status st = vmt_core_translate(vmi, vmt_ctx(va, ctx.root), &pa);
+        if (st == VMT_OK && dst)
+            st = vmt_core_read(vmi, pa, dst + done, chunk);
+        if (st != VMT_OK)
+            return st;
+        done += chunk;
+    }
+    return VMT_OK;
+}
+
 vmt_status vmt_core_read_va(vmt_core *vmi, vmt_addr_ctx ctx, void *buf, size_t len)
 {
     if (!vmi || (!buf && len))
         return VMT_E_INVALID;
     if (len == 0)
         return vmt_va_is_canonical(ctx.va) ? VMT_OK : VMT_E_INVALID;
-    /* Page by page into a scratch buffer, so that a failure part-way
-     * leaves the caller's buffer untouched. */
-    uint8_t *tmp = len <= 256 ? NULL : malloc(len);
+    if (!va_range_valid(ctx.va, len))
+        return VMT_E_INVALID;
+    /* Into a scratch buffer, so that a failure part-way leaves the caller's
+     * buffer untouched. A large one is allocated only once every page of
+     * the range translates: the length is the caller's, the allocation
+     * must not come before the guest has shown that it maps that much. */
     uint8_t small[256];
-    uint8_t *dst = tmp ? tmp : small;
-    if (len > 256 && !tmp)
-        return VMT_E_NOMEM;
-    vmt_status st = VMT_OK;
-    for (size_t done = 0; done < len && st == VMT_OK;) {
-        vmt_va va = ctx.va + done;
-        size_t chunk = VMT_PAGE_SIZE - (va & (VMT_PAGE_SIZE - 1));
-        if (chunk > len - done)
-            chunk = len - done;
-        vmt_pa pa;
-        st = vmt_core_translate(vmi, vmt_ctx(va, ctx.root), &pa);
-        if (st == VMT_OK)
-            st = vmt_core_read(vmi, pa, dst + done, chunk);
-        done += chunk;
+    uint8_t *tmp = NULL;
+    if (len > sizeof small) {
+        vmt_status st = read_va_pages(vmi, ctx, NULL, len);
+        if (st != VMT_OK)
+            return st;
+        if (!(tmp = malloc(len)))
+            return VMT_E_NOMEM;
     }
+    vmt_status st = read_va_pages(vmi, ctx, tmp ? tmp : small, len);
     if (st == VMT_OK)
-        memcpy(buf, dst, len);
+        memcpy(buf, tmp ? tmp : small, len);
     free(tmp);
     return st;
 }

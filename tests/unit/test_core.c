@@ -258,6 +258,38 @@ static void test_read_va_failure_leaves_buffer(void **state)
                      VMT_E_INVALID);
 }
 
+/* The length is the caller's: nothing is allocated for it, nor read,
+ * before the range has been checked and every page of it translates. */
+static void test_read_va_huge_length(void **state)
+{
+    fixture *f = *state;
+    uint8_t buf[16];
+    memset(buf, 0xa5, sizeof buf);
+    uint64_t reads = vmt_mock_calls(f->mock, VMT_MOCK_OP_READ);
+    /* Wrapping or leaving the canonical half: refused before any read. */
+    assert_int_equal(vmt_core_read_va(f->core, vmt_ctx(VA_BASE, f->root), buf, SIZE_MAX),
+                     VMT_E_INVALID);
+    assert_int_equal(vmt_core_read_va(f->core, vmt_ctx(0xfffffffffffffff0ull, f->root), buf, 32),
+                     VMT_E_INVALID);
+    assert_int_equal(vmt_core_read_va(f->core, vmt_ctx(VA_BASE, f->root), buf, 1ull << 47),
+                     VMT_E_INVALID);
+    assert_int_equal(vmt_mock_calls(f->mock, VMT_MOCK_OP_READ), reads);
+    /* Canonical but unmapped from the start (64 TiB): one walk, no
+     * allocation of 64 TiB first (VMT_E_NOMEM, or an abort under ASan). */
+    assert_int_equal(vmt_core_read_va(f->core, vmt_ctx(0x0000000200000000ull, f->root), buf,
+                                      (size_t)1 << 46),
+                     VMT_E_TRANSLATION);
+    assert_true(vmt_mock_calls(f->mock, VMT_MOCK_OP_READ) - reads <= 4);
+    /* Mapped for three pages, then not (512 GiB asked): found before any
+     * data is read. */
+    reads = vmt_mock_calls(f->mock, VMT_MOCK_OP_READ);
+    assert_int_equal(vmt_core_read_va(f->core, vmt_ctx(VA_BASE, f->root), buf, (size_t)1 << 39),
+                     VMT_E_TRANSLATION);
+    assert_true(vmt_mock_calls(f->mock, VMT_MOCK_OP_READ) - reads <= 4 * 4);
+    for (size_t i = 0; i < sizeof buf; i++)
+        assert_int_equal(buf[i], 0xa5);
+}
+
 static void test_read_va_large_page_boundary(void **state)
 {
     fixture *f = *state;
@@ -292,6 +324,7 @@ int main(void)
         T(test_read_va_within_page),
         T(test_read_va_across_pages),
         T(test_read_va_failure_leaves_buffer),
+        T(test_read_va_huge_length),
         T(test_read_va_large_page_boundary),
     };
 #undef T
