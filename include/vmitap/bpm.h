@@ -39,11 +39,15 @@ typedef struct vmt_tap_controller {
  * no view (has_view == false), as vmi-rs's controllers do (issue 13: they
  * used to take it as view 0). A driver that cannot tell the view must fill
  * it in itself (the tracer does) for the manager to see the event. */
-/* int3 on a shadow copy of the page, remapped in the view; page execute-only. */
+/* int3 on a shadow copy of the page, remapped in the view; page execute-only
+ * (RX without VMT_CAP_EXECUTE_ONLY). unmonitor gives the page the access it
+ * had before monitor; a ptm table page in the same view stays write-protected
+ * (see vmitap/ptm.h). */
 vmt_status vmt_breakpoint_controller_new(vmt_tap_controller *out);
 /* True if the event is a software breakpoint and the trap byte is at rip. */
 vmt_status vmt_breakpoint_controller_is_breakpoint(vmt_core *, const vmt_event *, bool *out);
-/* No code change: the page loses execute permission (read/write untouched). */
+/* No code change: the page loses execute permission (read/write untouched);
+ * unmonitor gives it the access it had before monitor. */
 vmt_status vmt_memory_controller_new(vmt_tap_controller *out);
 
 typedef enum { VMT_REMOVED_NONE = 0, VMT_REMOVED_SOME = 1, VMT_REMOVED_LAST = 2 } vmt_removal;
