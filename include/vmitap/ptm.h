@@ -7,7 +7,8 @@
  * Table pages are set to exactly VMT_ACCESS_R in the view and get their
  * previous access back when their last monitored entry goes (API.md
  * section 5). A frame that is also a breakpoint page of a bpm controller in
- * the same view (issue 13) is shared through the core: writes to it trap
+ * the same view is the exception to "exactly R" (issue 13; API.md does not
+ * consider the case): it is shared through the core, writes to it trap
  * while either needs it, the controller's needs (execute-only for the
  * breakpoint controller, no execute for the memory controller) stay in
  * force while the ptm holds it, and the access from before the first of
