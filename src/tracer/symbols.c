@@ -205,6 +205,34 @@ const vmt_symbol *vmt_symtab_find_addr(const vmt_symtab *tab, vmt_va va, uint64_
     return s;
 }
 
+vmt_status vmt_elf_read_va(const char *path, vmt_va va, void *buf, size_t len)
+{
+    if (!path || (!buf && len) || elf_version(EV_CURRENT) == EV_NONE)
+        return VMT_E_INVALID;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return VMT_E_INVALID;
+    vmt_status st = VMT_E_INVALID;
+    Elf *elf = elf_begin(fd, ELF_C_READ, NULL);
+    size_t n = 0;
+    if (elf && elf_kind(elf) == ELF_K_ELF && elf_getphdrnum(elf, &n) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            GElf_Phdr ph;
+            if (!gelf_getphdr(elf, (int)i, &ph) || ph.p_type != PT_LOAD || va < ph.p_vaddr ||
+                va - ph.p_vaddr > ph.p_filesz || len > ph.p_filesz - (va - ph.p_vaddr))
+                continue;
+            off_t at = (off_t)(ph.p_offset + (va - ph.p_vaddr));
+            if (pread(fd, buf, len, at) == (ssize_t)len)
+                st = VMT_OK;
+            break;
+        }
+    }
+    if (elf)
+        elf_end(elf);
+    close(fd);
+    return st;
+}
+
 /* ---- linux: System.map ("ADDRESS TYPE NAME" per line, as nm prints) ---- */
 
 /* Text symbols only (types t, T, w, W: code); sizes are unknown, so
