@@ -911,8 +911,6 @@ static void protect_tables(vm *v, GHashTable *set, vmt_pa table, int level)
  * #PF handler's frame as the checkpoint even where debug registers work. */
 static void page_table_writes(bool pf_frame)
 {
-    if (access(vmt_kvm_default_guest(), R_OK) != 0)
-        skip();
     VMT_OPTS(vmt_kvm_opts, o, .iterations = 30, .seed = 3, .pager = 50);
     vm v;
     if (pf_frame)
@@ -977,11 +975,6 @@ static void test_bad_options(void **state)
 static void test_bundled_guest(void **state)
 {
     (void)state;
-    const char *path = vmt_kvm_default_guest();
-    if (access(path, R_OK) != 0) {
-        fprintf(stderr, "bundled guest %s not built: skipped\n", path);
-        skip();
-    }
     /* KERNEL_INT3: the guest's own int3 at CPL 0 too (CPL 3 ones always) */
     VMT_OPTS(vmt_kvm_opts, o, .iterations = 20, .seed = 1, .pager = 30, .guest_flags = VMT_GUEST_F_KERNEL_INT3);
     vmt_kvm *k;
@@ -1029,10 +1022,21 @@ int main(void)
         cmocka_unit_test(test_hidden_breakpoint),
         cmocka_unit_test(test_monitor_singlestep),
         cmocka_unit_test(test_execute_only),
+        cmocka_unit_test(test_bad_options),
+        /* The bundled guest's tests, last: */
         cmocka_unit_test(test_page_table_writes),
         cmocka_unit_test(test_page_table_writes_pf_frame),
-        cmocka_unit_test(test_bad_options),
         cmocka_unit_test(test_bundled_guest),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const size_t n_guest = 3, n = sizeof tests / sizeof tests[0];
+    /* Without the bundled guest its tests cannot run: the others do, and
+     * the program then exits 77 (CTest: skipped) rather than 0, as cmocka's
+     * skip() would, so that it is never reported as passed. */
+    bool have_guest = access(vmt_kvm_default_guest(), R_OK) == 0;
+    int failed = _cmocka_run_group_tests("test_kvm", tests, have_guest ? n : n - n_guest, NULL, NULL);
+    if (failed || have_guest)
+        return failed;
+    fprintf(stderr, "test_kvm: skipped: bundled guest %s not built (%zu tests not run)\n",
+            vmt_kvm_default_guest(), n_guest);
+    return 77;
 }
