@@ -318,7 +318,7 @@ static void shared_step_bpm(fx *f, vmt_pa bp_pa, bool on)
 static void run_shared_case(const shared_case *c)
 {
     fx *f = calloc(1, sizeof *f);
-    vmt_mock_opts o = {.sz = sizeof o, .max_gfn = MAX_GFN};
+    VMT_OPTS(vmt_mock_opts, o, .max_gfn = MAX_GFN);
     assert_int_equal(vmt_mock_core_new(&o, &f->vmi, &f->mock), VMT_OK);
     vmt_view v;
     assert_int_equal(vmt_core_create_view(f->vmi, VMT_ACCESS_RWX, &v), VMT_OK);
