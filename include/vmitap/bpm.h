@@ -65,23 +65,23 @@ typedef struct vmt_bpm_stats {
     size_t active, pending, pages, global;
 } vmt_bpm_stats;
 
-/* Claims (API.md section 6). A claim is one breakpoint per (view, key,
- * ctx); a global claim's ctx carries the canonical root of its (view, va),
- * the root of the first global claim there, so that it matches events of
- * every root. Re-inserting the same claim (view, key, ctx; for a global bp,
- * ctx with the canonical root) with the other global flag fails with
- * VMT_E_CONFLICT and changes nothing; nothing else conflicts. In particular
- * a non-global claim at the same va as a global one (another root, same or
- * another frame, same key, same view) is accepted, as in vmi-rs; an event
- * under its root on its frame finds it, and removing it leaves the global
- * claim intact and matching events of every root (issue 13: such a claim
- * used to be refused with VMT_E_CONFLICT).
- * Bad input is refused with VMT_E_INVALID and changes nothing: NULL
- * arguments, a non-canonical va, a root with bits outside
- * 0x000ffffffffff000 (CR3 flag or PCID bits: mask with
- * vmt_regs_translation_root), a PA at or above 2^52. A pending insert
- * (no translation, or a NULL hint) into a view the driver does not have
- * fails with VMT_E_VIEW_NOT_FOUND. */
+/* Claims (docs/api.md, "Breakpoint manager semantics"). A claim is one
+ * breakpoint per (view, key, ctx); a global claim's ctx carries the
+ * canonical root of its (view, va), the root of the first global claim
+ * there, so that it matches events of every root. Re-inserting the same
+ * claim (view, key, ctx; for a global bp, ctx with the canonical root)
+ * with the other global flag fails with VMT_E_CONFLICT and changes
+ * nothing; nothing else conflicts. In particular a non-global claim at the
+ * same va as a global one (another root, same or another frame, same key,
+ * same view) is accepted, as in vmi-rs; an event under its root on its
+ * frame finds it, and removing it leaves the global claim intact and
+ * matching events of every root (issue 13: such a claim used to be refused
+ * with VMT_E_CONFLICT). Bad input is refused with VMT_E_INVALID and
+ * changes nothing: NULL arguments, a non-canonical va, a root with bits
+ * outside 0x000ffffffffff000 (CR3 flag or PCID bits: mask with
+ * vmt_regs_translation_root), a PA at or above 2^52. A pending insert (no
+ * translation, or a NULL hint) into a view the driver does not have fails
+ * with VMT_E_VIEW_NOT_FOUND. */
 typedef struct vmt_bpm vmt_bpm;
 /* Takes the controller. */
 VMT_API vmt_status vmt_bpm_new(vmt_tap_controller controller, vmt_bpm **out);

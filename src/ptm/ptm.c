@@ -209,7 +209,7 @@ void vmt_ptm_events_free(vmt_ptm_events *ev)
 /* ---- table pages ---- */
 
 /* The ptm's hold on a table page (core/holds.h): writes must trap; alone,
- * the page is exactly R (API.md section 5). A breakpoint controller's
+ * the page is exactly R (docs/api.md, page-table monitor). A breakpoint controller's
  * needs on the same frame win over the preferences (R on, X off). */
 static const vmt_access_hold table_hold = {
     .off = VMT_ACCESS_W,

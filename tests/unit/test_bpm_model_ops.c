@@ -114,7 +114,7 @@ static vmt_pa m_resolve(harness *h, const vmt_breakpoint *bp)
     return bp->ctx.root;
 }
 
-/* API.md section 6: a claim is (view, key, ctx), a global bp's ctx taking
+/* docs/api.md, breakpoint manager semantics: a claim is (view, key, ctx), a global bp's ctx taking
  * the canonical root of its (view, va); re-inserting a claim with the other
  * global flag conflicts, nothing else does (a non-global claim beside a
  * global one under another root is accepted). */

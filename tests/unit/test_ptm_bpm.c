@@ -280,7 +280,7 @@ static vmt_access access_of(fx *f, vmt_gfn gfn)
 static vmt_access want_ptm_only(const shared_case *c)
 {
     (void)c;
-    return VMT_ACCESS_R; /* API.md section 5: exactly R */
+    return VMT_ACCESS_R; /* docs/api.md, page-table monitor: exactly R */
 }
 
 static vmt_access want_bpm_only(const shared_case *c)
