@@ -13,7 +13,8 @@
 
 typedef struct totals {
     size_t arms, pending, global_claims;
-    GHashTable *global_counts; /* bpm_global* -> count */
+    vmt_htab global_counts; /* bpm_global* -> (void *)count */
+    bool nomem;
 } totals;
 
 static bool in_pending_chain(const bpm_view *vs, const bpm_claim *c)
@@ -43,7 +44,7 @@ static bool check_claim(const vmt_bpm *bpm, const bpm_claim *head, const bpm_cla
     for (unsigned i = 0; i < c->n_arms; i++) {
         bpm_page *page = bpm_arm_page(c, i);
         uint32_t idx = bpm_arm_idx(c, i);
-        if (g_hash_table_lookup(bpm->pages, &page->id) != page)
+        if (vmt_htab_get(&bpm->pages, &page->id) != page)
             FAIL("arm on a page not in the page index");
         if (bpm_page_view(page) != c->view)
             FAIL("arm on a page of another view");
@@ -67,8 +68,11 @@ static bool check_claim(const vmt_bpm *bpm, const bpm_claim *head, const bpm_cla
         bpm_global *g = bpm_global_lookup(bpm, c->view, c->ctx.va);
         if (!g || g->root != c->ctx.root)
             FAIL("global claim without its canonical root");
-        guint n = GPOINTER_TO_UINT(g_hash_table_lookup(t->global_counts, g));
-        g_hash_table_insert(t->global_counts, g, GUINT_TO_POINTER(n + 1));
+        uintptr_t n = (uintptr_t)vmt_htab_get(&t->global_counts, g);
+        if (vmt_htab_put(&t->global_counts, g, (void *)(n + 1)) != VMT_OK) {
+            t->nomem = true;
+            return false;
+        }
         t->global_claims++;
     }
     t->arms += c->n_arms;
@@ -115,7 +119,7 @@ static bool check_view(const vmt_bpm *bpm, const bpm_view *vs, size_t *pages, si
         FAIL("empty view %u kept", vs->view);
     size_t n = 0;
     for (const bpm_page *p = vs->pages; p; p = p->next) {
-        if (bpm_page_view(p) != vs->view || g_hash_table_lookup(bpm->pages, &p->id) != p)
+        if (bpm_page_view(p) != vs->view || vmt_htab_get(&bpm->pages, &p->id) != p)
             FAIL("view %u lists a foreign page", vs->view);
         if ((p->prev ? p->prev->next : vs->pages) != p)
             FAIL("broken page list");
@@ -148,29 +152,35 @@ static bool check_view(const vmt_bpm *bpm, const bpm_view *vs, size_t *pages, si
     return true;
 }
 
-static bool check_all(const vmt_bpm *bpm)
+/* Iterates the used slots of a vmt_htab. */
+#define EACH(t, i) (size_t i = 0; i < (t)->n; i++) if (vmt_htab_used(&(t)->slots[i]))
+
+static bool check_all(const vmt_bpm *bpm, bool *nomem)
 {
-    totals t = {.global_counts = g_hash_table_new(g_direct_hash, g_direct_equal)};
+    totals t = {0};
+    vmt_htab_init(&t.global_counts, vmt_htab_hash_ptr, NULL);
     bool ok = true;
-    GHashTableIter it;
-    gpointer k, v;
-    g_hash_table_iter_init(&it, bpm->claims);
-    while (ok && g_hash_table_iter_next(&it, &k, &v))
-        for (const bpm_claim *c = k; ok && c; c = c->next_view)
-            ok = check_claim(bpm, k, c, &t);
+    for EACH(&bpm->claims, i) {
+        const bpm_claim *head = bpm->claims.slots[i].val;
+        for (const bpm_claim *c = head; ok && c; c = c->next_view)
+            ok = check_claim(bpm, head, c, &t);
+        if (!ok)
+            break;
+    }
     if (ok) {
-        g_hash_table_iter_init(&it, bpm->globals);
-        while (ok && g_hash_table_iter_next(&it, &k, &v)) {
-            bpm_global *g = k;
-            guint n = GPOINTER_TO_UINT(g_hash_table_lookup(t.global_counts, g));
+        for EACH(&bpm->globals, i) {
+            bpm_global *g = bpm->globals.slots[i].val;
+            uintptr_t n = (uintptr_t)vmt_htab_get(&t.global_counts, g);
             if (g->count == 0 || g->count != n) {
-                vmt_log(VMT_LOG_ERROR, "bpm_check: global record counts %u claims, found %u",
-                        g->count, n);
+                vmt_log(VMT_LOG_ERROR, "bpm_check: global record counts %u claims, found %zu",
+                        g->count, (size_t)n);
                 ok = false;
+                break;
             }
         }
     }
-    g_hash_table_destroy(t.global_counts);
+    vmt_htab_fini(&t.global_counts);
+    *nomem = t.nomem;
     if (!ok)
         return false;
     /* Every arm is in the armed set (check_claim): equal sizes mean that
@@ -183,23 +193,23 @@ static bool check_all(const vmt_bpm *bpm)
         FAIL("totals: %zu arms (counted %zu), %zu pending (counted %zu)", t.arms, bpm->n_arms,
              t.pending, bpm->n_pending);
     size_t page_arms = 0;
-    g_hash_table_iter_init(&it, bpm->pages);
-    while (g_hash_table_iter_next(&it, &k, &v)) {
-        if (!check_page(bpm, k))
+    for EACH(&bpm->pages, i) {
+        const bpm_page *page = bpm->pages.slots[i].val;
+        if (!check_page(bpm, page))
             return false;
-        page_arms += ((bpm_page *)k)->n_claims;
+        page_arms += page->n_claims;
     }
     if (page_arms != t.arms)
         FAIL("pages hold %zu arms, claims %zu", page_arms, t.arms);
     size_t pages = 0, pending = 0;
-    g_hash_table_iter_init(&it, bpm->views);
-    while (g_hash_table_iter_next(&it, &k, &v)) {
-        if ((vmt_view)GPOINTER_TO_UINT(k) != ((bpm_view *)v)->view)
+    for EACH(&bpm->views, i) {
+        const bpm_view *vs = bpm->views.slots[i].val;
+        if (bpm->views.slots[i].key != BPM_VIEW_KEY(vs->view))
             FAIL("view filed under another id");
-        if (!check_view(bpm, v, &pages, &pending))
+        if (!check_view(bpm, vs, &pages, &pending))
             return false;
     }
-    if (pages != g_hash_table_size(bpm->pages) || pending != t.pending)
+    if (pages != vmt_htab_size(&bpm->pages) || pending != t.pending)
         FAIL("views list %zu pages, %zu pending", pages, pending);
     return true;
 }
@@ -208,18 +218,18 @@ vmt_status vmt_bpm_check(const vmt_bpm *bpm)
 {
     if (!bpm)
         return VMT_E_INVALID;
-    return check_all(bpm) ? VMT_OK : VMT_E_CONFLICT;
+    bool nomem = false;
+    if (check_all(bpm, &nomem))
+        return VMT_OK;
+    return nomem ? VMT_E_NOMEM : VMT_E_CONFLICT;
 }
 
 /* ---- accessors ---- */
 
 void vmt_bpm_foreach_arm(const vmt_bpm *bpm, vmt_bpm_arm_fn fn, void *user)
 {
-    GHashTableIter it;
-    gpointer k, v;
-    g_hash_table_iter_init(&it, bpm->pages);
-    while (g_hash_table_iter_next(&it, &k, &v)) {
-        bpm_page *page = k;
+    for EACH(&bpm->pages, j) {
+        const bpm_page *page = bpm->pages.slots[j].val;
         for (uint32_t i = 0; i < page->n_claims; i++) {
             vmt_breakpoint bp = bpm_claim_breakpoint(page->claims[i]);
             fn(user, &bp, bpm_page_gfn(page));
@@ -229,11 +239,8 @@ void vmt_bpm_foreach_arm(const vmt_bpm *bpm, vmt_bpm_arm_fn fn, void *user)
 
 void vmt_bpm_foreach_pending(const vmt_bpm *bpm, vmt_bpm_claim_fn fn, void *user)
 {
-    GHashTableIter vit;
-    gpointer k, v;
-    g_hash_table_iter_init(&vit, bpm->views);
-    while (g_hash_table_iter_next(&vit, &k, &v)) {
-        bpm_view *vs = v;
+    for EACH(&bpm->views, j) {
+        const bpm_view *vs = bpm->views.slots[j].val;
         for (size_t i = 0; i < vs->pending.n; i++)
             for (bpm_claim *c = vs->pending.slots[i].head; c; c = c->next_pending) {
                 vmt_breakpoint bp = bpm_claim_breakpoint(c);
