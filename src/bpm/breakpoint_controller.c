@@ -1,8 +1,6 @@
 /* The breakpoint controller: an int3 written into a shadow copy of the
  * frame (the interceptor), the frame made execute-only in the view so that
  * the guest cannot read the trap byte. */
-#include <glib.h>
-
 #include "bpm/controllers.h"
 
 static const uint8_t int3 = VMT_BREAKPOINT_TRAP_BYTE;
@@ -72,8 +70,11 @@ vmt_status vmt_breakpoint_controller_new(vmt_tap_controller *out)
 {
     if (!out)
         return VMT_E_INVALID;
+    vmt_interceptor *ic = vmt_interceptor_new();
+    if (!ic)
+        return VMT_E_NOMEM;
     out->ops = &breakpoint_ops;
-    out->self = vmt_interceptor_new();
+    out->self = ic;
     return VMT_OK;
 }
 

@@ -22,6 +22,9 @@
 
 typedef struct vmt_interceptor vmt_interceptor;
 
+/* NULL when out of memory. Every operation below that can allocate makes
+ * its allocations before it changes the guest: VMT_E_NOMEM means nothing
+ * changed. */
 vmt_interceptor *vmt_interceptor_new(void);
 /* Memory only: shadow frames are not released (no core here). Remove every
  * trap first to restore the guest. */

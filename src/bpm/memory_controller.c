@@ -1,22 +1,18 @@
 /* The memory controller: no code change; the frame loses execute
  * permission in the view, so executing anything on it is an event. Read and
  * write permissions are left as they are. */
-#include <glib.h>
-
 #include "bpm/controllers.h"
+#include "core/alloc.h"
+#include "core/htab.h"
 
 /* Per (view, frame): whether it was executable before monitor, so that
- * unmonitor gives back exactly the execute right it took. */
+ * unmonitor gives back exactly the execute right it took. Keys are the
+ * packed (view, gfn) themselves (any value, NULL included, is a key). */
 typedef struct memory_controller {
-    GHashTable *had_x; /* packed (view, gfn) -> GINT_TO_POINTER(1 + had X) */
+    vmt_htab had_x; /* KEY(view, gfn) -> (void *)(1 + had X) */
 } memory_controller;
 
-static gint64 *pack_new(vmt_view view, vmt_gfn gfn)
-{
-    gint64 *k = g_new(gint64, 1);
-    *k = (gint64)(((uint64_t)view << 48) | gfn);
-    return k;
-}
+#define KEY(view, gfn) ((void *)(uintptr_t)(((uint64_t)(view) << 48) | (gfn)))
 
 static bool mc_check_event(void *self, const vmt_event *ev, vmt_view *view, vmt_gfn *gfn)
 {
@@ -39,36 +35,37 @@ static vmt_status mc_monitor(void *self, vmt_core *vmi, vmt_gfn gfn, vmt_view vi
 {
     memory_controller *mc = self;
     vmt_access a;
+    if (vmt_htab_reserve(&mc->had_x, 1) != VMT_OK) /* before the guest changes */
+        return VMT_E_NOMEM;
     vmt_status st = vmt_core_get_access(vmi, gfn, view, &a);
     if (st == VMT_OK)
         st = vmt_core_set_access(vmi, gfn, view, (vmt_access)(a & ~VMT_ACCESS_X), 0);
     if (st != VMT_OK)
         return st;
-    g_hash_table_insert(mc->had_x, pack_new(view, gfn), GINT_TO_POINTER(1 + !!(a & VMT_ACCESS_X)));
+    (void)vmt_htab_put(&mc->had_x, KEY(view, gfn), (void *)(uintptr_t)(1 + !!(a & VMT_ACCESS_X)));
     return VMT_OK;
 }
 
 static vmt_status mc_unmonitor(void *self, vmt_core *vmi, vmt_gfn gfn, vmt_view view)
 {
     memory_controller *mc = self;
-    gint64 key = (gint64)(((uint64_t)view << 48) | gfn);
-    gpointer v = g_hash_table_lookup(mc->had_x, &key);
-    bool had_x = v ? GPOINTER_TO_INT(v) == 2 : true;
+    void *v = vmt_htab_get(&mc->had_x, KEY(view, gfn));
+    bool had_x = v ? (uintptr_t)v == 2 : true;
     vmt_access a;
     vmt_status st = vmt_core_get_access(vmi, gfn, view, &a);
     if (st == VMT_OK && had_x)
         st = vmt_core_set_access(vmi, gfn, view, (vmt_access)(a | VMT_ACCESS_X), 0);
     /* A vanished view has nothing left to restore. */
     if (st == VMT_OK || st == VMT_E_VIEW_NOT_FOUND)
-        g_hash_table_remove(mc->had_x, &key);
+        vmt_htab_del(&mc->had_x, KEY(view, gfn));
     return st;
 }
 
 static void mc_destroy(void *self)
 {
     memory_controller *mc = self;
-    g_hash_table_destroy(mc->had_x);
-    g_free(mc);
+    vmt_htab_fini(&mc->had_x);
+    vmt_free(mc);
 }
 
 static const vmt_tap_controller_ops memory_ops = {
@@ -84,8 +81,10 @@ vmt_status vmt_memory_controller_new(vmt_tap_controller *out)
 {
     if (!out)
         return VMT_E_INVALID;
-    memory_controller *mc = g_new0(memory_controller, 1);
-    mc->had_x = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+    memory_controller *mc = vmt_calloc(1, sizeof *mc);
+    if (!mc)
+        return VMT_E_NOMEM;
+    vmt_htab_init(&mc->had_x, vmt_htab_hash_ptr, NULL);
     out->ops = &memory_ops;
     out->self = mc;
     return VMT_OK;
