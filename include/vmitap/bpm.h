@@ -45,6 +45,13 @@ typedef struct vmt_bpm_stats {
     size_t active, pending, pages, global;
 } vmt_bpm_stats;
 
+/* Out of memory: every operation below returns VMT_E_NOMEM with nothing
+ * changed (the manager, the controller and the guest are as before the
+ * call), except vmt_bpm_handle_ptm_events, which applies its events in
+ * order: the events before the failing one stay applied, the failing one
+ * changed nothing, the rest were not applied; calling it again with the
+ * same events finishes the work. vmt_bpm_new takes (and on failure
+ * destroys) the controller whatever it returns. */
 typedef struct vmt_bpm vmt_bpm;
 vmt_status vmt_bpm_new(vmt_tap_controller controller, vmt_bpm **out); /* takes the controller */
 void vmt_bpm_free(vmt_bpm *); /* memory only; call vmt_bpm_clear first to restore the guest */

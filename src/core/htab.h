@@ -79,7 +79,7 @@ static inline bool vmt_htab_used(const vmt_htab_slot *sl)
 
 /* Hashes for the usual keys. */
 uint64_t vmt_htab_hash_u64(uint64_t x);
-uint64_t vmt_htab_hash_ptr(const void *key); /* a pointer or small integer key */
+uint64_t vmt_htab_hash_ptr(const void *key);  /* a pointer or small integer key */
 uint64_t vmt_htab_hash_u64p(const void *key); /* a key pointing at a uint64_t */
 bool vmt_htab_eq_u64p(const void *a, const void *b);
 
