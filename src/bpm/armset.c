@@ -204,8 +204,8 @@ void bpm_armset_del(bpm_armset *s, uint64_t page_id, uint64_t key, uint64_t va, 
     s->live--;
 }
 
-bool bpm_armset_has(const bpm_armset *s, uint64_t page_id, uint64_t key, uint64_t va, uint64_t root,
-                    bool global_only)
+bool bpm_armset_has(const bpm_armset *s, uint64_t page_id, uint64_t key, uint64_t va,
+                    uint64_t root, bool global_only)
 {
     uint64_t h = hash_of(page_id, key, va, root);
     const bpm_armset_slot *sl = NULL;

@@ -153,35 +153,30 @@ static bool check_view(const vmt_bpm *bpm, const bpm_view *vs, size_t *pages, si
 }
 
 /* Iterates the used slots of a vmt_htab. */
-#define EACH(t, i) (size_t i = 0; i < (t)->n; i++) if (vmt_htab_used(&(t)->slots[i]))
 
 static bool check_all(const vmt_bpm *bpm, bool *nomem)
 {
     totals t = {0};
     vmt_htab_init(&t.global_counts, vmt_htab_hash_ptr, NULL);
     bool ok = true;
-    for
-        EACH(&bpm->claims, i)
-        {
-            const bpm_claim *head = bpm->claims.slots[i].val;
-            for (const bpm_claim *c = head; ok && c; c = c->next_view)
-                ok = check_claim(bpm, head, c, &t);
-            if (!ok)
-                break;
-        }
+    for (size_t i = 0; (i = vmt_htab_next(&bpm->claims, i)) < bpm->claims.n; i++) {
+        const bpm_claim *head = bpm->claims.slots[i].val;
+        for (const bpm_claim *c = head; ok && c; c = c->next_view)
+            ok = check_claim(bpm, head, c, &t);
+        if (!ok)
+            break;
+    }
     if (ok) {
-        for
-            EACH(&bpm->globals, i)
-            {
-                bpm_global *g = bpm->globals.slots[i].val;
-                uintptr_t n = (uintptr_t)vmt_htab_get(&t.global_counts, g);
-                if (g->count == 0 || g->count != n) {
-                    vmt_log(VMT_LOG_ERROR, "bpm_check: global record counts %u claims, found %zu",
-                            g->count, (size_t)n);
-                    ok = false;
-                    break;
-                }
+        for (size_t i = 0; (i = vmt_htab_next(&bpm->globals, i)) < bpm->globals.n; i++) {
+            bpm_global *g = bpm->globals.slots[i].val;
+            uintptr_t n = (uintptr_t)vmt_htab_get(&t.global_counts, g);
+            if (g->count == 0 || g->count != n) {
+                vmt_log(VMT_LOG_ERROR, "bpm_check: global record counts %u claims, found %zu",
+                        g->count, (size_t)n);
+                ok = false;
+                break;
             }
+        }
     }
     vmt_htab_fini(&t.global_counts);
     *nomem = t.nomem;
@@ -197,26 +192,22 @@ static bool check_all(const vmt_bpm *bpm, bool *nomem)
         FAIL("totals: %zu arms (counted %zu), %zu pending (counted %zu)", t.arms, bpm->n_arms,
              t.pending, bpm->n_pending);
     size_t page_arms = 0;
-    for
-        EACH(&bpm->pages, i)
-        {
-            const bpm_page *page = bpm->pages.slots[i].val;
-            if (!check_page(bpm, page))
-                return false;
-            page_arms += page->n_claims;
-        }
+    for (size_t i = 0; (i = vmt_htab_next(&bpm->pages, i)) < bpm->pages.n; i++) {
+        const bpm_page *page = bpm->pages.slots[i].val;
+        if (!check_page(bpm, page))
+            return false;
+        page_arms += page->n_claims;
+    }
     if (page_arms != t.arms)
         FAIL("pages hold %zu arms, claims %zu", page_arms, t.arms);
     size_t pages = 0, pending = 0;
-    for
-        EACH(&bpm->views, i)
-        {
-            const bpm_view *vs = bpm->views.slots[i].val;
-            if (bpm->views.slots[i].key != BPM_VIEW_KEY(vs->view))
-                FAIL("view filed under another id");
-            if (!check_view(bpm, vs, &pages, &pending))
-                return false;
-        }
+    for (size_t i = 0; (i = vmt_htab_next(&bpm->views, i)) < bpm->views.n; i++) {
+        const bpm_view *vs = bpm->views.slots[i].val;
+        if (bpm->views.slots[i].key != BPM_VIEW_KEY(vs->view))
+            FAIL("view filed under another id");
+        if (!check_view(bpm, vs, &pages, &pending))
+            return false;
+    }
     if (pages != vmt_htab_size(&bpm->pages) || pending != t.pending)
         FAIL("views list %zu pages, %zu pending", pages, pending);
     return true;
@@ -236,29 +227,25 @@ vmt_status vmt_bpm_check(const vmt_bpm *bpm)
 
 void vmt_bpm_foreach_arm(const vmt_bpm *bpm, vmt_bpm_arm_fn fn, void *user)
 {
-    for
-        EACH(&bpm->pages, j)
-        {
-            const bpm_page *page = bpm->pages.slots[j].val;
-            for (uint32_t i = 0; i < page->n_claims; i++) {
-                vmt_breakpoint bp = bpm_claim_breakpoint(page->claims[i]);
-                fn(user, &bp, bpm_page_gfn(page));
-            }
+    for (size_t j = 0; (j = vmt_htab_next(&bpm->pages, j)) < bpm->pages.n; j++) {
+        const bpm_page *page = bpm->pages.slots[j].val;
+        for (uint32_t i = 0; i < page->n_claims; i++) {
+            vmt_breakpoint bp = bpm_claim_breakpoint(page->claims[i]);
+            fn(user, &bp, bpm_page_gfn(page));
         }
+    }
 }
 
 void vmt_bpm_foreach_pending(const vmt_bpm *bpm, vmt_bpm_claim_fn fn, void *user)
 {
-    for
-        EACH(&bpm->views, j)
-        {
-            const bpm_view *vs = bpm->views.slots[j].val;
-            for (size_t i = 0; i < vs->pending.n; i++)
-                for (bpm_claim *c = vs->pending.slots[i].head; c; c = c->next_pending) {
-                    vmt_breakpoint bp = bpm_claim_breakpoint(c);
-                    fn(user, &bp);
-                }
-        }
+    for (size_t j = 0; (j = vmt_htab_next(&bpm->views, j)) < bpm->views.n; j++) {
+        const bpm_view *vs = bpm->views.slots[j].val;
+        for (size_t i = 0; i < vs->pending.n; i++)
+            for (bpm_claim *c = vs->pending.slots[i].head; c; c = c->next_pending) {
+                vmt_breakpoint bp = bpm_claim_breakpoint(c);
+                fn(user, &bp);
+            }
+    }
 }
 
 size_t vmt_bpm_foreach_claim_on_page(const vmt_bpm *bpm, vmt_view view, vmt_gfn gfn,

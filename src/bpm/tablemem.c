@@ -34,8 +34,8 @@ static void populate(void *p, size_t bytes)
 static void *map_table(size_t bytes)
 {
     size_t slack = bytes >= HUGE_BYTES ? HUGE_BYTES : 0;
-    char *raw =
-        mmap(NULL, bytes + slack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *raw = mmap(NULL, bytes + slack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
     if (raw == MAP_FAILED)
         return NULL;
     if (!slack) {

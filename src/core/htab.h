@@ -74,8 +74,16 @@ static inline bool vmt_htab_used(const vmt_htab_slot *sl)
     return sl->h & VMT_HTAB_USED;
 }
 
-/* Iteration (removing the current entry is safe):
- *   for (size_t i = 0; i < t->n; i++) if (vmt_htab_used(&t->slots[i])) ... */
+/* The first used slot at or after i (t->n: none). Iteration, where
+ * removing the current entry is safe:
+ *   for (size_t i = 0; (i = vmt_htab_next(t, i)) < t->n; i++)
+ *       ... t->slots[i].key, t->slots[i].val ... */
+static inline size_t vmt_htab_next(const vmt_htab *t, size_t i)
+{
+    while (i < t->n && !vmt_htab_used(&t->slots[i]))
+        i++;
+    return i;
+}
 
 /* Hashes for the usual keys. */
 uint64_t vmt_htab_hash_u64(uint64_t x);

@@ -92,7 +92,6 @@ static bool ctx_equal(const void *a, const void *b)
 }
 
 /* Iterates the used slots of a vmt_htab (removing the current one is safe). */
-#define EACH(t, i) (size_t i = 0; i < (t)->n; i++) if (vmt_htab_used(&(t)->slots[i]))
 #define VAL(t, i) ((t)->slots[i].val)
 
 /* ---- object lifetimes ---- */
@@ -105,18 +104,14 @@ static void entry_free(ptm_entry *e)
 
 static void view_free(ptm_view *v)
 {
-    for
-        EACH(&v->addrs, i)
-    vmt_free(VAL(&v->addrs, i));
-    for
-        EACH(&v->entries, i)
-    entry_free(VAL(&v->entries, i));
-    for
-        EACH(&v->tables, i)
-    vmt_free(VAL(&v->tables, i));
-    for
-        EACH(&v->frames, i)
-    vmt_free(VAL(&v->frames, i));
+    for (size_t i = 0; (i = vmt_htab_next(&v->addrs, i)) < v->addrs.n; i++)
+        vmt_free(VAL(&v->addrs, i));
+    for (size_t i = 0; (i = vmt_htab_next(&v->entries, i)) < v->entries.n; i++)
+        entry_free(VAL(&v->entries, i));
+    for (size_t i = 0; (i = vmt_htab_next(&v->tables, i)) < v->tables.n; i++)
+        vmt_free(VAL(&v->tables, i));
+    for (size_t i = 0; (i = vmt_htab_next(&v->frames, i)) < v->frames.n; i++)
+        vmt_free(VAL(&v->frames, i));
     vmt_htab_fini(&v->addrs);
     vmt_htab_fini(&v->entries);
     vmt_htab_fini(&v->tables);
@@ -177,9 +172,8 @@ void vmt_ptm_free(vmt_ptm *ptm)
 {
     if (!ptm)
         return;
-    for
-        EACH(&ptm->views, i)
-    view_free(VAL(&ptm->views, i));
+    for (size_t i = 0; (i = vmt_htab_next(&ptm->views, i)) < ptm->views.n; i++)
+        view_free(VAL(&ptm->views, i));
     vmt_htab_fini(&ptm->views);
     vmt_free(ptm);
 }
@@ -530,9 +524,8 @@ vmt_status vmt_ptm_unmonitor_by_force(vmt_ptm *ptm, vmt_core *vmi, vmt_addr_ctx 
 static void view_clear(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi)
 {
     (void)view_retry_restores(v, vmi); /* earlier debts, as in unmonitor() */
-    for
-        EACH(&v->addrs, i)
-    (void)addr_drop(ptm, v, vmi, VAL(&v->addrs, i)); /* leaves a tombstone at i */
+    for (size_t i = 0; (i = vmt_htab_next(&v->addrs, i)) < v->addrs.n; i++)
+        (void)addr_drop(ptm, v, vmi, VAL(&v->addrs, i)); /* leaves a tombstone at i */
     view_drop_if_empty(ptm, v);
 }
 
@@ -549,9 +542,8 @@ void vmt_ptm_unmonitor_all(vmt_ptm *ptm, vmt_core *vmi)
 {
     if (!ptm || !vmi)
         return;
-    for
-        EACH(&ptm->views, i)
-    view_clear(ptm, VAL(&ptm->views, i), vmi); /* may drop the view: a tombstone at i */
+    for (size_t i = 0; (i = vmt_htab_next(&ptm->views, i)) < ptm->views.n; i++)
+        view_clear(ptm, VAL(&ptm->views, i), vmi); /* may drop the view: a tombstone at i */
 }
 
 /* ---- dirty entries ---- */
@@ -617,9 +609,8 @@ static vmt_status cached_read(void *user, vmt_pa pa, void *buf, size_t len)
 
 static void cache_free(read_cache *c)
 {
-    for
-        EACH(&c->values, i)
-    vmt_free(VAL(&c->values, i));
+    for (size_t i = 0; (i = vmt_htab_next(&c->values, i)) < c->values.n; i++)
+        vmt_free(VAL(&c->values, i));
     vmt_htab_fini(&c->values);
 }
 
@@ -713,9 +704,8 @@ static vmt_status process_entry(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, vmt_vc
     ptm_addr **users = vmt_reallocarray(NULL, vmt_htab_size(&e->users), sizeof *users);
     if (!users)
         return VMT_E_NOMEM;
-    for
-        EACH(&e->users, i)
-    users[n++] = e->users.slots[i].key;
+    for (size_t i = 0; (i = vmt_htab_next(&e->users, i)) < e->users.n; i++)
+        users[n++] = e->users.slots[i].key;
     qsort(users, n, sizeof *users, addr_seq_cmp);
     vmt_status st = VMT_OK;
     for (size_t i = 0; i < n && st == VMT_OK; i++)
@@ -874,15 +864,13 @@ static vmt_status retry_all_restores(vmt_ptm *ptm, vmt_core *vmi)
     if (vmt_ptm_pending_restores(ptm) == 0) /* the usual case */
         return VMT_OK;
     vmt_status first = VMT_OK;
-    for
-        EACH(&ptm->views, i)
-        {
-            ptm_view *v = VAL(&ptm->views, i);
-            vmt_status st = view_retry_restores(v, vmi);
-            if (first == VMT_OK)
-                first = st;
-            view_drop_if_empty(ptm, v); /* a tombstone at i */
-        }
+    for (size_t i = 0; (i = vmt_htab_next(&ptm->views, i)) < ptm->views.n; i++) {
+        ptm_view *v = VAL(&ptm->views, i);
+        vmt_status st = view_retry_restores(v, vmi);
+        if (first == VMT_OK)
+            first = st;
+        view_drop_if_empty(ptm, v); /* a tombstone at i */
+    }
     return first;
 }
 
@@ -891,22 +879,19 @@ static vmt_status dirty_items(const vmt_ptm *ptm, vmt_vcpu vcpu, dirty_item **it
 {
     uint64_t bit = 1ull << vcpu;
     size_t count = 0;
-    for
-        EACH(&ptm->views, i)
-    for (ptm_entry *e = ((ptm_view *)VAL(&ptm->views, i))->dirty; e; e = e->dirty_next)
-        count += !!(e->dirty & bit);
+    for (size_t i = 0; (i = vmt_htab_next(&ptm->views, i)) < ptm->views.n; i++)
+        for (ptm_entry *e = ((ptm_view *)VAL(&ptm->views, i))->dirty; e; e = e->dirty_next)
+            count += !!(e->dirty & bit);
     *n = 0;
     *items = vmt_reallocarray(NULL, count + 1, sizeof **items);
     if (!*items)
         return VMT_E_NOMEM;
-    for
-        EACH(&ptm->views, i)
-        {
-            ptm_view *v = VAL(&ptm->views, i);
-            for (ptm_entry *e = v->dirty; e; e = e->dirty_next)
-                if (e->dirty & bit)
-                    (*items)[(*n)++] = (dirty_item){v, e->pa, entry_top_level(e)};
-        }
+    for (size_t i = 0; (i = vmt_htab_next(&ptm->views, i)) < ptm->views.n; i++) {
+        ptm_view *v = VAL(&ptm->views, i);
+        for (ptm_entry *e = v->dirty; e; e = e->dirty_next)
+            if (e->dirty & bit)
+                (*items)[(*n)++] = (dirty_item){v, e->pa, entry_top_level(e)};
+    }
     qsort(*items, *n, sizeof **items, dirty_item_cmp);
     return VMT_OK;
 }
@@ -957,9 +942,8 @@ size_t vmt_ptm_pending_restores(const vmt_ptm *ptm)
     size_t n = 0;
     if (!ptm)
         return 0;
-    for
-        EACH(&ptm->views, i)
-    n += ((ptm_view *)VAL(&ptm->views, i))->owed;
+    for (size_t i = 0; (i = vmt_htab_next(&ptm->views, i)) < ptm->views.n; i++)
+        n += ((ptm_view *)VAL(&ptm->views, i))->owed;
     return n;
 }
 

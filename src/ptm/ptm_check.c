@@ -16,7 +16,6 @@
         }                                                                                          \
     } while (0)
 
-#define EACH(t, i) (size_t i = 0; i < (t)->n; i++) if (vmt_htab_used(&(t)->slots[i]))
 #define VAL(t, i) ((t)->slots[i].val)
 
 /* The recorded walk ends at a non-present entry or at a present leaf. */
@@ -51,21 +50,19 @@ static bool check_entry(const ptm_view *v, const ptm_entry *e)
 {
     unsigned levels[4] = {0};
     CHECK(vmt_htab_size(&e->users) > 0, "entry %#" PRIx64 " has no user", e->pa);
-    for
-        EACH(&e->users, j)
-        {
-            const ptm_addr *a = e->users.slots[j].key;
-            uintptr_t n = (uintptr_t)e->users.slots[j].val;
-            CHECK(vmt_htab_get(&v->addrs, &a->ctx) == a, "entry %#" PRIx64 ": unknown user", e->pa);
-            unsigned seen = 0;
-            for (unsigned i = 0; i < a->walk.levels; i++) {
-                if (a->walk.entry_pa[i] == e->pa) {
-                    seen++;
-                    levels[walk_level(i) - 1]++;
-                }
+    for (size_t j = 0; (j = vmt_htab_next(&e->users, j)) < e->users.n; j++) {
+        const ptm_addr *a = e->users.slots[j].key;
+        uintptr_t n = (uintptr_t)e->users.slots[j].val;
+        CHECK(vmt_htab_get(&v->addrs, &a->ctx) == a, "entry %#" PRIx64 ": unknown user", e->pa);
+        unsigned seen = 0;
+        for (unsigned i = 0; i < a->walk.levels; i++) {
+            if (a->walk.entry_pa[i] == e->pa) {
+                seen++;
+                levels[walk_level(i) - 1]++;
             }
-            CHECK(seen == n, "entry %#" PRIx64 ": wrong use count", e->pa);
         }
+        CHECK(seen == n, "entry %#" PRIx64 ": wrong use count", e->pa);
+    }
     CHECK(memcmp(levels, e->level_refs, sizeof levels) == 0,
           "entry %#" PRIx64 ": wrong level counts", e->pa);
     vmt_gfn gfn = vmt_gfn_from_pa(e->pa);
@@ -95,53 +92,45 @@ static bool check_view(const ptm_view *v, size_t counts[3])
           "view %u is empty but kept", (unsigned)v->view);
 
     size_t in_view = 0, in_frames = 0;
-    for
-        EACH(&v->addrs, i)
-        {
-            const ptm_addr *a = VAL(&v->addrs, i);
-            if (!check_addr(v, a))
-                return false;
-            if (a->paged_in) {
-                vmt_gfn gfn = vmt_gfn_from_pa(a->walk.pa);
-                const ptm_frame *fr = vmt_htab_get(&v->frames, &gfn);
-                CHECK(fr && in_frame(fr, a), "address %#" PRIx64 " not in its frame", a->ctx.va);
-                in_view++;
-            }
+    for (size_t i = 0; (i = vmt_htab_next(&v->addrs, i)) < v->addrs.n; i++) {
+        const ptm_addr *a = VAL(&v->addrs, i);
+        if (!check_addr(v, a))
+            return false;
+        if (a->paged_in) {
+            vmt_gfn gfn = vmt_gfn_from_pa(a->walk.pa);
+            const ptm_frame *fr = vmt_htab_get(&v->frames, &gfn);
+            CHECK(fr && in_frame(fr, a), "address %#" PRIx64 " not in its frame", a->ctx.va);
+            in_view++;
         }
-    for
-        EACH(&v->frames, i)
-        {
-            const ptm_frame *fr = VAL(&v->frames, i);
-            size_t n = 0;
-            for (const ptm_addr *a = fr->addrs; a; a = a->frame_next)
-                n++;
-            CHECK(n == fr->n && n > 0, "frame %#" PRIx64 ": %zu addresses listed, %zu counted",
-                  fr->gfn, n, fr->n);
-            in_frames += n;
-        }
+    }
+    for (size_t i = 0; (i = vmt_htab_next(&v->frames, i)) < v->frames.n; i++) {
+        const ptm_frame *fr = VAL(&v->frames, i);
+        size_t n = 0;
+        for (const ptm_addr *a = fr->addrs; a; a = a->frame_next)
+            n++;
+        CHECK(n == fr->n && n > 0, "frame %#" PRIx64 ": %zu addresses listed, %zu counted", fr->gfn,
+              n, fr->n);
+        in_frames += n;
+    }
     CHECK(in_frames == in_view, "view %u: frames index holds %zu addresses, %zu paged in",
           (unsigned)v->view, in_frames, in_view);
     counts[2] += in_view;
 
-    for
-        EACH(&v->tables, i)
-    ((ptm_table *)VAL(&v->tables, i))->check = 0;
-    for
-        EACH(&v->entries, i)
-    if (!check_entry(v, VAL(&v->entries, i)))
-        return false;
+    for (size_t i = 0; (i = vmt_htab_next(&v->tables, i)) < v->tables.n; i++)
+        ((ptm_table *)VAL(&v->tables, i))->check = 0;
+    for (size_t i = 0; (i = vmt_htab_next(&v->entries, i)) < v->entries.n; i++)
+        if (!check_entry(v, VAL(&v->entries, i)))
+            return false;
     counts[1] += vmt_htab_size(&v->entries);
 
     size_t owed = 0;
-    for
-        EACH(&v->tables, i)
-        {
-            const ptm_table *t = VAL(&v->tables, i);
-            CHECK(t->check == t->entries, "table %#" PRIx64 " counts %u entries, holds %u", t->gfn,
-                  t->entries, t->check);
-            owed += t->entries == 0;
-            counts[0] += t->entries > 0;
-        }
+    for (size_t i = 0; (i = vmt_htab_next(&v->tables, i)) < v->tables.n; i++) {
+        const ptm_table *t = VAL(&v->tables, i);
+        CHECK(t->check == t->entries, "table %#" PRIx64 " counts %u entries, holds %u", t->gfn,
+              t->entries, t->check);
+        owed += t->entries == 0;
+        counts[0] += t->entries > 0;
+    }
     CHECK(owed == v->owed, "view %u: %zu owed restores, counted %zu", (unsigned)v->view, owed,
           v->owed);
 
@@ -159,15 +148,13 @@ vmt_status vmt_ptm_check(const vmt_ptm *ptm)
     if (!ptm)
         return VMT_E_INVALID;
     size_t counts[3] = {0, 0, 0}; /* tables, entries, paged in */
-    for
-        EACH(&ptm->views, i)
-        {
-            const ptm_view *v = VAL(&ptm->views, i);
-            if (ptm->views.slots[i].key != PTM_VIEW_KEY(v->view) || !check_view(v, counts)) {
-                vmt_log(VMT_LOG_ERROR, "ptm check: view %u is inconsistent", (unsigned)v->view);
-                return VMT_E_INVALID;
-            }
+    for (size_t i = 0; (i = vmt_htab_next(&ptm->views, i)) < ptm->views.n; i++) {
+        const ptm_view *v = VAL(&ptm->views, i);
+        if (ptm->views.slots[i].key != PTM_VIEW_KEY(v->view) || !check_view(v, counts)) {
+            vmt_log(VMT_LOG_ERROR, "ptm check: view %u is inconsistent", (unsigned)v->view);
+            return VMT_E_INVALID;
         }
+    }
     if (counts[0] != ptm->tables || counts[1] != ptm->entries || counts[2] != ptm->paged_in) {
         vmt_log(VMT_LOG_ERROR, "ptm check: counters %zu/%zu/%zu, indexes %zu/%zu/%zu", ptm->tables,
                 ptm->entries, ptm->paged_in, counts[0], counts[1], counts[2]);
