@@ -48,7 +48,13 @@
  *    other's breakpoints pending for good. A consumer that tracks addresses
  *    one by one sees a PAGE_IN for an address already in, at the same pa.
  *  - mark_dirty_entry accepts any address inside an entry (a write to its
- *    upper half counts).
+ *    upper half counts). It allocates nothing (a bit per vCPU in the
+ *    entry, a link in its view's dirty list), so a write event cannot fail
+ *    for memory; vCPUs from 64 on are not tracked (false).
+ *  - Out of memory: an operation makes its allocations before it changes
+ *    the guest or the indexes (VMT_E_NOMEM: nothing changed); a re-walk
+ *    also makes room for the events and the work of the re-announcement
+ *    that its page-out may need, so that re-announcing cannot fail.
  *  - ctx.root must be a frame address (no flag or PCID bits): VMT_E_INVALID
  *    otherwise, like a non-canonical va.
  *  - A driver failure while restoring a page's access does not undo the
@@ -175,6 +181,7 @@ void vmt_ptm_free(vmt_ptm *ptm)
     for (size_t i = 0; (i = vmt_htab_next(&ptm->views, i)) < ptm->views.n; i++)
         view_free(VAL(&ptm->views, i));
     vmt_htab_fini(&ptm->views);
+    vmt_free(ptm->scratch);
     vmt_free(ptm);
 }
 
@@ -572,10 +579,13 @@ bool vmt_ptm_mark_dirty_entry(vmt_ptm *ptm, vmt_pa entry_pa, vmt_view view, vmt_
     return true;
 }
 
-/* Entry reads of one processing call, each done once. */
+/* One processing call: its entry reads, each done once, and what its
+ * re-announcement will need. */
 typedef struct read_cache {
     vmt_core *vmi;
     vmt_htab values; /* &cached->pa -> cached_entry */
+    size_t from;     /* the call's first event in out */
+    size_t reann;    /* event slots its re-announcements may take */
 } read_cache;
 
 typedef struct cached_entry {
@@ -641,6 +651,11 @@ static void events_push(vmt_ptm_events *ev, vmt_ptm_event_kind kind, vmt_view vi
     e->tag = a->tag;
 }
 
+/* One work item of the re-announcement: a frame_out or an addr_in
+ * (defined below). */
+typedef union scratch_item scratch_item;
+static vmt_status scratch_reserve(vmt_ptm *ptm, size_t n);
+
 /* Walks a again and moves its record (and the entries and tables it keeps
  * monitored) to the new walk, appending the events the change means.
  * Memory first: VMT_E_NOMEM changes nothing. */
@@ -652,7 +667,16 @@ static vmt_status addr_rewalk(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, ptm_addr
     if (st != VMT_OK && st != VMT_E_TRANSLATION)
         return st;
     bool present = st == VMT_OK;
-    if (!events_reserve(out, 2))
+    /* A page-out of a's frame may owe a re-announcement to every address
+     * there: room for those events and for the re-announcement's work is
+     * made now, so that once the change is made nothing can fail. */
+    size_t owes = 0;
+    if (a->paged_in && (!present || w.pa != a->walk.pa)) {
+        vmt_gfn old = vmt_gfn_from_pa(a->walk.pa);
+        owes = ((ptm_frame *)vmt_htab_get(&v->frames, &old))->n;
+    }
+    if (!events_reserve(out, 2 + cache->reann + owes) ||
+        scratch_reserve(ptm, out->len + 2 - cache->from) != VMT_OK)
         return VMT_E_NOMEM;
     ptm_frame *fresh = NULL;
     if (present && frame_reserve(v, vmt_gfn_from_pa(w.pa), &fresh) != VMT_OK)
@@ -662,6 +686,7 @@ static vmt_status addr_rewalk(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, ptm_addr
         vmt_free(fresh);
         return st;
     }
+    cache->reann += owes;
     vmt_status released = walk_unref(ptm, v, vmi, a, &a->walk);
 
     bool was = a->paged_in;
@@ -769,6 +794,26 @@ static int frame_out_last_cmp(const void *pa, const void *pb)
     return a->last < b->last ? -1 : a->last > b->last;
 }
 
+union scratch_item {
+    frame_out fo;
+    addr_in in;
+};
+
+static vmt_status scratch_reserve(vmt_ptm *ptm, size_t n)
+{
+    if (n <= ptm->scratch_cap)
+        return VMT_OK;
+    size_t cap = ptm->scratch_cap ? ptm->scratch_cap : 16;
+    while (cap < n)
+        cap *= 2;
+    void *p = vmt_reallocarray(ptm->scratch, cap, sizeof(scratch_item));
+    if (!p)
+        return VMT_E_NOMEM;
+    ptm->scratch = p;
+    ptm->scratch_cap = cap;
+    return VMT_OK;
+}
+
 /* Whether a has a PAGE_IN of its own after index after: ins[0..n) sorted
  * by addr_in_cmp. */
 static bool paged_in_after(const addr_in *ins, size_t n, size_t after, vmt_view view,
@@ -787,16 +832,19 @@ static bool paged_in_after(const addr_in *ins, size_t n, size_t after, vmt_view 
            ins[lo - 1].at > after;
 }
 
-static vmt_status reannounce(vmt_ptm *ptm, vmt_ptm_events *out, size_t from)
+/* Allocates nothing: addr_rewalk made room in out for every event this
+ * may add and in ptm->scratch for its work (page-outs from the front,
+ * page-ins from the back). */
+static void reannounce(vmt_ptm *ptm, vmt_ptm_events *out, size_t from)
 {
     size_t end = out->len, n = 0, n_in = 0;
-    frame_out *fos = vmt_reallocarray(NULL, end - from, sizeof *fos);
-    addr_in *ins = vmt_reallocarray(NULL, end - from, sizeof *ins);
-    if (!fos || !ins) {
-        vmt_free(fos);
-        vmt_free(ins);
-        return VMT_E_NOMEM;
-    }
+    for (size_t i = from; i < end; i++)
+        n_in += out->items[i].kind == VMT_PTM_PAGE_IN;
+    /* n + n_in items of at most sizeof(scratch_item) bytes: no overlap. */
+    frame_out *fos = ptm->scratch;
+    addr_in *ins =
+        (addr_in *)((char *)ptm->scratch + ptm->scratch_cap * sizeof(scratch_item)) - n_in;
+    n_in = 0;
     for (size_t i = from; i < end; i++) {
         const vmt_ptm_event *e = &out->items[i];
         if (e->kind == VMT_PTM_PAGE_OUT)
@@ -814,24 +862,15 @@ static vmt_status reannounce(vmt_ptm *ptm, vmt_ptm_events *out, size_t from)
         fos[m++] = fos[i];
     }
     qsort(fos, m, sizeof *fos, frame_out_last_cmp);
-    vmt_status st = VMT_OK;
-    for (size_t i = 0; i < m && st == VMT_OK; i++) {
+    for (size_t i = 0; i < m; i++) {
         vmt_view view = (vmt_view)(fos[i].key >> 48);
         vmt_gfn gfn = fos[i].key & ((1ull << 48) - 1);
         ptm_view *v = view_get(ptm, view);
         ptm_frame *fr = v ? vmt_htab_get(&v->frames, &gfn) : NULL;
-        for (ptm_addr *a = fr ? fr->addrs : NULL; a && st == VMT_OK; a = a->frame_next) {
-            if (paged_in_after(ins, n_in, fos[i].last, view, a))
-                continue; /* its own PAGE_IN came after the page-out */
-            if (!events_reserve(out, 1))
-                st = VMT_E_NOMEM;
-            else
-                events_push(out, VMT_PTM_PAGE_IN, view, a, a->walk.pa);
-        }
+        for (ptm_addr *a = fr ? fr->addrs : NULL; a; a = a->frame_next)
+            if (!paged_in_after(ins, n_in, fos[i].last, view, a)) /* else its own came after */
+                events_push(out, VMT_PTM_PAGE_IN, view, a, a->walk.pa); /* room made ahead */
     }
-    vmt_free(fos);
-    vmt_free(ins);
-    return st;
 }
 
 typedef struct dirty_item {
@@ -908,17 +947,16 @@ vmt_status vmt_ptm_process_dirty_entries(vmt_ptm *ptm, vmt_core *vmi, vmt_vcpu v
     vmt_status st = dirty_items(ptm, vcpu, &items, &n);
     if (st != VMT_OK)
         return st;
-    read_cache cache = {.vmi = vmi};
-    vmt_htab_init(&cache.values, vmt_htab_hash_u64p, vmt_htab_eq_u64p);
     size_t from = out->len;
+    read_cache cache = {.vmi = vmi, .from = from};
+    vmt_htab_init(&cache.values, vmt_htab_hash_u64p, vmt_htab_eq_u64p);
     for (size_t i = 0; i < n && st == VMT_OK; i++)
         st = process_entry(ptm, items[i].v, vmi, vcpu, items[i].pa, &cache, out);
     cache_free(&cache);
     vmt_free(items);
     /* Even after a failure: the page-outs already delivered need it. */
-    vmt_status re = out->len > from ? reannounce(ptm, out, from) : VMT_OK;
-    if (st == VMT_OK)
-        st = re;
+    if (out->len > from)
+        reannounce(ptm, out, from);
     return st != VMT_OK ? st : retry_all_restores(ptm, vmi);
 }
 

@@ -61,6 +61,8 @@ typedef struct ptm_frame {
 
 struct vmt_ptm {
     vmt_htab views; /* PTM_VIEW_KEY(view) -> ptm_view (owned) */
+    void *scratch;  /* the re-announcement's work space (ptm.c), grown ahead */
+    size_t scratch_cap;
     uint64_t next_seq;
     size_t tables, entries, paged_in; /* the three public counters */
 };

@@ -35,6 +35,7 @@
 #include "bpm/bpm_internal.h"
 #include "bpm/controllers.h"
 #include "core/alloc.h"
+#include "ptm/ptm_internal.h"
 #include "vmitap/mock.h"
 
 #define MAX_GFN 0x1000u
@@ -462,6 +463,304 @@ static void test_bpm_sweeps(void **state)
         sweep(&scenarios[i]);
 }
 
+/* ---- the page-table monitor ---- */
+
+#define PVA_A 0x7f0000001000ull /* A and B share every table; C maps A's frame */
+#define PVA_B 0x7f0000002000ull
+#define PVA_C 0x7f0000003000ull
+#define PVA_U 0x7f4000000000ull /* not mapped */
+#define PGFN_A 0x20u
+#define PGFN_B 0x21u
+#define PGFN_NEW 0x22u
+
+typedef struct pworld {
+    vmt_core *core;
+    vmt_mock *mock;
+    vmt_ptm *ptm;
+    vmt_pa root;
+    vmt_ptm_events ev; /* what the last process call appended */
+} pworld;
+
+static pworld *pworld_new(void)
+{
+    pworld *w = calloc(1, sizeof *w);
+    vmt_mock_opts o = {.sz = sizeof o, .max_gfn = MAX_GFN};
+    ok(vmt_mock_core_new(&o, &w->core, &w->mock));
+    vmt_view id;
+    ok(vmt_core_create_view(w->core, VMT_ACCESS_RWX, &id));
+    ok(vmt_mock_new_root(w->mock, &w->root));
+    ok(vmt_mock_map(w->mock, w->root, PVA_A, vmt_pa_from_gfn(PGFN_A), VMT_MOCK_4K, VMT_PTE_W));
+    ok(vmt_mock_map(w->mock, w->root, PVA_B, vmt_pa_from_gfn(PGFN_B), VMT_MOCK_4K, VMT_PTE_W));
+    ok(vmt_mock_map(w->mock, w->root, PVA_C, vmt_pa_from_gfn(PGFN_A), VMT_MOCK_4K, VMT_PTE_W));
+    ok(vmt_ptm_new(&w->ptm));
+    return w;
+}
+
+static void pworld_free(pworld *w)
+{
+    vmt_ptm_free(w->ptm);
+    vmt_ptm_events_free(&w->ev);
+    vmt_core_free(w->core);
+    free(w);
+}
+
+static const vmt_va pvas[] = {PVA_A, PVA_B, PVA_C, PVA_U};
+
+static char *psnapshot(pworld *w)
+{
+    GString *s = g_string_new(NULL);
+    g_string_append_printf(s, "counters %zu %zu %zu owed %zu\n", vmt_ptm_monitored_tables(w->ptm),
+                           vmt_ptm_monitored_entries(w->ptm), vmt_ptm_paged_in_entries(w->ptm),
+                           vmt_ptm_pending_restores(w->ptm));
+    for (size_t i = 0; i < sizeof pvas / sizeof pvas[0]; i++)
+        for (vmt_view v = 0; v < 2; v++) {
+            uintptr_t tag = 0;
+            bool in = false;
+            vmt_pa pa = 0;
+            bool mon = vmt_ptm_lookup(w->ptm, vmt_ctx(pvas[i], w->root), v, &tag, &in, &pa);
+            g_string_append_printf(s, "%" PRIx64 " v%u: %d tag %" PRIuPTR " in %d pa %" PRIx64 "\n",
+                                   pvas[i], v, mon, tag, in, in ? pa : 0);
+        }
+    /* Every table frame on the test addresses' walks, in both views. */
+    for (size_t i = 0; i < sizeof pvas / sizeof pvas[0]; i++)
+        for (int level = 4; level >= 1; level--) {
+            vmt_pa epa;
+            if (vmt_mock_entry_pa(w->mock, w->root, pvas[i], level, &epa) != VMT_OK)
+                break;
+            for (vmt_view v = 0; v < 2; v++) {
+                vmt_access a = 0;
+                ok(vmt_core_get_access(w->core, vmt_gfn_from_pa(epa), v, &a));
+                g_string_append_printf(s, "table %" PRIx64 " v%u a%x\n", vmt_gfn_from_pa(epa), v,
+                                       (unsigned)a);
+            }
+        }
+    return g_string_free(s, FALSE);
+}
+
+static char *events_str(const vmt_ptm_events *ev)
+{
+    GString *s = g_string_new(NULL);
+    for (size_t i = 0; i < ev->len; i++)
+        g_string_append_printf(s, "%s v%u %" PRIx64 " pa %" PRIx64 " tag %" PRIuPTR "\n",
+                               ev->items[i].kind == VMT_PTM_PAGE_IN ? "in" : "out",
+                               ev->items[i].view, ev->items[i].ctx.va, ev->items[i].pa,
+                               ev->items[i].tag);
+    return g_string_free(s, FALSE);
+}
+
+static vmt_status mon(pworld *w, vmt_va va, vmt_view view)
+{
+    return vmt_ptm_monitor(w->ptm, w->core, vmt_ctx(va, w->root), view, (uintptr_t)(va >> 12));
+}
+
+/* Marks the entry at `level` of va's walk dirty (as a write event would). */
+static void mark(pworld *w, vmt_va va, int level)
+{
+    vmt_pa epa;
+    ok(vmt_mock_entry_pa(w->mock, w->root, va, level, &epa));
+    assert_true(vmt_ptm_mark_dirty_entry(w->ptm, epa, 0, 0));
+}
+
+static void pno_setup(pworld *w)
+{
+    (void)w;
+}
+static vmt_status op_mon_a(pworld *w)
+{
+    return mon(w, PVA_A, 0);
+}
+static void psetup_a(pworld *w)
+{
+    ok(mon(w, PVA_A, 0));
+}
+static vmt_status op_mon_b(pworld *w)
+{
+    return mon(w, PVA_B, 0);
+}
+static vmt_status op_mon_a_view1(pworld *w)
+{
+    return mon(w, PVA_A, 1);
+}
+static vmt_status op_mon_unmapped(pworld *w)
+{
+    return mon(w, PVA_U, 0);
+}
+static vmt_status op_unmon_a(pworld *w)
+{
+    return vmt_ptm_unmonitor(w->ptm, w->core, vmt_ctx(PVA_A, w->root), 0);
+}
+static vmt_status op_process(pworld *w)
+{
+    return vmt_ptm_process_dirty_entries(w->ptm, w->core, 0, &w->ev);
+}
+/* A's PTE now maps another frame: A goes out of its frame and in at the new one. */
+static void psetup_remap_a(pworld *w)
+{
+    ok(mon(w, PVA_A, 0));
+    ok(mon(w, PVA_B, 0));
+    ok(vmt_mock_map(w->mock, w->root, PVA_A, vmt_pa_from_gfn(PGFN_NEW), VMT_MOCK_4K, VMT_PTE_W));
+    mark(w, PVA_A, 1);
+}
+/* The same with C monitored in A's old frame: C is announced again. */
+static void psetup_remap_shared(pworld *w)
+{
+    ok(mon(w, PVA_C, 0));
+    ok(mon(w, PVA_A, 0));
+    ok(vmt_mock_map(w->mock, w->root, PVA_A, vmt_pa_from_gfn(PGFN_NEW), VMT_MOCK_4K, VMT_PTE_W));
+    mark(w, PVA_A, 1);
+}
+/* The PDE goes: A, B and C all go out. */
+static void psetup_unmap_pde(pworld *w)
+{
+    ok(mon(w, PVA_A, 0));
+    ok(mon(w, PVA_B, 0));
+    ok(mon(w, PVA_C, 0));
+    ok(vmt_mock_unmap(w->mock, w->root, PVA_A, 2));
+    mark(w, PVA_A, 2);
+}
+
+typedef struct pscenario {
+    const char *name;
+    void (*setup)(pworld *w);
+    vmt_status (*op)(pworld *w);
+    unsigned min_allocs;
+    bool partial; /* process_dirty_entries: its documented partial effect */
+} pscenario;
+
+static const pscenario pscenarios[] = {
+    {"ptm: monitor, new view", pno_setup, op_mon_a, 20, false},
+    {"ptm: monitor, shared tables", psetup_a, op_mon_b, 4, false},
+    {"ptm: monitor, other view", psetup_a, op_mon_a_view1, 19, false},
+    {"ptm: monitor, not mapped", pno_setup, op_mon_unmapped, 12, false},
+    {"ptm: unmonitor", psetup_a, op_unmon_a, 0, false},
+    {"ptm: process, remap", psetup_remap_a, op_process, 10, true},
+    {"ptm: process, shared frame", psetup_remap_shared, op_process, 10, true},
+    {"ptm: process, table gone", psetup_unmap_pde, op_process, 8, true},
+};
+
+static bool prun_failing(const pscenario *sc, pworld *w, uint64_t nth, vmt_status *st)
+{
+    vmt_alloc_fail_at = nth;
+    *st = sc->op(w);
+    bool fired = nth && vmt_alloc_fail_at == 0;
+    vmt_alloc_fail_at = 0;
+    return fired;
+}
+
+/* The last event of each address, in event order: what a consumer ends
+ * up believing. */
+static char *last_events(const vmt_ptm_events *a, const vmt_ptm_events *b)
+{
+    GString *s = g_string_new(NULL);
+    for (size_t i = 0; i < sizeof pvas / sizeof pvas[0]; i++) {
+        const vmt_ptm_event *last = NULL;
+        for (size_t k = 0; k < a->len; k++)
+            if (a->items[k].ctx.va == pvas[i])
+                last = &a->items[k];
+        for (size_t k = 0; b && k < b->len; k++)
+            if (b->items[k].ctx.va == pvas[i])
+                last = &b->items[k];
+        if (last)
+            g_string_append_printf(s, "%" PRIx64 " %d %" PRIx64 "\n", pvas[i], last->kind,
+                                   last->pa);
+    }
+    return g_string_free(s, FALSE);
+}
+
+static void psweep(const pscenario *sc)
+{
+    pworld *w = pworld_new();
+    sc->setup(w);
+    vmt_status st;
+    assert_false(prun_failing(sc, w, 0, &st));
+    ok(st);
+    char *want = psnapshot(w), *want_ev = events_str(&w->ev),
+         *want_last = last_events(&w->ev, NULL);
+    pworld_free(w);
+    uint64_t n;
+    for (n = 1;; n++) {
+        w = pworld_new();
+        sc->setup(w);
+        char *before = psnapshot(w);
+        bool fired = prun_failing(sc, w, n, &st);
+        if (!fired) {
+            ok(st);
+            char *after = psnapshot(w), *ev = events_str(&w->ev);
+            assert_string_equal(after, want);
+            assert_string_equal(ev, want_ev);
+            g_free(after);
+            g_free(ev);
+            g_free(before);
+            pworld_free(w);
+            break;
+        }
+        if (st != VMT_E_NOMEM)
+            fail_msg("%s: allocation %" PRIu64 " failed, status %s", sc->name, n,
+                     vmt_status_str(st));
+        if (vmt_ptm_check(w->ptm) != VMT_OK)
+            fail_msg("%s: allocation %" PRIu64 ": vmt_ptm_check fails", sc->name, n);
+        char *after = psnapshot(w);
+        bool same = strcmp(before, after) == 0;
+        if (!same && !sc->partial)
+            fail_msg("%s: allocation %" PRIu64 " failed and the state changed:\n--- before\n%s"
+                     "--- after\n%s",
+                     sc->name, n, before, after);
+        /* Nothing changed: nothing reported. Something changed (the
+         * documented partial effect): its events were appended. */
+        if (same && w->ev.len != 0)
+            fail_msg("%s: allocation %" PRIu64 ": events without a change", sc->name, n);
+        if (!same && w->ev.len == 0)
+            fail_msg("%s: allocation %" PRIu64 ": a change without its events", sc->name, n);
+        g_free(after);
+        /* Memory is back: the same call finishes the work. */
+        vmt_ptm_events first = w->ev;
+        memset(&w->ev, 0, sizeof w->ev);
+        ok(sc->op(w));
+        assert_int_equal(vmt_ptm_check(w->ptm), VMT_OK);
+        after = psnapshot(w);
+        assert_string_equal(after, want);
+        char *last = last_events(&first, &w->ev);
+        assert_string_equal(last, want_last);
+        g_free(last);
+        g_free(after);
+        g_free(before);
+        vmt_ptm_events_free(&first);
+        pworld_free(w);
+    }
+    g_free(want);
+    g_free(want_ev);
+    g_free(want_last);
+    printf("%-28s %3" PRIu64 " allocations failed in turn\n", sc->name, n - 1);
+    if (n - 1 < sc->min_allocs)
+        fail_msg("%s: %" PRIu64 " allocations, expected at least %u", sc->name, n - 1,
+                 sc->min_allocs);
+}
+
+static void test_ptm_sweeps(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof pscenarios / sizeof pscenarios[0]; i++)
+        psweep(&pscenarios[i]);
+}
+
+/* Marking a dirty entry allocates nothing (a write event cannot fail). */
+static void test_ptm_mark_allocates_nothing(void **state)
+{
+    (void)state;
+    pworld *w = pworld_new();
+    ok(mon(w, PVA_A, 0));
+    vmt_pa epa;
+    ok(vmt_mock_entry_pa(w->mock, w->root, PVA_A, 1, &epa));
+    vmt_alloc_fail_at = 1;
+    assert_true(vmt_ptm_mark_dirty_entry(w->ptm, epa, 0, 0));
+    assert_true(vmt_ptm_mark_dirty_entry(w->ptm, epa, 0, 63));
+    assert_false(vmt_ptm_mark_dirty_entry(w->ptm, epa, 0, 64)); /* beyond the tracked vCPUs */
+    assert_int_equal(vmt_alloc_fail_at, 1);
+    vmt_alloc_fail_at = 0;
+    assert_int_equal(vmt_ptm_check(w->ptm), VMT_OK);
+    pworld_free(w);
+}
+
 /* Constructors: VMT_E_NOMEM, nothing leaked (ASan and valgrind check the
  * leaks), the controller freed by vmt_bpm_new as when it succeeds. */
 static void test_constructors(void **state)
@@ -517,6 +816,8 @@ int main(void)
         cmocka_unit_test(test_hook),
         cmocka_unit_test(test_constructors),
         cmocka_unit_test(test_bpm_sweeps),
+        cmocka_unit_test(test_ptm_sweeps),
+        cmocka_unit_test(test_ptm_mark_allocates_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
