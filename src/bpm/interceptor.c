@@ -399,3 +399,30 @@ bool vmt_interceptor_armed(const vmt_interceptor *ic, vmt_view view, vmt_pa pa)
     ic_trap *t = page ? find_trap(page, pa & (VMT_PAGE_SIZE - 1)) : NULL;
     return t && !t->disarmed;
 }
+
+size_t vmt_interceptor_traps_on(const vmt_interceptor *ic, vmt_gfn gfn, vmt_view *out,
+                                size_t max, size_t *views)
+{
+    size_t n = 0, nv = 0;
+    for (size_t i = 0; ic && (i = vmt_htab_next(&ic->pages, i)) < ic->pages.n; i++) {
+        const ic_page *page = ic->pages.slots[i].val;
+        if (page->gfn != gfn)
+            continue;
+        n += page->n_traps;
+        if (nv < max)
+            out[nv] = page->view;
+        nv++;
+    }
+    if (views)
+        *views = nv;
+    return n;
+}
+
+size_t vmt_interceptor_shadowed(const vmt_interceptor *ic, vmt_gfn *out, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; ic && (i = vmt_htab_next(&ic->pages, i)) < ic->pages.n; i++, n++)
+        if (n < max)
+            out[n] = ((const ic_page *)ic->pages.slots[i].val)->gfn;
+    return n;
+}
