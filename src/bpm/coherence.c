@@ -67,7 +67,8 @@ static void collect_item(void *user, vmt_view view, vmt_pa pa, size_t len, const
     if (l->n == l->cap)
         return; /* cannot happen: one report per trap at most */
     ow_item *it = &l->items[l->n++];
-    *it = (ow_item){.view = view, .pa = pa, .len = len > VMT_OVERWRITE_MAX ? VMT_OVERWRITE_MAX : len};
+    *it = (ow_item){.view = view, .pa = pa};
+    it->len = len > VMT_OVERWRITE_MAX ? VMT_OVERWRITE_MAX : len;
     memcpy(it->old, old, it->len);
     memcpy(it->now, now, it->len);
 }

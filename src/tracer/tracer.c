@@ -73,6 +73,7 @@ struct vmt_tracer {
     void *overwrite_user;
     vmt_tracer_bp_id *coh_dropped; /* dropped by the last flush; room for every breakpoint */
     size_t n_dropped, dropped_cap;
+    vmt_ptm_events retry; /* ptm events the bpm failed to take, oldest first */
 };
 
 const char *vmt_tracer_controller_name(vmt_tracer_controller c)
@@ -339,6 +340,7 @@ vmt_status vmt_tracer_detach(vmt_tracer *t)
         keep_first(&first, monitor_off(t, VMT_EVENT_MEMORY_ACCESS), "stop memory events");
     t->monitoring_int3 = t->monitoring_mem = false;
     t->attached = false;
+    t->retry.len = 0; /* the breakpoints are gone */
     for (size_t i = 0; (i = vmt_htab_next(&t->by_id, i)) < t->by_id.n; i++)
         ((tracer_bp *)t->by_id.slots[i].val)->info.active = false;
     return first;
@@ -351,6 +353,7 @@ void vmt_tracer_free(vmt_tracer *t)
     vmt_tracer_detach(t);
     vmt_coherence_free(t->coh);
     vmt_free(t->coh_dropped);
+    vmt_ptm_events_free(&t->retry);
     vmt_bpm_free(t->bpm);
     vmt_ptm_free(t->ptm);
     vmt_symtab_free(t->syms);
@@ -759,8 +762,9 @@ static void on_memory_access(vmt_tracer *t, const vmt_event *ev, vmt_response *r
 }
 
 /* After a write to monitored page-table entries: turn what changed into
- * page-in / page-out events, and move the breakpoints accordingly. */
-static void apply_ptm_event(vmt_tracer *t, const vmt_ptm_event *pe)
+ * page-in / page-out events, and move the breakpoints accordingly. Whether
+ * the bpm took the event. */
+static bool apply_ptm_event(vmt_tracer *t, const vmt_ptm_event *pe)
 {
     bool updated;
     vmt_status st = vmt_bpm_handle_ptm_event(t->bpm, t->vmi, pe, &updated);
@@ -770,6 +774,7 @@ static void apply_ptm_event(vmt_tracer *t, const vmt_ptm_event *pe)
                 (unsigned long long)pe->ctx.va, vmt_status_str(st));
         if (t->loop_error == VMT_OK)
             t->loop_error = st;
+        return false;
     }
     if (pe->kind == VMT_PTM_PAGE_IN)
         t->stats.page_ins++;
@@ -781,6 +786,48 @@ static void apply_ptm_event(vmt_tracer *t, const vmt_ptm_event *pe)
         if (vmt_ctx_eq(bp->info.ctx, pe->ctx))
             bp_refresh(t, bp, pe->kind == VMT_PTM_PAGE_IN ? pe->pa : 0);
     }
+    return true;
+}
+
+/* Hands the bpm the events it failed to take before, then evs (taken), in
+ * order, up to the first it fails to take; that one and the rest wait in
+ * t->retry for the next call. The ptm reports a change once, so an event
+ * dropped here would leave its breakpoints where the page was; handing
+ * the bpm an event twice is harmless (a page-in arms what is still
+ * pending, a page-out of a frame where nothing is armed does nothing). */
+static void apply_ptm_events(vmt_tracer *t, vmt_ptm_events *evs)
+{
+    vmt_ptm_events *r = &t->retry;
+    size_t done = 0, i = 0;
+    while (done < r->len && apply_ptm_event(t, &r->items[done]))
+        done++;
+    memmove(r->items, r->items + done, (r->len - done) * sizeof r->items[0]);
+    r->len -= done;
+    while (r->len == 0 && i < evs->len && apply_ptm_event(t, &evs->items[i]))
+        i++;
+    size_t left = evs->len - i;
+    if (left && r->len == 0) { /* evs becomes the queue: no allocation */
+        memmove(evs->items, evs->items + i, left * sizeof evs->items[0]);
+        evs->len = left;
+        vmt_ptm_events_free(r);
+        *r = *evs;
+        *evs = (vmt_ptm_events){0};
+    } else if (left) {
+        bool fits = r->cap - r->len >= left;
+        vmt_ptm_event *items =
+            fits ? r->items : vmt_reallocarray(r->items, r->len + left, sizeof *items);
+        if (items) {
+            r->items = items;
+            r->cap = fits ? r->cap : r->len + left;
+            memcpy(r->items + r->len, evs->items + i, left * sizeof *items);
+            r->len += left;
+        } else {
+            vmt_log(VMT_LOG_ERROR, "tracer: %zu page-table events lost: out of memory", left);
+            if (t->loop_error == VMT_OK)
+                t->loop_error = VMT_E_NOMEM;
+        }
+    }
+    vmt_ptm_events_free(evs);
 }
 
 static void process_pt_write(vmt_tracer *t, vmt_vcpu vcpu)
@@ -792,9 +839,7 @@ static void process_pt_write(vmt_tracer *t, vmt_vcpu vcpu)
         if (t->loop_error == VMT_OK)
             t->loop_error = st;
     }
-    for (size_t i = 0; i < evs.len; i++)
-        apply_ptm_event(t, &evs.items[i]);
-    vmt_ptm_events_free(&evs);
+    apply_ptm_events(t, &evs);
 }
 
 static void on_singlestep(vmt_tracer *t, const vmt_event *ev, vmt_response *resp)
@@ -888,6 +933,11 @@ vmt_status vmt_tracer_run(vmt_tracer *t, const vmt_tracer_run_opts *opts,
     int64_t start = now_ms();
     t->run_hits = 0;
     t->loop_error = VMT_OK;
+    if (t->retry.len) { /* events the bpm failed to take last time */
+        vmt_ptm_events none = {0};
+        apply_ptm_events(t, &none);
+        t->loop_error = VMT_OK; /* still queued, if they failed again */
+    }
     unsigned idle = 0;
     vmt_tracer_stop_reason reason = VMT_TRACER_STOP_NONE;
     for (;;) {
