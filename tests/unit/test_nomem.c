@@ -17,6 +17,11 @@
  *     before the failing one applied);
  *   - the same operation, run again with no fault, succeeds and leaves the
  *     state a fault-free run leaves.
+ * The tracer's event handling cannot give the guest its event back: there
+ * each fault must be reported (VMT_E_NOMEM from vmt_tracer_run, or for a
+ * rebuild of a written code page, which the tracer only logs, VMT_OK), the
+ * indexes stay consistent, and the same events delivered again bring the
+ * state to the fault-free one.
  * The sweep ends at the first N the operation does not reach (it made
  * fewer allocations); each scenario states how many allocations it must
  * at least make, so that a sweep cannot pass by never failing anything. */
@@ -36,7 +41,9 @@
 #include "bpm/controllers.h"
 #include "core/alloc.h"
 #include "ptm/ptm_internal.h"
+#include "tracer_fixture.h"
 #include "vmitap/mock.h"
+#include "vmitap/tracer.h"
 
 #define MAX_GFN 0x1000u
 #define GFN0 0x10u /* test frames [GFN0, GFN0 + NFRAMES) hold a pattern */
@@ -761,6 +768,334 @@ static void test_ptm_mark_allocates_nothing(void **state)
     pworld_free(w);
 }
 
+/* ---- the tracer ---- */
+
+#define CODE_VA 0x400000ull
+#define CODE_PA 0x10000ull
+#define MOVED_PA 0x20000ull
+#define FN_A (CODE_VA + 0x10)
+#define FN_B (CODE_VA + 0x80)
+#define PLAIN (CODE_VA + 0x200)
+
+typedef struct tworld {
+    vmt_core *core;
+    vmt_mock *mock;
+    vmt_pa root;
+    vmt_tracer *t;
+    vmt_tracer_bp_id a; /* the breakpoint at FN_A, when the setup adds it */
+} tworld;
+
+static void fill_code(vmt_mock *m, vmt_pa pa)
+{
+    uint8_t page[VMT_PAGE_SIZE];
+    memset(page, 0x90, sizeof page);
+    page[FN_A - CODE_VA] = 0x55;
+    page[FN_B - CODE_VA] = 0x55;
+    ok(vmt_mock_poke(m, pa, page, sizeof page));
+}
+
+static tworld *tworld_new(vmt_tracer_controller ctl)
+{
+    tworld *w = calloc(1, sizeof *w);
+    vmt_mock_opts mo = {.sz = sizeof mo, .max_gfn = MAX_GFN};
+    ok(vmt_mock_core_new(&mo, &w->core, &w->mock));
+    ok(vmt_mock_new_root(w->mock, &w->root));
+    ok(vmt_mock_map(w->mock, w->root, CODE_VA, CODE_PA, VMT_MOCK_4K, VMT_PTE_U));
+    fill_code(w->mock, CODE_PA);
+    fill_code(w->mock, MOVED_PA);
+    vmt_mock_regs(w->mock, 0)->cr3 = w->root;
+    vmt_tracer_opts to = {.sz = sizeof to, .controller = ctl};
+    ok(vmt_tracer_new(w->core, &to, &w->t));
+    return w;
+}
+
+static void tworld_free(tworld *w)
+{
+    vmt_tracer_free(w->t);
+    vmt_core_free(w->core);
+    free(w);
+}
+
+static void add_bp_line(void *user, const vmt_tracer_bp_info *bp)
+{
+    g_string_append_printf(user,
+                           "bp %u %" PRIx64 "/%" PRIx64 " name %s active %d pa %" PRIx64
+                           " in %" PRIu64 " out %" PRIu64 " moved %" PRIu64 " hits %" PRIu64 "\n",
+                           bp->id, bp->ctx.va, bp->ctx.root, bp->name ? bp->name : "-", bp->active,
+                           bp->pa, bp->page_ins, bp->page_outs, bp->relocations, bp->hits);
+}
+
+static char *tsnapshot(tworld *w)
+{
+    GString *s = g_string_new(NULL);
+    vmt_tracer_foreach_bp(w->t, add_bp_line, s);
+    vmt_tracer_stats st;
+    vmt_tracer_stats_get(w->t, &st);
+    g_string_append_printf(s, "count %zu bpm %zu %zu %zu %zu ptm %zu %zu\n",
+                           vmt_tracer_bp_count(w->t), st.bpm.active, st.bpm.pending, st.bpm.pages,
+                           st.bpm.global, st.ptm_tables, st.ptm_entries);
+    vmt_view views[2] = {0, vmt_tracer_view(w->t)};
+    const vmt_pa frames[2] = {CODE_PA, MOVED_PA};
+    uint8_t buf[VMT_PAGE_SIZE];
+    for (int f = 0; f < 2; f++) {
+        ok(vmt_mock_peek(w->mock, frames[f], buf, sizeof buf));
+        g_string_append_printf(s, "frame %" PRIx64 " %016" PRIx64 "\n", frames[f],
+                               fnv(buf, sizeof buf));
+        for (int v = 0; v < 2; v++) {
+            vmt_access a = 0;
+            ok(vmt_core_get_access(w->core, vmt_gfn_from_pa(frames[f]), views[v], &a));
+            ok(vmt_mock_view_read(w->mock, views[v], frames[f], buf, sizeof buf));
+            g_string_append_printf(s, " v%u a%x %016" PRIx64 "\n", views[v], (unsigned)a,
+                                   fnv(buf, sizeof buf));
+        }
+    }
+    for (int level = 4; level >= 1; level--) {
+        vmt_pa epa;
+        ok(vmt_mock_entry_pa(w->mock, w->root, CODE_VA, level, &epa));
+        vmt_access a = 0;
+        ok(vmt_core_get_access(w->core, vmt_gfn_from_pa(epa), views[1], &a));
+        g_string_append_printf(s, "table %" PRIx64 " a%x\n", vmt_gfn_from_pa(epa), (unsigned)a);
+    }
+    g_string_append_printf(s, "shadows %zu\n", vmt_mock_allocated_gfns(w->mock));
+    return g_string_free(s, FALSE);
+}
+
+static vmt_status tadd(tworld *w, vmt_va va, const char *name, vmt_tracer_bp_id *id)
+{
+    vmt_tracer_bp_opts o = {.sz = sizeof o, .name = name};
+    return vmt_tracer_add(w->t, vmt_ctx(va, w->root), &o, id);
+}
+
+/* Delivers the queued events; the first failure of a run. */
+static vmt_status tdeliver(tworld *w)
+{
+    vmt_status first = VMT_OK;
+    for (int tries = 0; vmt_mock_pending_events(w->mock) > 0; tries++) {
+        assert_true(tries < 100);
+        vmt_tracer_run_opts ro = {.sz = sizeof ro, .timeout_ms = 1};
+        vmt_status st = vmt_tracer_run(w->t, &ro, NULL);
+        if (first == VMT_OK)
+            first = st;
+    }
+    return first;
+}
+
+static void push(tworld *w, vmt_event ev)
+{
+    ok(vmt_mock_push_event(w->mock, &ev));
+}
+
+/* A guest write to the PTE of CODE_VA (already in memory), then its step. */
+static void push_pte_write(tworld *w)
+{
+    vmt_pa pte_pa;
+    ok(vmt_mock_entry_pa(w->mock, w->root, CODE_VA, 1, &pte_pa));
+    vmt_event ev = tracer_event(w->t, w->root, VMT_EVENT_MEMORY_ACCESS, PLAIN);
+    ev.u.memory_access.pa = pte_pa;
+    ev.u.memory_access.va = 0xffff800000000000ull;
+    ev.u.memory_access.access = VMT_ACCESS_W;
+    push(w, ev);
+    vmt_event step = tracer_event(w->t, w->root, VMT_EVENT_SINGLESTEP, PLAIN + 3);
+    step.view = 0;
+    push(w, step);
+}
+
+static void write_pte(tworld *w, uint64_t pte)
+{
+    vmt_pa pte_pa;
+    ok(vmt_mock_entry_pa(w->mock, w->root, CODE_VA, 1, &pte_pa));
+    ok(vmt_mock_poke(w->mock, pte_pa, &pte, sizeof pte));
+}
+
+static void tno_setup(tworld *w)
+{
+    (void)w;
+}
+static void tsetup_a(tworld *w)
+{
+    ok(tadd(w, FN_A, NULL, &w->a));
+}
+static vmt_status top_add_a(tworld *w)
+{
+    return tadd(w, FN_A, NULL, NULL);
+}
+static vmt_status top_add_named_b(tworld *w)
+{
+    return tadd(w, FN_B, "fn_b", NULL);
+}
+static vmt_status top_add_a_again(tworld *w)
+{
+    return tadd(w, FN_A, "again", NULL);
+}
+static vmt_status top_remove_a(tworld *w)
+{
+    return vmt_tracer_remove(w->t, w->a);
+}
+/* A hit: the event handlers allocate nothing. */
+static vmt_status top_hit(tworld *w)
+{
+    vmt_event ev = tracer_event(w->t, w->root, VMT_EVENT_SOFTWARE_BREAKPOINT, FN_A);
+    ev.u.software_breakpoint.gfn = vmt_gfn_from_pa(CODE_PA);
+    ev.u.software_breakpoint.insn_len = 1;
+    push(w, ev);
+    return tdeliver(w);
+}
+/* The page goes out (Present cleared), then comes back in another frame. */
+static void tsetup_page_out(tworld *w)
+{
+    tsetup_a(w);
+    write_pte(w, CODE_PA | VMT_PTE_U | VMT_PTE_W);
+}
+static vmt_status top_pt_write(tworld *w)
+{
+    push_pte_write(w);
+    return tdeliver(w);
+}
+static void tsetup_page_in(tworld *w)
+{
+    tsetup_page_out(w);
+    ok(top_pt_write(w));
+    write_pte(w, MOVED_PA | VMT_PTE_P | VMT_PTE_U | VMT_PTE_W);
+}
+/* The guest overwrites the instruction under the trap (int3): the shadow
+ * is rebuilt and the breakpoint dropped. */
+static void tsetup_code_write(tworld *w)
+{
+    tsetup_a(w);
+    uint8_t nop = 0x90;
+    ok(vmt_mock_poke(w->mock, CODE_PA + (FN_A - CODE_VA), &nop, 1));
+}
+static vmt_status top_code_write(tworld *w)
+{
+    vmt_event ev = tracer_event(w->t, w->root, VMT_EVENT_MEMORY_ACCESS, PLAIN);
+    ev.u.memory_access.pa = CODE_PA + (FN_A - CODE_VA);
+    ev.u.memory_access.va = FN_A;
+    ev.u.memory_access.access = VMT_ACCESS_W;
+    push(w, ev);
+    return tdeliver(w);
+}
+
+typedef struct tscenario {
+    const char *name;
+    vmt_tracer_controller ctl;
+    void (*setup)(tworld *w);
+    vmt_status (*op)(tworld *w);
+    unsigned min_allocs;
+    bool events; /* event handling: reported, consistent, finished by delivering again */
+} tscenario;
+
+static const tscenario tscenarios[] = {
+    {"tracer: add", VMT_TRACER_CONTROLLER_INT3, tno_setup, top_add_a, 38, false},
+    {"tracer: add, named", VMT_TRACER_CONTROLLER_INT3, tsetup_a, top_add_named_b, 6, false},
+    {"tracer: add, same address", VMT_TRACER_CONTROLLER_INT3, tsetup_a, top_add_a_again, 3, false},
+    {"tracer: add (memory)", VMT_TRACER_CONTROLLER_MEMORY, tno_setup, top_add_a, 36, false},
+    {"tracer: remove", VMT_TRACER_CONTROLLER_INT3, tsetup_a, top_remove_a, 0, false},
+    {"tracer: hit", VMT_TRACER_CONTROLLER_INT3, tsetup_a, top_hit, 0, true},
+    {"tracer: page-out", VMT_TRACER_CONTROLLER_INT3, tsetup_page_out, top_pt_write, 10, true},
+    {"tracer: page-in elsewhere", VMT_TRACER_CONTROLLER_INT3, tsetup_page_in, top_pt_write, 11,
+     true},
+    {"tracer: page-in (memory)", VMT_TRACER_CONTROLLER_MEMORY, tsetup_page_in, top_pt_write, 9,
+     true},
+    {"tracer: code overwritten", VMT_TRACER_CONTROLLER_INT3, tsetup_code_write, top_code_write, 3,
+     true},
+};
+
+static bool trun_failing(const tscenario *sc, tworld *w, uint64_t nth, vmt_status *st)
+{
+    vmt_alloc_fail_at = nth;
+    *st = sc->op(w);
+    bool fired = nth && vmt_alloc_fail_at == 0;
+    vmt_alloc_fail_at = 0;
+    return fired;
+}
+
+static void tsweep(const tscenario *sc)
+{
+    tworld *w = tworld_new(sc->ctl);
+    sc->setup(w);
+    vmt_status st;
+    assert_false(trun_failing(sc, w, 0, &st));
+    ok(st);
+    char *want = tsnapshot(w);
+    tworld_free(w);
+    uint64_t n;
+    for (n = 1;; n++) {
+        w = tworld_new(sc->ctl);
+        sc->setup(w);
+        char *before = tsnapshot(w);
+        if (!trun_failing(sc, w, n, &st)) {
+            ok(st);
+            char *after = tsnapshot(w);
+            assert_string_equal(after, want);
+            g_free(after);
+            g_free(before);
+            tworld_free(w);
+            break;
+        }
+        if (st != VMT_E_NOMEM && !(sc->events && st == VMT_OK))
+            fail_msg("%s: allocation %" PRIu64 " failed, status %s", sc->name, n,
+                     vmt_status_str(st));
+        char *after = tsnapshot(w);
+        if (!sc->events && strcmp(before, after) != 0)
+            fail_msg("%s: allocation %" PRIu64 " failed and the state changed:\n--- before\n%s"
+                     "--- after\n%s",
+                     sc->name, n, before, after);
+        g_free(after);
+        /* Memory is back: the same call (the same events) finishes it. */
+        ok(sc->op(w));
+        after = tsnapshot(w);
+        if (strcmp(after, want) != 0)
+            fail_msg("%s: allocation %" PRIu64 ", then again with no fault:\n--- got\n%s"
+                     "--- want\n%s",
+                     sc->name, n, after, want);
+        g_free(after);
+        g_free(before);
+        tworld_free(w);
+    }
+    g_free(want);
+    printf("%-28s %3" PRIu64 " allocations failed in turn\n", sc->name, n - 1);
+    if (n - 1 < sc->min_allocs)
+        fail_msg("%s: %" PRIu64 " allocations, expected at least %u", sc->name, n - 1,
+                 sc->min_allocs);
+}
+
+static void test_tracer_sweeps(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof tscenarios / sizeof tscenarios[0]; i++)
+        tsweep(&tscenarios[i]);
+}
+
+/* vmt_tracer_new: VMT_E_NOMEM, no leak, no view left behind. */
+static void test_tracer_new(void **state)
+{
+    (void)state;
+    uint64_t n;
+    for (n = 1;; n++) {
+        vmt_core *core;
+        vmt_mock *mock;
+        vmt_mock_opts mo = {.sz = sizeof mo, .max_gfn = MAX_GFN};
+        ok(vmt_mock_core_new(&mo, &core, &mock));
+        vmt_tracer *t = NULL;
+        vmt_alloc_fail_at = n;
+        vmt_status st = vmt_tracer_new(core, NULL, &t);
+        bool fired = vmt_alloc_fail_at == 0;
+        vmt_alloc_fail_at = 0;
+        if (!fired) {
+            ok(st);
+            vmt_tracer_free(t);
+            vmt_core_free(core);
+            break;
+        }
+        assert_int_equal(st, VMT_E_NOMEM);
+        assert_false(vmt_mock_view_exists(mock, 1));
+        assert_int_equal(vmt_mock_current_view(mock), 0);
+        vmt_core_free(core);
+    }
+    printf("%-28s %3" PRIu64 " allocations failed in turn\n", "tracer: new", n - 1);
+    assert_true(n - 1 >= 5);
+}
+
 /* Constructors: VMT_E_NOMEM, nothing leaked (ASan and valgrind check the
  * leaks), the controller freed by vmt_bpm_new as when it succeeds. */
 static void test_constructors(void **state)
@@ -818,6 +1153,8 @@ int main(void)
         cmocka_unit_test(test_bpm_sweeps),
         cmocka_unit_test(test_ptm_sweeps),
         cmocka_unit_test(test_ptm_mark_allocates_nothing),
+        cmocka_unit_test(test_tracer_sweeps),
+        cmocka_unit_test(test_tracer_new),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
