@@ -801,8 +801,10 @@ static void apply_ptm_events(vmt_tracer *t, vmt_ptm_events *evs)
     size_t done = 0, i = 0;
     while (done < r->len && apply_ptm_event(t, &r->items[done]))
         done++;
-    memmove(r->items, r->items + done, (r->len - done) * sizeof r->items[0]);
-    r->len -= done;
+    if (done) {
+        memmove(r->items, r->items + done, (r->len - done) * sizeof r->items[0]);
+        r->len -= done;
+    }
     while (r->len == 0 && i < evs->len && apply_ptm_event(t, &evs->items[i]))
         i++;
     size_t left = evs->len - i;
