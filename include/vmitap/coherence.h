@@ -103,7 +103,8 @@ void vmt_coherence_set_overwrite_fn(vmt_coherence *coh, vmt_overwrite_fn fn, voi
 /* For a MEMORY_ACCESS event with W on a frame that holds breakpoints in
  * the event's view (where it is shadowed, hence not writable): remembers
  * the frame for the next flush and returns true; the caller carries the
- * write out on the guest's own frame itself. */
+ * write out on the guest's own frame itself. Cannot fail: out of memory,
+ * the next flush rebuilds every shadowed frame instead. */
 bool vmt_coherence_track_write(vmt_coherence *coh, const vmt_event *ev);
 /* The same, and fills *resp so that the write is carried out on the guest's
  * own frame (see above). Otherwise returns false and leaves *resp alone. */
@@ -111,7 +112,9 @@ bool vmt_coherence_on_write(vmt_coherence *coh, vmt_core *vmi, const vmt_event *
                             vmt_response *resp);
 /* Rebuilds the shadows of the frames written since the last flush. Cheap
  * when there are none. Returns the first error (the rest still runs); a
- * frame whose rebuild failed stays pending and is retried next time. */
+ * frame whose rebuild failed stays pending and is retried next time (out
+ * of memory, a frame's rebuild fails before its shadow changes, so no
+ * overwrite report is lost). */
 vmt_status vmt_coherence_flush(vmt_coherence *coh, vmt_core *vmi);
 /* Frames waiting for a flush. */
 size_t vmt_coherence_pending(const vmt_coherence *coh);

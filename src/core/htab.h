@@ -15,8 +15,9 @@
  * addressing, linear probing, power-of-two sizes, each slot caching its
  * key's hash so that a probe calls eq only on a likely match. Removal
  * leaves a tombstone, so removing entries while iterating is safe; the
- * tombstones go at the next growth. The table never shrinks until
- * vmt_htab_fini. */
+ * tombstones go at the next rehash, which sizes the table to twice its
+ * live and reserved entries (so it may also shrink then, never on
+ * removal). */
 #ifndef VMITAP_CORE_HTAB_H
 #define VMITAP_CORE_HTAB_H
 
