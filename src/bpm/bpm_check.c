@@ -1,6 +1,7 @@
 /* vmt_bpm_check: recomputes every index from the others and compares; and
  * the internal accessors of bpm_internal.h. Linear in the manager's size:
- * meant for tests and the fuzzer, not for hot paths. */
+ * meant for tests and the fuzzer, not for hot paths. It allocates nothing
+ * (counts go into scratch fields of the records). */
 #include "bpm/bpm_impl.h"
 #include "bpm/bpm_internal.h"
 #include "vmitap/log.h"
@@ -13,8 +14,7 @@
 
 typedef struct totals {
     size_t arms, pending, global_claims;
-    vmt_htab global_counts; /* bpm_global* -> (void *)count */
-    bool nomem;
+
 } totals;
 
 static bool in_pending_chain(const bpm_view *vs, const bpm_claim *c)
@@ -68,11 +68,7 @@ static bool check_claim(const vmt_bpm *bpm, const bpm_claim *head, const bpm_cla
         bpm_global *g = bpm_global_lookup(bpm, c->view, c->ctx.va);
         if (!g || g->root != c->ctx.root)
             FAIL("global claim without its canonical root");
-        uintptr_t n = (uintptr_t)vmt_htab_get(&t->global_counts, g);
-        if (vmt_htab_put(&t->global_counts, g, (void *)(n + 1)) != VMT_OK) {
-            t->nomem = true;
-            return false;
-        }
+        g->seen++;
         t->global_claims++;
     }
     t->arms += c->n_arms;
@@ -154,11 +150,12 @@ static bool check_view(const vmt_bpm *bpm, const bpm_view *vs, size_t *pages, si
 
 /* Iterates the used slots of a vmt_htab. */
 
-static bool check_all(const vmt_bpm *bpm, bool *nomem)
+static bool check_all(const vmt_bpm *bpm)
 {
     totals t = {0};
-    vmt_htab_init(&t.global_counts, vmt_htab_hash_ptr, NULL);
     bool ok = true;
+    for (size_t i = 0; (i = vmt_htab_next(&bpm->globals, i)) < bpm->globals.n; i++)
+        ((bpm_global *)bpm->globals.slots[i].val)->seen = 0;
     for (size_t i = 0; (i = vmt_htab_next(&bpm->claims, i)) < bpm->claims.n; i++) {
         const bpm_claim *head = bpm->claims.slots[i].val;
         for (const bpm_claim *c = head; ok && c; c = c->next_view)
@@ -169,17 +166,14 @@ static bool check_all(const vmt_bpm *bpm, bool *nomem)
     if (ok) {
         for (size_t i = 0; (i = vmt_htab_next(&bpm->globals, i)) < bpm->globals.n; i++) {
             bpm_global *g = bpm->globals.slots[i].val;
-            uintptr_t n = (uintptr_t)vmt_htab_get(&t.global_counts, g);
-            if (g->count == 0 || g->count != n) {
-                vmt_log(VMT_LOG_ERROR, "bpm_check: global record counts %u claims, found %zu",
-                        g->count, (size_t)n);
+            if (g->count == 0 || g->count != g->seen) {
+                vmt_log(VMT_LOG_ERROR, "bpm_check: global record counts %u claims, found %u",
+                        g->count, g->seen);
                 ok = false;
                 break;
             }
         }
     }
-    vmt_htab_fini(&t.global_counts);
-    *nomem = t.nomem;
     if (!ok)
         return false;
     /* Every arm is in the armed set (check_claim): equal sizes mean that
@@ -217,10 +211,7 @@ vmt_status vmt_bpm_check(const vmt_bpm *bpm)
 {
     if (!bpm)
         return VMT_E_INVALID;
-    bool nomem = false;
-    if (check_all(bpm, &nomem))
-        return VMT_OK;
-    return nomem ? VMT_E_NOMEM : VMT_E_CONFLICT;
+    return check_all(bpm) ? VMT_OK : VMT_E_CONFLICT;
 }
 
 /* ---- accessors ---- */

@@ -94,6 +94,7 @@ typedef struct bpm_global {
     uint64_t id;    /* (view, va) packed */
     vmt_pa root;    /* canonical root */
     uint32_t count; /* global claims (pending or armed) at (view, va) */
+    uint32_t seen;  /* scratch of vmt_bpm_check (which allocates nothing) */
 } bpm_global;
 
 struct vmt_bpm {
