@@ -148,8 +148,20 @@ bool vmt_htab_del(vmt_htab *t, const void *key)
     vmt_htab_slot *sl = t->live ? find(t, tag(t, key), key) : NULL;
     if (!sl)
         return false;
-    *sl = (vmt_htab_slot){.h = VMT_HTAB_TOMB};
     t->live--;
-    t->tombs++;
+    size_t mask = t->n - 1, i = (size_t)(sl - t->slots);
+    if (t->slots[(i + 1) & mask].h != VMT_HTAB_EMPTY) {
+        *sl = (vmt_htab_slot){.h = VMT_HTAB_TOMB};
+        t->tombs++;
+        return true;
+    }
+    /* The end of its probe run: no key lies beyond, so this slot and the
+     * tombstones right before it can be empty again. Nothing moves, so
+     * iterating stays safe. */
+    *sl = (vmt_htab_slot){.h = VMT_HTAB_EMPTY};
+    for (i = (i - 1) & mask; t->slots[i].h == VMT_HTAB_TOMB; i = (i - 1) & mask) {
+        t->slots[i].h = VMT_HTAB_EMPTY;
+        t->tombs--;
+    }
     return true;
 }
