@@ -103,7 +103,7 @@ static vmt_status rehash(bpm_armset *s, size_t n)
 /* Keep the load at most 3/4 counting every logged add as if applied
  * (removals are not counted until applied), so that probe runs stay short
  * and applying never grows; grow to twice that many pairs (1.5x). */
-vmt_status bpm_armset_reserve(bpm_armset *s, size_t extra)
+vmt_status bpm_armset_grow(bpm_armset *s, size_t extra)
 {
     size_t need = s->table_live + s->n_log_adds;
     if (extra > (1ull << 32) - need)

@@ -80,7 +80,14 @@ void bpm_armset_free(bpm_armset *s);
 /* Room for `extra` more adds: the next that many bpm_armset_add cannot
  * fail. VMT_E_NOMEM (out of memory, or beyond 2^32 slots): nothing
  * changed. */
-vmt_status bpm_armset_reserve(bpm_armset *s, size_t extra);
+vmt_status bpm_armset_grow(bpm_armset *s, size_t extra);
+static inline vmt_status bpm_armset_reserve(bpm_armset *s, size_t extra)
+{
+    size_t need = s->table_live + s->n_log_adds + extra; /* no overflow: all below 2^40 */
+    if (__builtin_expect(s->slots && extra <= 64 && 4 * need <= 3 * s->n, 1))
+        return VMT_OK;
+    return bpm_armset_grow(s, extra);
+}
 /* Adds a pair not in the set, into room reserved by bpm_armset_reserve.
  * page_id as bpm_page_id(); gfn < 2^40. */
 void bpm_armset_add(bpm_armset *s, uint64_t page_id, bool global, uint64_t key, uint64_t va,

@@ -558,6 +558,8 @@ static vmt_status ctl_unmonitor(vmt_bpm *bpm, vmt_core *vmi, vmt_gfn gfn, vmt_vi
  * success, except in a double fault that leaves a trap in the guest: the
  * claim is then recorded as armed (the trap stays accounted for) on a page
  * marked unmonitored, and the next arm on the page monitors it. */
+static vmt_status arm_into(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c, vmt_gfn gfn, bpm_view *vs);
+
 static vmt_status arm(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c, vmt_gfn gfn)
 {
     /* Every allocation first: after the controller calls nothing can fail. */
@@ -567,8 +569,14 @@ static vmt_status arm(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c, vmt_gfn gfn)
         st = page_reserve(bpm, c->view, gfn, 1);
     if (st == VMT_OK)
         st = claim_reserve_arm(c);
-    if (st != VMT_OK)
-        return st;
+    return st == VMT_OK ? arm_into(bpm, vmi, c, gfn, vs) : st;
+}
+
+/* arm() once its allocations are made (page_reserve, claim_reserve_arm;
+ * vs: c's view): a page-in reserves for all its claims at once. */
+static vmt_status arm_into(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c, vmt_gfn gfn, bpm_view *vs)
+{
+    vmt_status st;
     bpm_page *page = page_find(bpm, c->view, gfn);
     vmt_pa pa = vmt_pa_in_gfn(gfn, c->ctx.va);
     bool need_insert = !page || page_off_index(page, bpm_va_off(c->ctx.va)) < 0;
@@ -1116,31 +1124,32 @@ static vmt_status page_in(vmt_bpm *bpm, vmt_core *vmi, vmt_view view, vmt_addr_c
     if (!vs || vs->n_pending == 0)
         return VMT_OK;
     bpm_global *g = bpm_global_lookup(bpm, view, ctx.va);
-    size_t n = 0;
-    FOR_PAGE_IN(vs, g, ctx, c, n++;)
-    if (n == 0)
-        return VMT_OK;
     /* The claims are copied (arming one unlinks it from the chain walked),
      * and every allocation the arms need is made before the first one:
      * the page-in either fails with nothing changed or allocates no more. */
-    bpm_claim *stack[64];
-    bpm_claim **todo = n <= 64 ? stack : vmt_reallocarray(NULL, n, sizeof *todo);
-    if (!todo)
-        return VMT_E_NOMEM;
-    size_t i = 0;
-    FOR_PAGE_IN(vs, g, ctx, c, todo[i++] = c;)
+    bpm_claim *stack[64], **todo = stack;
+    size_t n = 0;
+    FOR_PAGE_IN(vs, g, ctx, c, if (n < 64) stack[n] = c; n++;)
+    if (n == 0)
+        return VMT_OK;
+    if (n > 64) { /* rare: walk again into an array of the right size */
+        if (!(todo = vmt_reallocarray(NULL, n, sizeof *todo)))
+            return VMT_E_NOMEM;
+        size_t k = 0;
+        FOR_PAGE_IN(vs, g, ctx, c, todo[k++] = c;)
+    }
     vmt_gfn gfn = vmt_gfn_from_pa(pa);
     vmt_status st = page_reserve(bpm, view, gfn, n);
-    for (i = 0; i < n && st == VMT_OK; i++)
+    for (size_t i = 0; i < n && st == VMT_OK; i++)
         if (todo[i]->n_arms < BPM_MAX_ARMS && !claim_armed_at(todo[i], gfn))
             st = claim_reserve_arm(todo[i]);
-    for (i = 0; i < n && st == VMT_OK; i++) {
+    for (size_t i = 0; i < n && st == VMT_OK; i++) {
         bpm_claim *c = todo[i];
         if (!claim_armed_at(c, gfn)) {
             if (c->n_arms == BPM_MAX_ARMS)
                 st = VMT_E_NOMEM;
             else
-                st = arm(bpm, vmi, c, gfn);
+                st = arm_into(bpm, vmi, c, gfn, vs);
         }
         if (st == VMT_OK) {
             pending_unlink(bpm, c);

@@ -86,8 +86,8 @@ static vmt_status grow(bpm_pendmap *m, size_t n)
     return VMT_OK;
 }
 
-/* Load at most 3/4; doubling. */
-vmt_status bpm_pendmap_reserve(bpm_pendmap *m, size_t extra)
+/* Load at most 3/4; doubling. (bpm_pendmap_reserve checks first.) */
+vmt_status bpm_pendmap_grow(bpm_pendmap *m, size_t extra)
 {
     size_t n = m->n ? m->n : MIN_SLOTS;
     if (extra > SIZE_MAX / 8 - m->live)

@@ -37,7 +37,13 @@ void bpm_pendmap_free(bpm_pendmap *m);
 void *bpm_pendmap_get(const bpm_pendmap *m, uint64_t va, uint64_t root);
 /* Room for `extra` more entries: the next that many additions allocate
  * nothing and cannot fail. VMT_E_NOMEM: nothing changed. */
-vmt_status bpm_pendmap_reserve(bpm_pendmap *m, size_t extra);
+vmt_status bpm_pendmap_grow(bpm_pendmap *m, size_t extra);
+static inline vmt_status bpm_pendmap_reserve(bpm_pendmap *m, size_t extra)
+{
+    if (__builtin_expect(extra <= m->n && 4 * (m->live + extra) <= 3 * m->n, 1))
+        return VMT_OK;
+    return bpm_pendmap_grow(m, extra);
+}
 /* Stores head (not NULL) for (va, root), adding or replacing. Replacing
  * never fails; adding grows the table if no room was reserved
  * (VMT_E_NOMEM: nothing changed). */
