@@ -3,24 +3,25 @@
  * write permissions are left as they are. */
 #include "bpm/controllers.h"
 #include "core/alloc.h"
-#include "core/htab.h"
+#include "core/holds.h"
 
-/* Per (view, frame): whether it was executable before monitor, so that
- * unmonitor gives back exactly the execute right it took. Keys are the
- * packed (view, gfn) themselves (any value, NULL included, is a key). */
+/* The frame is held (core/holds.h) with X off: unmonitor gives back
+ * exactly what it had before monitor, and a ptm holding it as a table page
+ * too keeps writes trapped. */
 typedef struct memory_controller {
-    vmt_htab had_x; /* KEY(view, gfn) -> (void *)(1 + had X) */
+    uint64_t holder; /* its name for the core's access holds */
 } memory_controller;
 
-#define KEY(view, gfn) ((void *)(uintptr_t)(((uint64_t)(view) << 48) | (gfn)))
+static const vmt_access_hold no_execute = {.off = VMT_ACCESS_X};
 
 static bool mc_check_event(void *self, const vmt_event *ev, vmt_view *view, vmt_gfn *gfn)
 {
     (void)self;
-    if (!ev || ev->reason != VMT_EVENT_MEMORY_ACCESS ||
+    /* Without a view the event cannot be placed in one (vmi-rs: None). */
+    if (!ev || !ev->has_view || ev->reason != VMT_EVENT_MEMORY_ACCESS ||
         !(ev->u.memory_access.access & VMT_ACCESS_X))
         return false;
-    *view = ev->has_view ? ev->view : 0;
+    *view = ev->view;
     *gfn = vmt_gfn_from_pa(ev->u.memory_access.pa);
     return true;
 }
@@ -34,38 +35,18 @@ static vmt_status mc_insert(void *self, vmt_core *vmi, vmt_pa pa, vmt_view view)
 static vmt_status mc_monitor(void *self, vmt_core *vmi, vmt_gfn gfn, vmt_view view)
 {
     memory_controller *mc = self;
-    vmt_access a;
-    if (vmt_htab_reserve(&mc->had_x, 1) != VMT_OK) /* before the guest changes */
-        return VMT_E_NOMEM;
-    vmt_status st = vmt_core_get_access(vmi, gfn, view, &a);
-    if (st == VMT_OK)
-        st = vmt_core_set_access(vmi, gfn, view, (vmt_access)(a & ~VMT_ACCESS_X), 0);
-    if (st != VMT_OK)
-        return st;
-    (void)vmt_htab_put(&mc->had_x, KEY(view, gfn), (void *)(uintptr_t)(1 + !!(a & VMT_ACCESS_X)));
-    return VMT_OK;
+    return vmt_core_hold_access(vmi, gfn, view, mc->holder, &no_execute);
 }
 
 static vmt_status mc_unmonitor(void *self, vmt_core *vmi, vmt_gfn gfn, vmt_view view)
 {
     memory_controller *mc = self;
-    void *v = vmt_htab_get(&mc->had_x, KEY(view, gfn));
-    bool had_x = v ? (uintptr_t)v == 2 : true;
-    vmt_access a;
-    vmt_status st = vmt_core_get_access(vmi, gfn, view, &a);
-    if (st == VMT_OK && had_x)
-        st = vmt_core_set_access(vmi, gfn, view, (vmt_access)(a | VMT_ACCESS_X), 0);
-    /* A vanished view has nothing left to restore. */
-    if (st == VMT_OK || st == VMT_E_VIEW_NOT_FOUND)
-        vmt_htab_del(&mc->had_x, KEY(view, gfn));
-    return st;
+    return vmt_core_release_access(vmi, gfn, view, mc->holder);
 }
 
 static void mc_destroy(void *self)
 {
-    memory_controller *mc = self;
-    vmt_htab_fini(&mc->had_x);
-    vmt_free(mc);
+    vmt_free(self);
 }
 
 static const vmt_tap_controller_ops memory_ops = {
@@ -84,7 +65,7 @@ vmt_status vmt_memory_controller_new(vmt_tap_controller *out)
     memory_controller *mc = vmt_calloc(1, sizeof *mc);
     if (!mc)
         return VMT_E_NOMEM;
-    vmt_htab_init(&mc->had_x, vmt_htab_hash_ptr, NULL);
+    mc->holder = vmt_core_holder_new();
     out->ops = &memory_ops;
     out->self = mc;
     return VMT_OK;

@@ -10,14 +10,16 @@
  *             by its physical address, with the addresses whose walks name
  *             it and how often, per level (a self-referencing table can put
  *             one entry on a walk twice, at two levels);
- *  - tables:  every table page holding a monitored entry, with the access it
- *             had before it was write-protected;
+ *  - tables:  every table page holding a monitored entry;
  *  - frames:  the paged-in addresses translating into each frame;
  * plus, per vCPU, the set of monitored entries a guest write touched.
  *
  * A table page is protected when its first monitored entry appears and
- * gets its saved access back when its last one goes, so the same page
- * reached from several roots or at several levels is protected once.
+ * gets its access back when its last one goes, so the same page reached
+ * from several roots or at several levels is protected once. Protection is
+ * a hold in the core (core/holds.h), which saves the access from before:
+ * a frame that is also a breakpoint page in the view is held by the bpm's
+ * controller too, and neither undoes the other's protection.
  *
  * Processing the dirty entries re-walks, from the root, every address whose
  * recorded walk names a dirty entry, then swaps the recorded walk for the
@@ -77,6 +79,7 @@
 
 #include "core/alloc.h"
 #include "core/amd64.h"
+#include "core/holds.h"
 #include "ptm/ptm_impl.h"
 #include "ptm/ptm_internal.h"
 #include "vmitap/log.h"
@@ -170,6 +173,7 @@ vmt_status vmt_ptm_new(vmt_ptm **out)
     if (!ptm)
         return VMT_E_NOMEM;
     vmt_htab_init(&ptm->views, vmt_htab_hash_ptr, NULL);
+    ptm->holder = vmt_core_holder_new();
     *out = ptm;
     return VMT_OK;
 }
@@ -195,6 +199,16 @@ void vmt_ptm_events_free(vmt_ptm_events *ev)
 
 /* ---- table pages ---- */
 
+/* The ptm's hold on a table page (core/holds.h): writes must trap; alone,
+ * the page is exactly R (API.md section 5). A breakpoint controller's
+ * needs on the same frame win over the preferences (R on, X off). */
+static const vmt_access_hold table_hold = {
+    .off = VMT_ACCESS_W,
+    .soft_on = VMT_ACCESS_R,
+    .soft_off = VMT_ACCESS_X,
+    .flags = VMT_SET_ACCESS_IGNORE_PAGE_WALK_UPDATES,
+};
+
 static vmt_status table_protect(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, vmt_gfn gfn)
 {
     ptm_table *t = vmt_htab_get(&v->tables, &gfn);
@@ -210,28 +224,24 @@ static vmt_status table_protect(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, vmt_gf
         vmt_free(t);
         return VMT_E_NOMEM;
     }
-    vmt_access saved;
-    vmt_status st = vmt_core_get_access(vmi, gfn, v->view, &saved);
-    if (st == VMT_OK)
-        st = vmt_core_set_access(vmi, gfn, v->view, VMT_ACCESS_R,
-                                 VMT_SET_ACCESS_IGNORE_PAGE_WALK_UPDATES);
+    vmt_status st = vmt_core_hold_access(vmi, gfn, v->view, ptm->holder, &table_hold);
     if (st != VMT_OK) {
         vmt_free(t);
         return st;
     }
     t->gfn = gfn;
-    t->saved = saved;
     t->entries = 1;
     (void)vmt_htab_put(&v->tables, &t->gfn, t); /* reserved above */
     ptm->tables++;
     return VMT_OK;
 }
 
-/* Gives a page with no monitored entry left its saved access back. On
- * failure the page stays in the index as an owed restore. */
-static vmt_status table_restore(ptm_view *v, vmt_core *vmi, ptm_table *t)
+/* Gives up the hold of a page with no monitored entry left: its access
+ * from before, or what other holders (a bpm controller) need. On failure
+ * the page stays in the index as an owed restore. */
+static vmt_status table_restore(const vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, ptm_table *t)
 {
-    vmt_status st = vmt_core_set_access(vmi, t->gfn, v->view, t->saved, 0);
+    vmt_status st = vmt_core_release_access(vmi, t->gfn, v->view, ptm->holder);
     if (st != VMT_OK && st != VMT_E_VIEW_NOT_FOUND) {
         vmt_log(VMT_LOG_WARN, "ptm: cannot restore access of gfn %#" PRIx64 " in view %u: %s",
                 t->gfn, (unsigned)v->view, vmt_status_str(st));
@@ -250,18 +260,18 @@ static vmt_status table_unprotect(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, vmt_
         return VMT_OK;
     ptm->tables--;
     v->owed++;
-    return table_restore(v, vmi, t);
+    return table_restore(ptm, v, vmi, t);
 }
 
 /* Retries the restores that failed earlier; returns the first failure. */
-static vmt_status view_retry_restores(ptm_view *v, vmt_core *vmi)
+static vmt_status view_retry_restores(const vmt_ptm *ptm, ptm_view *v, vmt_core *vmi)
 {
     vmt_status first = VMT_OK;
     for (size_t i = 0; v->owed && i < v->tables.n; i++) {
         ptm_table *t = VAL(&v->tables, i);
         if (!vmt_htab_used(&v->tables.slots[i]) || t->entries != 0)
             continue;
-        vmt_status st = table_restore(v, vmi, t); /* leaves a tombstone: i stays valid */
+        vmt_status st = table_restore(ptm, v, vmi, t); /* removal moves nothing: i stays valid */
         if (first == VMT_OK)
             first = st;
     }
@@ -508,7 +518,7 @@ static vmt_status unmonitor(vmt_ptm *ptm, vmt_core *vmi, vmt_addr_ctx ctx, vmt_v
         return VMT_OK;
     /* Debts of earlier calls first: a restore failing now stays owed, so
      * that the failure this call reports is still visible afterwards. */
-    vmt_status retried = view_retry_restores(v, vmi);
+    vmt_status retried = view_retry_restores(ptm, v, vmi);
     vmt_status st = VMT_OK;
     ptm_addr *a = vmt_htab_get(&v->addrs, &ctx);
     if (a && (force || --a->refs == 0))
@@ -530,9 +540,9 @@ vmt_status vmt_ptm_unmonitor_by_force(vmt_ptm *ptm, vmt_core *vmi, vmt_addr_ctx 
 /* Drops every address of the view; failed restores stay owed (logged). */
 static void view_clear(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi)
 {
-    (void)view_retry_restores(v, vmi); /* earlier debts, as in unmonitor() */
+    (void)view_retry_restores(ptm, v, vmi); /* earlier debts, as in unmonitor() */
     for (size_t i = 0; (i = vmt_htab_next(&v->addrs, i)) < v->addrs.n; i++)
-        (void)addr_drop(ptm, v, vmi, VAL(&v->addrs, i)); /* leaves a tombstone at i */
+        (void)addr_drop(ptm, v, vmi, VAL(&v->addrs, i)); /* removal moves nothing */
     view_drop_if_empty(ptm, v);
 }
 
@@ -905,10 +915,10 @@ static vmt_status retry_all_restores(vmt_ptm *ptm, vmt_core *vmi)
     vmt_status first = VMT_OK;
     for (size_t i = 0; (i = vmt_htab_next(&ptm->views, i)) < ptm->views.n; i++) {
         ptm_view *v = VAL(&ptm->views, i);
-        vmt_status st = view_retry_restores(v, vmi);
+        vmt_status st = view_retry_restores(ptm, v, vmi);
         if (first == VMT_OK)
             first = st;
-        view_drop_if_empty(ptm, v); /* a tombstone at i */
+        view_drop_if_empty(ptm, v); /* removal moves nothing */
     }
     return first;
 }

@@ -1129,7 +1129,7 @@ static void test_constructors(void **state)
         assert_int_equal(st, VMT_E_NOMEM);
         assert_null(bpm);
     }
-    assert_int_equal(n - 1, 4);
+    assert_int_equal(n - 1, 5);
 }
 
 /* The hook fails exactly the Nth allocation, once. */
