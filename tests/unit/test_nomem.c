@@ -19,12 +19,13 @@
  *     state a fault-free run leaves.
  * The tracer's event handling cannot give the guest its event back: there
  * each fault must be reported (VMT_E_NOMEM from vmt_tracer_run, or for a
- * rebuild of a written code page, which the tracer only logs, VMT_OK), the
- * indexes stay consistent, and the same events delivered again bring the
- * state to the fault-free one.
+ * rebuild of a written code page, which the tracer only logs, VMT_OK),
+ * and the same events delivered again bring the state to the fault-free
+ * one. Symbol tables: VMT_E_NOMEM and nothing returned.
  * The sweep ends at the first N the operation does not reach (it made
  * fewer allocations); each scenario states how many allocations it must
  * at least make, so that a sweep cannot pass by never failing anything. */
+#define _DEFAULT_SOURCE /* mkstemp, fdopen */
 #include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -33,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <glib.h>
@@ -41,6 +43,7 @@
 #include "bpm/controllers.h"
 #include "core/alloc.h"
 #include "ptm/ptm_internal.h"
+#include "tracer/symbols.h"
 #include "tracer_fixture.h"
 #include "vmitap/mock.h"
 #include "vmitap/tracer.h"
@@ -1099,6 +1102,47 @@ static void test_tracer_new(void **state)
     assert_true(n - 1 >= 5);
 }
 
+/* Symbol tables, from an ELF file (this test program) and from a
+ * System.map: VMT_E_NOMEM at every allocation, *out untouched, no leak. */
+static void sweep_symtab(const char *what, const char *path, bool system_map)
+{
+    uint64_t n;
+    for (n = 1;; n++) {
+        vmt_symtab *tab = NULL;
+        vmt_alloc_fail_at = n;
+        vmt_status st =
+            system_map ? vmt_symtab_load_system_map(path, &tab) : vmt_symtab_load(path, &tab);
+        bool fired = vmt_alloc_fail_at == 0;
+        vmt_alloc_fail_at = 0;
+        if (!fired) {
+            ok(st);
+            assert_non_null(vmt_symtab_lookup(tab, "main"));
+            vmt_symtab_free(tab);
+            break;
+        }
+        assert_int_equal(st, VMT_E_NOMEM);
+        assert_null(tab);
+    }
+    printf("%-28s %3" PRIu64 " allocations failed in turn\n", what, n - 1);
+    assert_true(n - 1 >= 3);
+}
+
+static void test_symtab(void **state)
+{
+    (void)state;
+    sweep_symtab("symbols: ELF", "/proc/self/exe", false);
+    char path[] = "/tmp/vmt-nomem-map-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    for (unsigned i = 0; i < 3000; i++) /* several name blocks' worth */
+        fprintf(f, "ffffffff81%06x T fn_%u_%0200u\n", 0x1000 + 16 * i, i, i);
+    fprintf(f, "ffffffff82000000 T main\n");
+    fclose(f);
+    sweep_symtab("symbols: System.map", path, true);
+    unlink(path);
+}
+
 /* Constructors: VMT_E_NOMEM, nothing leaked (ASan and valgrind check the
  * leaks), the controller freed by vmt_bpm_new as when it succeeds. */
 static void test_constructors(void **state)
@@ -1158,6 +1202,7 @@ int main(void)
         cmocka_unit_test(test_ptm_mark_allocates_nothing),
         cmocka_unit_test(test_tracer_sweeps),
         cmocka_unit_test(test_tracer_new),
+        cmocka_unit_test(test_symtab),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
