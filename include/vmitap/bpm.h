@@ -82,6 +82,13 @@ typedef struct vmt_bpm_stats {
  * vmt_regs_translation_root), a PA at or above 2^52. A pending insert (no
  * translation, or a NULL hint) into a view the driver does not have fails
  * with VMT_E_VIEW_NOT_FOUND. */
+/* Out of memory: every operation below returns VMT_E_NOMEM with nothing
+ * changed (the manager, the controller and the guest are as before the
+ * call), except vmt_bpm_handle_ptm_events, which applies its events in
+ * order: the events before the failing one stay applied, the failing one
+ * changed nothing, the rest were not applied; calling it again with the
+ * same events finishes the work. vmt_bpm_new takes (and on failure
+ * destroys) the controller whatever it returns. */
 typedef struct vmt_bpm vmt_bpm;
 /* Takes the controller. */
 VMT_API vmt_status vmt_bpm_new(vmt_tap_controller controller, vmt_bpm **out);

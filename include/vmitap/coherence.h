@@ -110,7 +110,8 @@ VMT_API void vmt_coherence_set_overwrite_fn(vmt_coherence *coh, vmt_overwrite_fn
 /* For a MEMORY_ACCESS event with W on a frame that holds breakpoints in
  * the event's view (where it is shadowed, hence not writable): remembers
  * the frame for the next flush and returns true; the caller carries the
- * write out on the guest's own frame itself. */
+ * write out on the guest's own frame itself. Cannot fail: out of memory,
+ * the next flush rebuilds every shadowed frame instead. */
 VMT_API bool vmt_coherence_track_write(vmt_coherence *coh, const vmt_event *ev);
 /* The same, and fills *resp so that the write is carried out on the guest's
  * own frame (see above). Otherwise returns false and leaves *resp alone. */
@@ -118,7 +119,9 @@ VMT_API bool vmt_coherence_on_write(vmt_coherence *coh, vmt_core *vmi, const vmt
                                     vmt_response *resp);
 /* Rebuilds the shadows of the frames written since the last flush. Cheap
  * when there are none. Returns the first error (the rest still runs); a
- * frame whose rebuild failed stays pending and is retried next time. */
+ * frame whose rebuild failed stays pending and is retried next time (out
+ * of memory, a frame's rebuild fails before its shadow changes, so no
+ * overwrite report is lost). */
 VMT_API vmt_status vmt_coherence_flush(vmt_coherence *coh, vmt_core *vmi);
 /* Frames waiting for a flush. */
 VMT_API size_t vmt_coherence_pending(const vmt_coherence *coh);

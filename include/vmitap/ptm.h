@@ -45,6 +45,13 @@ typedef struct vmt_ptm_events {
 } vmt_ptm_events;
 VMT_API void vmt_ptm_events_free(vmt_ptm_events *ev); /* frees items, zeroes the struct */
 
+/* Out of memory: every call returns VMT_E_NOMEM with nothing changed (the
+ * monitor and the guest's access rights as before), except
+ * vmt_ptm_process_dirty_entries, which, as for any failure, keeps the
+ * changes it applied before the failing one, appends their events
+ * (re-announcements included) and leaves the rest dirty: calling it again
+ * finishes the work. vmt_ptm_mark_dirty_entry allocates nothing; it tracks
+ * vCPUs 0 to 63 (false for a higher one). */
 typedef struct vmt_ptm vmt_ptm;
 VMT_API vmt_status vmt_ptm_new(vmt_ptm **out);
 VMT_API void vmt_ptm_free(vmt_ptm *ptm); /* memory only; guest untouched */

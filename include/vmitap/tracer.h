@@ -146,8 +146,9 @@ typedef struct vmt_tracer_bp_opts {
  * not present the breakpoint is pending and arms itself at page-in.
  * Several breakpoints may share an address: each counts every hit there.
  * VMT_E_INVALID for a non-canonical address; other errors come from the
- * bpm / ptm (e.g. a page table that cannot be read). opts may be NULL; id
- * optional. */
+ * bpm / ptm (e.g. a page table that cannot be read); VMT_E_NOMEM with
+ * nothing changed (no breakpoint, id not used, guest untouched). opts may
+ * be NULL; id optional. */
 VMT_API vmt_status vmt_tracer_add(vmt_tracer *t, vmt_addr_ctx ctx, const vmt_tracer_bp_opts *opts,
                                   vmt_tracer_bp_id *id);
 
@@ -200,7 +201,13 @@ typedef struct vmt_tracer_run_opts {
  * VMT_E_GUEST_CRASHED, VMT_E_DRIVER). The loop never returns while a vCPU
  * is in the middle of a step it asked for, so the tracer can always be
  * detached or run again afterwards. opts may be NULL (run until the guest
- * exits or vmt_tracer_stop). */
+ * exits or vmt_tracer_stop).
+ * Out of memory while handling an event ends the loop with VMT_E_NOMEM
+ * once the event is answered; nothing is lost: a page-table change the
+ * breakpoint manager could not take is handed to it again at the next
+ * page-table write and at the start of the next run, and a written code
+ * page whose shadow could not be rebuilt is rebuilt at the next flush
+ * (logged, not reported). Hit handling allocates nothing. */
 VMT_API vmt_status vmt_tracer_run(vmt_tracer *t, const vmt_tracer_run_opts *opts,
                                   vmt_tracer_stop_reason *why);
 

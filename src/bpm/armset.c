@@ -78,15 +78,16 @@ static bpm_armset_slot *free_slot(bpm_armset_slot *slots, size_t n, uint64_t h)
 }
 
 /* Moves the live slots to a table of n slots (tablemem.h: zeroed,
- * 64-byte aligned; out of memory aborts, as g_malloc does everywhere else
- * in the manager). */
-static void rehash(bpm_armset *s, size_t n)
+ * 64-byte aligned). VMT_E_NOMEM: nothing changed. */
+static vmt_status rehash(bpm_armset *s, size_t n)
 {
     if (n > (1ull << 32))
-        abort(); /* 128 GiB of slots: beyond home()'s range */
+        return VMT_E_NOMEM; /* 128 GiB of slots: beyond home()'s range */
     void *mem;
     size_t map_bytes;
     bpm_armset_slot *slots = bpm_table_alloc(n * sizeof(bpm_armset_slot), &mem, &map_bytes);
+    if (!slots)
+        return VMT_E_NOMEM;
     for (size_t i = 0; i < s->n; i++) {
         const bpm_armset_slot *o = &s->slots[i];
         if (o->id & BPM_ARMSET_LIVE)
@@ -97,16 +98,27 @@ static void rehash(bpm_armset *s, size_t n)
     s->map_bytes = map_bytes;
     s->slots = slots;
     s->n = n;
+    return VMT_OK;
 }
 
+/* Keep the load at most 3/4 counting every logged add as if applied
+ * (removals are not counted until applied), so that probe runs stay short
+ * and applying never grows; grow to twice that many pairs (1.5x). */
+vmt_status bpm_armset_grow(bpm_armset *s, size_t extra)
+{
+    size_t need = s->table_live + s->n_log_adds;
+    if (extra > (1ull << 32) - need)
+        return VMT_E_NOMEM;
+    need += extra;
+    if (s->slots && 4 * need <= 3 * s->n)
+        return VMT_OK;
+    size_t want = 2 * need;
+    return rehash(s, want < BPM_ARMSET_MIN_SLOTS ? BPM_ARMSET_MIN_SLOTS : want);
+}
+
+/* Room was reserved (bpm_armset_reserve) when the add was logged. */
 static void table_add(bpm_armset *s, uint64_t h, const bpm_armset_slot *e)
 {
-    /* Keep the load at most 3/4, so that probe runs stay short; grow to
-     * twice the live pairs (1.5x). */
-    if (!s->slots || 4 * (s->table_live + 1) > 3 * s->n) {
-        size_t want = 2 * (s->table_live + 1);
-        rehash(s, want < BPM_ARMSET_MIN_SLOTS ? BPM_ARMSET_MIN_SLOTS : want);
-    }
     *free_slot(s->slots, s->n, h) = *e;
     s->table_live++;
 }
@@ -147,10 +159,12 @@ static void apply(bpm_armset *s, unsigned k)
 {
     for (unsigned i = 0; i < k; i++) {
         const bpm_armset_slot *e = &s->log[i];
-        if (e->id & BPM_ARMSET_DEL)
+        if (e->id & BPM_ARMSET_DEL) {
             table_del(s, find(s, s->log_hash[i], page_of(e), e->key, e->va, e->root));
-        else
+        } else {
             table_add(s, s->log_hash[i], e);
+            s->n_log_adds--;
+        }
     }
     s->n_log -= k;
     memmove(s->log, s->log + k, s->n_log * sizeof s->log[0]);
@@ -181,6 +195,7 @@ void bpm_armset_add(bpm_armset *s, uint64_t page_id, bool global, uint64_t key, 
                     uint64_t root)
 {
     log_change(s, page_id | BPM_ARMSET_LIVE | (global ? BPM_ARMSET_GLOBAL : 0), key, va, root);
+    s->n_log_adds++;
     s->live++;
 }
 
@@ -250,6 +265,7 @@ bool bpm_armset_check(const bpm_armset *s)
     if (!check_table(s) || s->n_log > BPM_ARMSET_LOG)
         return false;
     size_t live = s->table_live;
+    unsigned adds = 0;
     for (unsigned i = 0; i < s->n_log; i++) {
         if (!(s->log_bits & log_bit(s->log_hash[i])))
             return false;
@@ -259,6 +275,9 @@ bool bpm_armset_check(const bpm_armset *s)
             del == !!(e->id & BPM_ARMSET_LIVE) || present_before(s, i, e) != del)
             return false;
         live = del ? live - 1 : live + 1;
+        adds += !del;
     }
+    if (adds != s->n_log_adds || (adds && 4 * (s->table_live + adds) > 3 * s->n))
+        return false; /* the logged adds must have their room */
     return live == s->live;
 }

@@ -11,6 +11,11 @@
  * lookup reads one 32-byte slot (slots are line-aligned, two per line)
  * and, at the load kept (at most 3/4), rarely the next one.
  *
+ * Growth is done ahead, by bpm_armset_reserve, never when the log is
+ * applied: the table always has room at load 3/4 for its pairs plus the
+ * logged adds, so that adding (logging) and applying never allocate and
+ * cannot fail, and the manager reserves before it changes the guest.
+ *
  * Open addressing with linear probing; a deletion shifts the rest of its
  * probe run back (no tombstones); the table grows when the live pairs pass
  * 3/4 of the slots and never shrinks until freed. The number of slots is not
@@ -36,6 +41,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vmitap/types.h"
+
 typedef struct bpm_armset_slot {
     uint64_t id; /* page id (view << 48 | gfn) | flags below; 0: empty */
     uint64_t key;
@@ -53,6 +60,7 @@ typedef struct bpm_armset {
     size_t live;            /* pairs in the set: table_live plus the log's net change */
     size_t map_bytes;       /* mem is an mmap of this size (0: from calloc) */
     unsigned n_log;
+    unsigned n_log_adds; /* adds among the logged changes */
     uint64_t log_bits; /* bit (hash >> 58) of each logged pair: most lookups skip the log */
     uint64_t log_hash[BPM_ARMSET_LOG];
     bpm_armset_slot log[BPM_ARMSET_LOG]; /* id has LIVE for an add, DEL for a removal */
@@ -70,7 +78,19 @@ typedef struct bpm_armset {
 void bpm_armset_init(bpm_armset *s);
 void bpm_armset_free(bpm_armset *s);
 
-/* Adds a pair not in the set. page_id as bpm_page_id(); gfn < 2^40. */
+/* Room for `extra` more adds: the next that many bpm_armset_add cannot
+ * fail. VMT_E_NOMEM (out of memory, or beyond 2^32 slots): nothing
+ * changed. */
+vmt_status bpm_armset_grow(bpm_armset *s, size_t extra);
+static inline vmt_status bpm_armset_reserve(bpm_armset *s, size_t extra)
+{
+    size_t need = s->table_live + s->n_log_adds + extra; /* no overflow: all below 2^40 */
+    if (__builtin_expect(s->slots && extra <= 64 && 4 * need <= 3 * s->n, 1))
+        return VMT_OK;
+    return bpm_armset_grow(s, extra);
+}
+/* Adds a pair not in the set, into room reserved by bpm_armset_reserve.
+ * page_id as bpm_page_id(); gfn < 2^40. */
 void bpm_armset_add(bpm_armset *s, uint64_t page_id, bool global, uint64_t key, uint64_t va,
                     uint64_t root);
 /* Removes a pair that is in the set. */

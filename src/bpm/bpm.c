@@ -50,45 +50,28 @@
 
 #include "bpm/bpm_impl.h"
 #include "bpm/bpm_internal.h"
+#include "core/alloc.h"
 #include "core/amd64.h"
 #include "core/opts.h"
 #include "vmitap/log.h"
 
 /* ---- hashing ---- */
 
-static inline guint mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return (guint)x;
-}
-
-static guint claim_hash(gconstpointer p)
+static uint64_t claim_hash(const void *p)
 {
     const bpm_claim *c = p;
-    return mix64(c->ctx.va ^ (c->ctx.root * 0x9e3779b97f4a7c15ull) ^
-                 (c->key * 0xc2b2ae3d27d4eb4full));
+    return vmt_htab_hash_u64(c->ctx.va ^ (c->ctx.root * 0x9e3779b97f4a7c15ull) ^
+                             (c->key * 0xc2b2ae3d27d4eb4full));
 }
 
-static gboolean claim_equal(gconstpointer a, gconstpointer b)
+static bool claim_equal(const void *a, const void *b)
 {
     const bpm_claim *x = a, *y = b;
     return x->key == y->key && x->ctx.va == y->ctx.va && x->ctx.root == y->ctx.root;
 }
 
-/* bpm_page and bpm_global both start with their 64-bit id. */
-static guint id_hash(gconstpointer p)
-{
-    return mix64(*(const uint64_t *)p);
-}
-
-static gboolean id_equal(gconstpointer a, gconstpointer b)
-{
-    return *(const uint64_t *)a == *(const uint64_t *)b;
-}
+/* bpm_page and bpm_global both start with their 64-bit id: their tables
+ * use vmt_htab_hash_u64p and vmt_htab_eq_u64p. */
 
 /* ---- lookups ---- */
 
@@ -97,7 +80,7 @@ static bpm_claim *claim_find(const vmt_bpm *bpm, vmt_view view, uint64_t key, vm
                              bpm_claim **head)
 {
     bpm_claim probe = {.key = key, .ctx = ctx};
-    bpm_claim *c = g_hash_table_lookup(bpm->claims, &probe);
+    bpm_claim *c = vmt_htab_get(&bpm->claims, &probe);
     if (head)
         *head = c;
     while (c && c->view != view)
@@ -113,20 +96,20 @@ bpm_claim *bpm_claim_lookup(const vmt_bpm *bpm, vmt_view view, uint64_t key, vmt
 bpm_page *bpm_page_lookup(const vmt_bpm *bpm, vmt_view view, vmt_gfn gfn)
 {
     uint64_t id = bpm_page_id(view, gfn);
-    return g_hash_table_lookup(bpm->pages, &id);
+    return vmt_htab_get(&bpm->pages, &id);
 }
 
 bpm_global *bpm_global_lookup(const vmt_bpm *bpm, vmt_view view, vmt_va va)
 {
-    if (g_hash_table_size(bpm->globals) == 0)
+    if (vmt_htab_size(&bpm->globals) == 0)
         return NULL;
     uint64_t id = bpm_global_id(view, va);
-    return g_hash_table_lookup(bpm->globals, &id);
+    return vmt_htab_get(&bpm->globals, &id);
 }
 
 bpm_view *bpm_view_lookup(const vmt_bpm *bpm, vmt_view view)
 {
-    return g_hash_table_lookup(bpm->views, GUINT_TO_POINTER(view));
+    return vmt_htab_get(&bpm->views, BPM_VIEW_KEY(view));
 }
 
 vmt_breakpoint bpm_claim_breakpoint(const bpm_claim *c)
@@ -157,23 +140,32 @@ static bpm_view *view_find(vmt_bpm *bpm, vmt_view view)
     return vs;
 }
 
-static bpm_view *view_get(vmt_bpm *bpm, vmt_view view)
+/* The view's record, made if it has none (VMT_E_NOMEM: none made). A new
+ * view is empty until the operation fills it: views_gc drops it again if
+ * the operation fails. */
+static vmt_status view_get(vmt_bpm *bpm, vmt_view view, bpm_view **out)
 {
     bpm_view *vs = view_find(bpm, view);
     if (!vs) {
-        vs = g_new0(bpm_view, 1);
+        vs = vmt_calloc(1, sizeof *vs);
+        if (!vs)
+            return VMT_E_NOMEM;
         vs->view = view;
         bpm_pendmap_init(&vs->pending);
-        g_hash_table_insert(bpm->views, GUINT_TO_POINTER(view), vs);
+        if (vmt_htab_put(&bpm->views, BPM_VIEW_KEY(view), vs) != VMT_OK) {
+            vmt_free(vs);
+            return VMT_E_NOMEM;
+        }
+        bpm->gc_views = true;
     }
-    return vs;
+    *out = vs;
+    return VMT_OK;
 }
 
-static void view_free(gpointer p)
+static void view_free(bpm_view *vs)
 {
-    bpm_view *vs = p;
     bpm_pendmap_free(&vs->pending);
-    g_free(vs);
+    vmt_free(vs);
 }
 
 /* Views are dropped when empty, at the end of each operation (not in the
@@ -182,15 +174,14 @@ static void views_gc(vmt_bpm *bpm)
 {
     if (!bpm->gc_views)
         return;
-    GHashTableIter it;
-    gpointer k, v;
-    g_hash_table_iter_init(&it, bpm->views);
-    while (g_hash_table_iter_next(&it, &k, &v)) {
-        bpm_view *vs = v;
-        if (vs->n_pages == 0 && vs->n_pending == 0) {
+    for (size_t i = 0; i < bpm->views.n; i++) {
+        vmt_htab_slot *sl = &bpm->views.slots[i];
+        bpm_view *vs = sl->val;
+        if (vmt_htab_used(sl) && vs->n_pages == 0 && vs->n_pending == 0) {
             if (bpm->last_view == vs)
                 bpm->last_view = NULL;
-            g_hash_table_iter_remove(&it);
+            vmt_htab_del(&bpm->views, sl->key); /* leaves a tombstone: iteration goes on */
+            view_free(vs);
         }
     }
     bpm->gc_views = false;
@@ -201,11 +192,21 @@ static void views_gc(vmt_bpm *bpm)
 /* A new claim, linked into the claims index (and its global record);
  * neither pending nor armed yet: the caller makes it one or the other, or
  * releases it. For a global claim, ctx must already be canonical. head is
- * the chain's head for (key, ctx) as claim_find found it (NULL: none). */
-static bpm_claim *claim_new(vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx ctx,
-                            bpm_claim *head)
+ * the chain's head for (key, ctx) as claim_find found it (NULL: none).
+ * VMT_E_NOMEM: nothing changed. */
+static vmt_status claim_new(vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx ctx,
+                            bpm_claim *head, bpm_claim **out)
 {
-    bpm_claim *c = g_new0(bpm_claim, 1);
+    bpm_global *g = bp->global ? bpm_global_lookup(bpm, bp->view, ctx.va) : NULL;
+    bpm_global *fresh = NULL;
+    if (bp->global && !g &&
+        (!(fresh = vmt_calloc(1, sizeof *fresh)) || vmt_htab_reserve(&bpm->globals, 1) != VMT_OK))
+        goto nomem;
+    if (!head && vmt_htab_reserve(&bpm->claims, 1) != VMT_OK)
+        goto nomem;
+    bpm_claim *c = vmt_calloc(1, sizeof *c);
+    if (!c)
+        goto nomem;
     c->key = bp->key;
     c->ctx = ctx;
     c->tag = bp->tag;
@@ -215,20 +216,22 @@ static bpm_claim *claim_new(vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx
         c->next_view = head->next_view;
         head->next_view = c;
     } else {
-        g_hash_table_add(bpm->claims, c);
+        (void)vmt_htab_put(&bpm->claims, c, c); /* reserved above */
         c->claims_head = true;
     }
-    if (c->global) {
-        bpm_global *g = bpm_global_lookup(bpm, c->view, ctx.va);
-        if (!g) {
-            g = g_new0(bpm_global, 1);
-            g->id = bpm_global_id(c->view, ctx.va);
-            g->root = ctx.root;
-            g_hash_table_add(bpm->globals, g);
-        }
-        g->count++;
+    if (fresh) {
+        g = fresh;
+        g->id = bpm_global_id(c->view, ctx.va);
+        g->root = ctx.root;
+        (void)vmt_htab_put(&bpm->globals, g, g); /* reserved above */
     }
-    return c;
+    if (g)
+        g->count++;
+    *out = c;
+    return VMT_OK;
+nomem:
+    vmt_free(fresh);
+    return VMT_E_NOMEM;
 }
 
 /* Frees a claim that is neither pending nor armed. */
@@ -236,13 +239,14 @@ static void claim_release(vmt_bpm *bpm, bpm_claim *c)
 {
     if (c->claims_head) {
         if (c->next_view) {
-            g_hash_table_add(bpm->claims, c->next_view); /* replaces c as the key */
+            /* Replaces c as key and value: an equal key, no allocation. */
+            (void)vmt_htab_put(&bpm->claims, c->next_view, c->next_view);
             c->next_view->claims_head = true;
         } else {
-            g_hash_table_remove(bpm->claims, c);
+            vmt_htab_del(&bpm->claims, c);
         }
     } else {
-        bpm_claim *head = g_hash_table_lookup(bpm->claims, c);
+        bpm_claim *head = vmt_htab_get(&bpm->claims, c);
         while (head->next_view != c)
             head = head->next_view;
         head->next_view = c->next_view;
@@ -250,13 +254,13 @@ static void claim_release(vmt_bpm *bpm, bpm_claim *c)
     if (c->global) {
         bpm_global *g = bpm_global_lookup(bpm, c->view, c->ctx.va);
         if (--g->count == 0) {
-            g_hash_table_remove(bpm->globals, g);
-            g_free(g);
+            vmt_htab_del(&bpm->globals, g);
+            vmt_free(g);
         }
     }
     if (c->arms_cap)
-        g_free(c->arms.many);
-    g_free(c);
+        vmt_free(c->arms.many);
+    vmt_free(c);
 }
 
 static void release_if_unused(vmt_bpm *bpm, bpm_claim *c)
@@ -265,9 +269,15 @@ static void release_if_unused(vmt_bpm *bpm, bpm_claim *c)
         claim_release(bpm, c);
 }
 
-static void pending_link(vmt_bpm *bpm, bpm_view *vs, bpm_claim *c)
+/* Makes c pending in vs. VMT_E_NOMEM (the pending index could not grow;
+ * callers reserve room first where they must not fail): nothing changed. */
+static vmt_status pending_link(vmt_bpm *bpm, bpm_view *vs, bpm_claim *c)
 {
-    bpm_claim *head = bpm_pendmap_get_or_put(&vs->pending, c->ctx.va, c->ctx.root, c);
+    void *found;
+    vmt_status st = bpm_pendmap_get_or_put(&vs->pending, c->ctx.va, c->ctx.root, c, &found);
+    if (st != VMT_OK)
+        return st;
+    bpm_claim *head = found;
     if (head) {
         c->next_pending = head->next_pending;
         head->next_pending = c;
@@ -278,6 +288,7 @@ static void pending_link(vmt_bpm *bpm, bpm_view *vs, bpm_claim *c)
     c->pending = true;
     vs->n_pending++;
     bpm->n_pending++;
+    return VMT_OK;
 }
 
 static void pending_unlink(vmt_bpm *bpm, bpm_claim *c)
@@ -285,7 +296,8 @@ static void pending_unlink(vmt_bpm *bpm, bpm_claim *c)
     bpm_view *vs = view_find(bpm, c->view);
     if (c->pending_head) {
         if (c->next_pending) {
-            bpm_pendmap_put(&vs->pending, c->ctx.va, c->ctx.root, c->next_pending);
+            /* Replaces the head: never allocates. */
+            (void)bpm_pendmap_put(&vs->pending, c->ctx.va, c->ctx.root, c->next_pending);
             c->next_pending->pending_head = true;
         } else {
             bpm_pendmap_del(&vs->pending, c->ctx.va, c->ctx.root);
@@ -304,21 +316,39 @@ static void pending_unlink(vmt_bpm *bpm, bpm_claim *c)
     bpm->n_pending--;
 }
 
+/* Room for one more arm of c (VMT_E_NOMEM: nothing changed but, at most,
+ * the arms' representation: a claim's one inline arm may move into an
+ * array, which nothing outside the claim can see). */
+static vmt_status claim_reserve_arm(bpm_claim *c)
+{
+    if (c->arms_cap == 0) {
+        if (c->n_arms == 0)
+            return VMT_OK; /* the first arm goes inline */
+        bpm_arm *many = vmt_malloc(4 * sizeof *many);
+        if (!many)
+            return VMT_E_NOMEM;
+        many[0] = (bpm_arm){c->arms.one_page, c->one_idx};
+        c->arms.many = many;
+        c->arms_cap = 4;
+        return VMT_OK;
+    }
+    if (c->n_arms < c->arms_cap)
+        return VMT_OK;
+    bpm_arm *many = vmt_reallocarray(c->arms.many, 2u * c->arms_cap, sizeof *many);
+    if (!many)
+        return VMT_E_NOMEM;
+    c->arms.many = many;
+    c->arms_cap = (uint16_t)(c->arms_cap * 2);
+    return VMT_OK;
+}
+
+/* Into room made by claim_reserve_arm. */
 static void claim_add_arm(bpm_claim *c, bpm_page *page, uint32_t idx)
 {
-    if (c->n_arms == 0 && c->arms_cap == 0) {
+    if (c->arms_cap == 0) {
         c->arms.one_page = page;
         c->one_idx = idx;
     } else {
-        if (c->arms_cap == 0) {
-            bpm_arm first = {c->arms.one_page, c->one_idx};
-            c->arms_cap = 4;
-            c->arms.many = g_new(bpm_arm, c->arms_cap);
-            c->arms.many[0] = first;
-        } else if (c->n_arms == c->arms_cap) {
-            c->arms_cap = (uint16_t)(c->arms_cap * 2);
-            c->arms.many = g_renew(bpm_arm, c->arms.many, c->arms_cap);
-        }
         c->arms.many[c->n_arms] = (bpm_arm){page, idx};
     }
     c->n_arms++;
@@ -368,16 +398,61 @@ static bpm_page *page_find(vmt_bpm *bpm, vmt_view view, vmt_gfn gfn)
     uint64_t id = bpm_page_id(view, gfn);
     if (bpm->last_page && bpm->last_page->id == id)
         return bpm->last_page;
-    return g_hash_table_lookup(bpm->pages, &id);
+    return vmt_htab_get(&bpm->pages, &id);
 }
 
+/* Grows an array of *cap elements of size elem to at least need (doubling
+ * from first). VMT_E_NOMEM: nothing changed. */
+static vmt_status grow_to(void **arr, size_t *cap, size_t need, size_t elem, size_t first)
+{
+    if (need <= *cap)
+        return VMT_OK;
+    size_t n = *cap ? *cap : first;
+    while (n < need)
+        n *= 2;
+    void *p = vmt_reallocarray(*arr, n, elem);
+    if (!p)
+        return VMT_E_NOMEM;
+    *arr = p;
+    *cap = n;
+    return VMT_OK;
+}
+
+/* Makes the allocations for k more claims armed on frame gfn of the view:
+ * room in its page's arrays, or (no page yet) a page made ahead as
+ * bpm->spare and room for it in the page index, and room in the armed set.
+ * page_new and page_add_claim then cannot fail. VMT_E_NOMEM: nothing that
+ * anything outside the manager's memory can see changed. */
+static vmt_status page_reserve(vmt_bpm *bpm, vmt_view view, vmt_gfn gfn, size_t k)
+{
+    bpm_page *page = page_find(bpm, view, gfn);
+    if (!page) {
+        if (!bpm->spare && !(bpm->spare = vmt_calloc(1, sizeof *bpm->spare)))
+            return VMT_E_NOMEM;
+        if (vmt_htab_reserve(&bpm->pages, 1) != VMT_OK)
+            return VMT_E_NOMEM;
+        page = bpm->spare;
+    }
+    size_t cap = page->cap, offs_cap = page->offs_cap;
+    size_t offs_need = page->n_offs + k < VMT_PAGE_SIZE ? page->n_offs + k : VMT_PAGE_SIZE;
+    void *claims = page->claims, *offs = page->offs;
+    vmt_status st = grow_to(&claims, &cap, page->n_claims + k, sizeof(bpm_claim *), 8);
+    page->claims = claims;
+    page->cap = (uint32_t)cap;
+    if (st == VMT_OK)
+        st = grow_to(&offs, &offs_cap, offs_need, sizeof(bpm_off), 8);
+    page->offs = offs;
+    page->offs_cap = (uint16_t)offs_cap;
+    if (st == VMT_OK)
+        st = bpm_armset_reserve(&bpm->armed, k);
+    return st;
+}
+
+/* A page for (vs, gfn) from bpm->spare, which page_reserve made sure of. */
 static bpm_page *page_new(vmt_bpm *bpm, bpm_view *vs, vmt_gfn gfn, bool monitored)
 {
     bpm_page *page = bpm->spare; /* its arrays are kept: n_claims = n_offs = 0 */
-    if (page)
-        bpm->spare = NULL;
-    else
-        page = g_new0(bpm_page, 1);
+    bpm->spare = NULL;
     page->id = bpm_page_id(vs->view, gfn);
     page->monitored = monitored;
     page->prev = NULL;
@@ -386,16 +461,16 @@ static bpm_page *page_new(vmt_bpm *bpm, bpm_view *vs, vmt_gfn gfn, bool monitore
         vs->pages->prev = page;
     vs->pages = page;
     vs->n_pages++;
-    g_hash_table_add(bpm->pages, page);
+    (void)vmt_htab_put(&bpm->pages, page, page); /* reserved by page_reserve */
     return page;
 }
 
 /* Memory only. */
 static void page_release(bpm_page *page)
 {
-    g_free(page->claims);
-    g_free(page->offs);
-    g_free(page);
+    vmt_free(page->claims);
+    vmt_free(page->offs);
+    vmt_free(page);
 }
 
 /* Unlinks an empty page from its view and the page index, and frees it. */
@@ -410,7 +485,7 @@ static void page_free(vmt_bpm *bpm, bpm_page *page)
         page->next->prev = page->prev;
     if (--vs->n_pages == 0 && vs->n_pending == 0)
         bpm->gc_views = true;
-    g_hash_table_remove(bpm->pages, page);
+    vmt_htab_del(&bpm->pages, page);
     if (bpm->last_page == page)
         bpm->last_page = NULL;
     /* A page-out frees a page that the page-ins soon create again: keep
@@ -424,13 +499,10 @@ static void page_free(vmt_bpm *bpm, bpm_page *page)
     }
 }
 
-/* Records claim c as armed on page (index change only). */
+/* Records claim c as armed on page (index change only, into the room
+ * page_reserve and claim_reserve_arm made). */
 static void page_add_claim(vmt_bpm *bpm, bpm_page *page, bpm_claim *c)
 {
-    if (page->n_claims == page->cap) {
-        page->cap = page->cap ? page->cap * 2 : 8;
-        page->claims = g_renew(bpm_claim *, page->claims, page->cap);
-    }
     uint32_t idx = page->n_claims++;
     page->claims[idx] = c;
     claim_add_arm(c, page, idx);
@@ -439,10 +511,6 @@ static void page_add_claim(vmt_bpm *bpm, bpm_page *page, bpm_claim *c)
     unsigned off = bpm_va_off(c->ctx.va);
     int oi = page_off_index(page, off);
     if (oi < 0) {
-        if (page->n_offs == page->offs_cap) {
-            page->offs_cap = (uint16_t)(page->offs_cap ? page->offs_cap * 2 : 8);
-            page->offs = g_renew(bpm_off, page->offs, page->offs_cap);
-        }
         page->offs[page->n_offs++] = (bpm_off){.off = (uint16_t)off, .count = 1};
     } else {
         page->offs[oi].count++;
@@ -502,13 +570,29 @@ static vmt_status ctl_unmonitor(vmt_bpm *bpm, vmt_core *vmi, vmt_gfn gfn, vmt_vi
  * success, except in a double fault that leaves a trap in the guest: the
  * claim is then recorded as armed (the trap stays accounted for) on a page
  * marked unmonitored, and the next arm on the page monitors it. */
+static vmt_status arm_into(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c, vmt_gfn gfn, bpm_view *vs);
+
 static vmt_status arm(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c, vmt_gfn gfn)
 {
+    /* Every allocation first: after the controller calls nothing can fail. */
+    bpm_view *vs;
+    vmt_status st = view_get(bpm, c->view, &vs);
+    if (st == VMT_OK)
+        st = page_reserve(bpm, c->view, gfn, 1);
+    if (st == VMT_OK)
+        st = claim_reserve_arm(c);
+    return st == VMT_OK ? arm_into(bpm, vmi, c, gfn, vs) : st;
+}
+
+/* arm() once its allocations are made (page_reserve, claim_reserve_arm;
+ * vs: c's view): a page-in reserves for all its claims at once. */
+static vmt_status arm_into(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c, vmt_gfn gfn, bpm_view *vs)
+{
+    vmt_status st;
     bpm_page *page = page_find(bpm, c->view, gfn);
     vmt_pa pa = vmt_pa_in_gfn(gfn, c->ctx.va);
     bool need_insert = !page || page_off_index(page, bpm_va_off(c->ctx.va)) < 0;
     bool need_monitor = !page || !page->monitored;
-    vmt_status st;
     if (need_insert && (st = ctl_insert(bpm, vmi, pa, c->view)) != VMT_OK)
         return st;
     bool monitored = true;
@@ -521,7 +605,7 @@ static vmt_status arm(vmt_bpm *bpm, vmt_core *vmi, bpm_claim *c, vmt_gfn gfn)
         monitored = false;
     }
     if (!page)
-        page = page_new(bpm, view_get(bpm, c->view), gfn, monitored);
+        page = page_new(bpm, vs, gfn, monitored);
     else if (need_monitor)
         page->monitored = monitored;
     page_add_claim(bpm, page, c);
@@ -657,24 +741,29 @@ vmt_status vmt_bpm_new(vmt_tap_controller controller, vmt_bpm **out)
             o->destroy(controller.self);
         return VMT_E_INVALID;
     }
-    vmt_bpm *bpm = g_new0(vmt_bpm, 1);
+    vmt_bpm *bpm = vmt_calloc(1, sizeof *bpm);
+    if (!bpm) {
+        if (o->destroy)
+            o->destroy(controller.self);
+        return VMT_E_NOMEM;
+    }
     bpm->ctl = controller;
-    bpm->claims = g_hash_table_new(claim_hash, claim_equal);
-    bpm->pages = g_hash_table_new(id_hash, id_equal);
-    bpm->views = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, view_free);
-    bpm->globals = g_hash_table_new(id_hash, id_equal);
+    vmt_htab_init(&bpm->claims, claim_hash, claim_equal);
+    vmt_htab_init(&bpm->pages, vmt_htab_hash_u64p, vmt_htab_eq_u64p);
+    vmt_htab_init(&bpm->views, vmt_htab_hash_ptr, NULL);
+    vmt_htab_init(&bpm->globals, vmt_htab_hash_u64p, vmt_htab_eq_u64p);
     bpm_armset_init(&bpm->armed);
     *out = bpm;
     return VMT_OK;
 }
 
-static void free_claim_chain(gpointer p)
+static void free_claim_chain(bpm_claim *c)
 {
-    for (bpm_claim *c = p, *next; c; c = next) {
+    for (bpm_claim *next; c; c = next) {
         next = c->next_view;
         if (c->arms_cap)
-            g_free(c->arms.many);
-        g_free(c);
+            vmt_free(c->arms.many);
+        vmt_free(c);
     }
 }
 
@@ -682,27 +771,28 @@ void vmt_bpm_free(vmt_bpm *bpm)
 {
     if (!bpm)
         return;
-    GHashTableIter it;
-    gpointer k, v;
-    g_hash_table_iter_init(&it, bpm->claims);
-    while (g_hash_table_iter_next(&it, &k, &v))
-        free_claim_chain(k);
-    g_hash_table_destroy(bpm->claims);
-    g_hash_table_iter_init(&it, bpm->pages);
-    while (g_hash_table_iter_next(&it, &k, &v))
-        page_release(k);
-    g_hash_table_destroy(bpm->pages);
+    for (size_t i = 0; i < bpm->claims.n; i++)
+        if (vmt_htab_used(&bpm->claims.slots[i]))
+            free_claim_chain(bpm->claims.slots[i].val);
+    vmt_htab_fini(&bpm->claims);
+    for (size_t i = 0; i < bpm->pages.n; i++)
+        if (vmt_htab_used(&bpm->pages.slots[i]))
+            page_release(bpm->pages.slots[i].val);
+    vmt_htab_fini(&bpm->pages);
     if (bpm->spare)
         page_release(bpm->spare);
-    g_hash_table_destroy(bpm->views);
-    g_hash_table_iter_init(&it, bpm->globals);
-    while (g_hash_table_iter_next(&it, &k, &v))
-        g_free(k);
-    g_hash_table_destroy(bpm->globals);
+    for (size_t i = 0; i < bpm->views.n; i++)
+        if (vmt_htab_used(&bpm->views.slots[i]))
+            view_free(bpm->views.slots[i].val);
+    vmt_htab_fini(&bpm->views);
+    for (size_t i = 0; i < bpm->globals.n; i++)
+        if (vmt_htab_used(&bpm->globals.slots[i]))
+            vmt_free(bpm->globals.slots[i].val);
+    vmt_htab_fini(&bpm->globals);
     bpm_armset_free(&bpm->armed);
     if (bpm->ctl.ops->destroy)
         bpm->ctl.ops->destroy(bpm->ctl.self);
-    g_free(bpm);
+    vmt_free(bpm);
 }
 
 /* A root is a frame address: CR3's flag and PCID bits must be masked off
@@ -728,17 +818,24 @@ static vmt_status view_exists(vmt_core *vmi, vmt_view view)
     return st == VMT_E_OUT_OF_BOUNDS || st == VMT_E_UNSUPPORTED ? VMT_OK : st;
 }
 
-static void insert_pending(vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx ctx, bpm_claim *c,
-                           bpm_claim *head, bool *inserted)
+static vmt_status insert_pending(vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx ctx,
+                                 bpm_claim *c, bpm_claim *head, bool *inserted)
 {
     bool ins = !c || !c->pending;
     if (ins) {
-        if (!c)
-            c = claim_new(bpm, bp, ctx, head);
-        pending_link(bpm, view_get(bpm, bp->view), c);
+        bpm_view *vs;
+        vmt_status st = view_get(bpm, bp->view, &vs);
+        if (st == VMT_OK)
+            st = bpm_pendmap_reserve(&vs->pending, 1);
+        if (st == VMT_OK && !c)
+            st = claim_new(bpm, bp, ctx, head, &c);
+        if (st != VMT_OK)
+            return st;
+        (void)pending_link(bpm, vs, c); /* room reserved: cannot fail */
     }
     if (inserted)
         *inserted = ins;
+    return VMT_OK;
 }
 
 static vmt_status insert_active(vmt_bpm *bpm, vmt_core *vmi, const vmt_breakpoint *bp,
@@ -753,8 +850,11 @@ static vmt_status insert_active(vmt_bpm *bpm, vmt_core *vmi, const vmt_breakpoin
     if (c && c->n_arms == BPM_MAX_ARMS)
         return VMT_E_NOMEM;
     bool fresh = !c;
-    if (fresh)
-        c = claim_new(bpm, bp, ctx, head);
+    if (fresh) {
+        vmt_status st = claim_new(bpm, bp, ctx, head, &c);
+        if (st != VMT_OK)
+            return st;
+    }
     vmt_status st = arm(bpm, vmi, c, gfn);
     if (st != VMT_OK) {
         if (fresh)
@@ -782,7 +882,7 @@ vmt_status vmt_bpm_insert_with_hint(vmt_bpm *bpm, vmt_core *vmi, const vmt_break
     if (pa)
         st = insert_active(bpm, vmi, bp, ctx, c, head, vmt_gfn_from_pa(*pa), inserted);
     else if ((st = view_exists(vmi, bp->view)) == VMT_OK)
-        insert_pending(bpm, bp, ctx, c, head, inserted);
+        st = insert_pending(bpm, bp, ctx, c, head, inserted);
     views_gc(bpm);
     return st;
 }
@@ -824,18 +924,18 @@ vmt_status vmt_bpm_remove(vmt_bpm *bpm, vmt_core *vmi, const vmt_breakpoint *bp,
     return vmt_bpm_remove_with_hint(bpm, vmi, bp, NULL, removed);
 }
 
-/* Views in ascending order, copied: callers may free views meanwhile. */
-static GArray *view_ids(const vmt_bpm *bpm)
+/* The views, copied (callers may free views meanwhile) into *ids (free
+ * with vmt_free), *n of them. VMT_E_NOMEM: none. */
+static vmt_status view_ids(const vmt_bpm *bpm, vmt_view **ids, size_t *n)
 {
-    GArray *ids = g_array_sized_new(FALSE, FALSE, sizeof(vmt_view), g_hash_table_size(bpm->views));
-    GHashTableIter it;
-    gpointer k, v;
-    g_hash_table_iter_init(&it, bpm->views);
-    while (g_hash_table_iter_next(&it, &k, &v)) {
-        vmt_view id = (vmt_view)GPOINTER_TO_UINT(k);
-        g_array_append_val(ids, id);
-    }
-    return ids;
+    *n = 0;
+    *ids = vmt_reallocarray(NULL, vmt_htab_size(&bpm->views) + 1, sizeof **ids);
+    if (!*ids)
+        return VMT_E_NOMEM;
+    for (size_t i = 0; i < bpm->views.n; i++)
+        if (vmt_htab_used(&bpm->views.slots[i]))
+            (*ids)[(*n)++] = ((bpm_view *)bpm->views.slots[i].val)->view;
+    return VMT_OK;
 }
 
 /* The other views first, the event's own claim last: if a step fails, the
@@ -857,10 +957,11 @@ static vmt_status remove_by_event(vmt_bpm *bpm, vmt_core *vmi, const vmt_event *
     }
     vmt_addr_ctx ctx = target->ctx;
     bool global = target->global;
-    GArray *ids = view_ids(bpm);
-    vmt_status st = VMT_OK;
-    for (guint i = 0; i < ids->len && st == VMT_OK; i++) {
-        vmt_view v = g_array_index(ids, vmt_view, i);
+    vmt_view *ids;
+    size_t n_ids;
+    vmt_status st = view_ids(bpm, &ids, &n_ids);
+    for (size_t i = 0; i < n_ids && st == VMT_OK; i++) {
+        vmt_view v = ids[i];
         if (v == view)
             continue;
         bpm_claim *c = global ? claim_at(bpm, v, key, ctx.va, ctx.root, ANY_GFN)
@@ -868,7 +969,7 @@ static vmt_status remove_by_event(vmt_bpm *bpm, vmt_core *vmi, const vmt_event *
         if (c && c->global == global && c->n_arms)
             st = claim_destroy(bpm, vmi, c);
     }
-    g_array_free(ids, TRUE);
+    vmt_free(ids);
     if (st == VMT_OK)
         st = claim_destroy_last(bpm, vmi, target, gfn);
     if (st == VMT_OK && result)
@@ -919,11 +1020,12 @@ vmt_status vmt_bpm_clear(vmt_bpm *bpm, vmt_core *vmi)
 {
     if (!bpm || !vmi)
         return VMT_E_INVALID;
-    GArray *ids = view_ids(bpm);
-    vmt_status st = VMT_OK;
-    for (guint i = 0; i < ids->len && st == VMT_OK; i++)
-        st = remove_view(bpm, vmi, bpm_view_lookup(bpm, g_array_index(ids, vmt_view, i)));
-    g_array_free(ids, TRUE);
+    vmt_view *ids;
+    size_t n_ids;
+    vmt_status st = view_ids(bpm, &ids, &n_ids);
+    for (size_t i = 0; i < n_ids && st == VMT_OK; i++)
+        st = remove_view(bpm, vmi, bpm_view_lookup(bpm, ids[i]));
+    vmt_free(ids);
     views_gc(bpm);
     return st;
 }
@@ -965,17 +1067,16 @@ bool vmt_bpm_contains_by_address(const vmt_bpm *bpm, vmt_addr_ctx ctx, uint64_t 
     if (!bpm)
         return false;
     bpm_claim probe = {.key = key, .ctx = ctx};
-    for (bpm_claim *c = g_hash_table_lookup(bpm->claims, &probe); c; c = c->next_view)
+    for (bpm_claim *c = vmt_htab_get(&bpm->claims, &probe); c; c = c->next_view)
         if (c->n_arms)
             return true;
-    if (g_hash_table_size(bpm->globals) == 0)
+    if (vmt_htab_size(&bpm->globals) == 0)
         return false;
     /* A global claim filed under another root matches this one too. */
-    GHashTableIter it;
-    gpointer k, v;
-    g_hash_table_iter_init(&it, bpm->views);
-    while (g_hash_table_iter_next(&it, &k, &v))
-        if (claim_at(bpm, (vmt_view)GPOINTER_TO_UINT(k), key, ctx.va, ctx.root, ANY_GFN))
+    for (size_t i = 0; i < bpm->views.n; i++)
+        if (vmt_htab_used(&bpm->views.slots[i]) &&
+            claim_at(bpm, ((bpm_view *)bpm->views.slots[i].val)->view, key, ctx.va, ctx.root,
+                     ANY_GFN))
             return true;
     return false;
 }
@@ -988,21 +1089,25 @@ static vmt_status page_out(vmt_bpm *bpm, vmt_core *vmi, vmt_view view, vmt_gfn g
     if (!page)
         return VMT_OK;
     bpm_view *vs = view_find(bpm, view);
-    /* Every claim goes pending: start the pending-index misses together
-     * instead of one per claim. */
+    /* Every claim may go pending: make room first, so that the page-out
+     * either fails with nothing changed or allocates nothing more. */
+    vmt_status st = bpm_pendmap_reserve(&vs->pending, page->n_claims);
+    if (st != VMT_OK)
+        return st;
+    /* Start the pending-index misses together instead of one per claim. */
     for (uint32_t i = 0; i < page->n_claims && i < 64; i++)
         bpm_pendmap_prefetch(&vs->pending, page->claims[i]->ctx.va, page->claims[i]->ctx.root);
     for (uint32_t n = page->n_claims; n > 0; n--) {
         bpm_claim *c = page->claims[n - 1];
-        vmt_status st = disarm(bpm, vmi, c, page); /* frees page after its last claim */
+        st = disarm(bpm, vmi, c, page); /* frees page after its last claim */
         if (st != VMT_OK) {
             /* A double fault may have dropped the arm all the same. */
             if (!c->pending && !claim_armed_at(c, gfn))
-                pending_link(bpm, vs, c);
+                (void)pending_link(bpm, vs, c); /* reserved */
             return st;
         }
         if (!c->pending)
-            pending_link(bpm, vs, c);
+            (void)pending_link(bpm, vs, c); /* reserved */
         *updated = true;
     }
     return VMT_OK;
@@ -1010,54 +1115,65 @@ static vmt_status page_out(vmt_bpm *bpm, vmt_core *vmi, vmt_view view, vmt_gfn g
 
 /* Page-in: the pending claims of (view, ctx), and the pending global claims
  * filed under the canonical root of (view, va), are armed at pa. */
+
+/* Calls fn for each claim a page-in of (view, ctx) arms (vs: the view). */
+#define FOR_PAGE_IN(vs, g, ctx, c, body)                                                           \
+    for (int round_ = 0; round_ < 2; round_++) {                                                   \
+        vmt_pa root_ = (ctx).root;                                                                 \
+        if (round_ == 1) {                                                                         \
+            if (!(g) || (g)->root == (ctx).root)                                                   \
+                break;                                                                             \
+            root_ = (g)->root;                                                                     \
+        }                                                                                          \
+        for (bpm_claim *c = bpm_pendmap_get(&(vs)->pending, (ctx).va, root_); c;                   \
+             c = c->next_pending) {                                                                \
+            if (round_ == 1 && !c->global)                                                         \
+                continue;                                                                          \
+            body                                                                                   \
+        }                                                                                          \
+    }
+
 static vmt_status page_in(vmt_bpm *bpm, vmt_core *vmi, vmt_view view, vmt_addr_ctx ctx, vmt_pa pa,
                           bool *updated)
 {
     bpm_view *vs = view_find(bpm, view);
     if (!vs || vs->n_pending == 0)
         return VMT_OK;
-    bpm_claim *todo[64];
-    GPtrArray *more = NULL;
-    size_t n = 0;
-    vmt_pa probe_root = ctx.root;
     bpm_global *g = bpm_global_lookup(bpm, view, ctx.va);
-    for (int round = 0; round < 2; round++) {
-        if (round == 1) {
-            if (!g || g->root == ctx.root)
-                break;
-            probe_root = g->root;
-        }
-        for (bpm_claim *c = bpm_pendmap_get(&vs->pending, ctx.va, probe_root); c;
-             c = c->next_pending) {
-            if (round == 1 && !c->global)
-                continue;
-            if (n < G_N_ELEMENTS(todo)) {
-                todo[n++] = c;
-            } else {
-                if (!more)
-                    more = g_ptr_array_new();
-                g_ptr_array_add(more, c);
-            }
-        }
+    /* The claims are copied (arming one unlinks it from the chain walked),
+     * and every allocation the arms need is made before the first one:
+     * the page-in either fails with nothing changed or allocates no more. */
+    bpm_claim *stack[64], **todo = stack;
+    size_t n = 0;
+    FOR_PAGE_IN(vs, g, ctx, c, if (n < 64) stack[n] = c; n++;)
+    if (n == 0)
+        return VMT_OK;
+    if (n > 64) { /* rare: walk again into an array of the right size */
+        if (!(todo = vmt_reallocarray(NULL, n, sizeof *todo)))
+            return VMT_E_NOMEM;
+        size_t k = 0;
+        FOR_PAGE_IN(vs, g, ctx, c, todo[k++] = c;)
     }
     vmt_gfn gfn = vmt_gfn_from_pa(pa);
-    vmt_status st = VMT_OK;
-    size_t total = n + (more ? more->len : 0);
-    for (size_t i = 0; i < total && st == VMT_OK; i++) {
-        bpm_claim *c = i < n ? todo[i] : g_ptr_array_index(more, i - n);
+    vmt_status st = page_reserve(bpm, view, gfn, n);
+    for (size_t i = 0; i < n && st == VMT_OK; i++)
+        if (todo[i]->n_arms < BPM_MAX_ARMS && !claim_armed_at(todo[i], gfn))
+            st = claim_reserve_arm(todo[i]);
+    for (size_t i = 0; i < n && st == VMT_OK; i++) {
+        bpm_claim *c = todo[i];
         if (!claim_armed_at(c, gfn)) {
             if (c->n_arms == BPM_MAX_ARMS)
                 st = VMT_E_NOMEM;
             else
-                st = arm(bpm, vmi, c, gfn);
+                st = arm_into(bpm, vmi, c, gfn, vs);
         }
         if (st == VMT_OK) {
             pending_unlink(bpm, c);
             *updated = true;
         }
     }
-    if (more)
-        g_ptr_array_free(more, TRUE);
+    if (todo != stack)
+        vmt_free(todo);
     return st;
 }
 
@@ -1097,8 +1213,8 @@ vmt_status vmt_bpm_stats_get(const vmt_bpm *bpm, vmt_bpm_stats *out)
     vmt_bpm_stats s = {.sz = sizeof s,
                        .active = bpm->n_arms,
                        .pending = bpm->n_pending,
-                       .pages = g_hash_table_size(bpm->pages),
-                       .global = g_hash_table_size(bpm->globals)};
+                       .pages = vmt_htab_size(&bpm->pages),
+                       .global = vmt_htab_size(&bpm->globals)};
     return VMT_OUT_STORE(out, &s);
 }
 

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /* vmt_bpm_check: recomputes every index from the others and compares; and
  * the internal accessors of bpm_internal.h. Linear in the manager's size:
- * meant for tests and the fuzzer, not for hot paths. */
+ * meant for tests and the fuzzer, not for hot paths. It allocates nothing
+ * (counts go into scratch fields of the records). */
 #include "bpm/bpm_impl.h"
 #include "bpm/bpm_internal.h"
 #include "vmitap/log.h"
@@ -14,7 +15,7 @@
 
 typedef struct totals {
     size_t arms, pending, global_claims;
-    GHashTable *global_counts; /* bpm_global* -> count */
+
 } totals;
 
 static bool in_pending_chain(const bpm_view *vs, const bpm_claim *c)
@@ -44,7 +45,7 @@ static bool check_claim(const vmt_bpm *bpm, const bpm_claim *head, const bpm_cla
     for (unsigned i = 0; i < c->n_arms; i++) {
         bpm_page *page = bpm_arm_page(c, i);
         uint32_t idx = bpm_arm_idx(c, i);
-        if (g_hash_table_lookup(bpm->pages, &page->id) != page)
+        if (vmt_htab_get(&bpm->pages, &page->id) != page)
             FAIL("arm on a page not in the page index");
         if (bpm_page_view(page) != c->view)
             FAIL("arm on a page of another view");
@@ -68,8 +69,7 @@ static bool check_claim(const vmt_bpm *bpm, const bpm_claim *head, const bpm_cla
         bpm_global *g = bpm_global_lookup(bpm, c->view, c->ctx.va);
         if (!g || g->root != c->ctx.root)
             FAIL("global claim without its canonical root");
-        guint n = GPOINTER_TO_UINT(g_hash_table_lookup(t->global_counts, g));
-        g_hash_table_insert(t->global_counts, g, GUINT_TO_POINTER(n + 1));
+        g->seen++;
         t->global_claims++;
     }
     t->arms += c->n_arms;
@@ -116,7 +116,7 @@ static bool check_view(const vmt_bpm *bpm, const bpm_view *vs, size_t *pages, si
         FAIL("empty view %u kept", vs->view);
     size_t n = 0;
     for (const bpm_page *p = vs->pages; p; p = p->next) {
-        if (bpm_page_view(p) != vs->view || g_hash_table_lookup(bpm->pages, &p->id) != p)
+        if (bpm_page_view(p) != vs->view || vmt_htab_get(&bpm->pages, &p->id) != p)
             FAIL("view %u lists a foreign page", vs->view);
         if ((p->prev ? p->prev->next : vs->pages) != p)
             FAIL("broken page list");
@@ -149,29 +149,32 @@ static bool check_view(const vmt_bpm *bpm, const bpm_view *vs, size_t *pages, si
     return true;
 }
 
+/* Iterates the used slots of a vmt_htab. */
+
 static bool check_all(const vmt_bpm *bpm)
 {
-    totals t = {.global_counts = g_hash_table_new(g_direct_hash, g_direct_equal)};
+    totals t = {0};
     bool ok = true;
-    GHashTableIter it;
-    gpointer k, v;
-    g_hash_table_iter_init(&it, bpm->claims);
-    while (ok && g_hash_table_iter_next(&it, &k, &v))
-        for (const bpm_claim *c = k; ok && c; c = c->next_view)
-            ok = check_claim(bpm, k, c, &t);
+    for (size_t i = 0; (i = vmt_htab_next(&bpm->globals, i)) < bpm->globals.n; i++)
+        ((bpm_global *)bpm->globals.slots[i].val)->seen = 0;
+    for (size_t i = 0; (i = vmt_htab_next(&bpm->claims, i)) < bpm->claims.n; i++) {
+        const bpm_claim *head = bpm->claims.slots[i].val;
+        for (const bpm_claim *c = head; ok && c; c = c->next_view)
+            ok = check_claim(bpm, head, c, &t);
+        if (!ok)
+            break;
+    }
     if (ok) {
-        g_hash_table_iter_init(&it, bpm->globals);
-        while (ok && g_hash_table_iter_next(&it, &k, &v)) {
-            bpm_global *g = k;
-            guint n = GPOINTER_TO_UINT(g_hash_table_lookup(t.global_counts, g));
-            if (g->count == 0 || g->count != n) {
+        for (size_t i = 0; (i = vmt_htab_next(&bpm->globals, i)) < bpm->globals.n; i++) {
+            bpm_global *g = bpm->globals.slots[i].val;
+            if (g->count == 0 || g->count != g->seen) {
                 vmt_log(VMT_LOG_ERROR, "bpm_check: global record counts %u claims, found %u",
-                        g->count, n);
+                        g->count, g->seen);
                 ok = false;
+                break;
             }
         }
     }
-    g_hash_table_destroy(t.global_counts);
     if (!ok)
         return false;
     /* Every arm is in the armed set (check_claim): equal sizes mean that
@@ -184,23 +187,23 @@ static bool check_all(const vmt_bpm *bpm)
         FAIL("totals: %zu arms (counted %zu), %zu pending (counted %zu)", t.arms, bpm->n_arms,
              t.pending, bpm->n_pending);
     size_t page_arms = 0;
-    g_hash_table_iter_init(&it, bpm->pages);
-    while (g_hash_table_iter_next(&it, &k, &v)) {
-        if (!check_page(bpm, k))
+    for (size_t i = 0; (i = vmt_htab_next(&bpm->pages, i)) < bpm->pages.n; i++) {
+        const bpm_page *page = bpm->pages.slots[i].val;
+        if (!check_page(bpm, page))
             return false;
-        page_arms += ((bpm_page *)k)->n_claims;
+        page_arms += page->n_claims;
     }
     if (page_arms != t.arms)
         FAIL("pages hold %zu arms, claims %zu", page_arms, t.arms);
     size_t pages = 0, pending = 0;
-    g_hash_table_iter_init(&it, bpm->views);
-    while (g_hash_table_iter_next(&it, &k, &v)) {
-        if ((vmt_view)GPOINTER_TO_UINT(k) != ((bpm_view *)v)->view)
+    for (size_t i = 0; (i = vmt_htab_next(&bpm->views, i)) < bpm->views.n; i++) {
+        const bpm_view *vs = bpm->views.slots[i].val;
+        if (bpm->views.slots[i].key != BPM_VIEW_KEY(vs->view))
             FAIL("view filed under another id");
-        if (!check_view(bpm, v, &pages, &pending))
+        if (!check_view(bpm, vs, &pages, &pending))
             return false;
     }
-    if (pages != g_hash_table_size(bpm->pages) || pending != t.pending)
+    if (pages != vmt_htab_size(&bpm->pages) || pending != t.pending)
         FAIL("views list %zu pages, %zu pending", pages, pending);
     return true;
 }
@@ -216,11 +219,8 @@ vmt_status vmt_bpm_check(const vmt_bpm *bpm)
 
 void vmt_bpm_foreach_arm(const vmt_bpm *bpm, vmt_bpm_arm_fn fn, void *user)
 {
-    GHashTableIter it;
-    gpointer k, v;
-    g_hash_table_iter_init(&it, bpm->pages);
-    while (g_hash_table_iter_next(&it, &k, &v)) {
-        bpm_page *page = k;
+    for (size_t j = 0; (j = vmt_htab_next(&bpm->pages, j)) < bpm->pages.n; j++) {
+        const bpm_page *page = bpm->pages.slots[j].val;
         for (uint32_t i = 0; i < page->n_claims; i++) {
             vmt_breakpoint bp = bpm_claim_breakpoint(page->claims[i]);
             fn(user, &bp, bpm_page_gfn(page));
@@ -230,11 +230,8 @@ void vmt_bpm_foreach_arm(const vmt_bpm *bpm, vmt_bpm_arm_fn fn, void *user)
 
 void vmt_bpm_foreach_pending(const vmt_bpm *bpm, vmt_bpm_claim_fn fn, void *user)
 {
-    GHashTableIter vit;
-    gpointer k, v;
-    g_hash_table_iter_init(&vit, bpm->views);
-    while (g_hash_table_iter_next(&vit, &k, &v)) {
-        bpm_view *vs = v;
+    for (size_t j = 0; (j = vmt_htab_next(&bpm->views, j)) < bpm->views.n; j++) {
+        const bpm_view *vs = bpm->views.slots[j].val;
         for (size_t i = 0; i < vs->pending.n; i++)
             for (bpm_claim *c = vs->pending.slots[i].head; c; c = c->next_pending) {
                 vmt_breakpoint bp = bpm_claim_breakpoint(c);

@@ -16,12 +16,17 @@
  *   armed    every armed (claim, frame) pair with the claim's identity
  *            inline (armset.h): the hot path of contains_by_event
  *
- * The claims, pages, views and globals indexes are GLib hash tables. The
- * armed set and the views' pending indexes (pendmap.h) are small
- * open-addressing tables of their own, where W1 measured that a
- * GHashTable costs too much (docs/PERFORMANCE.md).
+ * The claims, pages, views and globals indexes are vmt_htab tables
+ * (core/htab.h: a GHashTable that reports out-of-memory). The armed set
+ * and the views' pending indexes (pendmap.h) are small open-addressing
+ * tables of their own, where W1 measured that a GHashTable costs too much
+ * (docs/PERFORMANCE.md).
  *
- * Hash tables store the record itself as the key (g_hash_table_add), with
+ * Out of memory: every operation makes its allocations (and reserves room
+ * in the indexes) before it calls the controller, so that it either fails
+ * with VMT_E_NOMEM before anything changed or commits without allocating.
+ *
+ * Hash tables store the record itself as key and value, with
  * hash and equality on the record's identity fields, so that a lookup
  * needs no allocation and an entry costs one pointer. Chained records (the
  * other views of a (key, ctx), the other keys pending at a (view, ctx))
@@ -29,10 +34,9 @@
 #ifndef VMITAP_BPM_IMPL_H
 #define VMITAP_BPM_IMPL_H
 
-#include <glib.h>
-
 #include "bpm/armset.h"
 #include "bpm/pendmap.h"
+#include "core/htab.h"
 #include "vmitap/bpm.h"
 
 typedef struct bpm_page bpm_page;
@@ -91,22 +95,25 @@ typedef struct bpm_global {
     uint64_t id;    /* (view, va) packed */
     vmt_pa root;    /* canonical root */
     uint32_t count; /* global claims (pending or armed) at (view, va) */
+    uint32_t seen;  /* scratch of vmt_bpm_check (which allocates nothing) */
 } bpm_global;
 
 struct vmt_bpm {
     vmt_tap_controller ctl;
-    GHashTable *claims;  /* bpm_claim (chain heads) by (key, ctx) */
-    GHashTable *pages;   /* bpm_page by id */
-    GHashTable *views;   /* GUINT_TO_POINTER(view) -> bpm_view */
-    GHashTable *globals; /* bpm_global by id */
+    vmt_htab claims;  /* bpm_claim (chain heads) by (key, ctx) */
+    vmt_htab pages;   /* bpm_page by id */
+    vmt_htab views;   /* BPM_VIEW_KEY(view) -> bpm_view */
+    vmt_htab globals; /* bpm_global by id */
     bpm_armset armed;    /* one entry per armed (claim, frame) pair */
     size_t n_arms;       /* armed (claim, frame) pairs */
     size_t n_pending;    /* pending claims */
     bool gc_views;       /* some view may have become empty */
     bpm_view *last_view; /* the view last looked up (NULL after a view is freed) */
     bpm_page *last_page; /* the page last armed on (NULL after it is freed) */
-    bpm_page *spare;     /* a freed page kept with its arrays for the next page_new */
+    bpm_page *spare;     /* a page (freed, or allocated ahead) for the next page_new */
 };
+
+#define BPM_VIEW_KEY(view) ((void *)(uintptr_t)(view))
 
 /* Physical addresses have at most 52 bits (the AMD64 architectural limit),
  * so a gfn fits in the 48 low bits of a page id. */

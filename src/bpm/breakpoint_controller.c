@@ -2,9 +2,8 @@
 /* The breakpoint controller: an int3 written into a shadow copy of the
  * frame (the interceptor), the frame made execute-only in the view so that
  * the guest cannot read the trap byte. */
-#include <glib.h>
-
 #include "bpm/controllers.h"
+#include "core/alloc.h"
 #include "core/holds.h"
 
 static const uint8_t int3 = VMT_BREAKPOINT_TRAP_BYTE;
@@ -73,7 +72,7 @@ static void bc_destroy(void *self)
 {
     breakpoint_controller *bc = self;
     vmt_interceptor_free(bc->ic);
-    g_free(bc);
+    vmt_free(bc);
 }
 
 static const vmt_tap_controller_ops breakpoint_ops = {
@@ -89,8 +88,13 @@ vmt_status vmt_breakpoint_controller_new(vmt_tap_controller *out)
 {
     if (!out)
         return VMT_E_INVALID;
-    breakpoint_controller *bc = g_new(breakpoint_controller, 1);
-    bc->ic = vmt_interceptor_new();
+    breakpoint_controller *bc = vmt_malloc(sizeof *bc);
+    vmt_interceptor *ic = bc ? vmt_interceptor_new() : NULL;
+    if (!ic) {
+        vmt_free(bc);
+        return VMT_E_NOMEM;
+    }
+    bc->ic = ic;
     bc->holder = vmt_core_holder_new();
     out->ops = &breakpoint_ops;
     out->self = bc;

@@ -3,14 +3,20 @@
  * include/vmitap/coherence.h for the behaviour; the shadow rebuild itself
  * is vmt_interceptor_refresh (bpm/interceptor.c), which only knows traps;
  * this file maps overwritten traps to the bpm's claims and applies the
- * application's choices. */
+ * application's choices.
+ *
+ * Out of memory: tracking a write cannot fail (a write the pending list
+ * has no room for sets `overflow`, and the next flush rebuilds every
+ * shadowed frame); a rebuild makes its lists before it changes a shadow,
+ * so that no overwrite report is lost (VMT_E_NOMEM: the frame stays
+ * pending). */
 #include "vmitap/coherence.h"
 
-#include <glib.h>
 #include <string.h>
 
 #include "bpm/bpm_internal.h"
 #include "bpm/controllers.h"
+#include "core/alloc.h"
 #include "core/opts.h"
 #include "vmitap/log.h"
 
@@ -18,7 +24,9 @@ struct vmt_coherence {
     vmt_bpm *bpm;
     vmt_overwrite_fn fn;
     void *user;
-    GArray *pending; /* of vmt_gfn: frames written since the last flush (few) */
+    vmt_gfn *pending; /* frames written since the last flush (few) */
+    size_t n_pending, cap;
+    bool overflow; /* a written frame found no room in pending: flush them all */
     vmt_coherence_stats stats;
 };
 
@@ -40,18 +48,37 @@ static vmt_interceptor *bpm_interceptor(const vmt_bpm *bpm)
     return vmt_breakpoint_controller_interceptor(vmt_bpm_controller(bpm));
 }
 
+/* Armed claims in all (a bound for a frame shadowed in very many views). */
+static size_t armed_claims(const vmt_bpm *bpm)
+{
+    vmt_bpm_stats s;
+    vmt_bpm_stats_get(bpm, &s);
+    return s.active;
+}
+
+/* Overwrites reported by a rebuild, into room made for every trap. */
+typedef struct ow_items {
+    ow_item *items;
+    size_t n, cap;
+} ow_items;
+
 static void collect_item(void *user, vmt_view view, vmt_pa pa, size_t len, const uint8_t *old,
                          const uint8_t *now)
 {
-    ow_item it = {.view = view, .pa = pa, .len = len > VMT_OVERWRITE_MAX ? VMT_OVERWRITE_MAX : len};
-    memcpy(it.old, old, it.len);
-    memcpy(it.now, now, it.len);
-    g_array_append_val((GArray *)user, it);
+    ow_items *l = user;
+    if (l->n == l->cap)
+        return; /* cannot happen: one report per trap at most */
+    ow_item *it = &l->items[l->n++];
+    *it = (ow_item){.view = view, .pa = pa};
+    it->len = len > VMT_OVERWRITE_MAX ? VMT_OVERWRITE_MAX : len;
+    memcpy(it->old, old, it->len);
+    memcpy(it->now, now, it->len);
 }
 
 typedef struct claims_at {
     unsigned off;
-    GArray *claims; /* of vmt_breakpoint */
+    vmt_breakpoint *claims; /* room for every claim on the page (sync_frame made it) */
+    size_t n;
 } claims_at;
 
 /* A claim's trap sits at its address's page offset in every frame it is
@@ -60,7 +87,7 @@ static void collect_claim(void *user, const vmt_breakpoint *bp)
 {
     claims_at *c = user;
     if ((bp->ctx.va & (VMT_PAGE_SIZE - 1)) == c->off)
-        g_array_append_val(c->claims, *bp);
+        c->claims[c->n++] = *bp;
 }
 
 static void count_error(sync_counts *n, vmt_status st, const char *what, vmt_pa pa)
@@ -73,19 +100,19 @@ static void count_error(sync_counts *n, vmt_status st, const char *what, vmt_pa 
 /* Asks about every claim on one overwritten trap, then re-arms the trap if
  * any claim wants it and removes the claims that do not. */
 static vmt_status apply_choices(vmt_bpm *bpm, vmt_core *vmi, vmt_interceptor *ic, const ow_item *it,
-                                vmt_overwrite_fn fn, void *user, sync_counts *n)
+                                vmt_breakpoint *room, vmt_overwrite_fn fn, void *user,
+                                sync_counts *n)
 {
-    claims_at c = {.off = it->pa & (VMT_PAGE_SIZE - 1),
-                   .claims = g_array_new(FALSE, FALSE, sizeof(vmt_breakpoint))};
+    /* claims[0..n) are asked; the drops are then stored over the front. */
+    claims_at c = {.off = it->pa & (VMT_PAGE_SIZE - 1), .claims = room};
     vmt_bpm_foreach_claim_on_page(bpm, it->view, vmt_gfn_from_pa(it->pa), collect_claim, &c);
-    if (c.claims->len == 0)
+    if (c.n == 0)
         vmt_log(VMT_LOG_WARN, "coherence: overwritten trap at 0x%llx has no claim; left out",
                 (unsigned long long)it->pa);
     bool rearm = false;
-    GArray *drops = g_array_new(FALSE, FALSE, sizeof(vmt_breakpoint));
-    for (guint i = 0; i < c.claims->len; i++) {
-        vmt_overwrite ow = {
-            .bp = g_array_index(c.claims, vmt_breakpoint, i), .pa = it->pa, .len = it->len};
+    size_t n_drops = 0;
+    for (size_t i = 0; i < c.n; i++) {
+        vmt_overwrite ow = {.bp = c.claims[i], .pa = it->pa, .len = it->len};
         memcpy(ow.old_bytes, it->old, it->len);
         memcpy(ow.new_bytes, it->now, it->len);
         n->overwritten++;
@@ -93,7 +120,7 @@ static vmt_status apply_choices(vmt_bpm *bpm, vmt_core *vmi, vmt_interceptor *ic
             rearm = true;
             n->rearmed++;
         } else {
-            g_array_append_val(drops, ow.bp);
+            c.claims[n_drops++] = ow.bp; /* i >= n_drops: an entry already asked */
         }
     }
     vmt_status first = VMT_OK, st;
@@ -101,9 +128,9 @@ static vmt_status apply_choices(vmt_bpm *bpm, vmt_core *vmi, vmt_interceptor *ic
         count_error(n, st, "re-arming", it->pa);
         first = st;
     }
-    for (guint i = 0; i < drops->len; i++) {
+    for (size_t i = 0; i < n_drops; i++) {
         bool removed;
-        st = vmt_bpm_remove(bpm, vmi, &g_array_index(drops, vmt_breakpoint, i), &removed);
+        st = vmt_bpm_remove(bpm, vmi, &c.claims[i], &removed);
         if (st == VMT_OK) {
             n->dropped++;
         } else {
@@ -112,8 +139,6 @@ static vmt_status apply_choices(vmt_bpm *bpm, vmt_core *vmi, vmt_interceptor *ic
                 first = st;
         }
     }
-    g_array_free(drops, TRUE);
-    g_array_free(c.claims, TRUE);
     return first;
 }
 
@@ -123,18 +148,37 @@ static vmt_status sync_frame(vmt_bpm *bpm, vmt_core *vmi, vmt_gfn gfn, vmt_overw
     vmt_interceptor *ic = bpm_interceptor(bpm);
     if (!ic)
         return VMT_OK;
-    GArray *items = g_array_new(FALSE, FALSE, sizeof(ow_item));
-    vmt_status first = vmt_interceptor_refresh(ic, vmi, gfn, collect_item, items, NULL);
+    /* Room for a report of every trap, and for the claims of the page in
+     * any view, before the rebuild: a report lost would never come again
+     * (the trap is then out of the shadow). */
+    vmt_view views[16];
+    size_t nv, most = 0;
+    ow_items items = {.cap = vmt_interceptor_traps_on(ic, gfn, views, 16, &nv)};
+    for (size_t i = 0; i < nv; i++) {
+        size_t c = i < 16 ? vmt_bpm_foreach_claim_on_page(bpm, views[i], gfn, NULL, NULL)
+                          : armed_claims(bpm);
+        most = c > most ? c : most;
+    }
+    items.items = vmt_reallocarray(NULL, items.cap + 1, sizeof *items.items);
+    vmt_breakpoint *room = vmt_reallocarray(NULL, most + 1, sizeof *room);
+    if (!items.items || !room) {
+        vmt_free(items.items);
+        vmt_free(room);
+        count_error(n, VMT_E_NOMEM, "rebuilding the shadow", vmt_pa_from_gfn(gfn));
+        return VMT_E_NOMEM;
+    }
+    vmt_status first = vmt_interceptor_refresh(ic, vmi, gfn, collect_item, &items, NULL);
     if (first != VMT_OK)
         count_error(n, first, "rebuilding the shadow", vmt_pa_from_gfn(gfn));
     /* Choices are applied after the rebuild: removing a claim may free
      * the shadow the rebuild was walking. */
-    for (guint i = 0; i < items->len; i++) {
-        vmt_status st = apply_choices(bpm, vmi, ic, &g_array_index(items, ow_item, i), fn, user, n);
+    for (size_t i = 0; i < items.n; i++) {
+        vmt_status st = apply_choices(bpm, vmi, ic, &items.items[i], room, fn, user, n);
         if (first == VMT_OK)
             first = st;
     }
-    g_array_free(items, TRUE);
+    vmt_free(items.items);
+    vmt_free(room);
     return first;
 }
 
@@ -156,9 +200,10 @@ vmt_status vmt_coherence_new(vmt_bpm *bpm, vmt_coherence **out)
 {
     if (!bpm || !out)
         return VMT_E_INVALID;
-    vmt_coherence *coh = g_new0(vmt_coherence, 1);
+    vmt_coherence *coh = vmt_calloc(1, sizeof *coh);
+    if (!coh)
+        return VMT_E_NOMEM;
     coh->bpm = bpm;
-    coh->pending = g_array_new(FALSE, FALSE, sizeof(vmt_gfn));
     *out = coh;
     return VMT_OK;
 }
@@ -167,8 +212,8 @@ void vmt_coherence_free(vmt_coherence *coh)
 {
     if (!coh)
         return;
-    g_array_free(coh->pending, TRUE);
-    g_free(coh);
+    vmt_free(coh->pending);
+    vmt_free(coh);
 }
 
 void vmt_coherence_set_overwrite_fn(vmt_coherence *coh, vmt_overwrite_fn fn, void *user)
@@ -179,12 +224,46 @@ void vmt_coherence_set_overwrite_fn(vmt_coherence *coh, vmt_overwrite_fn fn, voi
     coh->user = user;
 }
 
+/* Cannot fail: with no room for gfn, the next flush rebuilds every
+ * shadowed frame. */
 static void defer_frame(vmt_coherence *coh, vmt_gfn gfn)
 {
-    for (guint i = 0; i < coh->pending->len; i++)
-        if (g_array_index(coh->pending, vmt_gfn, i) == gfn)
+    for (size_t i = 0; i < coh->n_pending; i++)
+        if (coh->pending[i] == gfn)
             return;
-    g_array_append_val(coh->pending, gfn);
+    if (coh->n_pending == coh->cap) {
+        size_t cap = coh->cap ? 2 * coh->cap : 8;
+        vmt_gfn *p = vmt_reallocarray(coh->pending, cap, sizeof *p);
+        if (!p) {
+            coh->overflow = true;
+            return;
+        }
+        coh->pending = p;
+        coh->cap = cap;
+    }
+    coh->pending[coh->n_pending++] = gfn;
+}
+
+/* The frames a flush rebuilds, into *frames (vmt_free): the pending ones,
+ * or after an overflow every shadowed frame. VMT_E_NOMEM: nothing taken. */
+static vmt_status take_frames(vmt_coherence *coh, vmt_gfn **frames, size_t *n)
+{
+    if (!coh->overflow) {
+        *frames = coh->pending;
+        *n = coh->n_pending;
+        coh->pending = NULL;
+        coh->n_pending = coh->cap = 0;
+        return VMT_OK;
+    }
+    vmt_interceptor *ic = bpm_interceptor(coh->bpm);
+    size_t total = vmt_interceptor_shadowed(ic, NULL, 0);
+    *frames = vmt_reallocarray(NULL, total + 1, sizeof **frames);
+    if (!*frames)
+        return VMT_E_NOMEM;
+    *n = vmt_interceptor_shadowed(ic, *frames, total);
+    coh->n_pending = 0;
+    coh->overflow = false;
+    return VMT_OK;
 }
 
 bool vmt_coherence_track_write(vmt_coherence *coh, const vmt_event *ev)
@@ -227,33 +306,37 @@ vmt_status vmt_coherence_flush(vmt_coherence *coh, vmt_core *vmi)
 {
     if (!coh || !vmi)
         return VMT_E_INVALID;
-    if (coh->pending->len == 0)
+    if (coh->n_pending == 0 && !coh->overflow)
         return VMT_OK;
-    vmt_status first = VMT_OK;
     /* Taken first: a choice callback may write guest memory, never the list. */
-    GArray *frames = coh->pending;
-    coh->pending = g_array_new(FALSE, FALSE, sizeof(vmt_gfn));
-    for (guint i = 0; i < frames->len; i++) {
+    vmt_gfn *frames;
+    size_t n_frames;
+    vmt_status first = take_frames(coh, &frames, &n_frames);
+    if (first != VMT_OK)
+        return first;
+    for (size_t i = 0; i < n_frames; i++) {
         sync_counts n = {0};
-        vmt_status st =
-            sync_frame(coh->bpm, vmi, g_array_index(frames, vmt_gfn, i), coh->fn, coh->user, &n);
+        vmt_status st = sync_frame(coh->bpm, vmi, frames[i], coh->fn, coh->user, &n);
         coh->stats.refreshes++;
         coh->stats.overwritten += n.overwritten;
         coh->stats.dropped += n.dropped;
         coh->stats.rearmed += n.rearmed;
         coh->stats.errors += n.errors;
         if (st != VMT_OK) /* retried at the next flush */
-            defer_frame(coh, g_array_index(frames, vmt_gfn, i));
+            defer_frame(coh, frames[i]);
         if (first == VMT_OK)
             first = st;
     }
-    g_array_free(frames, TRUE);
+    vmt_free(frames);
     return first;
 }
 
 size_t vmt_coherence_pending(const vmt_coherence *coh)
 {
-    return coh ? coh->pending->len : 0;
+    if (!coh)
+        return 0;
+    return coh->overflow ? vmt_interceptor_shadowed(bpm_interceptor(coh->bpm), NULL, 0)
+                         : coh->n_pending;
 }
 
 vmt_status vmt_coherence_classify(vmt_coherence *coh, vmt_core *vmi, const vmt_event *ev,

@@ -2,9 +2,10 @@
 /* The shadow-page interceptor (see interceptor.h). */
 #include "bpm/interceptor.h"
 
-#include <glib.h>
 #include <string.h>
 
+#include "core/alloc.h"
+#include "core/htab.h"
 #include "vmitap/log.h"
 
 /* One trap on a shadow page: where, which bytes, what was under them. */
@@ -19,33 +20,36 @@ typedef struct ic_trap {
 
 /* A (view, frame) remapped to a shadow frame. */
 typedef struct ic_page {
-    gint64 id; /* (view, gfn) packed: the hash key */
+    uint64_t id; /* (view, gfn) packed: the hash key */
     vmt_view view;
     vmt_gfn gfn;
     vmt_gfn shadow;
-    GArray *traps; /* of ic_trap, few per page */
+    ic_trap *traps; /* few per page */
+    size_t n_traps, cap;
 } ic_page;
 
+/* Memory (alloc.h): every allocation is made before the guest changes, so
+ * that VMT_E_NOMEM leaves the guest and the interceptor as they were. */
 struct vmt_interceptor {
-    GHashTable *pages; /* &page->id -> ic_page */
+    vmt_htab pages; /* &page->id -> ic_page */
 };
 
-static gint64 pack(vmt_view view, vmt_gfn gfn)
+static uint64_t pack(vmt_view view, vmt_gfn gfn)
 {
-    return (gint64)(((uint64_t)view << 48) | gfn);
+    return ((uint64_t)view << 48) | gfn;
 }
 
-static void page_free(gpointer p)
+static void page_free(ic_page *page)
 {
-    ic_page *page = p;
-    g_array_free(page->traps, TRUE);
-    g_free(page);
+    vmt_free(page->traps);
+    vmt_free(page);
 }
 
 vmt_interceptor *vmt_interceptor_new(void)
 {
-    vmt_interceptor *ic = g_new0(vmt_interceptor, 1);
-    ic->pages = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, page_free);
+    vmt_interceptor *ic = vmt_calloc(1, sizeof *ic);
+    if (ic)
+        vmt_htab_init(&ic->pages, vmt_htab_hash_u64p, vmt_htab_eq_u64p);
     return ic;
 }
 
@@ -53,20 +57,43 @@ void vmt_interceptor_free(vmt_interceptor *ic)
 {
     if (!ic)
         return;
-    g_hash_table_destroy(ic->pages);
-    g_free(ic);
+    for (size_t i = 0; i < ic->pages.n; i++)
+        if (vmt_htab_used(&ic->pages.slots[i]))
+            page_free(ic->pages.slots[i].val);
+    vmt_htab_fini(&ic->pages);
+    vmt_free(ic);
 }
 
 static ic_page *find_page(const vmt_interceptor *ic, vmt_view view, vmt_gfn gfn)
 {
-    gint64 id = pack(view, gfn);
-    return g_hash_table_lookup(ic->pages, &id);
+    uint64_t id = pack(view, gfn);
+    return vmt_htab_get(&ic->pages, &id);
+}
+
+static void drop_page(vmt_interceptor *ic, ic_page *page)
+{
+    vmt_htab_del(&ic->pages, &page->id);
+    page_free(page);
+}
+
+/* Room for one more trap on page. VMT_E_NOMEM: nothing changed. */
+static vmt_status reserve_trap(ic_page *page)
+{
+    if (page->n_traps < page->cap)
+        return VMT_OK;
+    size_t cap = page->cap ? 2 * page->cap : 2;
+    ic_trap *traps = vmt_reallocarray(page->traps, cap, sizeof *traps);
+    if (!traps)
+        return VMT_E_NOMEM;
+    page->traps = traps;
+    page->cap = cap;
+    return VMT_OK;
 }
 
 static ic_trap *find_trap(ic_page *page, unsigned off)
 {
-    for (guint i = 0; i < page->traps->len; i++) {
-        ic_trap *t = &g_array_index(page->traps, ic_trap, i);
+    for (size_t i = 0; i < page->n_traps; i++) {
+        ic_trap *t = &page->traps[i];
         if (t->off == off)
             return t;
     }
@@ -76,8 +103,8 @@ static ic_trap *find_trap(ic_page *page, unsigned off)
 /* True if [off, off+len) overlaps a trap starting elsewhere. */
 static bool overlaps_other(ic_page *page, unsigned off, size_t len)
 {
-    for (guint i = 0; i < page->traps->len; i++) {
-        ic_trap *t = &g_array_index(page->traps, ic_trap, i);
+    for (size_t i = 0; i < page->n_traps; i++) {
+        ic_trap *t = &page->traps[i];
         if (t->off != off && t->off < off + len && off < (unsigned)t->off + t->len)
             return true;
     }
@@ -101,9 +128,17 @@ static vmt_status new_shadow_page(vmt_interceptor *ic, vmt_core *vmi, vmt_view v
     unsigned off = pa & (VMT_PAGE_SIZE - 1);
     uint8_t buf[VMT_PAGE_SIZE];
     vmt_gfn shadow;
+    ic_page *page = vmt_calloc(1, sizeof *page);
+    if (!page || reserve_trap(page) != VMT_OK || vmt_htab_reserve(&ic->pages, 1) != VMT_OK) {
+        if (page)
+            page_free(page);
+        return VMT_E_NOMEM;
+    }
     vmt_status st = vmt_core_allocate_gfn(vmi, &shadow);
-    if (st != VMT_OK)
+    if (st != VMT_OK) {
+        page_free(page);
         return st;
+    }
     st = vmt_core_read(vmi, vmt_pa_from_gfn(gfn), buf, sizeof buf);
     ic_trap t = {.off = (uint16_t)off, .len = (uint8_t)len, .refs = 1};
     if (st == VMT_OK) {
@@ -116,16 +151,15 @@ static vmt_status new_shadow_page(vmt_interceptor *ic, vmt_core *vmi, vmt_view v
         st = vmt_core_change_view_gfn(vmi, view, gfn, shadow);
     if (st != VMT_OK) {
         free_shadow_or_log(vmi, shadow);
+        page_free(page);
         return st;
     }
-    ic_page *page = g_new0(ic_page, 1);
     page->id = pack(view, gfn);
     page->view = view;
     page->gfn = gfn;
     page->shadow = shadow;
-    page->traps = g_array_new(FALSE, FALSE, sizeof(ic_trap));
-    g_array_append_val(page->traps, t);
-    g_hash_table_insert(ic->pages, &page->id, page);
+    page->traps[page->n_traps++] = t;
+    (void)vmt_htab_put(&ic->pages, &page->id, page); /* reserved above */
     return VMT_OK;
 }
 
@@ -157,6 +191,8 @@ vmt_status vmt_interceptor_insert(vmt_interceptor *ic, vmt_core *vmi, vmt_view v
     }
     if (overlaps_other(page, off, len))
         return VMT_E_CONFLICT;
+    if (reserve_trap(page) != VMT_OK)
+        return VMT_E_NOMEM;
     /* The shadow holds what the guest sees in the view: keep those bytes. */
     ic_trap nt = {.off = (uint16_t)off, .len = (uint8_t)len, .refs = 1};
     vmt_pa spa = vmt_pa_from_gfn(page->shadow) + off;
@@ -166,7 +202,7 @@ vmt_status vmt_interceptor_insert(vmt_interceptor *ic, vmt_core *vmi, vmt_view v
     if (st != VMT_OK)
         return st;
     memcpy(nt.bytes, trap, len);
-    g_array_append_val(page->traps, nt);
+    page->traps[page->n_traps++] = nt; /* reserved above */
     return VMT_OK;
 }
 
@@ -188,11 +224,11 @@ static vmt_status drop_shadow_page(vmt_interceptor *ic, vmt_core *vmi, ic_page *
             vmt_log(VMT_LOG_ERROR,
                     "interceptor: shadow frame 0x%llx of view %u frame 0x%llx leaked",
                     (unsigned long long)page->shadow, page->view, (unsigned long long)page->gfn);
-            g_hash_table_remove(ic->pages, &page->id);
+            drop_page(ic, page);
         }
         return st;
     }
-    g_hash_table_remove(ic->pages, &page->id);
+    drop_page(ic, page);
     return view_gone ? VMT_E_VIEW_NOT_FOUND : VMT_OK;
 }
 
@@ -211,12 +247,12 @@ vmt_status vmt_interceptor_remove(vmt_interceptor *ic, vmt_core *vmi, vmt_view v
         t->refs--;
         return VMT_OK;
     }
-    if (page->traps->len == 1)
+    if (page->n_traps == 1)
         return drop_shadow_page(ic, vmi, page);
     vmt_status st = vmt_core_write(vmi, vmt_pa_from_gfn(page->shadow) + t->off, t->orig, t->len);
     if (st != VMT_OK)
         return st;
-    g_array_remove_index_fast(page->traps, (guint)(t - &g_array_index(page->traps, ic_trap, 0)));
+    *t = page->traps[--page->n_traps];
     return VMT_OK;
 }
 
@@ -240,7 +276,7 @@ unsigned vmt_interceptor_refs(const vmt_interceptor *ic, vmt_view view, vmt_pa p
 
 size_t vmt_interceptor_pages(const vmt_interceptor *ic)
 {
-    return ic ? g_hash_table_size(ic->pages) : 0;
+    return ic ? vmt_htab_size(&ic->pages) : 0;
 }
 
 vmt_status vmt_interceptor_read_original(const vmt_interceptor *ic, vmt_core *vmi, vmt_view view,
@@ -258,8 +294,8 @@ vmt_status vmt_interceptor_read_original(const vmt_interceptor *ic, vmt_core *vm
     vmt_status st = vmt_core_read(vmi, vmt_pa_from_gfn(page->shadow) + off, tmp, len);
     if (st != VMT_OK)
         return st;
-    for (guint i = 0; i < page->traps->len; i++) {
-        ic_trap *t = &g_array_index(page->traps, ic_trap, i);
+    for (size_t i = 0; i < page->n_traps; i++) {
+        ic_trap *t = &page->traps[i];
         for (unsigned b = 0; b < t->len; b++) {
             unsigned at = t->off + b;
             if (at >= off && at < off + len)
@@ -294,16 +330,16 @@ static vmt_status refresh_page(vmt_core *vmi, ic_page *page, const uint8_t *now,
 {
     uint8_t buf[VMT_PAGE_SIZE];
     memcpy(buf, now, sizeof buf);
-    for (guint i = 0; i < page->traps->len; i++) {
-        ic_trap *t = &g_array_index(page->traps, ic_trap, i);
+    for (size_t i = 0; i < page->n_traps; i++) {
+        ic_trap *t = &page->traps[i];
         if (!t->disarmed && !overwritten(t, now))
             memcpy(buf + t->off, t->bytes, t->len);
     }
     vmt_status st = vmt_core_write(vmi, vmt_pa_from_gfn(page->shadow), buf, sizeof buf);
     if (st != VMT_OK)
         return st;
-    for (guint i = 0; i < page->traps->len; i++) {
-        ic_trap *t = &g_array_index(page->traps, ic_trap, i);
+    for (size_t i = 0; i < page->n_traps; i++) {
+        ic_trap *t = &page->traps[i];
         uint8_t old[VMT_INTERCEPTOR_MAX_TRAP];
         bool report = overwritten(t, now);
         /* A trap out of the shadow (now or before) keeps the guest's bytes
@@ -329,11 +365,10 @@ vmt_status vmt_interceptor_refresh(vmt_interceptor *ic, vmt_core *vmi, vmt_gfn g
     uint8_t now[VMT_PAGE_SIZE];
     size_t n = 0;
     vmt_status first = VMT_OK;
-    GHashTableIter it;
-    gpointer v;
-    g_hash_table_iter_init(&it, ic->pages);
-    while (g_hash_table_iter_next(&it, NULL, &v)) {
-        ic_page *page = v;
+    for (size_t i = 0; i < ic->pages.n; i++) {
+        if (!vmt_htab_used(&ic->pages.slots[i]))
+            continue;
+        ic_page *page = ic->pages.slots[i].val;
         if (page->gfn != gfn)
             continue;
         if (n++ == 0 &&
@@ -364,4 +399,31 @@ bool vmt_interceptor_armed(const vmt_interceptor *ic, vmt_view view, vmt_pa pa)
     ic_page *page = ic ? find_page(ic, view, vmt_gfn_from_pa(pa)) : NULL;
     ic_trap *t = page ? find_trap(page, pa & (VMT_PAGE_SIZE - 1)) : NULL;
     return t && !t->disarmed;
+}
+
+size_t vmt_interceptor_traps_on(const vmt_interceptor *ic, vmt_gfn gfn, vmt_view *out,
+                                size_t max, size_t *views)
+{
+    size_t n = 0, nv = 0;
+    for (size_t i = 0; ic && (i = vmt_htab_next(&ic->pages, i)) < ic->pages.n; i++) {
+        const ic_page *page = ic->pages.slots[i].val;
+        if (page->gfn != gfn)
+            continue;
+        n += page->n_traps;
+        if (nv < max)
+            out[nv] = page->view;
+        nv++;
+    }
+    if (views)
+        *views = nv;
+    return n;
+}
+
+size_t vmt_interceptor_shadowed(const vmt_interceptor *ic, vmt_gfn *out, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; ic && (i = vmt_htab_next(&ic->pages, i)) < ic->pages.n; i++, n++)
+        if (n < max)
+            out[n] = ((const ic_page *)ic->pages.slots[i].val)->gfn;
+    return n;
 }

@@ -23,6 +23,9 @@
 
 typedef struct vmt_interceptor vmt_interceptor;
 
+/* NULL when out of memory. Every operation below that can allocate makes
+ * its allocations before it changes the guest: VMT_E_NOMEM means nothing
+ * changed. */
 vmt_interceptor *vmt_interceptor_new(void);
 /* Memory only: shadow frames are not released (no core here). Remove every
  * trap first to restore the guest. */
@@ -78,6 +81,14 @@ vmt_status vmt_interceptor_refresh(vmt_interceptor *ic, vmt_core *vmi, vmt_gfn g
 /* Writes a disarmed trap back into its shadow (VMT_OK if it is armed;
  * VMT_E_INVALID if there is no trap at (view, pa)). */
 vmt_status vmt_interceptor_rearm(vmt_interceptor *ic, vmt_core *vmi, vmt_view view, vmt_pa pa);
+/* Traps on the shadows of gfn, in every view (the most overwrites one
+ * vmt_interceptor_refresh of gfn can report); *views (optional) = the
+ * views shadowing gfn, in out[0..max) as far as they fit. */
+size_t vmt_interceptor_traps_on(const vmt_interceptor *ic, vmt_gfn gfn, vmt_view *out,
+                                size_t max, size_t *views);
+/* Stores the shadowed frames (one per view shadowing it) into out[0..max)
+ * and returns how many there are. */
+size_t vmt_interceptor_shadowed(const vmt_interceptor *ic, vmt_gfn *out, size_t max);
 /* True if (view, pa) holds a trap that is in the shadow now. */
 bool vmt_interceptor_armed(const vmt_interceptor *ic, vmt_view view, vmt_pa pa);
 

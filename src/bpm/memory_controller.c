@@ -2,9 +2,8 @@
 /* The memory controller: no code change; the frame loses execute
  * permission in the view, so executing anything on it is an event. Read and
  * write permissions are left as they are. */
-#include <glib.h>
-
 #include "bpm/controllers.h"
+#include "core/alloc.h"
 #include "core/holds.h"
 
 /* The frame is held (core/holds.h) with X off: unmonitor gives back
@@ -48,7 +47,7 @@ static vmt_status mc_unmonitor(void *self, vmt_core *vmi, vmt_gfn gfn, vmt_view 
 
 static void mc_destroy(void *self)
 {
-    g_free(self);
+    vmt_free(self);
 }
 
 static const vmt_tap_controller_ops memory_ops = {
@@ -64,7 +63,9 @@ vmt_status vmt_memory_controller_new(vmt_tap_controller *out)
 {
     if (!out)
         return VMT_E_INVALID;
-    memory_controller *mc = g_new0(memory_controller, 1);
+    memory_controller *mc = vmt_calloc(1, sizeof *mc);
+    if (!mc)
+        return VMT_E_NOMEM;
     mc->holder = vmt_core_holder_new();
     out->ops = &memory_ops;
     out->self = mc;

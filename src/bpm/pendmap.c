@@ -60,11 +60,20 @@ void bpm_pendmap_prefetch(const bpm_pendmap *m, uint64_t va, uint64_t root)
         __builtin_prefetch(&m->slots[home(m, va, root)], 1);
 }
 
-static void grow(bpm_pendmap *m)
+static vmt_status grow(bpm_pendmap *m, size_t n)
 {
     bpm_pendmap old = *m;
-    m->n = old.n ? 2 * old.n : MIN_SLOTS;
-    m->slots = bpm_table_alloc(m->n * sizeof(bpm_pendmap_slot), &m->mem, &m->map_bytes);
+    void *mem;
+    size_t map_bytes;
+    if (n > SIZE_MAX / sizeof(bpm_pendmap_slot))
+        return VMT_E_NOMEM;
+    bpm_pendmap_slot *slots = bpm_table_alloc(n * sizeof(bpm_pendmap_slot), &mem, &map_bytes);
+    if (!slots)
+        return VMT_E_NOMEM;
+    m->n = n;
+    m->slots = slots;
+    m->mem = mem;
+    m->map_bytes = map_bytes;
     for (size_t i = 0; i < old.n; i++) {
         const bpm_pendmap_slot *o = &old.slots[i];
         if (!o->head)
@@ -75,35 +84,54 @@ static void grow(bpm_pendmap *m)
         m->slots[j] = *o;
     }
     bpm_table_release(old.mem, old.map_bytes);
+    return VMT_OK;
 }
 
-void bpm_pendmap_put(bpm_pendmap *m, uint64_t va, uint64_t root, void *head)
+/* Load at most 3/4; doubling. (bpm_pendmap_reserve checks first.) */
+vmt_status bpm_pendmap_grow(bpm_pendmap *m, size_t extra)
+{
+    size_t n = m->n ? m->n : MIN_SLOTS;
+    if (extra > SIZE_MAX / 8 - m->live)
+        return VMT_E_NOMEM;
+    while (4 * (m->live + extra) > 3 * n)
+        n *= 2;
+    return n == m->n ? VMT_OK : grow(m, n);
+}
+
+vmt_status bpm_pendmap_put(bpm_pendmap *m, uint64_t va, uint64_t root, void *head)
 {
     bpm_pendmap_slot *sl = find(m, va, root);
     if (sl) {
         sl->head = head;
-        return;
+        return VMT_OK;
     }
-    if (4 * (m->live + 1) > 3 * m->n)
-        grow(m);
+    vmt_status st = bpm_pendmap_reserve(m, 1);
+    if (st != VMT_OK)
+        return st;
     size_t i = home(m, va, root);
     while (m->slots[i].head)
         i = next(m, i);
     m->slots[i] = (bpm_pendmap_slot){va, root, head};
     m->live++;
+    return VMT_OK;
 }
 
-void *bpm_pendmap_get_or_put(bpm_pendmap *m, uint64_t va, uint64_t root, void *head)
+vmt_status bpm_pendmap_get_or_put(bpm_pendmap *m, uint64_t va, uint64_t root, void *head,
+                                  void **found)
 {
-    if (4 * (m->live + 1) > 3 * m->n)
-        grow(m);
+    vmt_status st = bpm_pendmap_reserve(m, 1);
+    if (st != VMT_OK)
+        return st;
     size_t i = home(m, va, root);
     for (; m->slots[i].head; i = next(m, i))
-        if (m->slots[i].va == va && m->slots[i].root == root)
-            return m->slots[i].head;
+        if (m->slots[i].va == va && m->slots[i].root == root) {
+            *found = m->slots[i].head;
+            return VMT_OK;
+        }
     m->slots[i] = (bpm_pendmap_slot){va, root, head};
     m->live++;
-    return NULL;
+    *found = NULL;
+    return VMT_OK;
 }
 
 /* Backward shift: later slots of the probe run whose home is not inside

@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vmitap/types.h"
+
 typedef struct bpm_pendmap_slot {
     uint64_t va, root;
     void *head; /* NULL: empty slot */
@@ -34,13 +36,26 @@ void bpm_pendmap_init(bpm_pendmap *m);
 void bpm_pendmap_free(bpm_pendmap *m);
 /* The head stored for (va, root), or NULL. */
 void *bpm_pendmap_get(const bpm_pendmap *m, uint64_t va, uint64_t root);
-/* Stores head (not NULL) for (va, root), adding or replacing. */
-void bpm_pendmap_put(bpm_pendmap *m, uint64_t va, uint64_t root, void *head);
-/* The head stored for (va, root) if there is one (nothing changes);
- * otherwise stores head (not NULL) for it and returns NULL. One probe
- * where a get and a put would make two (a page-out links every claim of
- * the page). May grow the table either way. */
-void *bpm_pendmap_get_or_put(bpm_pendmap *m, uint64_t va, uint64_t root, void *head);
+/* Room for `extra` more entries: the next that many additions allocate
+ * nothing and cannot fail. VMT_E_NOMEM: nothing changed. */
+vmt_status bpm_pendmap_grow(bpm_pendmap *m, size_t extra);
+static inline vmt_status bpm_pendmap_reserve(bpm_pendmap *m, size_t extra)
+{
+    if (__builtin_expect(extra <= m->n && 4 * (m->live + extra) <= 3 * m->n, 1))
+        return VMT_OK;
+    return bpm_pendmap_grow(m, extra);
+}
+/* Stores head (not NULL) for (va, root), adding or replacing. Replacing
+ * never fails; adding grows the table if no room was reserved
+ * (VMT_E_NOMEM: nothing changed). */
+vmt_status bpm_pendmap_put(bpm_pendmap *m, uint64_t va, uint64_t root, void *head);
+/* *found = the head stored for (va, root) if there is one (nothing
+ * changes); otherwise stores head (not NULL) for it and *found = NULL. One
+ * probe where a get and a put would make two (a page-out links every claim
+ * of the page). Grows the table first if no room for one more was
+ * reserved (VMT_E_NOMEM: nothing changed). */
+vmt_status bpm_pendmap_get_or_put(bpm_pendmap *m, uint64_t va, uint64_t root, void *head,
+                                  void **found);
 /* Removes (va, root); false if absent. */
 bool bpm_pendmap_del(bpm_pendmap *m, uint64_t va, uint64_t root);
 /* Consistency for vmt_bpm_check (linear): counts, load, every entry found

@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 
 #include "bpm/tablemem.h"
+#include "core/alloc.h"
 
 /* Tables of at least this size are mapped directly and prefaulted. */
 #define MAP_MIN_BYTES (256u * 1024)
@@ -56,6 +57,8 @@ void *bpm_table_alloc(size_t bytes, void **mem, size_t *map_bytes)
 {
     void *m;
     size_t mb = 0;
+    if (vmt_alloc_fails() || bytes > SIZE_MAX - 4096)
+        return NULL;
     if (bytes >= MAP_MIN_BYTES) {
         mb = (bytes + 4095) & ~(size_t)4095;
         m = map_table(mb);
@@ -63,7 +66,7 @@ void *bpm_table_alloc(size_t bytes, void **mem, size_t *map_bytes)
         m = calloc(bytes + 63, 1);
     }
     if (!m)
-        abort();
+        return NULL;
     *mem = m;
     *map_bytes = mb;
     return (void *)(((uintptr_t)m + 63) & ~(uintptr_t)63);

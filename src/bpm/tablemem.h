@@ -19,8 +19,8 @@
 #include <stddef.h>
 
 /* Zeroed memory for a table of bytes, 64-byte aligned (the return value);
- * *mem and *map_bytes are what bpm_table_release needs. Aborts when out of
- * memory. */
+ * *mem and *map_bytes are what bpm_table_release needs. NULL when out of
+ * memory (or when the alloc.h test hook fails it). */
 void *bpm_table_alloc(size_t bytes, void **mem, size_t *map_bytes);
 /* Frees what bpm_table_alloc returned in *mem (NULL: nothing). */
 void bpm_table_release(void *mem, size_t map_bytes);

@@ -7,16 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <glib.h>
-
+#include "core/alloc.h"
 #include "core/amd64.h"
 #include "core/holds.h"
+#include "core/htab.h"
 #include "vmitap/log.h"
 
 struct vmt_core {
     const vmt_driver_ops *ops;
     void *driver;
-    GHashTable *holds; /* access holds (holds.h): packed (view, gfn) -> core_hold; lazily */
+    vmt_htab holds; /* access holds (holds.h): HOLD_KEY(view, gfn) -> core_hold */
 };
 
 vmt_status vmt_core_new(const vmt_driver_ops *ops, void *driver, vmt_core **out)
@@ -26,7 +26,7 @@ vmt_status vmt_core_new(const vmt_driver_ops *ops, void *driver, vmt_core **out)
             ops->destroy(driver);
         return VMT_E_INVALID;
     }
-    vmt_core *vmi = calloc(1, sizeof *vmi);
+    vmt_core *vmi = vmt_calloc(1, sizeof *vmi);
     if (!vmi) {
         if (ops->destroy && driver)
             ops->destroy(driver);
@@ -34,9 +34,13 @@ vmt_status vmt_core_new(const vmt_driver_ops *ops, void *driver, vmt_core **out)
     }
     vmi->ops = ops;
     vmi->driver = driver;
+    vmt_htab_init(&vmi->holds, vmt_htab_hash_ptr, NULL);
     *out = vmi;
     return VMT_OK;
 }
+
+typedef struct core_hold core_hold;
+static void core_hold_free(core_hold *c);
 
 void vmt_core_free(vmt_core *vmi)
 {
@@ -44,9 +48,10 @@ void vmt_core_free(vmt_core *vmi)
         return;
     if (vmi->ops->destroy && vmi->driver)
         vmi->ops->destroy(vmi->driver);
-    if (vmi->holds)
-        g_hash_table_destroy(vmi->holds);
-    free(vmi);
+    for (size_t i = 0; (i = vmt_htab_next(&vmi->holds, i)) < vmi->holds.n; i++)
+        core_hold_free(vmi->holds.slots[i].val);
+    vmt_htab_fini(&vmi->holds);
+    vmt_free(vmi);
 }
 
 const vmt_driver_ops *vmt_core_driver_ops(const vmt_core *vmi) { return vmi ? vmi->ops : NULL; }
@@ -157,13 +162,13 @@ vmt_status vmt_core_read_va(vmt_core *vmi, vmt_addr_ctx ctx, void *buf, size_t l
         vmt_status st = read_va_pages(vmi, ctx, NULL, len);
         if (st != VMT_OK)
             return st;
-        if (!(tmp = malloc(len)))
+        if (!(tmp = vmt_malloc(len)))
             return VMT_E_NOMEM;
     }
     vmt_status st = read_va_pages(vmi, ctx, tmp ? tmp : small, len);
     if (st == VMT_OK)
         memcpy(buf, tmp ? tmp : small, len);
-    free(tmp);
+    vmt_free(tmp);
     return st;
 }
 
@@ -278,6 +283,10 @@ vmt_status vmt_core_wait_for_event(vmt_core *vmi, int timeout_ms, vmt_event_fn f
 
 /* ---- access holds (holds.h) ---- */
 
+/* Memory from core/alloc.h, made before the driver is called: a hold
+ * fails with VMT_E_NOMEM with nothing changed, and a release never
+ * allocates. */
+
 typedef struct hold_entry {
     uint64_t who;
     vmt_access_hold h;
@@ -286,28 +295,25 @@ typedef struct hold_entry {
 
 typedef struct core_hold {
     vmt_access base; /* access before the first holder */
-    GArray *holders; /* hold_entry */
+    hold_entry *holders;
+    size_t n_holders, cap;
 } core_hold;
 
-static void core_hold_free(gpointer p)
+static void core_hold_free(core_hold *c)
 {
-    core_hold *c = p;
-    g_array_free(c->holders, TRUE);
-    g_free(c);
+    vmt_free(c->holders);
+    vmt_free(c);
 }
 
-static uint64_t hold_key(vmt_view view, vmt_gfn gfn)
-{
-    return ((uint64_t)view << 48) | gfn;
-}
+#define HOLD_KEY(view, gfn) ((void *)(uintptr_t)(((uint64_t)(view) << 48) | (gfn)))
 
 /* The access the holders leave (holds.h), or the base when there are none;
  * skip (if not NULL) is left out. */
 static vmt_access hold_access(const core_hold *c, const hold_entry *skip, unsigned *flags)
 {
     unsigned on = 0, off = 0, soft_on = 0, soft_off = 0, fl = 0, n = 0;
-    for (guint i = 0; i < c->holders->len; i++) {
-        const hold_entry *e = &g_array_index(c->holders, hold_entry, i);
+    for (size_t i = 0; i < c->n_holders; i++) {
+        const hold_entry *e = &c->holders[i];
         if (e == skip)
             continue;
         on |= e->h.on;
@@ -326,11 +332,9 @@ static vmt_access hold_access(const core_hold *c, const hold_entry *skip, unsign
 
 static hold_entry *hold_find(const core_hold *c, uint64_t who)
 {
-    for (guint i = 0; i < c->holders->len; i++) {
-        hold_entry *e = &g_array_index(c->holders, hold_entry, i);
-        if (e->who == who)
-            return e;
-    }
+    for (size_t i = 0; i < c->n_holders; i++)
+        if (c->holders[i].who == who)
+            return &c->holders[i];
     return NULL;
 }
 
@@ -340,47 +344,54 @@ uint64_t vmt_core_holder_new(void)
     return (uint64_t)atomic_fetch_add(&next, 1);
 }
 
+/* Room for one more holder of c. VMT_E_NOMEM: nothing changed. */
+static vmt_status hold_reserve(core_hold *c)
+{
+    if (c->n_holders < c->cap)
+        return VMT_OK;
+    size_t cap = c->cap ? 2 * c->cap : 2;
+    hold_entry *h = vmt_reallocarray(c->holders, cap, sizeof *h);
+    if (!h)
+        return VMT_E_NOMEM;
+    c->holders = h;
+    c->cap = cap;
+    return VMT_OK;
+}
+
 vmt_status vmt_core_hold_access(vmt_core *vmi, vmt_gfn gfn, vmt_view view, uint64_t who,
                                 const vmt_access_hold *h)
 {
     if (!vmi || !who || !h || gfn >= (1ull << 48) ||
         (h->on | h->off | h->soft_on | h->soft_off) > VMT_ACCESS_RWX)
         return VMT_E_INVALID;
-    if (!vmi->holds)
-        vmi->holds = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, core_hold_free);
-    gint64 key = (gint64)hold_key(view, gfn);
-    core_hold *c = g_hash_table_lookup(vmi->holds, &key);
+    core_hold *c = vmt_htab_get(&vmi->holds, HOLD_KEY(view, gfn));
     hold_entry *e = c ? hold_find(c, who) : NULL;
     if (e) { /* held again by the same holder: counted, nothing to set */
         e->n++;
         return VMT_OK;
     }
     bool fresh = !c;
-    if (fresh) {
-        vmt_access base;
-        vmt_status st = vmt_core_get_access(vmi, gfn, view, &base);
-        if (st != VMT_OK)
-            return st;
-        c = g_new(core_hold, 1);
-        c->base = base;
-        c->holders = g_array_new(FALSE, FALSE, sizeof(hold_entry));
+    if (fresh && (!(c = vmt_calloc(1, sizeof *c)) || vmt_htab_reserve(&vmi->holds, 1) != VMT_OK)) {
+        vmt_free(c);
+        return VMT_E_NOMEM;
     }
-    hold_entry ne = {.who = who, .h = *h, .n = 1};
-    g_array_append_val(c->holders, ne);
-    unsigned flags;
-    vmt_access a = hold_access(c, NULL, &flags);
-    vmt_status st = vmt_core_set_access(vmi, gfn, view, a, flags);
+    vmt_status st = hold_reserve(c);
+    if (st == VMT_OK && fresh)
+        st = vmt_core_get_access(vmi, gfn, view, &c->base);
+    if (st == VMT_OK) {
+        c->holders[c->n_holders++] = (hold_entry){.who = who, .h = *h, .n = 1};
+        unsigned flags;
+        vmt_access a = hold_access(c, NULL, &flags);
+        if ((st = vmt_core_set_access(vmi, gfn, view, a, flags)) != VMT_OK)
+            c->n_holders--;
+    }
     if (st != VMT_OK) {
-        g_array_set_size(c->holders, c->holders->len - 1);
         if (fresh)
             core_hold_free(c);
         return st;
     }
-    if (fresh) {
-        gint64 *k = g_new(gint64, 1);
-        *k = key;
-        g_hash_table_insert(vmi->holds, k, c);
-    }
+    if (fresh)
+        (void)vmt_htab_put(&vmi->holds, HOLD_KEY(view, gfn), c); /* reserved above */
     return VMT_OK;
 }
 
@@ -388,8 +399,7 @@ vmt_status vmt_core_release_access(vmt_core *vmi, vmt_gfn gfn, vmt_view view, ui
 {
     if (!vmi || !who || gfn >= (1ull << 48))
         return VMT_E_INVALID;
-    gint64 key = (gint64)hold_key(view, gfn);
-    core_hold *c = vmi->holds ? g_hash_table_lookup(vmi->holds, &key) : NULL;
+    core_hold *c = vmt_htab_get(&vmi->holds, HOLD_KEY(view, gfn));
     hold_entry *e = c ? hold_find(c, who) : NULL;
     if (!e)
         return VMT_OK;
@@ -402,31 +412,31 @@ vmt_status vmt_core_release_access(vmt_core *vmi, vmt_gfn gfn, vmt_view view, ui
     vmt_status st = vmt_core_set_access(vmi, gfn, view, a, flags);
     if (st != VMT_OK && st != VMT_E_VIEW_NOT_FOUND)
         return st;
-    g_array_remove_index_fast(c->holders, (guint)(e - &g_array_index(c->holders, hold_entry, 0)));
-    if (c->holders->len == 0)
-        g_hash_table_remove(vmi->holds, &key);
+    *e = c->holders[--c->n_holders];
+    if (c->n_holders == 0) {
+        vmt_htab_del(&vmi->holds, HOLD_KEY(view, gfn));
+        core_hold_free(c);
+    }
     return st;
 }
 
 bool vmt_core_access_held(const vmt_core *vmi, vmt_gfn gfn, vmt_view view, vmt_access *base)
 {
-    gint64 key = (gint64)hold_key(view, gfn);
-    const core_hold *c = vmi && vmi->holds && gfn < (1ull << 48)
-                             ? g_hash_table_lookup(vmi->holds, &key)
-                             : NULL;
+    const core_hold *c =
+        vmi && gfn < (1ull << 48) ? vmt_htab_get(&vmi->holds, HOLD_KEY(view, gfn)) : NULL;
     if (c && base)
         *base = c->base;
     return c != NULL;
 }
 
-static gboolean hold_in_view(gpointer k, gpointer v, gpointer user)
-{
-    (void)v;
-    return (vmt_view)((uint64_t)*(gint64 *)k >> 48) == *(vmt_view *)user;
-}
-
 static void holds_drop_view(vmt_core *vmi, vmt_view view)
 {
-    if (vmi && vmi->holds)
-        g_hash_table_foreach_remove(vmi->holds, hold_in_view, &view);
+    for (size_t i = 0; vmi && (i = vmt_htab_next(&vmi->holds, i)) < vmi->holds.n; i++) {
+        vmt_htab_slot *sl = &vmi->holds.slots[i];
+        if ((vmt_view)((uint64_t)(uintptr_t)sl->key >> 48) != view)
+            continue;
+        core_hold *c = sl->val;
+        vmt_htab_del(&vmi->holds, sl->key); /* removal moves nothing */
+        core_hold_free(c);
+    }
 }

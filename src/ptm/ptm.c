@@ -51,7 +51,13 @@
  *    other's breakpoints pending for good. A consumer that tracks addresses
  *    one by one sees a PAGE_IN for an address already in, at the same pa.
  *  - mark_dirty_entry accepts any address inside an entry (a write to its
- *    upper half counts).
+ *    upper half counts). It allocates nothing (a bit per vCPU in the
+ *    entry, a link in its view's dirty list), so a write event cannot fail
+ *    for memory; vCPUs from 64 on are not tracked (false).
+ *  - Out of memory: an operation makes its allocations before it changes
+ *    the guest or the indexes (VMT_E_NOMEM: nothing changed); a re-walk
+ *    also makes room for the events and the work of the re-announcement
+ *    that its page-out may need, so that re-announcing cannot fail.
  *  - ctx.root must be a frame address (no flag or PCID bits): VMT_E_INVALID
  *    otherwise, like a non-canonical va.
  *  - A driver failure while restoring a page's access does not undo the
@@ -68,11 +74,11 @@
  */
 #include "vmitap/ptm.h"
 
-#include <glib.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/amd64.h"
 #include "core/holds.h"
 #include "ptm/ptm_impl.h"
@@ -84,107 +90,90 @@ static bool ctx_valid(vmt_addr_ctx ctx)
     return vmt_va_is_canonical(ctx.va) && (ctx.root & ~VMT_AMD64_ADDR_MASK) == 0;
 }
 
-static guint ctx_hash(gconstpointer p)
+static uint64_t ctx_hash(const void *p)
 {
     const vmt_addr_ctx *c = p;
-    uint64_t h = (c->va * 0x9e3779b97f4a7c15ull) ^ c->root;
-    h ^= h >> 31;
-    return (guint)(h ^ (h >> 32));
+    return vmt_htab_hash_u64((c->va * 0x9e3779b97f4a7c15ull) ^ c->root);
 }
 
-static gboolean ctx_equal(gconstpointer a, gconstpointer b)
+static bool ctx_equal(const void *a, const void *b)
 {
     return vmt_ctx_eq(*(const vmt_addr_ctx *)a, *(const vmt_addr_ctx *)b);
 }
 
-/* Snapshots of a hash table's keys or values, to iterate while the table
- * changes (GLib 2.74 lacks g_hash_table_get_*_as_ptr_array). */
-static GPtrArray *table_snapshot(GHashTable *h, bool keys)
-{
-    GPtrArray *arr = g_ptr_array_sized_new(g_hash_table_size(h));
-    GHashTableIter it;
-    gpointer k, v;
-    g_hash_table_iter_init(&it, h);
-    while (g_hash_table_iter_next(&it, &k, &v))
-        g_ptr_array_add(arr, keys ? k : v);
-    return arr;
-}
-
-static GPtrArray *table_keys(GHashTable *h)
-{
-    return table_snapshot(h, true);
-}
-static GPtrArray *table_values(GHashTable *h)
-{
-    return table_snapshot(h, false);
-}
+/* Iterates the used slots of a vmt_htab (removing the current one is safe). */
+#define VAL(t, i) ((t)->slots[i].val)
 
 /* ---- object lifetimes ---- */
 
-static void entry_free(gpointer p)
+static void entry_free(ptm_entry *e)
 {
-    ptm_entry *e = p;
-    g_hash_table_destroy(e->users);
-    g_free(e);
+    vmt_htab_fini(&e->users);
+    vmt_free(e);
 }
 
-static void view_free(gpointer p)
+static void view_free(ptm_view *v)
 {
-    ptm_view *v = p;
-    g_hash_table_destroy(v->dirty);
-    g_hash_table_destroy(v->frames);
-    g_hash_table_destroy(v->entries);
-    g_hash_table_destroy(v->addrs);
-    g_hash_table_destroy(v->tables);
-    g_free(v);
-}
-
-static void set_free(gpointer p)
-{
-    g_hash_table_destroy(p);
-}
-
-static void frame_free(gpointer p)
-{
-    ptm_frame *fr = p;
-    g_hash_table_destroy(fr->addrs);
-    g_free(fr);
+    for (size_t i = 0; (i = vmt_htab_next(&v->addrs, i)) < v->addrs.n; i++)
+        vmt_free(VAL(&v->addrs, i));
+    for (size_t i = 0; (i = vmt_htab_next(&v->entries, i)) < v->entries.n; i++)
+        entry_free(VAL(&v->entries, i));
+    for (size_t i = 0; (i = vmt_htab_next(&v->tables, i)) < v->tables.n; i++)
+        vmt_free(VAL(&v->tables, i));
+    for (size_t i = 0; (i = vmt_htab_next(&v->frames, i)) < v->frames.n; i++)
+        vmt_free(VAL(&v->frames, i));
+    vmt_htab_fini(&v->addrs);
+    vmt_htab_fini(&v->entries);
+    vmt_htab_fini(&v->tables);
+    vmt_htab_fini(&v->frames);
+    vmt_free(v);
 }
 
 static ptm_view *view_get(const vmt_ptm *ptm, vmt_view view)
 {
-    return g_hash_table_lookup(ptm->views, GUINT_TO_POINTER(view));
+    return vmt_htab_get(&ptm->views, PTM_VIEW_KEY(view));
 }
 
-static ptm_view *view_get_or_add(vmt_ptm *ptm, vmt_view view)
+/* VMT_E_NOMEM: no view made. A new view is dropped again by
+ * view_drop_if_empty when the operation fails. */
+static vmt_status view_get_or_add(vmt_ptm *ptm, vmt_view view, ptm_view **out)
 {
     ptm_view *v = view_get(ptm, view);
-    if (v)
-        return v;
-    v = g_new0(ptm_view, 1);
-    v->view = view;
-    v->addrs = g_hash_table_new_full(ctx_hash, ctx_equal, NULL, g_free);
-    v->entries = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, entry_free);
-    v->tables = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
-    v->dirty = g_hash_table_new_full(g_direct_hash, NULL, NULL, set_free);
-    v->frames = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, frame_free);
-    g_hash_table_insert(ptm->views, GUINT_TO_POINTER(view), v);
-    return v;
+    if (!v) {
+        v = vmt_calloc(1, sizeof *v);
+        if (!v)
+            return VMT_E_NOMEM;
+        v->view = view;
+        vmt_htab_init(&v->addrs, ctx_hash, ctx_equal);
+        vmt_htab_init(&v->entries, vmt_htab_hash_u64p, vmt_htab_eq_u64p);
+        vmt_htab_init(&v->tables, vmt_htab_hash_u64p, vmt_htab_eq_u64p);
+        vmt_htab_init(&v->frames, vmt_htab_hash_u64p, vmt_htab_eq_u64p);
+        if (vmt_htab_put(&ptm->views, PTM_VIEW_KEY(view), v) != VMT_OK) {
+            vmt_free(v);
+            return VMT_E_NOMEM;
+        }
+    }
+    *out = v;
+    return VMT_OK;
 }
 
 /* A view with no address and no owed restore has nothing left to track. */
 static void view_drop_if_empty(vmt_ptm *ptm, ptm_view *v)
 {
-    if (g_hash_table_size(v->addrs) == 0 && g_hash_table_size(v->tables) == 0)
-        g_hash_table_remove(ptm->views, GUINT_TO_POINTER(v->view));
+    if (vmt_htab_size(&v->addrs) == 0 && vmt_htab_size(&v->tables) == 0) {
+        vmt_htab_del(&ptm->views, PTM_VIEW_KEY(v->view));
+        view_free(v);
+    }
 }
 
 vmt_status vmt_ptm_new(vmt_ptm **out)
 {
     if (!out)
         return VMT_E_INVALID;
-    vmt_ptm *ptm = g_new0(vmt_ptm, 1);
-    ptm->views = g_hash_table_new_full(g_direct_hash, NULL, NULL, view_free);
+    vmt_ptm *ptm = vmt_calloc(1, sizeof *ptm);
+    if (!ptm)
+        return VMT_E_NOMEM;
+    vmt_htab_init(&ptm->views, vmt_htab_hash_ptr, NULL);
     ptm->holder = vmt_core_holder_new();
     *out = ptm;
     return VMT_OK;
@@ -194,8 +183,11 @@ void vmt_ptm_free(vmt_ptm *ptm)
 {
     if (!ptm)
         return;
-    g_hash_table_destroy(ptm->views);
-    g_free(ptm);
+    for (size_t i = 0; (i = vmt_htab_next(&ptm->views, i)) < ptm->views.n; i++)
+        view_free(VAL(&ptm->views, i));
+    vmt_htab_fini(&ptm->views);
+    vmt_free(ptm->scratch);
+    vmt_free(ptm);
 }
 
 void vmt_ptm_events_free(vmt_ptm_events *ev)
@@ -220,7 +212,7 @@ static const vmt_access_hold table_hold = {
 
 static vmt_status table_protect(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, vmt_gfn gfn)
 {
-    ptm_table *t = g_hash_table_lookup(v->tables, &gfn);
+    ptm_table *t = vmt_htab_get(&v->tables, &gfn);
     if (t) {
         if (t->entries++ == 0) { /* an owed restore: the page is still protected */
             v->owed--;
@@ -228,13 +220,19 @@ static vmt_status table_protect(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, vmt_gf
         }
         return VMT_OK;
     }
+    t = vmt_malloc(sizeof *t); /* before the guest changes */
+    if (!t || vmt_htab_reserve(&v->tables, 1) != VMT_OK) {
+        vmt_free(t);
+        return VMT_E_NOMEM;
+    }
     vmt_status st = vmt_core_hold_access(vmi, gfn, v->view, ptm->holder, &table_hold);
-    if (st != VMT_OK)
+    if (st != VMT_OK) {
+        vmt_free(t);
         return st;
-    t = g_new(ptm_table, 1);
+    }
     t->gfn = gfn;
     t->entries = 1;
-    g_hash_table_insert(v->tables, &t->gfn, t);
+    (void)vmt_htab_put(&v->tables, &t->gfn, t); /* reserved above */
     ptm->tables++;
     return VMT_OK;
 }
@@ -251,13 +249,14 @@ static vmt_status table_restore(const vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, 
         return st;
     }
     v->owed--;
-    g_hash_table_remove(v->tables, &t->gfn);
+    vmt_htab_del(&v->tables, &t->gfn);
+    vmt_free(t);
     return VMT_OK;
 }
 
 static vmt_status table_unprotect(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, vmt_gfn gfn)
 {
-    ptm_table *t = g_hash_table_lookup(v->tables, &gfn);
+    ptm_table *t = vmt_htab_get(&v->tables, &gfn);
     if (--t->entries > 0)
         return VMT_OK;
     ptm->tables--;
@@ -268,70 +267,85 @@ static vmt_status table_unprotect(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, vmt_
 /* Retries the restores that failed earlier; returns the first failure. */
 static vmt_status view_retry_restores(const vmt_ptm *ptm, ptm_view *v, vmt_core *vmi)
 {
-    if (v->owed == 0)
-        return VMT_OK;
-    GPtrArray *owed = g_ptr_array_new();
-    GHashTableIter it;
-    gpointer val;
-    g_hash_table_iter_init(&it, v->tables);
-    while (g_hash_table_iter_next(&it, NULL, &val))
-        if (((ptm_table *)val)->entries == 0)
-            g_ptr_array_add(owed, val);
     vmt_status first = VMT_OK;
-    for (guint i = 0; i < owed->len; i++) {
-        vmt_status st = table_restore(ptm, v, vmi, owed->pdata[i]);
+    for (size_t i = 0; v->owed && i < v->tables.n; i++) {
+        ptm_table *t = VAL(&v->tables, i);
+        if (!vmt_htab_used(&v->tables.slots[i]) || t->entries != 0)
+            continue;
+        vmt_status st = table_restore(ptm, v, vmi, t); /* removal moves nothing: i stays valid */
         if (first == VMT_OK)
             first = st;
     }
-    g_ptr_array_free(owed, TRUE);
     return first;
 }
 
 /* ---- entries ---- */
 
-static void dirty_forget(ptm_view *v, ptm_entry *e)
+/* Takes e (dirty) off its view's dirty list. */
+static void dirty_unlink(ptm_view *v, ptm_entry *e)
 {
-    GHashTableIter it;
-    gpointer set;
-    g_hash_table_iter_init(&it, v->dirty);
-    while (g_hash_table_iter_next(&it, NULL, &set))
-        g_hash_table_remove(set, e);
+    if (e->dirty_prev)
+        e->dirty_prev->dirty_next = e->dirty_next;
+    else
+        v->dirty = e->dirty_next;
+    if (e->dirty_next)
+        e->dirty_next->dirty_prev = e->dirty_prev;
+    e->dirty = 0;
+    e->dirty_prev = e->dirty_next = NULL;
 }
 
+static void dirty_forget(ptm_view *v, ptm_entry *e)
+{
+    if (e->dirty)
+        dirty_unlink(v, e);
+}
+
+/* All allocations first (a new entry, room for a among its users), then
+ * the guest (the table page protected): VMT_E_NOMEM changes nothing. */
 static vmt_status entry_ref(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, ptm_addr *a, vmt_pa epa,
                             int level)
 {
-    ptm_entry *e = g_hash_table_lookup(v->entries, &epa);
+    ptm_entry *e = vmt_htab_get(&v->entries, &epa);
     if (!e) {
-        vmt_status st = table_protect(ptm, v, vmi, vmt_gfn_from_pa(epa));
-        if (st != VMT_OK)
-            return st;
-        e = g_new0(ptm_entry, 1);
+        e = vmt_calloc(1, sizeof *e);
+        if (!e)
+            return VMT_E_NOMEM;
         e->pa = epa;
-        e->users = g_hash_table_new(g_direct_hash, NULL);
-        g_hash_table_insert(v->entries, &e->pa, e);
+        vmt_htab_init(&e->users, vmt_htab_hash_ptr, NULL);
+        vmt_status st = VMT_E_NOMEM;
+        if (vmt_htab_reserve(&e->users, 1) == VMT_OK && vmt_htab_reserve(&v->entries, 1) == VMT_OK)
+            st = table_protect(ptm, v, vmi, vmt_gfn_from_pa(epa));
+        if (st != VMT_OK) {
+            entry_free(e);
+            return st;
+        }
+        (void)vmt_htab_put(&v->entries, &e->pa, e); /* reserved above */
         ptm->entries++;
+    } else if (!vmt_htab_lookup(&e->users, a, NULL, NULL) &&
+               vmt_htab_reserve(&e->users, 1) != VMT_OK) {
+        return VMT_E_NOMEM;
     }
     e->level_refs[level - 1]++;
-    guint n = GPOINTER_TO_UINT(g_hash_table_lookup(e->users, a));
-    g_hash_table_insert(e->users, a, GUINT_TO_POINTER(n + 1));
+    uintptr_t n = (uintptr_t)vmt_htab_get(&e->users, a);
+    (void)vmt_htab_put(&e->users, a, (void *)(n + 1)); /* reserved above */
     return VMT_OK;
 }
 
 static vmt_status entry_unref(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, ptm_addr *a, vmt_pa epa,
                               int level)
 {
-    ptm_entry *e = g_hash_table_lookup(v->entries, &epa);
+    ptm_entry *e = vmt_htab_get(&v->entries, &epa);
     e->level_refs[level - 1]--;
-    guint n = GPOINTER_TO_UINT(g_hash_table_lookup(e->users, a));
+    uintptr_t n = (uintptr_t)vmt_htab_get(&e->users, a);
     if (n > 1)
-        g_hash_table_insert(e->users, a, GUINT_TO_POINTER(n - 1));
+        (void)vmt_htab_put(&e->users, a, (void *)(n - 1)); /* a replacement: no allocation */
     else
-        g_hash_table_remove(e->users, a);
-    if (g_hash_table_size(e->users) > 0)
+        vmt_htab_del(&e->users, a);
+    if (vmt_htab_size(&e->users) > 0)
         return VMT_OK;
     dirty_forget(v, e);
-    g_hash_table_remove(v->entries, &epa);
+    vmt_htab_del(&v->entries, &epa);
+    entry_free(e);
     ptm->entries--;
     return table_unprotect(ptm, v, vmi, vmt_gfn_from_pa(epa));
 }
@@ -367,26 +381,67 @@ static vmt_status walk_unref(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, ptm_addr 
 
 /* ---- which addresses translate into which frame ---- */
 
-static void frame_link(ptm_view *v, ptm_addr *a)
+/* A frame record for gfn made ahead, if the view has none yet (*fresh:
+ * NULL otherwise): frame_link then cannot fail. VMT_E_NOMEM: nothing
+ * changed. */
+static vmt_status frame_reserve(ptm_view *v, vmt_gfn gfn, ptm_frame **fresh)
+{
+    *fresh = NULL;
+    if (vmt_htab_get(&v->frames, &gfn))
+        return VMT_OK;
+    ptm_frame *fr = vmt_calloc(1, sizeof *fr);
+    if (!fr || vmt_htab_reserve(&v->frames, 1) != VMT_OK) {
+        vmt_free(fr);
+        return VMT_E_NOMEM;
+    }
+    fr->gfn = gfn;
+    *fresh = fr;
+    return VMT_OK;
+}
+
+/* Links a into its frame's list, in the order addresses were first
+ * monitored (the order re-announcements go out), taking *fresh (from
+ * frame_reserve) if the frame has no record yet. */
+static void frame_link(ptm_view *v, ptm_addr *a, ptm_frame **fresh)
 {
     vmt_gfn gfn = vmt_gfn_from_pa(a->walk.pa);
-    ptm_frame *fr = g_hash_table_lookup(v->frames, &gfn);
+    ptm_frame *fr = vmt_htab_get(&v->frames, &gfn);
     if (!fr) {
-        fr = g_new(ptm_frame, 1);
-        fr->gfn = gfn;
-        fr->addrs = g_hash_table_new(g_direct_hash, NULL);
-        g_hash_table_insert(v->frames, &fr->gfn, fr);
+        fr = *fresh;
+        *fresh = NULL;
+        (void)vmt_htab_put(&v->frames, &fr->gfn, fr); /* reserved by frame_reserve */
     }
-    g_hash_table_add(fr->addrs, a);
+    ptm_addr *prev = NULL, *next = fr->addrs;
+    while (next && next->seq < a->seq) {
+        prev = next;
+        next = next->frame_next;
+    }
+    a->frame_prev = prev;
+    a->frame_next = next;
+    if (prev)
+        prev->frame_next = a;
+    else
+        fr->addrs = a;
+    if (next)
+        next->frame_prev = a;
+    fr->n++;
 }
 
 static void frame_unlink(ptm_view *v, ptm_addr *a)
 {
     vmt_gfn gfn = vmt_gfn_from_pa(a->walk.pa);
-    ptm_frame *fr = g_hash_table_lookup(v->frames, &gfn);
-    g_hash_table_remove(fr->addrs, a);
-    if (g_hash_table_size(fr->addrs) == 0)
-        g_hash_table_remove(v->frames, &gfn);
+    ptm_frame *fr = vmt_htab_get(&v->frames, &gfn);
+    if (a->frame_prev)
+        a->frame_prev->frame_next = a->frame_next;
+    else
+        fr->addrs = a->frame_next;
+    if (a->frame_next)
+        a->frame_next->frame_prev = a->frame_prev;
+    a->frame_prev = a->frame_next = NULL;
+    if (--fr->n == 0) {
+        vmt_htab_del(&v->frames, &gfn);
+        vmt_free(fr);
+    }
 }
 
 /* ---- monitoring ---- */
@@ -397,7 +452,7 @@ vmt_status vmt_ptm_monitor(vmt_ptm *ptm, vmt_core *vmi, vmt_addr_ctx ctx, vmt_vi
     if (!ptm || !vmi || !ctx_valid(ctx))
         return VMT_E_INVALID;
     ptm_view *v = view_get(ptm, view);
-    ptm_addr *a = v ? g_hash_table_lookup(v->addrs, &ctx) : NULL;
+    ptm_addr *a = v ? vmt_htab_get(&v->addrs, &ctx) : NULL;
     if (a) {
         a->refs++;
         return VMT_OK;
@@ -408,37 +463,49 @@ vmt_status vmt_ptm_monitor(vmt_ptm *ptm, vmt_core *vmi, vmt_addr_ctx ctx, vmt_vi
         return st;
     bool present = st == VMT_OK;
 
-    v = view_get_or_add(ptm, view);
-    a = g_new0(ptm_addr, 1);
-    a->ctx = ctx;
-    a->tag = tag;
-    a->refs = 1;
-    a->seq = ptm->next_seq++;
-    a->paged_in = present;
-    a->walk = w;
-    st = walk_ref(ptm, v, vmi, a, &w);
+    /* Memory first; walk_ref makes the rest (and undoes all on failure). */
+    st = view_get_or_add(ptm, view, &v);
+    if (st != VMT_OK)
+        return st;
+    ptm_frame *fresh = NULL;
+    a = vmt_calloc(1, sizeof *a);
+    if (!a || vmt_htab_reserve(&v->addrs, 1) != VMT_OK ||
+        (present && frame_reserve(v, vmt_gfn_from_pa(w.pa), &fresh) != VMT_OK))
+        st = VMT_E_NOMEM;
+    if (st == VMT_OK) {
+        a->ctx = ctx;
+        a->tag = tag;
+        a->refs = 1;
+        a->seq = ptm->next_seq;
+        a->paged_in = present;
+        a->walk = w;
+        st = walk_ref(ptm, v, vmi, a, &w);
+    }
     if (st != VMT_OK) {
-        g_free(a);
+        vmt_free(a);
+        vmt_free(fresh);
         view_drop_if_empty(ptm, v);
         return st;
     }
-    g_hash_table_insert(v->addrs, &a->ctx, a);
+    ptm->next_seq++;
+    (void)vmt_htab_put(&v->addrs, &a->ctx, a); /* reserved above */
     if (present) {
         ptm->paged_in++;
-        frame_link(v, a);
+        frame_link(v, a, &fresh);
     }
+    vmt_free(fresh); /* NULL unless unused */
     return VMT_OK;
 }
 
 static vmt_status addr_drop(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, ptm_addr *a)
 {
-    g_hash_table_steal(v->addrs, &a->ctx);
+    vmt_htab_del(&v->addrs, &a->ctx);
     if (a->paged_in) {
         ptm->paged_in--;
         frame_unlink(v, a);
     }
     vmt_status st = walk_unref(ptm, v, vmi, a, &a->walk);
-    g_free(a);
+    vmt_free(a);
     return st;
 }
 
@@ -454,7 +521,7 @@ static vmt_status unmonitor(vmt_ptm *ptm, vmt_core *vmi, vmt_addr_ctx ctx, vmt_v
      * that the failure this call reports is still visible afterwards. */
     vmt_status retried = view_retry_restores(ptm, v, vmi);
     vmt_status st = VMT_OK;
-    ptm_addr *a = g_hash_table_lookup(v->addrs, &ctx);
+    ptm_addr *a = vmt_htab_get(&v->addrs, &ctx);
     if (a && (force || --a->refs == 0))
         st = addr_drop(ptm, v, vmi, a);
     view_drop_if_empty(ptm, v);
@@ -475,10 +542,8 @@ vmt_status vmt_ptm_unmonitor_by_force(vmt_ptm *ptm, vmt_core *vmi, vmt_addr_ctx 
 static void view_clear(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi)
 {
     (void)view_retry_restores(ptm, v, vmi); /* earlier debts, as in unmonitor() */
-    GPtrArray *addrs = table_values(v->addrs);
-    for (guint i = 0; i < addrs->len; i++)
-        (void)addr_drop(ptm, v, vmi, addrs->pdata[i]);
-    g_ptr_array_free(addrs, TRUE);
+    for (size_t i = 0; (i = vmt_htab_next(&v->addrs, i)) < v->addrs.n; i++)
+        (void)addr_drop(ptm, v, vmi, VAL(&v->addrs, i)); /* removal moves nothing */
     view_drop_if_empty(ptm, v);
 }
 
@@ -495,38 +560,43 @@ void vmt_ptm_unmonitor_all(vmt_ptm *ptm, vmt_core *vmi)
 {
     if (!ptm || !vmi)
         return;
-    GPtrArray *views = table_values(ptm->views);
-    for (guint i = 0; i < views->len; i++)
-        view_clear(ptm, views->pdata[i], vmi);
-    g_ptr_array_free(views, TRUE);
+    for (size_t i = 0; (i = vmt_htab_next(&ptm->views, i)) < ptm->views.n; i++)
+        view_clear(ptm, VAL(&ptm->views, i), vmi); /* may drop the view: a tombstone at i */
 }
 
 /* ---- dirty entries ---- */
 
+/* No allocation: a dirty mark is a bit in the entry and a link in its
+ * view's dirty list. vCPUs from PTM_MAX_VCPUS on are not tracked. */
 bool vmt_ptm_mark_dirty_entry(vmt_ptm *ptm, vmt_pa entry_pa, vmt_view view, vmt_vcpu vcpu)
 {
-    if (!ptm)
+    if (!ptm || vcpu >= PTM_MAX_VCPUS)
         return false;
     ptm_view *v = view_get(ptm, view);
     if (!v)
         return false;
     vmt_pa epa = entry_pa & ~(vmt_pa)7;
-    ptm_entry *e = g_hash_table_lookup(v->entries, &epa);
+    ptm_entry *e = vmt_htab_get(&v->entries, &epa);
     if (!e)
         return false;
-    GHashTable *set = g_hash_table_lookup(v->dirty, GUINT_TO_POINTER(vcpu));
-    if (!set) {
-        set = g_hash_table_new(g_direct_hash, NULL);
-        g_hash_table_insert(v->dirty, GUINT_TO_POINTER(vcpu), set);
+    if (!e->dirty) {
+        e->dirty_prev = NULL;
+        e->dirty_next = v->dirty;
+        if (v->dirty)
+            v->dirty->dirty_prev = e;
+        v->dirty = e;
     }
-    g_hash_table_add(set, e);
+    e->dirty |= 1ull << vcpu;
     return true;
 }
 
-/* Entry reads of one processing call, each done once. */
+/* One processing call: its entry reads, each done once, and what its
+ * re-announcement will need. */
 typedef struct read_cache {
     vmt_core *vmi;
-    GHashTable *values; /* &cached->pa -> cached_entry */
+    vmt_htab values; /* &cached->pa -> cached_entry */
+    size_t from;     /* the call's first event in out */
+    size_t reann;    /* event slots its re-announcements may take */
 } read_cache;
 
 typedef struct cached_entry {
@@ -539,19 +609,30 @@ static vmt_status cached_read(void *user, vmt_pa pa, void *buf, size_t len)
     read_cache *c = user;
     if (len != sizeof(uint64_t))
         return vmt_core_read(c->vmi, pa, buf, len);
-    cached_entry *ce = g_hash_table_lookup(c->values, &pa);
+    cached_entry *ce = vmt_htab_get(&c->values, &pa);
     if (!ce) {
-        uint64_t value;
-        vmt_status st = vmt_core_read(c->vmi, pa, &value, sizeof value);
-        if (st != VMT_OK)
+        ce = vmt_malloc(sizeof *ce);
+        if (!ce || vmt_htab_reserve(&c->values, 1) != VMT_OK) {
+            vmt_free(ce);
+            return VMT_E_NOMEM;
+        }
+        vmt_status st = vmt_core_read(c->vmi, pa, &ce->value, sizeof ce->value);
+        if (st != VMT_OK) {
+            vmt_free(ce);
             return st;
-        ce = g_new(cached_entry, 1);
+        }
         ce->pa = pa;
-        ce->value = value;
-        g_hash_table_insert(c->values, &ce->pa, ce);
+        (void)vmt_htab_put(&c->values, &ce->pa, ce); /* reserved above */
     }
     memcpy(buf, &ce->value, sizeof ce->value);
     return VMT_OK;
+}
+
+static void cache_free(read_cache *c)
+{
+    for (size_t i = 0; (i = vmt_htab_next(&c->values, i)) < c->values.n; i++)
+        vmt_free(VAL(&c->values, i));
+    vmt_htab_fini(&c->values);
 }
 
 static bool events_reserve(vmt_ptm_events *ev, size_t more)
@@ -561,7 +642,7 @@ static bool events_reserve(vmt_ptm_events *ev, size_t more)
     size_t cap = ev->cap ? ev->cap : 8;
     while (cap - ev->len < more)
         cap *= 2;
-    vmt_ptm_event *items = realloc(ev->items, cap * sizeof *items);
+    vmt_ptm_event *items = vmt_reallocarray(ev->items, cap, sizeof *items);
     if (!items)
         return false;
     ev->items = items;
@@ -581,8 +662,14 @@ static void events_push(vmt_ptm_events *ev, vmt_ptm_event_kind kind, vmt_view vi
     e->tag = a->tag;
 }
 
+/* One work item of the re-announcement: a frame_out or an addr_in
+ * (defined below). */
+typedef union scratch_item scratch_item;
+static vmt_status scratch_reserve(vmt_ptm *ptm, size_t n);
+
 /* Walks a again and moves its record (and the entries and tables it keeps
- * monitored) to the new walk, appending the events the change means. */
+ * monitored) to the new walk, appending the events the change means.
+ * Memory first: VMT_E_NOMEM changes nothing. */
 static vmt_status addr_rewalk(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, ptm_addr *a,
                               read_cache *cache, vmt_ptm_events *out)
 {
@@ -591,11 +678,26 @@ static vmt_status addr_rewalk(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, ptm_addr
     if (st != VMT_OK && st != VMT_E_TRANSLATION)
         return st;
     bool present = st == VMT_OK;
-    if (!events_reserve(out, 2))
+    /* A page-out of a's frame may owe a re-announcement to every address
+     * there: room for those events and for the re-announcement's work is
+     * made now, so that once the change is made nothing can fail. */
+    size_t owes = 0;
+    if (a->paged_in && (!present || w.pa != a->walk.pa)) {
+        vmt_gfn old = vmt_gfn_from_pa(a->walk.pa);
+        owes = ((ptm_frame *)vmt_htab_get(&v->frames, &old))->n;
+    }
+    if (!events_reserve(out, 2 + cache->reann + owes) ||
+        scratch_reserve(ptm, out->len + 2 - cache->from) != VMT_OK)
+        return VMT_E_NOMEM;
+    ptm_frame *fresh = NULL;
+    if (present && frame_reserve(v, vmt_gfn_from_pa(w.pa), &fresh) != VMT_OK)
         return VMT_E_NOMEM;
     st = walk_ref(ptm, v, vmi, a, &w);
-    if (st != VMT_OK)
+    if (st != VMT_OK) {
+        vmt_free(fresh);
         return st;
+    }
+    cache->reann += owes;
     vmt_status released = walk_unref(ptm, v, vmi, a, &a->walk);
 
     bool was = a->paged_in;
@@ -606,7 +708,8 @@ static vmt_status addr_rewalk(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, ptm_addr
     a->walk = w;
     a->paged_in = present;
     if (present && (!was || moved))
-        frame_link(v, a);
+        frame_link(v, a, &fresh);
+    vmt_free(fresh); /* NULL unless unused */
     if (was && !present)
         ptm->paged_in--;
     if (!was && present)
@@ -618,37 +721,39 @@ static vmt_status addr_rewalk(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, ptm_addr
     return released;
 }
 
-static gint addr_seq_cmp(gconstpointer pa, gconstpointer pb)
+static int addr_seq_cmp(const void *pa, const void *pb)
 {
     const ptm_addr *a = *(ptm_addr *const *)pa, *b = *(ptm_addr *const *)pb;
     return a->seq < b->seq ? -1 : a->seq > b->seq;
 }
 
-static GHashTable *dirty_set(const ptm_view *v, vmt_vcpu vcpu)
-{
-    return g_hash_table_lookup(v->dirty, GUINT_TO_POINTER(vcpu));
-}
-
 static vmt_status process_entry(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, vmt_vcpu vcpu, vmt_pa epa,
                                 read_cache *cache, vmt_ptm_events *out)
 {
+    uint64_t bit = 1ull << vcpu;
     /* Gone, or gone and monitored anew, since it was marked: nothing to do. */
-    ptm_entry *e = g_hash_table_lookup(v->entries, &epa);
-    GHashTable *set = dirty_set(v, vcpu);
-    if (!e || !set || !g_hash_table_contains(set, e))
+    ptm_entry *e = vmt_htab_get(&v->entries, &epa);
+    if (!e || !(e->dirty & bit))
         return VMT_OK;
     /* Re-walks never free addresses, so this snapshot stays valid. */
-    GPtrArray *users = table_keys(e->users);
-    g_ptr_array_sort(users, addr_seq_cmp);
+    size_t n = 0;
+    ptm_addr **users = vmt_reallocarray(NULL, vmt_htab_size(&e->users), sizeof *users);
+    if (!users)
+        return VMT_E_NOMEM;
+    for (size_t i = 0; (i = vmt_htab_next(&e->users, i)) < e->users.n; i++)
+        users[n++] = e->users.slots[i].key;
+    qsort(users, n, sizeof *users, addr_seq_cmp);
     vmt_status st = VMT_OK;
-    for (guint i = 0; i < users->len && st == VMT_OK; i++)
-        st = addr_rewalk(ptm, v, vmi, users->pdata[i], cache, out);
-    g_ptr_array_free(users, TRUE);
+    for (size_t i = 0; i < n && st == VMT_OK; i++)
+        st = addr_rewalk(ptm, v, vmi, users[i], cache, out);
+    vmt_free(users);
     if (st != VMT_OK)
         return st;
-    e = g_hash_table_lookup(v->entries, &epa); /* may have gone with the old walks */
-    if (e)
-        g_hash_table_remove(set, e);
+    e = vmt_htab_get(&v->entries, &epa); /* may have gone with the old walks */
+    if (e && e->dirty == bit)
+        dirty_unlink(v, e);
+    else if (e)
+        e->dirty &= ~bit;
     return VMT_OK;
 }
 
@@ -664,74 +769,119 @@ static vmt_status process_entry(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, vmt_vc
  * PAGE_OUT. */
 typedef struct frame_out {
     uint64_t key; /* view << 48 | gfn (a gfn has at most 40 bits) */
-    ptm_view *v;
-    vmt_gfn gfn;
-    size_t last; /* index of the frame's last PAGE_OUT */
+    size_t last;  /* index of the frame's last PAGE_OUT */
 } frame_out;
 
-static gint frame_out_cmp(gconstpointer pa, gconstpointer pb)
+/* A PAGE_IN event's address and index. */
+typedef struct addr_in {
+    vmt_view view;
+    vmt_addr_ctx ctx;
+    size_t at;
+} addr_in;
+
+static int addr_in_cmp(const void *pa, const void *pb)
 {
-    const frame_out *a = *(frame_out *const *)pa, *b = *(frame_out *const *)pb;
+    const addr_in *a = pa, *b = pb;
+    if (a->view != b->view)
+        return a->view < b->view ? -1 : 1;
+    if (a->ctx.va != b->ctx.va)
+        return a->ctx.va < b->ctx.va ? -1 : 1;
+    if (a->ctx.root != b->ctx.root)
+        return a->ctx.root < b->ctx.root ? -1 : 1;
+    return a->at < b->at ? -1 : a->at > b->at;
+}
+
+static int frame_out_key_cmp(const void *pa, const void *pb)
+{
+    const frame_out *a = pa, *b = pb;
+    if (a->key != b->key)
+        return a->key < b->key ? -1 : 1;
     return a->last < b->last ? -1 : a->last > b->last;
 }
 
-/* Scans the events from `from`: the frames that went out, and for each
- * address the index (+ 1) of its last PAGE_IN. */
-static GHashTable *frames_out(vmt_ptm *ptm, const vmt_ptm_events *out, size_t from,
-                              GHashTable *last_in)
+static int frame_out_last_cmp(const void *pa, const void *pb)
 {
-    GHashTable *outs = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
-    for (size_t i = from; i < out->len; i++) {
-        const vmt_ptm_event *e = &out->items[i];
-        ptm_view *v = view_get(ptm, e->view);
-        if (e->kind == VMT_PTM_PAGE_IN) {
-            ptm_addr *a = g_hash_table_lookup(v->addrs, &e->ctx);
-            g_hash_table_insert(last_in, a, GSIZE_TO_POINTER(i + 1));
-            continue;
-        }
-        uint64_t key = (uint64_t)e->view << 48 | vmt_gfn_from_pa(e->pa);
-        frame_out *fo = g_hash_table_lookup(outs, &key);
-        if (!fo) {
-            fo = g_new(frame_out, 1);
-            fo->key = key;
-            fo->v = v;
-            fo->gfn = vmt_gfn_from_pa(e->pa);
-            g_hash_table_insert(outs, &fo->key, fo);
-        }
-        fo->last = i;
-    }
-    return outs;
+    const frame_out *a = pa, *b = pb;
+    return a->last < b->last ? -1 : a->last > b->last;
 }
 
-static vmt_status reannounce(vmt_ptm *ptm, vmt_ptm_events *out, size_t from)
+union scratch_item {
+    frame_out fo;
+    addr_in in;
+};
+
+static vmt_status scratch_reserve(vmt_ptm *ptm, size_t n)
 {
-    GHashTable *last_in = g_hash_table_new(g_direct_hash, NULL);
-    GHashTable *outs = frames_out(ptm, out, from, last_in);
-    GPtrArray *list = table_values(outs);
-    g_ptr_array_sort(list, frame_out_cmp);
-    vmt_status st = VMT_OK;
-    for (guint i = 0; i < list->len && st == VMT_OK; i++) {
-        const frame_out *fo = list->pdata[i];
-        ptm_frame *fr = g_hash_table_lookup(fo->v->frames, &fo->gfn);
-        if (!fr)
-            continue;
-        GPtrArray *addrs = table_keys(fr->addrs);
-        g_ptr_array_sort(addrs, addr_seq_cmp);
-        for (guint k = 0; k < addrs->len && st == VMT_OK; k++) {
-            ptm_addr *a = addrs->pdata[k];
-            if (GPOINTER_TO_SIZE(g_hash_table_lookup(last_in, a)) > fo->last)
-                continue; /* its own PAGE_IN came after the page-out */
-            if (!events_reserve(out, 1))
-                st = VMT_E_NOMEM;
-            else
-                events_push(out, VMT_PTM_PAGE_IN, fo->v->view, a, a->walk.pa);
-        }
-        g_ptr_array_free(addrs, TRUE);
+    if (n <= ptm->scratch_cap)
+        return VMT_OK;
+    size_t cap = ptm->scratch_cap ? ptm->scratch_cap : 16;
+    while (cap < n)
+        cap *= 2;
+    void *p = vmt_reallocarray(ptm->scratch, cap, sizeof(scratch_item));
+    if (!p)
+        return VMT_E_NOMEM;
+    ptm->scratch = p;
+    ptm->scratch_cap = cap;
+    return VMT_OK;
+}
+
+/* Whether a has a PAGE_IN of its own after index after: ins[0..n) sorted
+ * by addr_in_cmp. */
+static bool paged_in_after(const addr_in *ins, size_t n, size_t after, vmt_view view,
+                           const ptm_addr *a)
+{
+    addr_in probe = {view, a->ctx, SIZE_MAX};
+    size_t lo = 0, hi = n; /* the first element above probe: after a's last */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (addr_in_cmp(&ins[mid], &probe) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
-    g_ptr_array_free(list, TRUE);
-    g_hash_table_destroy(outs);
-    g_hash_table_destroy(last_in);
-    return st;
+    return lo > 0 && ins[lo - 1].view == view && vmt_ctx_eq(ins[lo - 1].ctx, a->ctx) &&
+           ins[lo - 1].at > after;
+}
+
+/* Allocates nothing: addr_rewalk made room in out for every event this
+ * may add and in ptm->scratch for its work (page-outs from the front,
+ * page-ins from the back). */
+static void reannounce(vmt_ptm *ptm, vmt_ptm_events *out, size_t from)
+{
+    size_t end = out->len, n = 0, n_in = 0;
+    for (size_t i = from; i < end; i++)
+        n_in += out->items[i].kind == VMT_PTM_PAGE_IN;
+    /* n + n_in items of at most sizeof(scratch_item) bytes: no overlap. */
+    frame_out *fos = ptm->scratch;
+    addr_in *ins =
+        (addr_in *)((char *)ptm->scratch + ptm->scratch_cap * sizeof(scratch_item)) - n_in;
+    n_in = 0;
+    for (size_t i = from; i < end; i++) {
+        const vmt_ptm_event *e = &out->items[i];
+        if (e->kind == VMT_PTM_PAGE_OUT)
+            fos[n++] = (frame_out){(uint64_t)e->view << 48 | vmt_gfn_from_pa(e->pa), i};
+        else
+            ins[n_in++] = (addr_in){e->view, e->ctx, i};
+    }
+    qsort(ins, n_in, sizeof *ins, addr_in_cmp);
+    /* One per frame, its last page-out; then in the order of those. */
+    qsort(fos, n, sizeof *fos, frame_out_key_cmp);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (m && fos[m - 1].key == fos[i].key)
+            m--;
+        fos[m++] = fos[i];
+    }
+    qsort(fos, m, sizeof *fos, frame_out_last_cmp);
+    for (size_t i = 0; i < m; i++) {
+        vmt_view view = (vmt_view)(fos[i].key >> 48);
+        vmt_gfn gfn = fos[i].key & ((1ull << 48) - 1);
+        ptm_view *v = view_get(ptm, view);
+        ptm_frame *fr = v ? vmt_htab_get(&v->frames, &gfn) : NULL;
+        for (ptm_addr *a = fr ? fr->addrs : NULL; a; a = a->frame_next)
+            if (!paged_in_after(ins, n_in, fos[i].last, view, a)) /* else its own came after */
+                events_push(out, VMT_PTM_PAGE_IN, view, a, a->walk.pa); /* room made ahead */
+    }
 }
 
 typedef struct dirty_item {
@@ -748,7 +898,7 @@ static int entry_top_level(const ptm_entry *e)
     return 1;
 }
 
-static gint dirty_item_cmp(gconstpointer pa, gconstpointer pb)
+static int dirty_item_cmp(const void *pa, const void *pb)
 {
     const dirty_item *a = pa, *b = pb;
     if (a->level != b->level)
@@ -761,41 +911,39 @@ static gint dirty_item_cmp(gconstpointer pa, gconstpointer pb)
 /* Restores owed by earlier failures, in every view; the first failure. */
 static vmt_status retry_all_restores(vmt_ptm *ptm, vmt_core *vmi)
 {
-    if (vmt_ptm_pending_restores(ptm) == 0) /* the usual case: no snapshot */
+    if (vmt_ptm_pending_restores(ptm) == 0) /* the usual case */
         return VMT_OK;
     vmt_status first = VMT_OK;
-    GPtrArray *views = table_values(ptm->views);
-    for (guint i = 0; i < views->len; i++) {
-        ptm_view *v = views->pdata[i];
+    for (size_t i = 0; (i = vmt_htab_next(&ptm->views, i)) < ptm->views.n; i++) {
+        ptm_view *v = VAL(&ptm->views, i);
         vmt_status st = view_retry_restores(ptm, v, vmi);
         if (first == VMT_OK)
             first = st;
-        view_drop_if_empty(ptm, v);
+        view_drop_if_empty(ptm, v); /* removal moves nothing */
     }
-    g_ptr_array_free(views, TRUE);
     return first;
 }
 
-static GArray *dirty_items(const vmt_ptm *ptm, vmt_vcpu vcpu)
+/* The entries vcpu marked, in processing order, into *items (vmt_free). */
+static vmt_status dirty_items(const vmt_ptm *ptm, vmt_vcpu vcpu, dirty_item **items, size_t *n)
 {
-    GArray *items = g_array_new(FALSE, FALSE, sizeof(dirty_item));
-    GHashTableIter vit;
-    gpointer v;
-    g_hash_table_iter_init(&vit, ptm->views);
-    while (g_hash_table_iter_next(&vit, NULL, &v)) {
-        GHashTable *set = dirty_set(v, vcpu);
-        if (!set)
-            continue;
-        GHashTableIter eit;
-        gpointer e;
-        g_hash_table_iter_init(&eit, set);
-        while (g_hash_table_iter_next(&eit, &e, NULL)) {
-            dirty_item it = {v, ((ptm_entry *)e)->pa, entry_top_level(e)};
-            g_array_append_val(items, it);
-        }
+    uint64_t bit = 1ull << vcpu;
+    size_t count = 0;
+    for (size_t i = 0; (i = vmt_htab_next(&ptm->views, i)) < ptm->views.n; i++)
+        for (ptm_entry *e = ((ptm_view *)VAL(&ptm->views, i))->dirty; e; e = e->dirty_next)
+            count += !!(e->dirty & bit);
+    *n = 0;
+    *items = vmt_reallocarray(NULL, count + 1, sizeof **items);
+    if (!*items)
+        return VMT_E_NOMEM;
+    for (size_t i = 0; (i = vmt_htab_next(&ptm->views, i)) < ptm->views.n; i++) {
+        ptm_view *v = VAL(&ptm->views, i);
+        for (ptm_entry *e = v->dirty; e; e = e->dirty_next)
+            if (e->dirty & bit)
+                (*items)[(*n)++] = (dirty_item){v, e->pa, entry_top_level(e)};
     }
-    g_array_sort(items, dirty_item_cmp);
-    return items;
+    qsort(*items, *n, sizeof **items, dirty_item_cmp);
+    return VMT_OK;
 }
 
 vmt_status vmt_ptm_process_dirty_entries(vmt_ptm *ptm, vmt_core *vmi, vmt_vcpu vcpu,
@@ -803,20 +951,23 @@ vmt_status vmt_ptm_process_dirty_entries(vmt_ptm *ptm, vmt_core *vmi, vmt_vcpu v
 {
     if (!ptm || !vmi || !out || out->len > out->cap || (out->cap && !out->items))
         return VMT_E_INVALID;
-    GArray *items = dirty_items(ptm, vcpu);
-    read_cache cache = {vmi, g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free)};
+    if (vcpu >= PTM_MAX_VCPUS) /* nothing marked */
+        return retry_all_restores(ptm, vmi);
+    dirty_item *items;
+    size_t n;
+    vmt_status st = dirty_items(ptm, vcpu, &items, &n);
+    if (st != VMT_OK)
+        return st;
     size_t from = out->len;
-    vmt_status st = VMT_OK;
-    for (guint i = 0; i < items->len && st == VMT_OK; i++) {
-        dirty_item *it = &g_array_index(items, dirty_item, i);
-        st = process_entry(ptm, it->v, vmi, vcpu, it->pa, &cache, out);
-    }
-    g_hash_table_destroy(cache.values);
-    g_array_free(items, TRUE);
+    read_cache cache = {.vmi = vmi, .from = from};
+    vmt_htab_init(&cache.values, vmt_htab_hash_u64p, vmt_htab_eq_u64p);
+    for (size_t i = 0; i < n && st == VMT_OK; i++)
+        st = process_entry(ptm, items[i].v, vmi, vcpu, items[i].pa, &cache, out);
+    cache_free(&cache);
+    vmt_free(items);
     /* Even after a failure: the page-outs already delivered need it. */
-    vmt_status re = out->len > from ? reannounce(ptm, out, from) : VMT_OK;
-    if (st == VMT_OK)
-        st = re;
+    if (out->len > from)
+        reannounce(ptm, out, from);
     return st != VMT_OK ? st : retry_all_restores(ptm, vmi);
 }
 
@@ -840,11 +991,8 @@ size_t vmt_ptm_pending_restores(const vmt_ptm *ptm)
     size_t n = 0;
     if (!ptm)
         return 0;
-    GHashTableIter it;
-    gpointer v;
-    g_hash_table_iter_init(&it, ptm->views);
-    while (g_hash_table_iter_next(&it, NULL, &v))
-        n += ((ptm_view *)v)->owed;
+    for (size_t i = 0; (i = vmt_htab_next(&ptm->views, i)) < ptm->views.n; i++)
+        n += ((ptm_view *)VAL(&ptm->views, i))->owed;
     return n;
 }
 
@@ -852,7 +1000,7 @@ bool vmt_ptm_lookup(const vmt_ptm *ptm, vmt_addr_ctx ctx, vmt_view view, uintptr
                     bool *paged_in, vmt_pa *pa)
 {
     const ptm_view *v = ptm ? view_get(ptm, view) : NULL;
-    const ptm_addr *a = v ? g_hash_table_lookup(v->addrs, &ctx) : NULL;
+    const ptm_addr *a = v ? vmt_htab_get(&v->addrs, &ctx) : NULL;
     if (!a)
         return false;
     if (tag)

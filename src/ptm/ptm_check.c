@@ -17,6 +17,8 @@
         }                                                                                          \
     } while (0)
 
+#define VAL(t, i) ((t)->slots[i].val)
+
 /* The recorded walk ends at a non-present entry or at a present leaf. */
 static bool check_addr(const ptm_view *v, const ptm_addr *a)
 {
@@ -34,8 +36,8 @@ static bool check_addr(const ptm_view *v, const ptm_addr *a)
     CHECK(!a->paged_in || w->pa == vmt_amd64_leaf_pa(leaf, walk_level(last), a->ctx.va),
           "address %#" PRIx64 ": wrong translation", a->ctx.va);
     for (unsigned i = 0; i < w->levels; i++) {
-        const ptm_entry *e = g_hash_table_lookup(v->entries, &w->entry_pa[i]);
-        CHECK(e && g_hash_table_contains(e->users, a),
+        const ptm_entry *e = vmt_htab_get(&v->entries, &w->entry_pa[i]);
+        CHECK(e && vmt_htab_lookup(&e->users, a, NULL, NULL),
               "address %#" PRIx64 ": entry %#" PRIx64 " does not list it", a->ctx.va,
               w->entry_pa[i]);
     }
@@ -43,18 +45,16 @@ static bool check_addr(const ptm_view *v, const ptm_addr *a)
 }
 
 /* The entry's users name it exactly as often, at exactly the levels, it
- * counts; its table page is protected. Counts entries per table in per_table. */
-static bool check_entry(const ptm_view *v, const ptm_entry *e, GHashTable *per_table)
+ * counts; its table page is protected. Counts entries per table in t->check
+ * (a field of the table, for the check alone: no allocation here). */
+static bool check_entry(const ptm_view *v, const ptm_entry *e)
 {
     unsigned levels[4] = {0};
-    GHashTableIter it;
-    gpointer k, n;
-    CHECK(g_hash_table_size(e->users) > 0, "entry %#" PRIx64 " has no user", e->pa);
-    g_hash_table_iter_init(&it, e->users);
-    while (g_hash_table_iter_next(&it, &k, &n)) {
-        const ptm_addr *a = k;
-        CHECK(g_hash_table_lookup(v->addrs, &a->ctx) == a, "entry %#" PRIx64 ": unknown user",
-              e->pa);
+    CHECK(vmt_htab_size(&e->users) > 0, "entry %#" PRIx64 " has no user", e->pa);
+    for (size_t j = 0; (j = vmt_htab_next(&e->users, j)) < e->users.n; j++) {
+        const ptm_addr *a = e->users.slots[j].key;
+        uintptr_t n = (uintptr_t)e->users.slots[j].val;
+        CHECK(vmt_htab_get(&v->addrs, &a->ctx) == a, "entry %#" PRIx64 ": unknown user", e->pa);
         unsigned seen = 0;
         for (unsigned i = 0; i < a->walk.levels; i++) {
             if (a->walk.entry_pa[i] == e->pa) {
@@ -62,82 +62,84 @@ static bool check_entry(const ptm_view *v, const ptm_entry *e, GHashTable *per_t
                 levels[walk_level(i) - 1]++;
             }
         }
-        CHECK(seen == GPOINTER_TO_UINT(n), "entry %#" PRIx64 ": wrong use count", e->pa);
+        CHECK(seen == n, "entry %#" PRIx64 ": wrong use count", e->pa);
     }
     CHECK(memcmp(levels, e->level_refs, sizeof levels) == 0,
           "entry %#" PRIx64 ": wrong level counts", e->pa);
     vmt_gfn gfn = vmt_gfn_from_pa(e->pa);
-    const ptm_table *t = g_hash_table_lookup(v->tables, &gfn);
+    ptm_table *t = vmt_htab_get(&v->tables, &gfn);
     CHECK(t && t->entries > 0, "entry %#" PRIx64 ": its table is not protected", e->pa);
-    guint counted = GPOINTER_TO_UINT(g_hash_table_lookup(per_table, t));
-    g_hash_table_insert(per_table, (gpointer)t, GUINT_TO_POINTER(counted + 1));
+    t->check++;
+    CHECK(!e->dirty == (e->dirty_prev == NULL && e->dirty_next == NULL && v->dirty != e),
+          "entry %#" PRIx64 ": dirty bits and dirty list disagree", e->pa);
     return true;
+}
+
+/* a is in its frame's list, which is in first-monitored order. */
+static bool in_frame(const ptm_frame *fr, const ptm_addr *a)
+{
+    for (const ptm_addr *o = fr->addrs; o; o = o->frame_next) {
+        if (o->frame_next && (o->frame_next->frame_prev != o || o->frame_next->seq <= o->seq))
+            return false;
+        if (o == a)
+            return true;
+    }
+    return false;
 }
 
 static bool check_view(const ptm_view *v, size_t counts[3])
 {
-    GHashTableIter it;
-    gpointer val;
-    CHECK(g_hash_table_size(v->addrs) > 0 || g_hash_table_size(v->tables) > 0,
+    CHECK(vmt_htab_size(&v->addrs) > 0 || vmt_htab_size(&v->tables) > 0,
           "view %u is empty but kept", (unsigned)v->view);
 
     size_t in_view = 0, in_frames = 0;
-    g_hash_table_iter_init(&it, v->addrs);
-    while (g_hash_table_iter_next(&it, NULL, &val)) {
-        const ptm_addr *a = val;
+    for (size_t i = 0; (i = vmt_htab_next(&v->addrs, i)) < v->addrs.n; i++) {
+        const ptm_addr *a = VAL(&v->addrs, i);
         if (!check_addr(v, a))
             return false;
         if (a->paged_in) {
             vmt_gfn gfn = vmt_gfn_from_pa(a->walk.pa);
-            const ptm_frame *fr = g_hash_table_lookup(v->frames, &gfn);
-            CHECK(fr && g_hash_table_contains(fr->addrs, a),
-                  "address %#" PRIx64 " not in its frame", a->ctx.va);
+            const ptm_frame *fr = vmt_htab_get(&v->frames, &gfn);
+            CHECK(fr && in_frame(fr, a), "address %#" PRIx64 " not in its frame", a->ctx.va);
             in_view++;
         }
     }
-    g_hash_table_iter_init(&it, v->frames);
-    while (g_hash_table_iter_next(&it, NULL, &val))
-        in_frames += g_hash_table_size(((ptm_frame *)val)->addrs);
+    for (size_t i = 0; (i = vmt_htab_next(&v->frames, i)) < v->frames.n; i++) {
+        const ptm_frame *fr = VAL(&v->frames, i);
+        size_t n = 0;
+        for (const ptm_addr *a = fr->addrs; a; a = a->frame_next)
+            n++;
+        CHECK(n == fr->n && n > 0, "frame %#" PRIx64 ": %zu addresses listed, %zu counted", fr->gfn,
+              n, fr->n);
+        in_frames += n;
+    }
     CHECK(in_frames == in_view, "view %u: frames index holds %zu addresses, %zu paged in",
           (unsigned)v->view, in_frames, in_view);
     counts[2] += in_view;
 
-    GHashTable *per_table = g_hash_table_new(g_direct_hash, NULL);
-    bool ok = true;
-    g_hash_table_iter_init(&it, v->entries);
-    while (ok && g_hash_table_iter_next(&it, NULL, &val))
-        ok = check_entry(v, val, per_table);
-    counts[1] += g_hash_table_size(v->entries);
+    for (size_t i = 0; (i = vmt_htab_next(&v->tables, i)) < v->tables.n; i++)
+        ((ptm_table *)VAL(&v->tables, i))->check = 0;
+    for (size_t i = 0; (i = vmt_htab_next(&v->entries, i)) < v->entries.n; i++)
+        if (!check_entry(v, VAL(&v->entries, i)))
+            return false;
+    counts[1] += vmt_htab_size(&v->entries);
 
     size_t owed = 0;
-    g_hash_table_iter_init(&it, v->tables);
-    while (ok && g_hash_table_iter_next(&it, NULL, &val)) {
-        const ptm_table *t = val;
-        unsigned n = GPOINTER_TO_UINT(g_hash_table_lookup(per_table, t));
-        if (n != t->entries) {
-            vmt_log(VMT_LOG_ERROR, "ptm check: table %#" PRIx64 " counts %u entries, holds %u",
-                    t->gfn, t->entries, n);
-            ok = false;
-        }
+    for (size_t i = 0; (i = vmt_htab_next(&v->tables, i)) < v->tables.n; i++) {
+        const ptm_table *t = VAL(&v->tables, i);
+        CHECK(t->check == t->entries, "table %#" PRIx64 " counts %u entries, holds %u", t->gfn,
+              t->entries, t->check);
         owed += t->entries == 0;
         counts[0] += t->entries > 0;
     }
-    g_hash_table_destroy(per_table);
-    if (!ok)
-        return false;
     CHECK(owed == v->owed, "view %u: %zu owed restores, counted %zu", (unsigned)v->view, owed,
           v->owed);
 
-    GHashTableIter dit;
-    gpointer set;
-    g_hash_table_iter_init(&dit, v->dirty);
-    while (g_hash_table_iter_next(&dit, NULL, &set)) {
-        g_hash_table_iter_init(&it, set);
-        while (g_hash_table_iter_next(&it, &val, NULL)) {
-            const ptm_entry *e = val;
-            CHECK(g_hash_table_lookup(v->entries, &e->pa) == e,
-                  "view %u: dirty entry not monitored", (unsigned)v->view);
-        }
+    for (const ptm_entry *e = v->dirty; e; e = e->dirty_next) {
+        CHECK(vmt_htab_get(&v->entries, &e->pa) == e, "view %u: dirty entry not monitored",
+              (unsigned)v->view);
+        CHECK(e->dirty && (!e->dirty_next || e->dirty_next->dirty_prev == e),
+              "view %u: broken dirty list", (unsigned)v->view);
     }
     return true;
 }
@@ -147,13 +149,10 @@ vmt_status vmt_ptm_check(const vmt_ptm *ptm)
     if (!ptm)
         return VMT_E_INVALID;
     size_t counts[3] = {0, 0, 0}; /* tables, entries, paged in */
-    GHashTableIter it;
-    gpointer key, val;
-    g_hash_table_iter_init(&it, ptm->views);
-    while (g_hash_table_iter_next(&it, &key, &val)) {
-        const ptm_view *v = val;
-        if (GPOINTER_TO_UINT(key) != v->view || !check_view(v, counts)) {
-            vmt_log(VMT_LOG_ERROR, "ptm check: view %u is inconsistent", GPOINTER_TO_UINT(key));
+    for (size_t i = 0; (i = vmt_htab_next(&ptm->views, i)) < ptm->views.n; i++) {
+        const ptm_view *v = VAL(&ptm->views, i);
+        if (ptm->views.slots[i].key != PTM_VIEW_KEY(v->view) || !check_view(v, counts)) {
+            vmt_log(VMT_LOG_ERROR, "ptm check: view %u is inconsistent", (unsigned)v->view);
             return VMT_E_INVALID;
         }
     }

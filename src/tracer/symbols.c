@@ -5,21 +5,36 @@
 #include <stdio.h>
 #include "tracer/symbols.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <gelf.h>
-#include <glib.h>
 #include <libelf.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
+#include "core/htab.h"
 #include "vmitap/log.h"
 
+/* Names live in blocks (one allocation per NAME_BLOCK bytes of names, not
+ * per name). Memory comes from core/alloc.h: out of memory, a load fails
+ * with VMT_E_NOMEM and leaves nothing behind (GLib's allocator would
+ * abort). */
+typedef struct name_block {
+    struct name_block *next;
+    size_t used, cap;
+    char data[];
+} name_block;
+
+#define NAME_BLOCK 65536u
+
 struct vmt_symtab {
-    GArray *syms;       /* vmt_symbol, sorted by address */
-    GHashTable *byname; /* name -> index + 1 in syms (after sorting) */
-    GStringChunk *names;
+    vmt_symbol *syms; /* sorted by address */
+    size_t n;
+    vmt_htab byname; /* name -> (void *)(index + 1) in syms */
+    name_block *names;
 };
 
 /* Entry kept while reading: whether the definition is global decides which
@@ -28,6 +43,76 @@ typedef struct raw_sym {
     vmt_symbol sym;
     bool global;
 } raw_sym;
+
+/* What a load collects; nomem once any allocation failed. */
+typedef struct loader {
+    vmt_symtab *tab;
+    raw_sym *raw;
+    size_t n_raw, cap_raw;
+    bool nomem;
+} loader;
+
+static uint64_t str_hash(const void *p)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const unsigned char *s = p; *s; s++)
+        h = (h ^ *s) * 0x100000001b3ull;
+    return h;
+}
+
+static bool str_equal(const void *a, const void *b)
+{
+    return strcmp(a, b) == 0;
+}
+
+/* A copy of name in tab's blocks; NULL when out of memory. */
+static const char *name_add(vmt_symtab *tab, const char *name)
+{
+    size_t len = strlen(name) + 1;
+    name_block *b = tab->names;
+    if (!b || b->cap - b->used < len) {
+        size_t cap = len > NAME_BLOCK ? len : NAME_BLOCK;
+        if (!(b = vmt_malloc(sizeof *b + cap)))
+            return NULL;
+        *b = (name_block){.next = tab->names, .cap = cap};
+        tab->names = b;
+    }
+    char *s = memcpy(b->data + b->used, name, len);
+    b->used += len;
+    return s;
+}
+
+/* Appends a symbol named name (copied) to l->raw. */
+static void raw_add(loader *l, const char *name, uint64_t addr, uint64_t size, bool global)
+{
+    if (l->nomem)
+        return;
+    if (l->n_raw == l->cap_raw) {
+        size_t cap = l->cap_raw ? 2 * l->cap_raw : 256;
+        raw_sym *r = vmt_reallocarray(l->raw, cap, sizeof *r);
+        if (!r) {
+            l->nomem = true;
+            return;
+        }
+        l->raw = r;
+        l->cap_raw = cap;
+    }
+    const char *copy = name_add(l->tab, name);
+    if (!copy) {
+        l->nomem = true;
+        return;
+    }
+    l->raw[l->n_raw++] =
+        (raw_sym){.sym = {.name = copy, .addr = addr, .size = size}, .global = global};
+}
+
+static vmt_symtab *symtab_new(void)
+{
+    vmt_symtab *tab = vmt_calloc(1, sizeof *tab);
+    if (tab)
+        vmt_htab_init(&tab->byname, str_hash, str_equal);
+    return tab;
+}
 
 static int cmp_raw_addr(const void *a, const void *b)
 {
@@ -41,18 +126,17 @@ void vmt_symtab_free(vmt_symtab *tab)
 {
     if (!tab)
         return;
-    if (tab->syms)
-        g_array_free(tab->syms, TRUE);
-    if (tab->byname)
-        g_hash_table_destroy(tab->byname);
-    if (tab->names)
-        g_string_chunk_free(tab->names);
-    free(tab);
+    vmt_free(tab->syms);
+    vmt_htab_fini(&tab->byname);
+    for (name_block *b = tab->names, *next; b; b = next) {
+        next = b->next;
+        vmt_free(b);
+    }
+    vmt_free(tab);
 }
 
-/* Appends the function symbols of one symbol-table section to raw. */
-static void read_section(Elf *elf, Elf_Scn *scn, const GElf_Shdr *sh, GStringChunk *names,
-                         GArray *raw)
+/* Appends the function symbols of one symbol-table section to l. */
+static void read_section(Elf *elf, Elf_Scn *scn, const GElf_Shdr *sh, loader *l)
 {
     Elf_Data *data = elf_getdata(scn, NULL);
     if (!data || sh->sh_entsize == 0)
@@ -67,58 +151,56 @@ static void read_section(Elf *elf, Elf_Scn *scn, const GElf_Shdr *sh, GStringChu
         const char *name = elf_strptr(elf, sh->sh_link, s.st_name);
         if (!name || !*name)
             continue;
-        raw_sym r = {
-            .sym = {.name = g_string_chunk_insert_const(names, name), .addr = s.st_value,
-                    .size = s.st_size},
-            .global = GELF_ST_BIND(s.st_info) != STB_LOCAL,
-        };
-        g_array_append_val(raw, r);
+        raw_add(l, name, s.st_value, s.st_size, GELF_ST_BIND(s.st_info) != STB_LOCAL);
     }
 }
 
 /* Reads .symtab, or .dynsym if there is no .symtab. */
-static void read_symbols(Elf *elf, GStringChunk *names, GArray *raw)
+static void read_symbols(Elf *elf, loader *l)
 {
     for (Elf64_Word want = SHT_SYMTAB;; want = SHT_DYNSYM) {
         Elf_Scn *scn = NULL;
         while ((scn = elf_nextscn(elf, scn)) != NULL) {
             GElf_Shdr sh;
             if (gelf_getshdr(scn, &sh) && sh.sh_type == want)
-                read_section(elf, scn, &sh, names, raw);
+                read_section(elf, scn, &sh, l);
         }
-        if (raw->len > 0 || want == SHT_DYNSYM)
+        if (l->n_raw > 0 || l->nomem || want == SHT_DYNSYM)
             return;
     }
 }
 
 /* Sorts, drops exact duplicates (same name and address) and builds the
- * name index. */
-static void build_index(vmt_symtab *tab, GArray *raw)
+ * name index; false when out of memory. */
+static bool build_index(loader *l)
 {
-    if (raw->len == 0)
-        return; /* raw->data may be NULL: not for qsort */
-    qsort(raw->data, raw->len, sizeof(raw_sym), cmp_raw_addr);
-    GArray *global = g_array_new(FALSE, FALSE, sizeof(bool));
-    for (guint i = 0; i < raw->len; i++) {
-        const raw_sym *r = &g_array_index(raw, raw_sym, i);
-        if (tab->syms->len > 0) {
-            const vmt_symbol *last = &g_array_index(tab->syms, vmt_symbol, tab->syms->len - 1);
+    vmt_symtab *tab = l->tab;
+    if (l->n_raw == 0)
+        return true; /* l->raw may be NULL: not for qsort */
+    qsort(l->raw, l->n_raw, sizeof(raw_sym), cmp_raw_addr);
+    tab->syms = vmt_reallocarray(NULL, l->n_raw, sizeof *tab->syms);
+    bool *global = vmt_reallocarray(NULL, l->n_raw, sizeof *global);
+    bool ok = tab->syms && global && vmt_htab_reserve(&tab->byname, l->n_raw) == VMT_OK;
+    for (size_t i = 0; ok && i < l->n_raw; i++) {
+        const raw_sym *r = &l->raw[i];
+        if (tab->n > 0) {
+            const vmt_symbol *last = &tab->syms[tab->n - 1];
             if (last->addr == r->sym.addr && strcmp(last->name, r->sym.name) == 0)
                 continue;
         }
-        g_array_append_val(tab->syms, r->sym);
-        g_array_append_val(global, r->global);
+        global[tab->n] = r->global;
+        tab->syms[tab->n++] = r->sym;
     }
-    for (guint i = 0; i < tab->syms->len; i++) {
-        const vmt_symbol *s = &g_array_index(tab->syms, vmt_symbol, i);
-        gpointer prev = g_hash_table_lookup(tab->byname, s->name);
+    for (size_t i = 0; ok && i < tab->n; i++) {
+        const vmt_symbol *s = &tab->syms[i];
+        uintptr_t prev = (uintptr_t)vmt_htab_get(&tab->byname, s->name);
         /* First definition wins, unless a global one comes after a local. */
-        if (prev && (!g_array_index(global, bool, i) ||
-                     g_array_index(global, bool, GPOINTER_TO_UINT(prev) - 1)))
+        if (prev && (!global[i] || global[prev - 1]))
             continue;
-        g_hash_table_insert(tab->byname, (gpointer)s->name, GUINT_TO_POINTER(i + 1));
+        (void)vmt_htab_put(&tab->byname, (void *)s->name, (void *)(i + 1)); /* reserved */
     }
-    g_array_free(global, TRUE);
+    vmt_free(global);
+    return ok;
 }
 
 vmt_status vmt_symtab_load(const char *path, vmt_symtab **out)
@@ -142,22 +224,19 @@ vmt_status vmt_symtab_load(const char *path, vmt_symtab **out)
         close(fd);
         return VMT_E_INVALID;
     }
-    vmt_symtab *tab = calloc(1, sizeof *tab);
-    if (!tab) {
-        elf_end(elf);
-        close(fd);
-        return VMT_E_NOMEM;
-    }
-    tab->syms = g_array_new(FALSE, FALSE, sizeof(vmt_symbol));
-    tab->byname = g_hash_table_new(g_str_hash, g_str_equal);
-    tab->names = g_string_chunk_new(4096);
-    GArray *raw = g_array_new(FALSE, FALSE, sizeof(raw_sym));
-    read_symbols(elf, tab->names, raw);
+    loader l = {.tab = symtab_new()};
+    if (l.tab)
+        read_symbols(elf, &l);
     elf_end(elf);
     close(fd);
-    build_index(tab, raw);
-    g_array_free(raw, TRUE);
-    if (tab->syms->len == 0) {
+    vmt_symtab *tab = l.tab;
+    bool ok = tab && !l.nomem && build_index(&l);
+    vmt_free(l.raw);
+    if (!ok) {
+        vmt_symtab_free(tab);
+        return VMT_E_NOMEM;
+    }
+    if (tab->n == 0) {
         vmt_log(VMT_LOG_ERROR, "symbols: %s has no function symbols", path);
         vmt_symtab_free(tab);
         return VMT_E_INVALID;
@@ -166,39 +245,39 @@ vmt_status vmt_symtab_load(const char *path, vmt_symtab **out)
     return VMT_OK;
 }
 
-size_t vmt_symtab_count(const vmt_symtab *tab) { return tab ? tab->syms->len : 0; }
+size_t vmt_symtab_count(const vmt_symtab *tab) { return tab ? tab->n : 0; }
 
 const vmt_symbol *vmt_symtab_at(const vmt_symtab *tab, size_t i)
 {
-    if (!tab || i >= tab->syms->len)
+    if (!tab || i >= tab->n)
         return NULL;
-    return &g_array_index(tab->syms, vmt_symbol, i);
+    return &tab->syms[i];
 }
 
 const vmt_symbol *vmt_symtab_lookup(const vmt_symtab *tab, const char *name)
 {
     if (!tab || !name)
         return NULL;
-    guint idx = GPOINTER_TO_UINT(g_hash_table_lookup(tab->byname, name));
-    return idx ? &g_array_index(tab->syms, vmt_symbol, idx - 1) : NULL;
+    uintptr_t idx = (uintptr_t)vmt_htab_get(&tab->byname, name);
+    return idx ? &tab->syms[idx - 1] : NULL;
 }
 
 const vmt_symbol *vmt_symtab_find_addr(const vmt_symtab *tab, vmt_va va, uint64_t *offset)
 {
-    if (!tab || tab->syms->len == 0)
+    if (!tab || tab->n == 0)
         return NULL;
     /* Last symbol with addr <= va. */
-    size_t lo = 0, hi = tab->syms->len;
+    size_t lo = 0, hi = tab->n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (g_array_index(tab->syms, vmt_symbol, mid).addr <= va)
+        if (tab->syms[mid].addr <= va)
             lo = mid + 1;
         else
             hi = mid;
     }
     if (lo == 0)
         return NULL;
-    const vmt_symbol *s = &g_array_index(tab->syms, vmt_symbol, lo - 1);
+    const vmt_symbol *s = &tab->syms[lo - 1];
     if (s->size && va - s->addr >= s->size)
         return NULL;
     if (offset)
@@ -241,9 +320,9 @@ vmt_status vmt_elf_read_va(const char *path, vmt_va va, void *buf, size_t len)
  * however long (getline): never a piece of a name read as a line of its
  * own. The address is plain hex digits (no sign, no blanks before) that
  * fit in 64 bits; a line with a NUL byte is not text. */
-static bool parse_map_line(char *line, size_t len, GStringChunk *names, raw_sym *out)
+static bool parse_map_line(char *line, size_t len, loader *l)
 {
-    if (strlen(line) != len || !g_ascii_isxdigit(line[0]))
+    if (strlen(line) != len || !isxdigit((unsigned char)line[0]))
         return false;
     char *end;
     errno = 0;
@@ -255,8 +334,7 @@ static bool parse_map_line(char *line, size_t len, GStringChunk *names, raw_sym 
     name[strcspn(name, " \t\r\n")] = 0;
     if (!strchr("tTwW", type) || !*name || addr == 0)
         return false;
-    *out = (raw_sym){.sym = {.name = g_string_chunk_insert_const(names, name), .addr = addr},
-                     .global = type == 'T' || type == 'W'};
+    raw_add(l, name, addr, 0, type == 'T' || type == 'W');
     return true;
 }
 
@@ -269,35 +347,26 @@ vmt_status vmt_symtab_load_system_map(const char *path, vmt_symtab **out)
         vmt_log(VMT_LOG_ERROR, "symbols: cannot open %s: %s", path, strerror(errno));
         return VMT_E_INVALID;
     }
-    vmt_symtab *tab = calloc(1, sizeof *tab);
-    if (!tab) {
-        fclose(f);
-        return VMT_E_NOMEM;
-    }
-    tab->syms = g_array_new(FALSE, FALSE, sizeof(vmt_symbol));
-    tab->byname = g_hash_table_new(g_str_hash, g_str_equal);
-    tab->names = g_string_chunk_new(1 << 16);
-    GArray *raw = g_array_new(FALSE, FALSE, sizeof(raw_sym));
+    loader l = {.tab = symtab_new()};
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
-    while ((n = getline(&line, &cap, f)) >= 0) {
-        raw_sym r;
-        if (parse_map_line(line, (size_t)n, tab->names, &r))
-            g_array_append_val(raw, r);
-    }
+    while (l.tab && !l.nomem && (n = getline(&line, &cap, f)) >= 0)
+        parse_map_line(line, (size_t)n, &l);
+    /* getline's buffer is the C library's (an ENOMEM there reads as ferror) */
     bool failed = ferror(f) != 0;
     free(line);
     fclose(f);
-    if (failed) {
-        vmt_log(VMT_LOG_ERROR, "symbols: cannot read %s", path);
-        g_array_free(raw, TRUE);
+    vmt_symtab *tab = l.tab;
+    bool ok = tab && !l.nomem && (failed || build_index(&l));
+    vmt_free(l.raw);
+    if (!ok || failed) {
         vmt_symtab_free(tab);
-        return VMT_E_INVALID;
+        if (ok)
+            vmt_log(VMT_LOG_ERROR, "symbols: cannot read %s", path);
+        return ok ? VMT_E_INVALID : VMT_E_NOMEM;
     }
-    build_index(tab, raw);
-    g_array_free(raw, TRUE);
-    if (tab->syms->len == 0) {
+    if (tab->n == 0) {
         vmt_log(VMT_LOG_ERROR, "symbols: %s has no text symbols (not a System.map?)", path);
         vmt_symtab_free(tab);
         return VMT_E_INVALID;

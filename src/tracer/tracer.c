@@ -6,7 +6,14 @@
  * tracer id (so claims never collide and a hit can ask the bpm about each
  * candidate), plus one ptm monitor of its (ctx, session view). The tracer
  * indexes its breakpoints by id and by virtual address; on an event it
- * takes the breakpoints at rip and asks the bpm which are armed there. */
+ * takes the breakpoints at rip and asks the bpm which are armed there.
+ *
+ * Memory comes from core/alloc.h and the indexes are vmt_htab tables:
+ * adding a breakpoint makes every allocation it needs (the indexes' room
+ * included) before it touches the bpm, the ptm or the guest, so that
+ * VMT_E_NOMEM leaves everything as it was; the event handlers allocate
+ * nothing (hits are decided in batches on the stack, the list of
+ * breakpoints coherence drops has room for all of them). */
 #include "vmitap/tracer.h"
 
 #include <glib.h>
@@ -15,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
+#include "core/htab.h"
 #include "tracer/emulate.h"
 #include "tracer/symbols.h"
 #include "core/opts.h"
@@ -37,7 +46,8 @@ typedef struct tracer_bp {
 /* All breakpoints at one virtual address (any root). */
 typedef struct va_slot {
     vmt_va va; /* the hash key points here */
-    GPtrArray *bps;
+    struct tracer_bp **bps;
+    size_t n, cap;
 } va_slot;
 
 struct vmt_tracer {
@@ -51,8 +61,8 @@ struct vmt_tracer {
     vmt_bpm *bpm;
     vmt_ptm *ptm;
     vmt_symtab *syms;
-    GHashTable *by_id; /* id -> tracer_bp (owned) */
-    GHashTable *by_va; /* &slot->va -> va_slot (owned) */
+    vmt_htab by_id; /* (void *)id -> tracer_bp (owned) */
+    vmt_htab by_va; /* &slot->va -> va_slot (owned) */
     vmt_tracer_bp_id next_id;
     step_kind *steps; /* per vCPU */
     uint16_t nvcpus;
@@ -64,7 +74,9 @@ struct vmt_tracer {
     vmt_coherence *coh;
     vmt_tracer_overwrite_fn on_overwrite;
     void *overwrite_user;
-    GArray *coh_dropped; /* of vmt_tracer_bp_id: dropped by the last flush */
+    vmt_tracer_bp_id *coh_dropped; /* dropped by the last flush; room for every breakpoint */
+    size_t n_dropped, dropped_cap;
+    vmt_ptm_events retry; /* ptm events the bpm failed to take, oldest first */
 };
 
 const char *vmt_tracer_controller_name(vmt_tracer_controller c)
@@ -91,28 +103,28 @@ const char *vmt_tracer_stop_reason_str(vmt_tracer_stop_reason r)
 
 /* ---- bookkeeping ---- */
 
-static void bp_free(gpointer p)
+#define ID_KEY(id) ((void *)(uintptr_t)(id))
+
+static void bp_free(tracer_bp *bp)
 {
-    tracer_bp *bp = p;
-    g_free(bp->name);
-    free(bp);
+    vmt_free(bp->name);
+    vmt_free(bp);
 }
 
-static void slot_free(gpointer p)
+static void slot_free(va_slot *s)
 {
-    va_slot *s = p;
-    g_ptr_array_free(s->bps, TRUE);
-    free(s);
+    vmt_free(s->bps);
+    vmt_free(s);
 }
 
 static va_slot *slot_get(const vmt_tracer *t, vmt_va va)
 {
-    return g_hash_table_lookup(t->by_va, &va);
+    return vmt_htab_get(&t->by_va, &va);
 }
 
 static tracer_bp *bp_by_id(const vmt_tracer *t, vmt_tracer_bp_id id)
 {
-    return g_hash_table_lookup(t->by_id, GUINT_TO_POINTER(id));
+    return vmt_htab_get(&t->by_id, ID_KEY(id));
 }
 
 static vmt_breakpoint bpm_claim(const vmt_tracer *t, const tracer_bp *bp)
@@ -158,10 +170,8 @@ static vmt_overwrite_choice tracer_on_overwrite(void *user, const vmt_overwrite 
                                   .old_bytes = ow->old_bytes, .new_bytes = ow->new_bytes};
         c = t->on_overwrite(t->overwrite_user, t, &o);
     }
-    if (c != VMT_OVERWRITE_REARM) {
-        vmt_tracer_bp_id id = bp->info.id;
-        g_array_append_val(t->coh_dropped, id);
-    }
+    if (c != VMT_OVERWRITE_REARM && t->n_dropped < t->dropped_cap)
+        t->coh_dropped[t->n_dropped++] = bp->info.id; /* room for every breakpoint */
     return c == VMT_OVERWRITE_REARM ? c : VMT_OVERWRITE_DROP;
 }
 
@@ -171,7 +181,6 @@ static vmt_status tracer_coherence_new(vmt_tracer *t)
     if (st != VMT_OK)
         return st;
     vmt_coherence_set_overwrite_fn(t->coh, tracer_on_overwrite, t);
-    t->coh_dropped = g_array_new(FALSE, FALSE, sizeof(vmt_tracer_bp_id));
     return VMT_OK;
 }
 
@@ -188,9 +197,9 @@ static void tracer_coherence_flush(vmt_tracer *t)
         vmt_log(VMT_LOG_ERROR, "tracer: rebuilding written shadow pages: %s", vmt_status_str(st));
     /* The claims are gone already; this drops the rest (a breakpoint
      * reported twice is simply not found the second time). */
-    for (guint i = 0; i < t->coh_dropped->len; i++)
-        vmt_tracer_remove(t, g_array_index(t->coh_dropped, vmt_tracer_bp_id, i));
-    g_array_set_size(t->coh_dropped, 0);
+    for (size_t i = 0; i < t->n_dropped; i++)
+        vmt_tracer_remove(t, t->coh_dropped[i]);
+    t->n_dropped = 0;
 }
 
 vmt_status vmt_tracer_set_overwrite_fn(vmt_tracer *t, vmt_tracer_overwrite_fn fn, void *user)
@@ -253,7 +262,7 @@ static vmt_status tracer_setup(vmt_tracer *t)
     }
     t->caps = info.caps;
     t->nvcpus = info.vcpus ? info.vcpus : 1;
-    t->steps = calloc(t->nvcpus, sizeof *t->steps);
+    t->steps = vmt_calloc(t->nvcpus, sizeof *t->steps);
     if (!t->steps)
         return VMT_E_NOMEM;
     t->controller = t->opts.controller;
@@ -285,14 +294,14 @@ vmt_status vmt_tracer_new(vmt_core *vmi, const vmt_tracer_opts *opts, vmt_tracer
     if (!vmi || !out || VMT_OPTS_LOAD(&o, opts) != VMT_OK ||
         o.controller > VMT_TRACER_CONTROLLER_MEMORY)
         return VMT_E_INVALID;
-    vmt_tracer *t = calloc(1, sizeof *t);
+    vmt_tracer *t = vmt_calloc(1, sizeof *t);
     if (!t)
         return VMT_E_NOMEM;
     t->vmi = vmi;
     t->opts = o;
     t->next_id = 1;
-    t->by_id = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, bp_free);
-    t->by_va = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, slot_free);
+    vmt_htab_init(&t->by_id, vmt_htab_hash_ptr, NULL);
+    vmt_htab_init(&t->by_va, vmt_htab_hash_u64p, vmt_htab_eq_u64p);
     vmt_status st = tracer_setup(t);
     if (st != VMT_OK) {
         vmt_log(VMT_LOG_ERROR, "tracer: setup failed: %s", vmt_status_str(st));
@@ -331,11 +340,9 @@ vmt_status vmt_tracer_detach(vmt_tracer *t)
         keep_first(&first, monitor_off(t, VMT_EVENT_MEMORY_ACCESS), "stop memory events");
     t->monitoring_int3 = t->monitoring_mem = false;
     t->attached = false;
-    GHashTableIter it;
-    gpointer v;
-    g_hash_table_iter_init(&it, t->by_id);
-    while (g_hash_table_iter_next(&it, NULL, &v))
-        ((tracer_bp *)v)->info.active = false;
+    t->retry.len = 0; /* the breakpoints are gone */
+    for (size_t i = 0; (i = vmt_htab_next(&t->by_id, i)) < t->by_id.n; i++)
+        ((tracer_bp *)t->by_id.slots[i].val)->info.active = false;
     return first;
 }
 
@@ -345,15 +352,19 @@ void vmt_tracer_free(vmt_tracer *t)
         return;
     vmt_tracer_detach(t);
     vmt_coherence_free(t->coh);
-    if (t->coh_dropped)
-        g_array_free(t->coh_dropped, TRUE);
+    vmt_free(t->coh_dropped);
+    vmt_ptm_events_free(&t->retry);
     vmt_bpm_free(t->bpm);
     vmt_ptm_free(t->ptm);
     vmt_symtab_free(t->syms);
-    g_hash_table_destroy(t->by_va);
-    g_hash_table_destroy(t->by_id);
-    free(t->steps);
-    free(t);
+    for (size_t i = 0; (i = vmt_htab_next(&t->by_va, i)) < t->by_va.n; i++)
+        slot_free(t->by_va.slots[i].val);
+    vmt_htab_fini(&t->by_va);
+    for (size_t i = 0; (i = vmt_htab_next(&t->by_id, i)) < t->by_id.n; i++)
+        bp_free(t->by_id.slots[i].val);
+    vmt_htab_fini(&t->by_id);
+    vmt_free(t->steps);
+    vmt_free(t);
 }
 
 vmt_view vmt_tracer_view(const vmt_tracer *t) { return t ? t->view : 0; }
@@ -372,31 +383,76 @@ bool vmt_tracer_is_stealthy(const vmt_tracer *t)
 
 /* ---- breakpoints ---- */
 
-static vmt_status index_bp(vmt_tracer *t, tracer_bp *bp)
+/* Makes every allocation indexing one more breakpoint at va needs: room
+ * in both indexes, in va's slot (made ahead as *fresh if va has none), and
+ * in the list of dropped breakpoints. VMT_E_NOMEM: nothing that anyone can
+ * see changed (*fresh is NULL then). */
+static vmt_status index_reserve(vmt_tracer *t, vmt_va va, va_slot **fresh)
 {
-    va_slot *s = slot_get(t, bp->info.ctx.va);
-    if (!s) {
-        s = calloc(1, sizeof *s);
-        if (!s)
+    *fresh = NULL;
+    size_t count = vmt_htab_size(&t->by_id) + 1;
+    if (count > t->dropped_cap) {
+        size_t cap = t->dropped_cap ? 2 * t->dropped_cap : 16;
+        vmt_tracer_bp_id *d = vmt_reallocarray(t->coh_dropped, cap, sizeof *d);
+        if (!d)
             return VMT_E_NOMEM;
-        s->va = bp->info.ctx.va;
-        s->bps = g_ptr_array_new();
-        g_hash_table_insert(t->by_va, &s->va, s);
+        t->coh_dropped = d;
+        t->dropped_cap = cap;
     }
-    g_ptr_array_add(s->bps, bp);
-    g_hash_table_insert(t->by_id, GUINT_TO_POINTER(bp->info.id), bp);
+    if (vmt_htab_reserve(&t->by_id, 1) != VMT_OK)
+        return VMT_E_NOMEM;
+    va_slot *s = slot_get(t, va);
+    if (!s) {
+        s = vmt_calloc(1, sizeof *s);
+        if (!s || vmt_htab_reserve(&t->by_va, 1) != VMT_OK) {
+            vmt_free(s);
+            return VMT_E_NOMEM;
+        }
+        s->va = va;
+        *fresh = s;
+    }
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 4;
+        tracer_bp **bps = vmt_reallocarray(s->bps, cap, sizeof *bps);
+        if (!bps) {
+            if (*fresh)
+                slot_free(*fresh);
+            *fresh = NULL;
+            return VMT_E_NOMEM;
+        }
+        s->bps = bps;
+        s->cap = cap;
+    }
     return VMT_OK;
+}
+
+/* Into the room index_reserve made: cannot fail. */
+static void index_bp(vmt_tracer *t, tracer_bp *bp, va_slot *fresh)
+{
+    va_slot *s = fresh ? fresh : slot_get(t, bp->info.ctx.va);
+    if (fresh)
+        (void)vmt_htab_put(&t->by_va, &s->va, s);
+    s->bps[s->n++] = bp;
+    (void)vmt_htab_put(&t->by_id, ID_KEY(bp->info.id), bp);
 }
 
 static void unindex_bp(vmt_tracer *t, tracer_bp *bp)
 {
     va_slot *s = slot_get(t, bp->info.ctx.va);
     if (s) {
-        g_ptr_array_remove(s->bps, bp);
-        if (s->bps->len == 0)
-            g_hash_table_remove(t->by_va, &s->va);
+        for (size_t i = 0; i < s->n; i++)
+            if (s->bps[i] == bp) {
+                memmove(&s->bps[i], &s->bps[i + 1], (s->n - i - 1) * sizeof s->bps[0]);
+                s->n--;
+                break;
+            }
+        if (s->n == 0) {
+            vmt_htab_del(&t->by_va, &s->va);
+            slot_free(s);
+        }
     }
-    g_hash_table_remove(t->by_id, GUINT_TO_POINTER(bp->info.id)); /* frees bp */
+    vmt_htab_del(&t->by_id, ID_KEY(bp->info.id));
+    bp_free(bp);
 }
 
 vmt_status vmt_tracer_add(vmt_tracer *t, vmt_addr_ctx ctx, const vmt_tracer_bp_opts *opts,
@@ -406,9 +462,12 @@ vmt_status vmt_tracer_add(vmt_tracer *t, vmt_addr_ctx ctx, const vmt_tracer_bp_o
     if (!t || !t->attached || !vmt_va_is_canonical(ctx.va) ||
         VMT_OPTS_LOAD(&o, opts) != VMT_OK)
         return VMT_E_INVALID;
-    tracer_bp *bp = calloc(1, sizeof *bp);
-    if (!bp || (o.name && !(bp->name = g_strdup(o.name)))) {
-        free(bp);
+    tracer_bp *bp = vmt_calloc(1, sizeof *bp);
+    va_slot *fresh = NULL;
+    if (!bp || (o.name && !(bp->name = vmt_strdup(o.name))) ||
+        index_reserve(t, ctx.va, &fresh) != VMT_OK) {
+        if (bp)
+            bp_free(bp);
         return VMT_E_NOMEM;
     }
     bp->info = (vmt_tracer_bp_info){.sz = sizeof(vmt_tracer_bp_info), .id = t->next_id, .ctx = ctx, .global = o.global,
@@ -421,14 +480,13 @@ vmt_status vmt_tracer_add(vmt_tracer *t, vmt_addr_ctx ctx, const vmt_tracer_bp_o
         if (st != VMT_OK)
             vmt_bpm_remove(t->bpm, t->vmi, &claim, &inserted);
     }
-    if (st == VMT_OK && (st = index_bp(t, bp)) != VMT_OK) {
-        vmt_ptm_unmonitor(t->ptm, t->vmi, ctx, t->view);
-        vmt_bpm_remove(t->bpm, t->vmi, &claim, &inserted);
-    }
     if (st != VMT_OK) {
+        if (fresh)
+            slot_free(fresh);
         bp_free(bp);
         return st;
     }
+    index_bp(t, bp, fresh);
     t->next_id++;
     bp->info.active = false;
     bp_refresh(t, bp, 0);
@@ -508,7 +566,7 @@ void vmt_tracer_foreach_bp(const vmt_tracer *t,
     }
 }
 
-size_t vmt_tracer_bp_count(const vmt_tracer *t) { return t ? g_hash_table_size(t->by_id) : 0; }
+size_t vmt_tracer_bp_count(const vmt_tracer *t) { return t ? vmt_htab_size(&t->by_id) : 0; }
 
 /* ---- the event handlers ---- */
 
@@ -563,26 +621,30 @@ static void step_over_hit(vmt_tracer *t, const vmt_event *ev, vmt_response *resp
         step_in_default_view(t, ev->vcpu, resp);
 }
 
-/* Counts a hit on every breakpoint armed at the event's rip and calls the
- * application. Returns whether there was at least one. */
-static bool report_hits(vmt_tracer *t, const vmt_event *ev)
+/* The (at most max) smallest ids in (after, limit) of the breakpoints at
+ * rip that the bpm says the event hits, ascending. */
+static size_t hit_batch(const vmt_tracer *t, const vmt_event *ev, vmt_tracer_bp_id after,
+                        vmt_tracer_bp_id limit, vmt_tracer_bp_id *hit, size_t max)
 {
-    va_slot *s = slot_get(t, ev->regs.rip);
-    if (!s)
-        return false;
-    /* Callbacks may add or remove breakpoints: decide the set first. */
-    vmt_tracer_bp_id ids[16];
-    vmt_tracer_bp_id *hit = s->bps->len <= 16 ? ids : calloc(s->bps->len, sizeof *hit);
-    if (!hit)
-        return false;
+    const va_slot *s = slot_get(t, ev->regs.rip);
     size_t n = 0;
-    for (guint i = 0; i < s->bps->len; i++) {
-        const tracer_bp *bp = g_ptr_array_index(s->bps, i);
-        if (vmt_bpm_contains_by_event(t->bpm, ev, bp->info.id))
-            hit[n++] = bp->info.id;
+    for (size_t i = 0; s && i < s->n; i++) {
+        vmt_tracer_bp_id id = s->bps[i]->info.id;
+        if (id <= after || id >= limit || (n == max && id > hit[n - 1]) ||
+            !vmt_bpm_contains_by_event(t->bpm, ev, id))
+            continue;
+        size_t at = n < max ? n++ : max - 1; /* insertion sort, dropping the largest */
+        while (at > 0 && hit[at - 1] > id) {
+            hit[at] = hit[at - 1];
+            at--;
+        }
+        hit[at] = id;
     }
-    if (n)
-        t->stats.hit_events++;
+    return n;
+}
+
+static void report_batch(vmt_tracer *t, const vmt_event *ev, const vmt_tracer_bp_id *hit, size_t n)
+{
     for (size_t i = 0; i < n; i++) {
         tracer_bp *bp = bp_by_id(t, hit[i]);
         if (!bp)
@@ -595,9 +657,29 @@ static bool report_hits(vmt_tracer *t, const vmt_event *ev)
             t->opts.on_hit(t->opts.user, t, &h);
         }
     }
-    if (hit != ids)
-        free(hit);
-    return n > 0;
+}
+
+/* Counts a hit on every breakpoint armed at the event's rip and calls the
+ * application. Returns whether there was at least one. Callbacks may add
+ * or remove breakpoints (and so change the slot): the hits are decided in
+ * batches of the next HIT_BATCH ids, in id order, without allocating; a
+ * breakpoint added by a callback has an id from `limit` on and is not
+ * part of this hit. */
+static bool report_hits(vmt_tracer *t, const vmt_event *ev)
+{
+    enum { HIT_BATCH = 16 };
+    vmt_tracer_bp_id hit[HIT_BATCH], after = 0, limit = t->next_id;
+    size_t total = 0, n;
+    do {
+        n = hit_batch(t, ev, after, limit, hit, HIT_BATCH);
+        if (n && total == 0)
+            t->stats.hit_events++;
+        if (n)
+            after = hit[n - 1];
+        total += n;
+        report_batch(t, ev, hit, n);
+    } while (n == HIT_BATCH);
+    return total > 0;
 }
 
 static void on_breakpoint(vmt_tracer *t, const vmt_event *ev, vmt_response *resp)
@@ -676,8 +758,9 @@ static void on_memory_access(vmt_tracer *t, const vmt_event *ev, vmt_response *r
 }
 
 /* After a write to monitored page-table entries: turn what changed into
- * page-in / page-out events, and move the breakpoints accordingly. */
-static void apply_ptm_event(vmt_tracer *t, const vmt_ptm_event *pe)
+ * page-in / page-out events, and move the breakpoints accordingly. Whether
+ * the bpm took the event. */
+static bool apply_ptm_event(vmt_tracer *t, const vmt_ptm_event *pe)
 {
     bool updated;
     vmt_status st = vmt_bpm_handle_ptm_event(t->bpm, t->vmi, pe, &updated);
@@ -687,17 +770,62 @@ static void apply_ptm_event(vmt_tracer *t, const vmt_ptm_event *pe)
                 (unsigned long long)pe->ctx.va, vmt_status_str(st));
         if (t->loop_error == VMT_OK)
             t->loop_error = st;
+        return false;
     }
     if (pe->kind == VMT_PTM_PAGE_IN)
         t->stats.page_ins++;
     else
         t->stats.page_outs++;
     va_slot *s = pe->view == t->view ? slot_get(t, pe->ctx.va) : NULL;
-    for (guint i = 0; s && i < s->bps->len; i++) {
-        tracer_bp *bp = g_ptr_array_index(s->bps, i);
+    for (size_t i = 0; s && i < s->n; i++) {
+        tracer_bp *bp = s->bps[i];
         if (vmt_ctx_eq(bp->info.ctx, pe->ctx))
             bp_refresh(t, bp, pe->kind == VMT_PTM_PAGE_IN ? pe->pa : 0);
     }
+    return true;
+}
+
+/* Hands the bpm the events it failed to take before, then evs (taken), in
+ * order, up to the first it fails to take; that one and the rest wait in
+ * t->retry for the next call. The ptm reports a change once, so an event
+ * dropped here would leave its breakpoints where the page was; handing
+ * the bpm an event twice is harmless (a page-in arms what is still
+ * pending, a page-out of a frame where nothing is armed does nothing). */
+static void apply_ptm_events(vmt_tracer *t, vmt_ptm_events *evs)
+{
+    vmt_ptm_events *r = &t->retry;
+    size_t done = 0, i = 0;
+    while (done < r->len && apply_ptm_event(t, &r->items[done]))
+        done++;
+    if (done) {
+        memmove(r->items, r->items + done, (r->len - done) * sizeof r->items[0]);
+        r->len -= done;
+    }
+    while (r->len == 0 && i < evs->len && apply_ptm_event(t, &evs->items[i]))
+        i++;
+    size_t left = evs->len - i;
+    if (left && r->len == 0) { /* evs becomes the queue: no allocation */
+        memmove(evs->items, evs->items + i, left * sizeof evs->items[0]);
+        evs->len = left;
+        vmt_ptm_events_free(r);
+        *r = *evs;
+        *evs = (vmt_ptm_events){0};
+    } else if (left) {
+        bool fits = r->cap - r->len >= left;
+        vmt_ptm_event *items =
+            fits ? r->items : vmt_reallocarray(r->items, r->len + left, sizeof *items);
+        if (items) {
+            r->items = items;
+            r->cap = fits ? r->cap : r->len + left;
+            memcpy(r->items + r->len, evs->items + i, left * sizeof *items);
+            r->len += left;
+        } else {
+            vmt_log(VMT_LOG_ERROR, "tracer: %zu page-table events lost: out of memory", left);
+            if (t->loop_error == VMT_OK)
+                t->loop_error = VMT_E_NOMEM;
+        }
+    }
+    vmt_ptm_events_free(evs);
 }
 
 static void process_pt_write(vmt_tracer *t, vmt_vcpu vcpu)
@@ -709,9 +837,7 @@ static void process_pt_write(vmt_tracer *t, vmt_vcpu vcpu)
         if (t->loop_error == VMT_OK)
             t->loop_error = st;
     }
-    for (size_t i = 0; i < evs.len; i++)
-        apply_ptm_event(t, &evs.items[i]);
-    vmt_ptm_events_free(&evs);
+    apply_ptm_events(t, &evs);
 }
 
 static void on_singlestep(vmt_tracer *t, const vmt_event *ev, vmt_response *resp)
@@ -803,6 +929,11 @@ vmt_status vmt_tracer_run(vmt_tracer *t, const vmt_tracer_run_opts *opts,
     int64_t start = now_ms();
     t->run_hits = 0;
     t->loop_error = VMT_OK;
+    if (t->retry.len) { /* events the bpm failed to take last time */
+        vmt_ptm_events none = {0};
+        apply_ptm_events(t, &none);
+        t->loop_error = VMT_OK; /* still queued, if they failed again */
+    }
     unsigned idle = 0;
     vmt_tracer_stop_reason reason = VMT_TRACER_STOP_NONE;
     for (;;) {

@@ -43,6 +43,7 @@ static bool has_global(const bpm_armset *s, const pair *p)
 
 static void add(bpm_armset *s, const pair *p)
 {
+    assert_int_equal(bpm_armset_reserve(s, 1), VMT_OK);
     bpm_armset_add(s, p->page_id, p->global, p->key, p->va, p->root);
 }
 
