@@ -70,13 +70,24 @@ typedef void (*vmt_interceptor_overwrite_fn)(void *user, vmt_view view, vmt_pa p
  * the shadow (disarmed: the new bytes show there and become its saved
  * original) and reported through fn (may be NULL). The trap keeps its
  * references: removing it later restores the new bytes, and
- * vmt_interceptor_rearm (or another insert) puts it back. *views
- * (optional): how many views had a shadow of gfn. */
+ * vmt_interceptor_rearm (or another insert) puts it back. A trap still out
+ * of the shadow at a later rebuild (whoever handles the report did not
+ * remove or re-arm it, e.g. the call doing so failed) is reported again,
+ * with the bytes it was set on, unless the guest has put those bytes back:
+ * then it goes back into the shadow. *views (optional): how many views
+ * had a shadow of gfn. */
 vmt_status vmt_interceptor_refresh(vmt_interceptor *ic, vmt_core *vmi, vmt_gfn gfn,
                                    vmt_interceptor_overwrite_fn fn, void *user, size_t *views);
 /* Writes a disarmed trap back into its shadow (VMT_OK if it is armed;
  * VMT_E_INVALID if there is no trap at (view, pa)). */
 vmt_status vmt_interceptor_rearm(vmt_interceptor *ic, vmt_core *vmi, vmt_view view, vmt_pa pa);
+/* Takes a trap out of the shadow again after it was put back over bytes
+ * the guest overwrote (a removal that failed and was undone re-inserts
+ * it): the guest's bytes show, and the next rebuild reports the trap again
+ * with `was`, the len bytes it was set on. VMT_OK if it is already out;
+ * VMT_E_INVALID if there is no such trap. */
+vmt_status vmt_interceptor_leave_out(vmt_interceptor *ic, vmt_core *vmi, vmt_view view, vmt_pa pa,
+                                     const uint8_t *was, size_t len);
 /* True if (view, pa) holds a trap that is in the shadow now. */
 bool vmt_interceptor_armed(const vmt_interceptor *ic, vmt_view view, vmt_pa pa);
 
