@@ -15,6 +15,7 @@
 
 #include "tracer/emulate.h"
 #include "tracer/symbols.h"
+#include "tracer/tracer_internal.h"
 #include "vmitap/coherence.h"
 #include "vmitap/log.h"
 
@@ -867,3 +868,8 @@ void vmt_tracer_stats_get(const vmt_tracer *t, vmt_tracer_stats *out)
     out->ptm_tables = vmt_ptm_monitored_tables(t->ptm);
     out->ptm_entries = vmt_ptm_monitored_entries(t->ptm);
 }
+
+/* ---- internal accessors (tracer_internal.h) ---- */
+
+const vmt_bpm *vmt_tracer_bpm(const vmt_tracer *t) { return t ? t->bpm : NULL; }
+const vmt_ptm *vmt_tracer_ptm(const vmt_tracer *t) { return t ? t->ptm : NULL; }

@@ -33,6 +33,7 @@
 #include <glib.h>
 
 #include "ptm/ptm_internal.h"
+#include "model_walk.h"
 #include "seeded.h"
 #include "test_bpm_rec.h"
 #include "vmitap/bpm.h"
@@ -191,53 +192,6 @@ static void world_free(world *w)
     vmt_core_free(w->vmi);
 }
 
-/* ---- an independent page walker ----
- *
- * Written from the x86-64 4-level paging rules, sharing nothing with the
- * implementation's walker (src/core/amd64.c): CR3 bits 51:12 give the
- * PML4; each level indexes its table with 9 bits of the address (47:39,
- * 38:30, 29:21, 20:12); bit 0 (P) clear stops the walk; bit 7 (PS) in a
- * PDPTE maps a 1 GiB page (frame bits 51:30), in a PDE a 2 MiB page (frame
- * bits 51:21); a PTE maps a 4 KiB page (bits 51:12). Bit 12 of a large
- * leaf is its PAT bit, never part of the address. PS in a PML4E is
- * reserved; like the implementation (vmitap/core.h documents 4 KiB, 2 MiB
- * and 1 GiB pages only) the model reads such an entry as a table pointer.
- * Tables are read straight from the mock's memory. */
-typedef struct model_walk {
-    unsigned levels;
-    vmt_pa entry_pa[4];
-    bool present;
-    vmt_pa pa;
-} model_walk;
-
-static vmt_status model_walk_va(const world *w, vmt_addr_ctx ctx, model_walk *out)
-{
-    static const unsigned shift[5] = {0, 12, 21, 30, 39}; /* index bits of each level */
-    static const uint64_t frame_bits[5] = {0, 0x000ffffffffff000ull, 0x000fffffffe00000ull,
-                                           0x000fffffc0000000ull, 0};
-    memset(out, 0, sizeof *out);
-    vmt_pa table = ctx.root & 0x000ffffffffff000ull;
-    for (unsigned level = 4; level >= 1; level--) {
-        vmt_pa epa = table + 8 * ((ctx.va >> shift[level]) & 511);
-        uint64_t e;
-        vmt_status st = vmt_mock_peek(w->mock, epa, &e, sizeof e);
-        if (st != VMT_OK)
-            return st;
-        out->entry_pa[out->levels++] = epa;
-        if (!(e & 1))
-            return VMT_OK; /* not present */
-        bool leaf = level == 1 || ((level == 2 || level == 3) && (e & 0x80));
-        if (leaf) {
-            uint64_t in_page = (1ull << shift[level]) - 1;
-            out->present = true;
-            out->pa = (e & frame_bits[level]) | (ctx.va & in_page);
-            return VMT_OK;
-        }
-        table = e & 0x000ffffffffff000ull;
-    }
-    return VMT_OK;
-}
-
 /* ---- the model ---- */
 
 /* Applies the events received since `from` to the model, checking each
@@ -331,7 +285,7 @@ static void check_world(world *w)
                     continue;
                 }
                 model_walk walk;
-                assert_int_equal(model_walk_va(w, ctx, &walk), VMT_OK);
+                assert_int_equal(model_walk_va(w->mock, ctx, &walk), VMT_OK);
                 assert_int_equal(m->in, walk.present);
                 if (m->in)
                     assert_int_equal(m->pa, walk.pa);
@@ -455,7 +409,7 @@ static void check_world_owed(world *w, size_t owed)
                     continue;
                 }
                 model_walk walk;
-                assert_int_equal(model_walk_va(w, ctx, &walk), VMT_OK);
+                assert_int_equal(model_walk_va(w->mock, ctx, &walk), VMT_OK);
                 assert_true(vmt_ptm_lookup(w->ptm, ctx, (vmt_view)view, NULL, &in, &pa));
                 assert_int_equal(in, walk.present);
                 assert_int_equal(m->in, walk.present);
@@ -534,7 +488,7 @@ static void monitor_once(world *w, unsigned view, unsigned r, unsigned v, uintpt
                      VMT_OK);
     if (m->refs++ == 0) {
         model_walk walk;
-        assert_int_equal(model_walk_va(w, ctx_of(w, r, v), &walk), VMT_OK);
+        assert_int_equal(model_walk_va(w->mock, ctx_of(w, r, v), &walk), VMT_OK);
         m->tag = tag;
         m->in = walk.present;
         m->pa = m->in ? walk.pa : 0;
