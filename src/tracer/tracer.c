@@ -63,6 +63,10 @@ struct vmt_tracer {
     vmt_tracer_overwrite_fn on_overwrite;
     void *overwrite_user;
     GArray *coh_dropped; /* of vmt_tracer_bp_id: dropped by the last flush */
+    /* ptm events the bpm failed to apply (a driver failure): the ptm has
+     * moved on, so nothing would announce them again; retried, in order,
+     * before anything else the loop does and before newer ptm events. */
+    GArray *owed_ptm; /* of vmt_ptm_event */
 };
 
 const char *vmt_tracer_controller_name(vmt_tracer_controller c)
@@ -292,6 +296,7 @@ vmt_status vmt_tracer_new(vmt_core *vmi, const vmt_tracer_opts *opts, vmt_tracer
         return VMT_E_INVALID;
     }
     t->next_id = 1;
+    t->owed_ptm = g_array_new(FALSE, FALSE, sizeof(vmt_ptm_event));
     t->by_id = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, bp_free);
     t->by_va = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, slot_free);
     vmt_status st = tracer_setup(t);
@@ -321,6 +326,7 @@ vmt_status vmt_tracer_detach(vmt_tracer *t)
     if (!t->attached)
         return VMT_OK;
     vmt_status first = VMT_OK;
+    g_array_set_size(t->owed_ptm, 0);
     keep_first(&first, vmt_bpm_clear(t->bpm, t->vmi), "clear breakpoints");
     vmt_ptm_unmonitor_all(t->ptm, t->vmi);
     keep_first(&first, vmt_core_switch_view(t->vmi, vmt_core_default_view(t->vmi)),
@@ -348,6 +354,8 @@ void vmt_tracer_free(vmt_tracer *t)
     vmt_coherence_free(t->coh);
     if (t->coh_dropped)
         g_array_free(t->coh_dropped, TRUE);
+    if (t->owed_ptm)
+        g_array_free(t->owed_ptm, TRUE);
     vmt_bpm_free(t->bpm);
     vmt_ptm_free(t->ptm);
     vmt_symtab_free(t->syms);
@@ -682,27 +690,46 @@ static void on_memory_access(vmt_tracer *t, const vmt_event *ev, vmt_response *r
 
 /* After a write to monitored page-table entries: turn what changed into
  * page-in / page-out events, and move the breakpoints accordingly. */
-static void apply_ptm_event(vmt_tracer *t, const vmt_ptm_event *pe)
+static void refresh_bps_at(vmt_tracer *t, const vmt_ptm_event *pe)
 {
-    bool updated;
-    vmt_status st = vmt_bpm_handle_ptm_event(t->bpm, t->vmi, pe, &updated);
-    if (st != VMT_OK) {
-        vmt_log(VMT_LOG_ERROR, "tracer: %s at %#llx: %s",
-                pe->kind == VMT_PTM_PAGE_IN ? "page-in" : "page-out",
-                (unsigned long long)pe->ctx.va, vmt_status_str(st));
-        if (t->loop_error == VMT_OK)
-            t->loop_error = st;
-    }
-    if (pe->kind == VMT_PTM_PAGE_IN)
-        t->stats.page_ins++;
-    else
-        t->stats.page_outs++;
     va_slot *s = pe->view == t->view ? slot_get(t, pe->ctx.va) : NULL;
     for (guint i = 0; s && i < s->bps->len; i++) {
         tracer_bp *bp = g_ptr_array_index(s->bps, i);
         if (vmt_ctx_eq(bp->info.ctx, pe->ctx))
             bp_refresh(t, bp, pe->kind == VMT_PTM_PAGE_IN ? pe->pa : 0);
     }
+}
+
+/* Applies one ptm event to the bpm; a failure is kept in owed_ptm. */
+static void apply_ptm_event(vmt_tracer *t, const vmt_ptm_event *pe)
+{
+    bool updated;
+    vmt_status st = vmt_bpm_handle_ptm_event(t->bpm, t->vmi, pe, &updated);
+    if (st != VMT_OK) {
+        vmt_log(VMT_LOG_ERROR, "tracer: %s at %#llx: %s (retried)",
+                pe->kind == VMT_PTM_PAGE_IN ? "page-in" : "page-out",
+                (unsigned long long)pe->ctx.va, vmt_status_str(st));
+        if (t->loop_error == VMT_OK)
+            t->loop_error = st;
+        g_array_append_val(t->owed_ptm, *pe);
+    }
+    refresh_bps_at(t, pe);
+}
+
+/* Retries the owed ptm events in order, until one fails again (the rest
+ * wait behind it: their order matters). */
+static void retry_owed_ptm(vmt_tracer *t)
+{
+    guint done = 0;
+    for (; done < t->owed_ptm->len; done++) {
+        const vmt_ptm_event *pe = &g_array_index(t->owed_ptm, vmt_ptm_event, done);
+        bool updated;
+        if (vmt_bpm_handle_ptm_event(t->bpm, t->vmi, pe, &updated) != VMT_OK)
+            break;
+        refresh_bps_at(t, pe);
+    }
+    if (done)
+        g_array_remove_range(t->owed_ptm, 0, done);
 }
 
 static void process_pt_write(vmt_tracer *t, vmt_vcpu vcpu)
@@ -714,8 +741,17 @@ static void process_pt_write(vmt_tracer *t, vmt_vcpu vcpu)
         if (t->loop_error == VMT_OK)
             t->loop_error = st;
     }
-    for (size_t i = 0; i < evs.len; i++)
-        apply_ptm_event(t, &evs.items[i]);
+    retry_owed_ptm(t);
+    for (size_t i = 0; i < evs.len; i++) {
+        if (evs.items[i].kind == VMT_PTM_PAGE_IN)
+            t->stats.page_ins++;
+        else
+            t->stats.page_outs++;
+        if (t->owed_ptm->len) /* behind an owed one, in order */
+            g_array_append_val(t->owed_ptm, evs.items[i]);
+        else
+            apply_ptm_event(t, &evs.items[i]);
+    }
     vmt_ptm_events_free(&evs);
 }
 
@@ -827,6 +863,8 @@ vmt_status vmt_tracer_run(vmt_tracer *t, const vmt_tracer_run_opts *opts,
             int64_t left = o.timeout_ms - (now_ms() - start);
             wait = left < 1 ? 1 : (left < wait ? (int)left : wait);
         }
+        if (t->owed_ptm->len)
+            retry_owed_ptm(t);
         vmt_status st = vmt_core_wait_for_event(t->vmi, wait, on_event, t);
         if (t->caps & VMT_CAP_FAST_SINGLESTEP) /* the driver completed the write already */
             tracer_coherence_flush(t);
