@@ -104,7 +104,9 @@ static vmt_status new_shadow_page(vmt_interceptor *ic, vmt_core *vmi, vmt_view v
     vmt_status st = vmt_core_allocate_gfn(vmi, &shadow);
     if (st != VMT_OK)
         return st;
-    st = vmt_core_read(vmi, vmt_pa_from_gfn(gfn), buf, sizeof buf);
+    /* A frame above guest RAM (a hostile page table can point there) may
+     * be the very frame just handed out: never trap a shadow. */
+    st = shadow == gfn ? VMT_E_INVALID : vmt_core_read(vmi, vmt_pa_from_gfn(gfn), buf, sizeof buf);
     ic_trap t = {.off = (uint16_t)off, .len = (uint8_t)len, .refs = 1};
     if (st == VMT_OK) {
         memcpy(t.orig, buf + off, len);
@@ -131,6 +133,18 @@ static vmt_status new_shadow_page(vmt_interceptor *ic, vmt_core *vmi, vmt_view v
 
 static vmt_status rearm_trap(vmt_core *vmi, ic_page *page, ic_trap *t);
 
+/* True if gfn is one of the interceptor's shadow frames. */
+static bool is_shadow(const vmt_interceptor *ic, vmt_gfn gfn)
+{
+    GHashTableIter it;
+    gpointer v;
+    g_hash_table_iter_init(&it, ic->pages);
+    while (g_hash_table_iter_next(&it, NULL, &v))
+        if (((const ic_page *)v)->shadow == gfn)
+            return true;
+    return false;
+}
+
 vmt_status vmt_interceptor_insert(vmt_interceptor *ic, vmt_core *vmi, vmt_view view, vmt_pa pa,
                                   const uint8_t *trap, size_t len)
 {
@@ -141,7 +155,8 @@ vmt_status vmt_interceptor_insert(vmt_interceptor *ic, vmt_core *vmi, vmt_view v
         return VMT_E_OUT_OF_BOUNDS;
     ic_page *page = find_page(ic, view, vmt_gfn_from_pa(pa));
     if (!page)
-        return new_shadow_page(ic, vmi, view, pa, trap, len);
+        return is_shadow(ic, vmt_gfn_from_pa(pa)) ? VMT_E_INVALID
+                                                  : new_shadow_page(ic, vmi, view, pa, trap, len);
 
     ic_trap *t = find_trap(page, off);
     if (t) {

@@ -31,7 +31,9 @@ void vmt_interceptor_free(vmt_interceptor *ic);
  * the shadow on the frame's first trap. A second insert at the same (view,
  * pa) only takes a reference; it must carry the same bytes (VMT_E_CONFLICT
  * otherwise, as for a trap overlapping another one at a different offset).
- * VMT_E_OUT_OF_BOUNDS if the trap would cross the end of the page. */
+ * VMT_E_OUT_OF_BOUNDS if the trap would cross the end of the page;
+ * VMT_E_INVALID for a frame that is a shadow frame (above guest RAM, where
+ * a hostile page table may point). */
 vmt_status vmt_interceptor_insert(vmt_interceptor *ic, vmt_core *vmi, vmt_view view, vmt_pa pa,
                                   const uint8_t *trap, size_t len);
 /* Drops one reference of the trap at (view, pa); on the last one writes the

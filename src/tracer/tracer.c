@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ptm/ptm_internal.h"
 #include "tracer/emulate.h"
 #include "tracer/symbols.h"
 #include "tracer/tracer_internal.h"
@@ -64,8 +65,8 @@ struct vmt_tracer {
     void *overwrite_user;
     GArray *coh_dropped; /* of vmt_tracer_bp_id: dropped by the last flush */
     /* ptm events the bpm failed to apply (a driver failure): the ptm has
-     * moved on, so nothing would announce them again; retried, in order,
-     * before anything else the loop does and before newer ptm events. */
+     * moved on, so nothing would announce them again; retried at every
+     * turn of the loop while they still hold (retry_owed_ptm). */
     GArray *owed_ptm; /* of vmt_ptm_event */
 };
 
@@ -124,12 +125,16 @@ static vmt_breakpoint bpm_claim(const vmt_tracer *t, const tracer_bp *bp)
 }
 
 /* Re-reads from the bpm whether bp is armed and counts the transition.
- * pa: where the ptm says the page now is (0 when unknown). */
+ * pa: where the ptm says the page now is (0 when unknown: translated;
+ * KEEP_PA: the frame it is armed in did not change). */
+#define KEEP_PA UINT64_MAX
 static void bp_refresh(vmt_tracer *t, tracer_bp *bp, vmt_pa pa)
 {
     bool now = vmt_bpm_contains_by_address(t->bpm, bp->info.ctx, bp->info.id);
     vmt_tracer_bp_info *i = &bp->info;
-    if (now && !pa && vmt_core_translate(t->vmi, i->ctx, &pa) != VMT_OK)
+    if (pa == KEEP_PA)
+        pa = i->active ? i->pa : 0; /* where it is armed has not changed */
+    else if (now && !pa && vmt_core_translate(t->vmi, i->ctx, &pa) != VMT_OK)
         pa = 0;
     if (now && pa)
         pa = vmt_pa_in_gfn(vmt_gfn_from_pa(pa), i->ctx.va);
@@ -426,7 +431,16 @@ vmt_status vmt_tracer_add(vmt_tracer *t, vmt_addr_ctx ctx, const vmt_tracer_bp_o
                                     .key = o.key, .tag = o.tag, .name = bp->name};
     vmt_breakpoint claim = bpm_claim(t, bp);
     bool inserted;
-    vmt_status st = vmt_bpm_insert(t->bpm, t->vmi, &claim, &inserted);
+    /* Where the ptm already follows ctx (another breakpoint there), arm
+     * where it says the page is, not where a fresh walk says: a page-table
+     * write whose step has not completed yet would otherwise leave this
+     * claim on a frame the ptm's coming events never mention. */
+    bool in = false;
+    vmt_pa pa = 0;
+    vmt_status st = vmt_ptm_lookup(t->ptm, ctx, t->view, NULL, &in, &pa)
+                        ? vmt_bpm_insert_with_hint(t->bpm, t->vmi, &claim, in ? &pa : NULL,
+                                                   &inserted)
+                        : vmt_bpm_insert(t->bpm, t->vmi, &claim, &inserted);
     if (st == VMT_OK) {
         st = vmt_ptm_monitor(t->ptm, t->vmi, ctx, t->view, (uintptr_t)bp->info.id);
         if (st != VMT_OK)
@@ -442,7 +456,7 @@ vmt_status vmt_tracer_add(vmt_tracer *t, vmt_addr_ctx ctx, const vmt_tracer_bp_o
     }
     t->next_id++;
     bp->info.active = false;
-    bp_refresh(t, bp, 0);
+    bp_refresh(t, bp, in ? pa : 0);
     bp->info.page_ins = 0; /* arming at creation is not a page-in */
     if (id)
         *id = bp->info.id;
@@ -690,46 +704,89 @@ static void on_memory_access(vmt_tracer *t, const vmt_event *ev, vmt_response *r
 
 /* After a write to monitored page-table entries: turn what changed into
  * page-in / page-out events, and move the breakpoints accordingly. */
-static void refresh_bps_at(vmt_tracer *t, const vmt_ptm_event *pe)
+/* applied: the bpm took pe (else pe only waits, and other events may have
+ * changed the claims of its address). */
+static void refresh_bps_at(vmt_tracer *t, const vmt_ptm_event *pe, bool applied)
 {
     va_slot *s = pe->view == t->view ? slot_get(t, pe->ctx.va) : NULL;
     for (guint i = 0; s && i < s->bps->len; i++) {
         tracer_bp *bp = g_ptr_array_index(s->bps, i);
         if (vmt_ctx_eq(bp->info.ctx, pe->ctx))
-            bp_refresh(t, bp, pe->kind == VMT_PTM_PAGE_IN ? pe->pa : 0);
+            bp_refresh(t, bp, !applied ? KEEP_PA : pe->kind == VMT_PTM_PAGE_IN ? pe->pa : 0);
     }
 }
 
-/* Applies one ptm event to the bpm; a failure is kept in owed_ptm. */
+/* True if owed_ptm holds an event of pe's address (view, ctx). */
+static bool owed_for(const vmt_tracer *t, const vmt_ptm_event *pe)
+{
+    for (guint i = 0; i < t->owed_ptm->len; i++) {
+        const vmt_ptm_event *o = &g_array_index(t->owed_ptm, vmt_ptm_event, i);
+        if (o->view == pe->view && vmt_ctx_eq(o->ctx, pe->ctx))
+            return true;
+    }
+    return false;
+}
+
+/* Applies one ptm event to the bpm; a failure is kept in owed_ptm, and so
+ * is an event of an address with an owed one (it must come after it). */
 static void apply_ptm_event(vmt_tracer *t, const vmt_ptm_event *pe)
 {
+    if (owed_for(t, pe)) {
+        g_array_append_val(t->owed_ptm, *pe);
+        refresh_bps_at(t, pe, false);
+        return;
+    }
     bool updated;
     vmt_status st = vmt_bpm_handle_ptm_event(t->bpm, t->vmi, pe, &updated);
     if (st != VMT_OK) {
-        vmt_log(VMT_LOG_ERROR, "tracer: %s at %#llx: %s (retried)",
+        vmt_log(VMT_LOG_ERROR, "tracer: %s at %#llx: %s",
                 pe->kind == VMT_PTM_PAGE_IN ? "page-in" : "page-out",
                 (unsigned long long)pe->ctx.va, vmt_status_str(st));
         if (t->loop_error == VMT_OK)
             t->loop_error = st;
-        g_array_append_val(t->owed_ptm, *pe);
+        /* A frame outside guest RAM (a hostile page table) or one the
+         * controller refuses stays so: only other failures are retried. */
+        if (st != VMT_E_OUT_OF_BOUNDS && st != VMT_E_INVALID)
+            g_array_append_val(t->owed_ptm, *pe);
     }
-    refresh_bps_at(t, pe);
+    refresh_bps_at(t, pe, st == VMT_OK);
 }
 
-/* Retries the owed ptm events in order, until one fails again (the rest
- * wait behind it: their order matters). */
+/* Whether an owed event still says something the ptm holds true now: a
+ * page-in at the translation the ptm has, a page-out of a translation the
+ * ptm no longer has. A later event of the address has superseded it
+ * otherwise. */
+static bool owed_still_true(const vmt_tracer *t, const vmt_ptm_event *pe)
+{
+    bool in = false;
+    vmt_pa pa = 0;
+    bool known = vmt_ptm_lookup(t->ptm, pe->ctx, pe->view, NULL, &in, &pa);
+    bool there = known && in && pa == pe->pa;
+    return pe->kind == VMT_PTM_PAGE_IN ? there : !there;
+}
+
+/* Retries the owed ptm events, in order; drops those that came true or
+ * were superseded, keeps those that fail again, and the later ones of
+ * their address. */
 static void retry_owed_ptm(vmt_tracer *t)
 {
-    guint done = 0;
-    for (; done < t->owed_ptm->len; done++) {
-        const vmt_ptm_event *pe = &g_array_index(t->owed_ptm, vmt_ptm_event, done);
-        bool updated;
-        if (vmt_bpm_handle_ptm_event(t->bpm, t->vmi, pe, &updated) != VMT_OK)
-            break;
-        refresh_bps_at(t, pe);
+    guint keep = 0;
+    for (guint i = 0; i < t->owed_ptm->len; i++) {
+        vmt_ptm_event pe = g_array_index(t->owed_ptm, vmt_ptm_event, i);
+        bool waits = false, updated;
+        for (guint k = 0; k < keep && !waits; k++) {
+            const vmt_ptm_event *o = &g_array_index(t->owed_ptm, vmt_ptm_event, k);
+            waits = o->view == pe.view && vmt_ctx_eq(o->ctx, pe.ctx);
+        }
+        if (!waits && !owed_still_true(t, &pe))
+            continue;
+        if (waits || vmt_bpm_handle_ptm_event(t->bpm, t->vmi, &pe, &updated) != VMT_OK) {
+            g_array_index(t->owed_ptm, vmt_ptm_event, keep++) = pe;
+            continue;
+        }
+        refresh_bps_at(t, &pe, true);
     }
-    if (done)
-        g_array_remove_range(t->owed_ptm, 0, done);
+    g_array_set_size(t->owed_ptm, keep);
 }
 
 static void process_pt_write(vmt_tracer *t, vmt_vcpu vcpu)
@@ -747,10 +804,7 @@ static void process_pt_write(vmt_tracer *t, vmt_vcpu vcpu)
             t->stats.page_ins++;
         else
             t->stats.page_outs++;
-        if (t->owed_ptm->len) /* behind an owed one, in order */
-            g_array_append_val(t->owed_ptm, evs.items[i]);
-        else
-            apply_ptm_event(t, &evs.items[i]);
+        apply_ptm_event(t, &evs.items[i]);
     }
     vmt_ptm_events_free(&evs);
 }

@@ -20,12 +20,15 @@
  * it was: the default view current on every vCPU, the session view gone,
  * no shadow frame left, every frame's access in view 0 as before (RWX),
  * the events off, the code frames as the guest wrote them. */
+#include <stdarg.h>
 #include <stdbool.h>
 
 #include "bpm/bpm_internal.h"
 #include "fuzz_util.h"
+#include "model_walk.h"
 #include "ptm/ptm_internal.h"
 #include "tracer/tracer_internal.h"
+#include "vmitap/log.h"
 #include "vmitap/mock.h"
 #include "vmitap/tracer.h"
 
@@ -62,8 +65,11 @@ static void on_hit(void *user, vmt_tracer *t, const vmt_tracer_hit *hit)
     FUZZ_CHECK(hit->bp && hit->regs && hit->regs->rip == hit->bp->ctx.va,
                "hit at %llx for a breakpoint at %llx", (unsigned long long)hit->regs->rip,
                (unsigned long long)hit->bp->ctx.va);
-    if (w->remove_on_hit)
-        FUZZ_CHECK(vmt_tracer_remove(t, hit->bp->id) == VMT_OK, "remove from the callback");
+    if (w->remove_on_hit) {
+        vmt_status st = vmt_tracer_remove(t, hit->bp->id);
+        FUZZ_CHECK(st == VMT_OK || st == VMT_E_DRIVER, "remove from the callback: %s",
+                   vmt_status_str(st)); /* DRIVER: an injected failure */
+    }
 }
 
 static vmt_va pick_va(fz *f)
@@ -160,10 +166,15 @@ static void code_write(world *w, fz *f)
     vmt_mock_push_event(w->mock, &ev);
 }
 
-/* The guest rewrites a page-table entry of the code's walk. */
+/* The guest rewrites page-table entries of the code's walk (a map may
+ * also create tables and write the entries above them). Each entry written
+ * is reported as a trapped write, as the hardware would report it; the
+ * events lie elsewhere. */
 static void pt_write(world *w, fz *f)
 {
     vmt_va va = fz_pick(f, 2) ? CODE_VA : LATE_VA;
+    model_walk before, after;
+    model_walk_va(w->mock, vmt_ctx(va, w->root), &before);
     switch (fz_pick(f, 4)) {
     case 0:
         vmt_mock_unmap(w->mock, w->root, va, 1 + fz_pick(f, 2));
@@ -172,28 +183,42 @@ static void pt_write(world *w, fz *f)
         vmt_mock_map(w->mock, w->root, va, code_frames[fz_pick(f, NCODE)], VMT_MOCK_4K, VMT_PTE_U);
         break;
     default: {
-        vmt_pa epa;
-        if (vmt_mock_entry_pa(w->mock, w->root, va, 1 + fz_pick(f, 4), &epa) != VMT_OK)
+        unsigned level = fz_pick(f, 4);
+        if (level >= before.levels)
             return;
         uint64_t e = fz_u64(f);
-        vmt_mock_poke(w->mock, epa, &e, sizeof e);
+        vmt_mock_poke(w->mock, before.entry_pa[level], &e, sizeof e);
         break;
     }
     }
-    vmt_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.has_view = true;
-    ev.view = vmt_tracer_view(w->t);
-    ev.reason = VMT_EVENT_MEMORY_ACCESS;
-    ev.regs.cr3 = w->root;
-    ev.regs.efer = 1ull << 10;
-    vmt_mock_entry_pa(w->mock, w->root, va, 1, &ev.u.memory_access.pa);
-    ev.u.memory_access.access = VMT_ACCESS_W;
-    vmt_mock_push_event(w->mock, &ev);
-    if (fz_pick(f, 2)) { /* the step that ends it, for drivers without FAST_SINGLESTEP */
-        ev.reason = VMT_EVENT_SINGLESTEP;
-        ev.view = 0;
-        vmt_mock_push_event(w->mock, &ev);
+    model_walk_va(w->mock, vmt_ctx(va, w->root), &after);
+    bool step = fz_pick(f, 2);
+    for (unsigned i = 0; i < 4; i++) {
+        for (int side = 0; side < 2; side++) {
+            const model_walk *mw = side ? &after : &before;
+            if (i >= mw->levels || (side && i < before.levels &&
+                                    before.entry_pa[i] == after.entry_pa[i]))
+                continue;
+            uint64_t now = 0;
+            vmt_mock_peek(w->mock, mw->entry_pa[i], &now, sizeof now);
+            if (!side && now == before.entry[i])
+                continue; /* unchanged */
+            vmt_event ev;
+            memset(&ev, 0, sizeof ev);
+            ev.has_view = true;
+            ev.view = vmt_tracer_view(w->t);
+            ev.reason = VMT_EVENT_MEMORY_ACCESS;
+            ev.regs.cr3 = w->root;
+            ev.regs.efer = 1ull << 10;
+            ev.u.memory_access.pa = mw->entry_pa[i];
+            ev.u.memory_access.access = VMT_ACCESS_W;
+            vmt_mock_push_event(w->mock, &ev);
+            if (step) { /* the step that ends it, for drivers without FAST_SINGLESTEP */
+                ev.reason = VMT_EVENT_SINGLESTEP;
+                ev.view = 0;
+                vmt_mock_push_event(w->mock, &ev);
+            }
+        }
     }
 }
 
@@ -209,14 +234,41 @@ static void check_bp(void *user, const vmt_tracer_bp_info *bp)
         FUZZ_CHECK(b == 0xCC, "breakpoint %u active at %llx, the view reads %02x", bp->id,
                    (unsigned long long)bp->pa, b);
     } else {
+        model_walk mw;
+        if (model_walk_va(w->mock, bp->ctx, &mw) == VMT_OK)
+            for (unsigned i = 0; i < mw.levels; i++)
+                if (getenv("FUZZ_TRACE") && (mw.entry_pa[i] >> 12) == (bp->pa >> 12))
+                    fprintf(stderr, "breakpoint %u: its frame is also its page table\n", bp->id);
         vmt_access a;
         vmt_core_get_access(w->vmi, bp->pa >> 12, vmt_tracer_view(w->t), &a);
-        FUZZ_CHECK(!(a & VMT_ACCESS_X), "breakpoint %u active, its page executable", bp->id);
+        FUZZ_CHECK(!(a & VMT_ACCESS_X), "breakpoint %u (%llx) active at %llx, its page executable",
+                   bp->id, (unsigned long long)bp->ctx.va, (unsigned long long)bp->pa);
     }
+}
+
+static void dump_bp(void *user, const vmt_tracer_bp_info *bp)
+{
+    world *w = user;
+    vmt_access a = 0;
+    vmt_core_get_access(w->vmi, bp->pa >> 12, vmt_tracer_view(w->t), &a);
+    model_walk mw;
+    model_walk_va(w->mock, bp->ctx, &mw);
+    vmt_bpm_stats bs;
+    vmt_bpm_stats_get(vmt_tracer_bpm(w->t), &bs);
+    fprintf(stderr, "  bpm active %zu pending %zu pages %zu; contains %d\n", bs.active, bs.pending,
+            bs.pages, vmt_bpm_contains_by_address(vmt_tracer_bpm(w->t), bp->ctx, bp->id));
+    fprintf(stderr, "  bp %u %llx%s: %s at %llx (access %d), walk %d -> %llx via", bp->id,
+            (unsigned long long)bp->ctx.va, bp->global ? " g" : "", bp->active ? "active" : "pending",
+            (unsigned long long)bp->pa, a, mw.present, (unsigned long long)mw.pa);
+    for (unsigned i = 0; i < mw.levels; i++)
+        fprintf(stderr, " %llx=%llx", (unsigned long long)mw.entry_pa[i], (unsigned long long)mw.entry[i]);
+    fputc('\n', stderr);
 }
 
 static void check(world *w)
 {
+    if (getenv("FUZZ_TRACE"))
+        vmt_tracer_foreach_bp(w->t, dump_bp, w);
     FUZZ_CHECK(vmt_bpm_check(vmt_tracer_bpm(w->t)) == VMT_OK, "vmt_bpm_check");
     FUZZ_CHECK(vmt_ptm_check(vmt_tracer_ptm(w->t)) == VMT_OK, "vmt_ptm_check");
     static uint8_t buf[4096];
@@ -247,8 +299,22 @@ static void run(world *w, unsigned fault)
     vmt_mock_fail_nth_any(w->mock, 0, VMT_OK);
 }
 
+/* FUZZ_TRACE=1 replays an input with the library's log on stderr. */
+static void log_to_stderr(void *user, vmt_log_level level, const char *fmt, va_list ap)
+{
+    (void)user;
+    fprintf(stderr, "[%d] ", (int)level);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    static bool logging;
+    if (!logging && getenv("FUZZ_TRACE")) {
+        vmt_set_log_fn(log_to_stderr, NULL);
+        logging = true;
+    }
     fz f = fz_new(data, size);
     world *w = &W;
     memset(w, 0, sizeof *w);
@@ -289,7 +355,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             vmt_tracer_bp_opts bo = {.sz = sizeof bo, .global = fz_pick(&f, 3) == 0,
                                      .key = fz_u8(&f)};
             vmt_tracer_bp_id id = 0;
-            vmt_status st = vmt_tracer_add(w->t, vmt_ctx(pick_va(&f), w->root), &bo, &id);
+            vmt_va va = pick_va(&f);
+            vmt_status st = vmt_tracer_add(w->t, vmt_ctx(va, w->root), &bo, &id);
+            if (getenv("FUZZ_TRACE"))
+                fprintf(stderr, "add %llx%s: %s, id %u\n", (unsigned long long)va,
+                        bo.global ? " global" : "", vmt_status_str(st), id);
             /* OUT_OF_BOUNDS: a page table outside guest RAM on the walk */
             FUZZ_CHECK(st == VMT_OK || st == VMT_E_INVALID || st == VMT_E_OUT_OF_BOUNDS, "add: %s",
                        vmt_status_str(st));
@@ -331,7 +401,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(vmt_tracer_detach(w->t) == VMT_OK, "detach");
     FUZZ_CHECK(!vmt_mock_view_exists(w->mock, view), "the session view is left");
     FUZZ_CHECK(vmt_mock_current_view(w->mock) == 0, "not back in the default view");
-    FUZZ_CHECK(vmt_mock_allocated_gfns(w->mock) == 0, "shadow frames left");
+    /* a free_gfn that failed leaks its frame (logged); else none is left */
+    FUZZ_CHECK(vmt_mock_allocated_gfns(w->mock) == 0 || vmt_mock_injected(w->mock) > 0,
+               "shadow frames left");
     FUZZ_CHECK(!vmt_mock_monitoring(w->mock, VMT_EVENT_MEMORY_ACCESS) &&
                    !vmt_mock_monitoring(w->mock, VMT_EVENT_SOFTWARE_BREAKPOINT),
                "events left on");

@@ -887,6 +887,26 @@ static void test_new_fails_cleanly_at_every_call(void **state)
     }
 }
 
+/* A page table pointing above guest RAM, at the frame the interceptor
+ * hands out first for a shadow (issue 13, found by fuzz_tracer): the
+ * breakpoint is refused, nothing is left behind, detach works. */
+static void test_breakpoint_on_a_shadow_frame_refused(void **state)
+{
+    fixture *f = *state;
+    vmt_pa above = (vmt_pa)0x1000 << VMT_PAGE_SHIFT; /* max_gfn of the fixture */
+    assert_int_equal(vmt_mock_map(f->mock, f->root, LATE_VA, above, VMT_MOCK_4K, VMT_PTE_U), VMT_OK);
+    vmt_tracer_bp_id id = 0;
+    assert_int_equal(vmt_tracer_add(f->t, vmt_ctx(LATE_VA + 0x10, f->root), NULL, &id),
+                     VMT_E_INVALID);
+    assert_int_equal(vmt_tracer_bp_count(f->t), 0);
+    assert_int_equal(vmt_mock_allocated_gfns(f->mock), 0);
+    assert_int_equal(vmt_bpm_check(vmt_tracer_bpm(f->t)), VMT_OK);
+    assert_int_equal(vmt_ptm_check(vmt_tracer_ptm(f->t)), VMT_OK);
+    add_bp(f, FN_A, false, NULL); /* the rest works */
+    assert_int_equal(vmt_tracer_detach(f->t), VMT_OK);
+    assert_int_equal(vmt_mock_allocated_gfns(f->mock), 0);
+}
+
 /* ---- a driver failure at every call of the event handling ---- */
 
 /* The scenarios swept: what the guest does, queued on f. */
@@ -1083,6 +1103,7 @@ int main(void)
         T(test_emulation_falls_back_to_step),
         cmocka_unit_test_setup_teardown(test_no_emulation_option, setup_no_emulation, teardown),
         T(test_bad_arguments),
+        T(test_breakpoint_on_a_shadow_frame_refused),
         cmocka_unit_test(test_detach_restores_guest),
         cmocka_unit_test(test_step_over_without_fast_singlestep),
         cmocka_unit_test(test_memory_controller),
