@@ -8,8 +8,11 @@ PACKAGES=(
   build-essential gcc clang cmake make pkg-config
   libclang-rt-dev    # ASan/UBSan/libFuzzer runtimes: only "recommended" by clang
   libglib2.0-dev libcmocka-dev libelf-dev
+  libzydis-dev       # x86-64 instruction decoding (lengths, boundaries)
+  libjson-glib-dev   # the CLI's JSON output
   valgrind
   python3            # the CLI tests parse vmitap's JSON output
+  python3-jsonschema # ... and validate it against docs/vmitap-jsonl.schema.json
 )
 
 # The KVM test bed (scripts/kvm-bed.sh), where end-to-end tests and the main

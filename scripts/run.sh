@@ -29,8 +29,9 @@ case $KVM_WHERE in
   invalid) echo "run.sh: $KVM_WHY" >&2; exit 2 ;;
 esac
 echo "run.sh: $KVM_WHY; running vmitap in the KVM test bed (scripts/kvm-bed.sh)" >&2
-# In the bed, vmitap's stdout is the bed's serial console, a terminal, so it
+# In the bed, vmitap's stderr is the bed's serial console, a terminal, so it
 # would draw its live progress line; here that arrives only line by line
-# (and as escape codes where stdout is a file): a pipe inside turns it off.
+# (and as escape codes where stdout is a file): a pipe inside turns it off
+# (the console merges stderr into stdout anyway).
 export VMITAP_BED_QUIET=1
-exec scripts/kvm-bed.sh -- bash -o pipefail -c '"$@" | cat' vmitap "${cmd[@]}"
+exec scripts/kvm-bed.sh -- bash -o pipefail -c '"$@" 2>&1 | cat' vmitap "${cmd[@]}"

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +156,16 @@ static vmt_status create_vm(vmt_kvm *k)
     return VMT_OK;
 }
 
+/* vmt_kvm_opts.kick_signal 0 (documented in vmitap/kvm.h) */
+#define VMT_KVM_DEFAULT_KICK_SIGNAL (SIGRTMIN + 3)
+
+/* The kick is taken with sigtimedwait while it is blocked: a real-time
+ * signal or SIGUSR1/2, never one the kernel sends for a fault or a stop. */
+static bool kick_signal_ok(int sig)
+{
+    return (sig >= SIGRTMIN && sig <= SIGRTMAX) || sig == SIGUSR1 || sig == SIGUSR2;
+}
+
 vmt_status vmt_kvm_new(const vmt_kvm_opts *opts, vmt_kvm **out)
 {
     vmt_kvm_opts o = {0};
@@ -162,6 +173,9 @@ vmt_status vmt_kvm_new(const vmt_kvm_opts *opts, vmt_kvm **out)
         return VMT_E_INVALID;
     if (opts)
         memcpy(&o, opts, opts->sz && opts->sz < sizeof o ? opts->sz : sizeof o);
+    int kick = o.kick_signal ? o.kick_signal : VMT_KVM_DEFAULT_KICK_SIGNAL;
+    if (!kick_signal_ok(kick))
+        return VMT_E_INVALID;
     uint64_t ram = o.ram_bytes ? (o.ram_bytes + (2ull << 20) - 1) & ~((2ull << 20) - 1) : DEFAULT_RAM;
     if (ram < (4ull << 20) || ram > MAX_RAM)
         return VMT_E_INVALID;
@@ -169,6 +183,7 @@ vmt_status vmt_kvm_new(const vmt_kvm_opts *opts, vmt_kvm **out)
     if (!k)
         return VMT_E_NOMEM;
     k->kvm_fd = k->vm_fd = k->vcpu_fd = k->mem_fd = -1;
+    k->kick_sig = kick;
     k->xo = (o.flags & VMT_KVM_F_EMULATE_EXECUTE_ONLY) != 0;
     k->lazy_kgs = (o.flags & VMT_KVM_F_LAZY_KERNEL_GS_BASE) != 0;
     k->linux_boot = o.kernel_path != NULL; /* linux */

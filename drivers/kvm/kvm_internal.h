@@ -142,6 +142,9 @@ struct vmt_kvm {
     bool have_timer;
     timer_t timer;      /* bounds KVM_RUN for wait_for_event's timeout */
     pid_t timer_tid;    /* the thread the timer signals */
+    int kick_sig;       /* the timer's signal, never delivered (kvm_run.c) */
+    bool have_run_mask;
+    uint64_t run_mask;  /* the vCPU's KVM_SET_SIGNAL_MASK (the kernel's 8-byte set) */
     uint32_t dbg_flags; /* KVM_SET_GUEST_DEBUG control currently set (0: reload) */
     bool step_after_mmio; /* the next step exit follows an emulated access */
     uint64_t dbg_dr[8]; /* our debug registers: DR0-3 addresses, DR7 (kvm_ptw.c) */

@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/insn.h"
 #include "drivers/kvm/kvm_internal.h"
 #include "vmitap/log.h"
 
@@ -657,22 +658,16 @@ bool vmt_kvm_emulates_kernel_mode(void)
     return access("/sys/module/kvm_pvm", F_OK) == 0;
 }
 
-/* Length of the ModRM operand bytes at m (ModRM, SIB, displacement). */
-static unsigned modrm_len(const uint8_t *m)
+/* Reads the instruction bytes at rip into b[15] (zeros past what could be
+ * read): all 15, or up to the end of rip's page when the next one cannot
+ * be read. Returns the count read, 0 if none. */
+static size_t read_insn(vmt_kvm *k, uint64_t cr3, uint64_t rip, uint8_t b[15])
 {
-    unsigned mod = m[0] >> 6, rm = m[0] & 7, n = 1;
-    if (mod != 3 && rm == 4) {
-        n++; /* SIB */
-        if (mod == 0 && (m[1] & 7) == 5)
-            n += 4;
-    }
-    if (mod == 0 && rm == 5)
-        n += 4; /* RIP-relative */
-    if (mod == 1)
-        n += 1;
-    if (mod == 2)
-        n += 4;
-    return n;
+    memset(b, 0, 15);
+    if (kvm_va_read(k, cr3, rip, b, 15) == VMT_OK)
+        return 15;
+    size_t n = VMT_PAGE_SIZE - (rip & (VMT_PAGE_SIZE - 1));
+    return n < 15 && kvm_va_read(k, cr3, rip, b, n) == VMT_OK ? n : 0;
 }
 
 /* Instructions kvm_pvm's emulator fails on that have no effect the guest
@@ -680,14 +675,15 @@ static unsigned modrm_len(const uint8_t *m)
  * discard pending x87 exceptions), the fences, and ldmxcsr (the kernel's
  * kernel_fpu_begin loads the default MXCSR, which the vCPU already has:
  * nothing in this guest's user space changes it). */
-static unsigned skippable_len(const uint8_t *b)
+static unsigned skippable_len(const uint8_t *b, size_t n)
 {
+    unsigned len = vmt_insn_len(b, n);
     if (b[0] == 0x9b)
-        return 1; /* fwait */
+        return len; /* fwait */
     if (b[0] == 0x0f && b[1] == 0xae && (b[2] == 0xe8 || b[2] == 0xf0 || b[2] == 0xf8))
-        return 3; /* lfence, mfence, sfence */
+        return len; /* lfence, mfence, sfence */
     if (b[0] == 0x0f && b[1] == 0xae && (b[2] >> 6) != 3 && ((b[2] >> 3) & 7) == 2)
-        return 2 + modrm_len(b + 2); /* ldmxcsr m32 */
+        return len; /* ldmxcsr m32 */
     return 0;
 }
 
@@ -702,9 +698,10 @@ bool kvm_linux_emulation_retry(vmt_kvm *k, uint64_t rip)
     if (!k->linux_boot || !k->emulated_cpl0)
         return false;
     vmt_regs r;
-    uint8_t b[8] = {0};
-    if (kvm_regs_get(k, &r) == VMT_OK && kvm_va_read(k, r.cr3, rip, b, sizeof b) == VMT_OK) {
-        unsigned n = skippable_len(b);
+    uint8_t b[15];
+    size_t got;
+    if (kvm_regs_get(k, &r) == VMT_OK && (got = read_insn(k, r.cr3, rip, b)) != 0) {
+        unsigned n = skippable_len(b, got);
         if (n) {
             r.rip += n;
             k->emu_retries++;
@@ -814,9 +811,11 @@ static bool unsafe_window(const vmt_regs *r)
 /* One instruction of the window on *r; false if its form is not known. */
 static bool step_by_hand(vmt_kvm *k, vmt_regs *r)
 {
-    uint8_t b[9] = {0};
-    if (kvm_va_read(k, r->cr3, r->rip, b, sizeof b) != VMT_OK)
+    uint8_t b[15];
+    size_t got = read_insn(k, r->cr3, r->rip, b);
+    if (got == 0)
         return false;
+    unsigned len = vmt_insn_len(b, got);
     int32_t d32;
     memcpy(&d32, b + 5, 4);
     uint64_t v, star;
@@ -827,10 +826,10 @@ static bool step_by_hand(vmt_kvm *k, vmt_regs *r)
         r->rip += 3;
     } else if (b[0] == 0x90) {
         r->rip += 1;
-    } else if (b[0] == 0x0f && b[1] == 0x1f) { /* nopl r/m (the kernel's patched-in NOPs) */
-        r->rip += 2 + modrm_len(b + 2);
-    } else if (b[0] == 0x66 && b[1] == 0x0f && b[2] == 0x1f) { /* nopw r/m */
-        r->rip += 3 + modrm_len(b + 3);
+    } else if (len && b[0] == 0x0f && b[1] == 0x1f) { /* nopl r/m (the kernel's patched-in NOPs) */
+        r->rip += len;
+    } else if (len && b[0] == 0x66 && b[1] == 0x0f && b[2] == 0x1f) { /* nopw r/m */
+        r->rip += len;
     } else if (b[0] == 0xfc) { /* cld */
         r->rflags &= ~(1ull << 10);
         r->rip += 1;

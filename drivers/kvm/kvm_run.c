@@ -14,8 +14,10 @@
  *   SINGLESTEP        KVM_EXIT_DEBUG #DB after a requested step */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -36,39 +38,72 @@ typedef struct pending_ev {
 
 enum handled { H_RUN, H_EVENT, H_STOP };
 
-/* ---- timeout: a per-thread POSIX timer whose signal sets immediate_exit ---- */
+/* ---- timeout: a per-thread POSIX timer and a kick signal never delivered ----
+ *
+ * The timer sends k->kick_sig to the thread in wait_for_event. That thread
+ * keeps the signal blocked while it runs driver code, and the vCPU's
+ * KVM_SET_SIGNAL_MASK mask (the thread's own mask without the kick) lets
+ * it through only inside KVM_RUN: a kick makes KVM_RUN return EINTR (at
+ * once when it came before), yet it stays pending, never delivered, until
+ * sigtimedwait takes it. No handler and nothing process-wide; the thread's
+ * mask is as before when wait_for_event returns. */
 
-static _Thread_local struct kvm_run *tl_run;
-static _Thread_local volatile sig_atomic_t tl_fired;
-
-static void on_timer(int sig)
+static bool kick_take(const vmt_kvm *k)
 {
-    (void)sig;
-    tl_fired = 1;
-    if (tl_run)
-        tl_run->immediate_exit = 1;
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, k->kick_sig);
+    const struct timespec zero = {0};
+    return sigtimedwait(&s, NULL, &zero) == k->kick_sig;
 }
 
-static int timer_signal(void) { return SIGRTMIN + 3; }
+/* Blocks the kick in this thread (*saved: the mask to restore) and gives
+ * KVM_RUN the thread's mask without it (one ioctl when that changed). */
+static bool kick_enter(vmt_kvm *k, sigset_t *saved)
+{
+    sigset_t kick, run;
+    sigemptyset(&kick);
+    sigaddset(&kick, k->kick_sig);
+    if (pthread_sigmask(SIG_BLOCK, &kick, saved) != 0)
+        return false;
+    run = *saved;
+    sigdelset(&run, k->kick_sig);
+    /* the kernel's sigset is 8 bytes on x86-64; glibc's starts with it */
+    uint64_t bits;
+    memcpy(&bits, &run, sizeof bits);
+    if (k->have_run_mask && bits == k->run_mask)
+        return true;
+    /* struct kvm_signal_mask: u32 len, then the set's bytes */
+    _Static_assert(offsetof(struct kvm_signal_mask, sigset) == 4, "kvm_signal_mask layout");
+    uint32_t m[3] = {sizeof bits};
+    memcpy(&m[1], &bits, sizeof bits);
+    if (ioctl(k->vcpu_fd, KVM_SET_SIGNAL_MASK, m) < 0) {
+        vmt_log(VMT_LOG_ERROR, "kvm: KVM_SET_SIGNAL_MASK: %s", strerror(errno));
+        pthread_sigmask(SIG_SETMASK, saved, NULL);
+        return false;
+    }
+    k->run_mask = bits;
+    k->have_run_mask = true;
+    return true;
+}
+
+static void kick_leave(const vmt_kvm *k, const sigset_t *saved)
+{
+    if (!sigismember(saved, k->kick_sig))
+        pthread_sigmask(SIG_SETMASK, saved, NULL);
+}
 
 static bool timer_arm(vmt_kvm *k, int timeout_ms)
 {
     timer_t *t = &k->timer;
     bool *have = &k->have_timer;
     pid_t tid = (pid_t)syscall(SYS_gettid);
-    static bool installed;
-    if (!installed) {
-        struct sigaction sa = {.sa_handler = on_timer};
-        sigemptyset(&sa.sa_mask);
-        sigaction(timer_signal(), &sa, NULL);
-        installed = true;
-    }
     if (*have && k->timer_tid != tid) { /* called from another thread now */
         timer_delete(*t);
         *have = false;
     }
     if (!*have) {
-        struct sigevent se = {.sigev_notify = SIGEV_THREAD_ID, .sigev_signo = timer_signal()};
+        struct sigevent se = {.sigev_notify = SIGEV_THREAD_ID, .sigev_signo = k->kick_sig};
         se._sigev_un._tid = tid;
         if (timer_create(CLOCK_MONOTONIC, &se, t) < 0)
             return false;
@@ -81,10 +116,15 @@ static bool timer_arm(vmt_kvm *k, int timeout_ms)
     return timer_settime(*t, 0, &its, NULL) == 0;
 }
 
-static void timer_disarm(timer_t t)
+/* Stops the timer; a kick it sent and nobody took yet is taken now, so
+ * none is left pending when the thread's mask is restored. */
+static void timer_disarm(vmt_kvm *k)
 {
-    struct itimerspec its = {0};
-    timer_settime(t, 0, &its, NULL);
+    struct itimerspec off = {0}, old;
+    if (timer_settime(k->timer, 0, &off, &old) == 0 &&
+        (old.it_value.tv_sec || old.it_value.tv_nsec))
+        return; /* it had not expired */
+    kick_take(k);
 }
 
 /* ---- state ---- */
@@ -931,34 +971,16 @@ vmt_status kvm_wait_for_event(void *d, int timeout_ms, vmt_event_fn fn, void *us
         p.ev.u.singlestep.gfn = rip_gfn(k, &p.ev.regs);
         return deliver(k, &p, fn, user);
     }
-    /* before arming: the signal may come at once */
-    tl_fired = 0;
-    tl_run = k->run;
-    if (timeout_ms >= 0 && !timer_arm(k, timeout_ms)) {
-        tl_run = NULL;
+    sigset_t saved;
+    if (!kick_enter(k, &saved))
+        return VMT_E_DRIVER;
+    bool timed = timeout_ms >= 0;
+    if (timed && !timer_arm(k, timeout_ms)) {
+        kick_leave(k, &saved);
         return VMT_E_DRIVER;
     }
     vmt_status st = VMT_OK;
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
-        if (tl_fired) {
-            /* a late signal of an earlier call must not cut this one short */
-            tl_fired = 0;
-            if (timeout_ms >= 0) {
-                struct timespec t;
-                clock_gettime(CLOCK_MONOTONIC, &t);
-                long long left = (long long)timeout_ms * 1000000 -
-                                 ((long long)(t.tv_sec - t0.tv_sec) * 1000000000 + (t.tv_nsec - t0.tv_nsec));
-                if (left <= 0) {
-                    st = VMT_E_TIMEOUT;
-                    break;
-                }
-                struct itimerspec its = {.it_value = {.tv_sec = (time_t)(left / 1000000000),
-                                                      .tv_nsec = (long)(left % 1000000000)}};
-                timer_settime(k->timer, 0, &its, NULL);
-            }
-        }
         /* The checkpoint of page-table writes: nothing runs before they are reported. */
         if (ptw_event(k, &p)) {
             st = deliver(k, &p, fn, user);
@@ -973,6 +995,11 @@ vmt_status kvm_wait_for_event(void *d, int timeout_ms, vmt_event_fn fn, void *us
         if (r < 0) {
             if (errno == EINTR || errno == EAGAIN) {
                 k->run->immediate_exit = 0;
+                if (timed && kick_take(k)) { /* the timer's kick; else another signal */
+                    timed = false;
+                    st = VMT_E_TIMEOUT;
+                    break;
+                }
                 continue;
             }
             kvm_crash(k, "KVM_RUN failed: %s", strerror(errno));
@@ -989,9 +1016,9 @@ vmt_status kvm_wait_for_event(void *d, int timeout_ms, vmt_event_fn fn, void *us
             break;
         }
     }
-    tl_run = NULL;
     k->run->immediate_exit = 0;
-    if (timeout_ms >= 0)
-        timer_disarm(k->timer);
+    if (timed)
+        timer_disarm(k);
+    kick_leave(k, &saved);
     return st;
 }

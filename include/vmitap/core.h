@@ -23,6 +23,10 @@ vmt_status vmt_core_write(vmt_core *vmi, vmt_pa pa, const void *buf, size_t len)
 /* AMD64 4-level walk through guest memory (1 GiB and 2 MiB pages included);
  * VMT_E_TRANSLATION when an entry on the way is not present. */
 vmt_status vmt_core_translate(vmt_core *vmi, vmt_addr_ctx ctx, vmt_pa *out);
+/* Reads len bytes of guest memory at ctx.va through ctx.root. VMT_E_INVALID
+ * if [va, va + len) wraps or is not all canonical; otherwise the first
+ * failure of a translation or read is returned and buf is untouched (no
+ * allocation is made before every page of a large range translates). */
 vmt_status vmt_core_read_va(vmt_core *vmi, vmt_addr_ctx ctx, void *buf, size_t len);
 vmt_status vmt_core_get_access(vmt_core *vmi, vmt_gfn gfn, vmt_view view, vmt_access *out);
 vmt_status vmt_core_set_access(vmt_core *vmi, vmt_gfn gfn, vmt_view view, vmt_access a, unsigned flags);

@@ -17,7 +17,8 @@ typedef struct vmt_regs {
     uint16_t cs, ss; /* selectors; CPL = cs & 3 */
 } vmt_regs;
 
-/* cr3 & 0x000ffffffffff000 */
+/* cr3 & 0x000ffffffffff000: the page-table root with CR3's flag and PCID
+ * bits masked off. 0 (no root) for regs == NULL. */
 vmt_pa vmt_regs_translation_root(const vmt_regs *regs, vmt_va va);
 
 typedef enum vmt_event_reason {

@@ -44,6 +44,11 @@ typedef struct vmt_kvm_opts {
     const char *kernel_path; /* bzImage; NULL: boot guest_path */
     const char *initrd_path; /* optional initramfs */
     const char *cmdline;     /* NULL: vmt_kvm_linux_default_cmdline */
+    /* The signal that bounds KVM_RUN for wait_for_event's timeout; 0:
+     * SIGRTMIN + 3. A real-time signal or SIGUSR1/SIGUSR2, else
+     * VMT_E_INVALID. It is never delivered and needs no handler: see
+     * vmt_kvm_new. */
+    int kick_signal;
 } vmt_kvm_opts;
 
 /* Emulate execute-only access (and advertise VMT_CAP_EXECUTE_ONLY): a frame
@@ -99,9 +104,18 @@ const char *vmt_kvm_default_guest(void);
 
 /* Creates the VM, loads the guest and prepares the vCPU at the guest's
  * entry (it first runs in wait_for_event). opts may be NULL.
- * wait_for_event bounds KVM_RUN with a per-thread POSIX timer that sends
- * SIGRTMIN+3 to the calling thread; the driver installs a handler for that
- * signal (process-wide) the first time it needs it. */
+ *
+ * No process-wide side effects: the driver installs no signal handler.
+ * wait_for_event (and vmt_kvm_run) bound KVM_RUN with a POSIX timer that
+ * sends opts->kick_signal to the calling thread. That thread has the signal
+ * blocked while the call runs and unblocked only inside KVM_RUN (through
+ * KVM_SET_SIGNAL_MASK), so the signal makes KVM_RUN return and stays
+ * pending until the driver takes it with sigtimedwait; the thread's signal
+ * mask is restored before the call returns. The application must not use
+ * that signal otherwise on threads that call wait_for_event: one sent to
+ * such a thread (or to the process, while such a thread is inside KVM_RUN)
+ * can be taken by the driver as a timeout. Other signals interrupt KVM_RUN
+ * as usual (the thread's mask applies in KVM_RUN) and the wait goes on. */
 vmt_status vmt_kvm_new(const vmt_kvm_opts *opts, vmt_kvm **out);
 void vmt_kvm_free(vmt_kvm *kvm);
 

@@ -2,7 +2,17 @@
  *
  * Tracks the paging-structure entries that translate monitored addresses by
  * write-protecting the table pages that hold them, and turns writes to those
- * entries into page-in / page-out events. Reference-counted per (view, ctx). */
+ * entries into page-in / page-out events. Reference-counted per (view, ctx).
+ *
+ * Table pages are set to exactly VMT_ACCESS_R in the view and get their
+ * previous access back when their last monitored entry goes (API.md
+ * section 5). A frame that is also a breakpoint page of a bpm controller in
+ * the same view is the exception to "exactly R" (issue 13; API.md does not
+ * consider the case): it is shared through the core, writes to it trap
+ * while either needs it, the controller's needs (execute-only for the
+ * breakpoint controller, no execute for the memory controller) stay in
+ * force while the ptm holds it, and the access from before the first of
+ * them comes back when the last one lets go, in either order. */
 #ifndef VMITAP_PTM_H
 #define VMITAP_PTM_H
 

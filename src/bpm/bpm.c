@@ -15,8 +15,13 @@
  *   under it too; a page-in of (view, (va, r)) activates the pending claims
  *   of exactly (va, r) and, for any r, the pending global claims of (va,
  *   canonical root).
- * - Conflict: inserting a claim whose global flag differs from a claim of
- *   the same (view, key) at bp's ctx or at (va, canonical root).
+ * - Conflict: inserting a claim whose global flag differs from the claim of
+ *   the same (view, key) at the ctx bp resolves to (bp's own ctx, or the
+ *   canonical root for a global bp), as vmi-rs's check_existing_breakpoint
+ *   does, and nothing wider: a non-global claim at (va, r) beside a global
+ *   claim filed under another root is accepted. An event under r on a frame
+ *   where the non-global claim is armed finds it (exact ctx first); on the
+ *   frames of the global claim, events of every root find the global one.
  * - insert of an armed claim with no PA adds a pending copy (inserted =
  *   true); with a PA where it is armed, nothing changes (inserted = false).
  * - remove / remove_with_hint drop the claim of (view, key, ctx) (ctx
@@ -34,12 +39,17 @@
  *   (the offset bits of *pa are not used); physical addresses must be
  *   below 2^52 (VMT_E_INVALID otherwise).
  * - A claim is armed on at most BPM_MAX_ARMS frames (VMT_E_NOMEM beyond).
- * - A driver that cannot tell the view (has_view false) is taken to run
- *   the default view (the built-in controllers' check_event). */
+ * - Bad input is VMT_E_INVALID before anything changes: a non-canonical va,
+ *   a root with bits outside VMT_AMD64_ADDR_MASK (in a breakpoint or in a
+ *   PAGE_IN event), a PA at or above 2^52. A pending insert asks the driver
+ *   whether the view exists (view_exists) and fails with its status.
+ * - An event without a view (has_view false) matches nothing: the built-in
+ *   controllers' check_event return false for it, as vmi-rs's do. */
 #include <string.h>
 
 #include "bpm/bpm_impl.h"
 #include "bpm/bpm_internal.h"
+#include "core/amd64.h"
 #include "vmitap/log.h"
 
 /* ---- hashing ---- */
@@ -592,24 +602,10 @@ static vmt_addr_ctx resolve_ctx(const vmt_bpm *bpm, const vmt_breakpoint *bp)
     return bp->ctx;
 }
 
-/* Conflict: a claim of the other kind (global vs. not) for the same
- * (view, key) at bp's own ctx or at the canonical root of its (view, va).
- * c is the claim found at the ctx bp resolves to (one of the two). */
-static bool conflicts(const vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx resolved,
-                      const bpm_claim *c)
+/* Conflict: the claim bp names, (view, key, resolved ctx), exists with the
+ * other global flag. c is that claim (claim_find at the resolved ctx). */
+static bool conflicts(const vmt_breakpoint *bp, const bpm_claim *c)
 {
-    if (c && c->global != bp->global)
-        return true;
-    vmt_addr_ctx other = bp->ctx;
-    if (!bp->global) {
-        bpm_global *g = bpm_global_lookup(bpm, bp->view, bp->ctx.va);
-        if (!g)
-            return false;
-        other.root = g->root;
-    }
-    if (other.root == resolved.root)
-        return false;
-    c = bpm_claim_lookup(bpm, bp->view, bp->key, other);
     return c && c->global != bp->global;
 }
 
@@ -707,9 +703,27 @@ void vmt_bpm_free(vmt_bpm *bpm)
     g_free(bpm);
 }
 
+/* A root is a frame address: CR3's flag and PCID bits must be masked off
+ * (vmt_regs_translation_root), or no event could ever match the claim. */
+static bool ctx_valid(vmt_addr_ctx ctx)
+{
+    return vmt_va_is_canonical(ctx.va) && (ctx.root & ~VMT_AMD64_ADDR_MASK) == 0;
+}
+
 static bool bp_valid(const vmt_bpm *bpm, vmt_core *vmi, const vmt_breakpoint *bp)
 {
-    return bpm && vmi && bp && vmt_va_is_canonical(bp->ctx.va);
+    return bpm && vmi && bp && ctx_valid(bp->ctx);
+}
+
+/* A pending claim makes no controller call, so nothing else would notice a
+ * view the driver does not have: ask the driver about one frame of the
+ * view. Frame 0 may lie outside the guest (the view was still found); a
+ * driver without get_access cannot tell, and the claim is taken on trust. */
+static vmt_status view_exists(vmt_core *vmi, vmt_view view)
+{
+    vmt_access a;
+    vmt_status st = vmt_core_get_access(vmi, 0, view, &a);
+    return st == VMT_E_OUT_OF_BOUNDS || st == VMT_E_UNSUPPORTED ? VMT_OK : st;
 }
 
 static void insert_pending(vmt_bpm *bpm, const vmt_breakpoint *bp, vmt_addr_ctx ctx, bpm_claim *c,
@@ -760,12 +774,12 @@ vmt_status vmt_bpm_insert_with_hint(vmt_bpm *bpm, vmt_core *vmi, const vmt_break
     vmt_addr_ctx ctx = resolve_ctx(bpm, bp);
     bpm_claim *head;
     bpm_claim *c = claim_find(bpm, bp->view, bp->key, ctx, &head);
-    if (conflicts(bpm, bp, ctx, c))
+    if (conflicts(bp, c))
         return VMT_E_CONFLICT;
     vmt_status st = VMT_OK;
     if (pa)
         st = insert_active(bpm, vmi, bp, ctx, c, head, vmt_gfn_from_pa(*pa), inserted);
-    else
+    else if ((st = view_exists(vmi, bp->view)) == VMT_OK)
         insert_pending(bpm, bp, ctx, c, head, inserted);
     views_gc(bpm);
     return st;
@@ -1058,7 +1072,7 @@ vmt_status vmt_bpm_handle_ptm_events(vmt_bpm *bpm, vmt_core *vmi, const vmt_ptm_
         return VMT_E_INVALID;
     for (size_t i = 0; i < n; i++)
         if ((ev[i].kind != VMT_PTM_PAGE_IN && ev[i].kind != VMT_PTM_PAGE_OUT) ||
-            ev[i].pa >= BPM_PA_LIMIT)
+            ev[i].pa >= BPM_PA_LIMIT || (ev[i].kind == VMT_PTM_PAGE_IN && !ctx_valid(ev[i].ctx)))
             return VMT_E_INVALID;
     bool upd = false;
     vmt_status st = VMT_OK;

@@ -4,27 +4,25 @@
 #include <glib.h>
 
 #include "bpm/controllers.h"
+#include "core/holds.h"
 
-/* Per (view, frame): whether it was executable before monitor, so that
- * unmonitor gives back exactly the execute right it took. */
+/* The frame is held (core/holds.h) with X off: unmonitor gives back
+ * exactly what it had before monitor, and a ptm holding it as a table page
+ * too keeps writes trapped. */
 typedef struct memory_controller {
-    GHashTable *had_x; /* packed (view, gfn) -> GINT_TO_POINTER(1 + had X) */
+    uint64_t holder; /* its name for the core's access holds */
 } memory_controller;
 
-static gint64 *pack_new(vmt_view view, vmt_gfn gfn)
-{
-    gint64 *k = g_new(gint64, 1);
-    *k = (gint64)(((uint64_t)view << 48) | gfn);
-    return k;
-}
+static const vmt_access_hold no_execute = {.off = VMT_ACCESS_X};
 
 static bool mc_check_event(void *self, const vmt_event *ev, vmt_view *view, vmt_gfn *gfn)
 {
     (void)self;
-    if (!ev || ev->reason != VMT_EVENT_MEMORY_ACCESS ||
+    /* Without a view the event cannot be placed in one (vmi-rs: None). */
+    if (!ev || !ev->has_view || ev->reason != VMT_EVENT_MEMORY_ACCESS ||
         !(ev->u.memory_access.access & VMT_ACCESS_X))
         return false;
-    *view = ev->has_view ? ev->view : 0;
+    *view = ev->view;
     *gfn = vmt_gfn_from_pa(ev->u.memory_access.pa);
     return true;
 }
@@ -38,37 +36,18 @@ static vmt_status mc_insert(void *self, vmt_core *vmi, vmt_pa pa, vmt_view view)
 static vmt_status mc_monitor(void *self, vmt_core *vmi, vmt_gfn gfn, vmt_view view)
 {
     memory_controller *mc = self;
-    vmt_access a;
-    vmt_status st = vmt_core_get_access(vmi, gfn, view, &a);
-    if (st == VMT_OK)
-        st = vmt_core_set_access(vmi, gfn, view, (vmt_access)(a & ~VMT_ACCESS_X), 0);
-    if (st != VMT_OK)
-        return st;
-    g_hash_table_insert(mc->had_x, pack_new(view, gfn), GINT_TO_POINTER(1 + !!(a & VMT_ACCESS_X)));
-    return VMT_OK;
+    return vmt_core_hold_access(vmi, gfn, view, mc->holder, &no_execute);
 }
 
 static vmt_status mc_unmonitor(void *self, vmt_core *vmi, vmt_gfn gfn, vmt_view view)
 {
     memory_controller *mc = self;
-    gint64 key = (gint64)(((uint64_t)view << 48) | gfn);
-    gpointer v = g_hash_table_lookup(mc->had_x, &key);
-    bool had_x = v ? GPOINTER_TO_INT(v) == 2 : true;
-    vmt_access a;
-    vmt_status st = vmt_core_get_access(vmi, gfn, view, &a);
-    if (st == VMT_OK && had_x)
-        st = vmt_core_set_access(vmi, gfn, view, (vmt_access)(a | VMT_ACCESS_X), 0);
-    /* A vanished view has nothing left to restore. */
-    if (st == VMT_OK || st == VMT_E_VIEW_NOT_FOUND)
-        g_hash_table_remove(mc->had_x, &key);
-    return st;
+    return vmt_core_release_access(vmi, gfn, view, mc->holder);
 }
 
 static void mc_destroy(void *self)
 {
-    memory_controller *mc = self;
-    g_hash_table_destroy(mc->had_x);
-    g_free(mc);
+    g_free(self);
 }
 
 static const vmt_tap_controller_ops memory_ops = {
@@ -85,7 +64,7 @@ vmt_status vmt_memory_controller_new(vmt_tap_controller *out)
     if (!out)
         return VMT_E_INVALID;
     memory_controller *mc = g_new0(memory_controller, 1);
-    mc->had_x = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+    mc->holder = vmt_core_holder_new();
     out->ops = &memory_ops;
     out->self = mc;
     return VMT_OK;

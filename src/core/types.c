@@ -29,7 +29,7 @@ bool vmt_va_is_canonical(vmt_va va)
 vmt_pa vmt_regs_translation_root(const vmt_regs *regs, vmt_va va)
 {
     (void)va; /* one root for user and kernel halves (no KPTI split here) */
-    return regs->cr3 & 0x000ffffffffff000ull;
+    return regs ? regs->cr3 & 0x000ffffffffff000ull : 0;
 }
 
 const char *vmt_status_str(vmt_status s)

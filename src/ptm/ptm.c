@@ -10,14 +10,16 @@
  *             by its physical address, with the addresses whose walks name
  *             it and how often, per level (a self-referencing table can put
  *             one entry on a walk twice, at two levels);
- *  - tables:  every table page holding a monitored entry, with the access it
- *             had before it was write-protected;
+ *  - tables:  every table page holding a monitored entry;
  *  - frames:  the paged-in addresses translating into each frame;
  * plus, per vCPU, the set of monitored entries a guest write touched.
  *
  * A table page is protected when its first monitored entry appears and
- * gets its saved access back when its last one goes, so the same page
- * reached from several roots or at several levels is protected once.
+ * gets its access back when its last one goes, so the same page reached
+ * from several roots or at several levels is protected once. Protection is
+ * a hold in the core (core/holds.h), which saves the access from before:
+ * a frame that is also a breakpoint page in the view is held by the bpm's
+ * controller too, and neither undoes the other's protection.
  *
  * Processing the dirty entries re-walks, from the root, every address whose
  * recorded walk names a dirty entry, then swaps the recorded walk for the
@@ -71,6 +73,7 @@
 #include <string.h>
 
 #include "core/amd64.h"
+#include "core/holds.h"
 #include "ptm/ptm_impl.h"
 #include "ptm/ptm_internal.h"
 #include "vmitap/log.h"
@@ -181,6 +184,7 @@ vmt_status vmt_ptm_new(vmt_ptm **out)
         return VMT_E_INVALID;
     vmt_ptm *ptm = g_new0(vmt_ptm, 1);
     ptm->views = g_hash_table_new_full(g_direct_hash, NULL, NULL, view_free);
+    ptm->holder = vmt_core_holder_new();
     *out = ptm;
     return VMT_OK;
 }
@@ -203,6 +207,16 @@ void vmt_ptm_events_free(vmt_ptm_events *ev)
 
 /* ---- table pages ---- */
 
+/* The ptm's hold on a table page (core/holds.h): writes must trap; alone,
+ * the page is exactly R (API.md section 5). A breakpoint controller's
+ * needs on the same frame win over the preferences (R on, X off). */
+static const vmt_access_hold table_hold = {
+    .off = VMT_ACCESS_W,
+    .soft_on = VMT_ACCESS_R,
+    .soft_off = VMT_ACCESS_X,
+    .flags = VMT_SET_ACCESS_IGNORE_PAGE_WALK_UPDATES,
+};
+
 static vmt_status table_protect(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, vmt_gfn gfn)
 {
     ptm_table *t = g_hash_table_lookup(v->tables, &gfn);
@@ -213,28 +227,23 @@ static vmt_status table_protect(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, vmt_gf
         }
         return VMT_OK;
     }
-    vmt_access saved;
-    vmt_status st = vmt_core_get_access(vmi, gfn, v->view, &saved);
-    if (st != VMT_OK)
-        return st;
-    st = vmt_core_set_access(vmi, gfn, v->view, VMT_ACCESS_R,
-                             VMT_SET_ACCESS_IGNORE_PAGE_WALK_UPDATES);
+    vmt_status st = vmt_core_hold_access(vmi, gfn, v->view, ptm->holder, &table_hold);
     if (st != VMT_OK)
         return st;
     t = g_new(ptm_table, 1);
     t->gfn = gfn;
-    t->saved = saved;
     t->entries = 1;
     g_hash_table_insert(v->tables, &t->gfn, t);
     ptm->tables++;
     return VMT_OK;
 }
 
-/* Gives a page with no monitored entry left its saved access back. On
- * failure the page stays in the index as an owed restore. */
-static vmt_status table_restore(ptm_view *v, vmt_core *vmi, ptm_table *t)
+/* Gives up the hold of a page with no monitored entry left: its access
+ * from before, or what other holders (a bpm controller) need. On failure
+ * the page stays in the index as an owed restore. */
+static vmt_status table_restore(const vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, ptm_table *t)
 {
-    vmt_status st = vmt_core_set_access(vmi, t->gfn, v->view, t->saved, 0);
+    vmt_status st = vmt_core_release_access(vmi, t->gfn, v->view, ptm->holder);
     if (st != VMT_OK && st != VMT_E_VIEW_NOT_FOUND) {
         vmt_log(VMT_LOG_WARN, "ptm: cannot restore access of gfn %#" PRIx64 " in view %u: %s",
                 t->gfn, (unsigned)v->view, vmt_status_str(st));
@@ -252,11 +261,11 @@ static vmt_status table_unprotect(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi, vmt_
         return VMT_OK;
     ptm->tables--;
     v->owed++;
-    return table_restore(v, vmi, t);
+    return table_restore(ptm, v, vmi, t);
 }
 
 /* Retries the restores that failed earlier; returns the first failure. */
-static vmt_status view_retry_restores(ptm_view *v, vmt_core *vmi)
+static vmt_status view_retry_restores(const vmt_ptm *ptm, ptm_view *v, vmt_core *vmi)
 {
     if (v->owed == 0)
         return VMT_OK;
@@ -269,7 +278,7 @@ static vmt_status view_retry_restores(ptm_view *v, vmt_core *vmi)
             g_ptr_array_add(owed, val);
     vmt_status first = VMT_OK;
     for (guint i = 0; i < owed->len; i++) {
-        vmt_status st = table_restore(v, vmi, owed->pdata[i]);
+        vmt_status st = table_restore(ptm, v, vmi, owed->pdata[i]);
         if (first == VMT_OK)
             first = st;
     }
@@ -442,7 +451,7 @@ static vmt_status unmonitor(vmt_ptm *ptm, vmt_core *vmi, vmt_addr_ctx ctx, vmt_v
         return VMT_OK;
     /* Debts of earlier calls first: a restore failing now stays owed, so
      * that the failure this call reports is still visible afterwards. */
-    vmt_status retried = view_retry_restores(v, vmi);
+    vmt_status retried = view_retry_restores(ptm, v, vmi);
     vmt_status st = VMT_OK;
     ptm_addr *a = g_hash_table_lookup(v->addrs, &ctx);
     if (a && (force || --a->refs == 0))
@@ -464,7 +473,7 @@ vmt_status vmt_ptm_unmonitor_by_force(vmt_ptm *ptm, vmt_core *vmi, vmt_addr_ctx 
 /* Drops every address of the view; failed restores stay owed (logged). */
 static void view_clear(vmt_ptm *ptm, ptm_view *v, vmt_core *vmi)
 {
-    (void)view_retry_restores(v, vmi); /* earlier debts, as in unmonitor() */
+    (void)view_retry_restores(ptm, v, vmi); /* earlier debts, as in unmonitor() */
     GPtrArray *addrs = table_values(v->addrs);
     for (guint i = 0; i < addrs->len; i++)
         (void)addr_drop(ptm, v, vmi, addrs->pdata[i]);
@@ -757,7 +766,7 @@ static vmt_status retry_all_restores(vmt_ptm *ptm, vmt_core *vmi)
     GPtrArray *views = table_values(ptm->views);
     for (guint i = 0; i < views->len; i++) {
         ptm_view *v = views->pdata[i];
-        vmt_status st = view_retry_restores(v, vmi);
+        vmt_status st = view_retry_restores(ptm, v, vmi);
         if (first == VMT_OK)
             first = st;
         view_drop_if_empty(ptm, v);

@@ -24,7 +24,6 @@ typedef struct ptm_entry {
 
 typedef struct ptm_table {
     vmt_gfn gfn;      /* hash key */
-    vmt_access saved; /* access before we protected it */
     unsigned entries; /* monitored entries in the page; 0: restore owed */
 } ptm_table;
 
@@ -48,6 +47,7 @@ struct vmt_ptm {
     GHashTable *views; /* view -> ptm_view (owned) */
     uint64_t next_seq;
     size_t tables, entries, paged_in; /* the three public counters */
+    uint64_t holder; /* its name for the core's access holds (core/holds.h) */
 };
 
 /* Walk position i (0 = PML4E) is at paging level 4 - i. */

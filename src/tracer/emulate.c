@@ -1,4 +1,11 @@
-/* Step-over by emulation of a few simple instructions. See emulate.h. */
+/* Step-over by emulation of a few simple instructions. See emulate.h.
+ *
+ * The forms are matched on their bytes by hand, not decoded with Zydis
+ * (core/insn.h, which the rest of vmitap uses for instruction lengths):
+ * this runs at every breakpoint hit, and a Zydis decode first made it
+ * measurably slower: +105..185 ns a call, i.e. nop 34 -> 140 ns and a
+ * form it does not know 30 -> 190 ns (docs/PERFORMANCE.md, "Instruction
+ * decoding"). test_tracer checks each form's length against Zydis. */
 #include "tracer/emulate.h"
 
 #include <string.h>

@@ -94,6 +94,8 @@ static void read_symbols(Elf *elf, GStringChunk *names, GArray *raw)
  * name index. */
 static void build_index(vmt_symtab *tab, GArray *raw)
 {
+    if (raw->len == 0)
+        return; /* raw->data may be NULL: not for qsort */
     qsort(raw->data, raw->len, sizeof(raw_sym), cmp_raw_addr);
     GArray *global = g_array_new(FALSE, FALSE, sizeof(bool));
     for (guint i = 0; i < raw->len; i++) {
@@ -203,15 +205,49 @@ const vmt_symbol *vmt_symtab_find_addr(const vmt_symtab *tab, vmt_va va, uint64_
     return s;
 }
 
+vmt_status vmt_elf_read_va(const char *path, vmt_va va, void *buf, size_t len)
+{
+    if (!path || (!buf && len) || elf_version(EV_CURRENT) == EV_NONE)
+        return VMT_E_INVALID;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return VMT_E_INVALID;
+    vmt_status st = VMT_E_INVALID;
+    Elf *elf = elf_begin(fd, ELF_C_READ, NULL);
+    size_t n = 0;
+    if (elf && elf_kind(elf) == ELF_K_ELF && elf_getphdrnum(elf, &n) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            GElf_Phdr ph;
+            if (!gelf_getphdr(elf, (int)i, &ph) || ph.p_type != PT_LOAD || va < ph.p_vaddr ||
+                va - ph.p_vaddr > ph.p_filesz || len > ph.p_filesz - (va - ph.p_vaddr))
+                continue;
+            off_t at = (off_t)(ph.p_offset + (va - ph.p_vaddr));
+            if (pread(fd, buf, len, at) == (ssize_t)len)
+                st = VMT_OK;
+            break;
+        }
+    }
+    if (elf)
+        elf_end(elf);
+    close(fd);
+    return st;
+}
+
 /* ---- linux: System.map ("ADDRESS TYPE NAME" per line, as nm prints) ---- */
 
 /* Text symbols only (types t, T, w, W: code); sizes are unknown, so
- * find_addr answers with the nearest symbol below. */
-static bool parse_map_line(char *line, GStringChunk *names, raw_sym *out)
+ * find_addr answers with the nearest symbol below. A line is taken whole,
+ * however long (getline): never a piece of a name read as a line of its
+ * own. The address is plain hex digits (no sign, no blanks before) that
+ * fit in 64 bits; a line with a NUL byte is not text. */
+static bool parse_map_line(char *line, size_t len, GStringChunk *names, raw_sym *out)
 {
+    if (strlen(line) != len || !g_ascii_isxdigit(line[0]))
+        return false;
     char *end;
+    errno = 0;
     unsigned long long addr = strtoull(line, &end, 16);
-    if (end == line || *end != ' ' || !end[1] || end[2] != ' ')
+    if (errno == ERANGE || *end != ' ' || !end[1] || end[2] != ' ')
         return false;
     char type = end[1];
     char *name = end + 3;
@@ -241,13 +277,23 @@ vmt_status vmt_symtab_load_system_map(const char *path, vmt_symtab **out)
     tab->byname = g_hash_table_new(g_str_hash, g_str_equal);
     tab->names = g_string_chunk_new(1 << 16);
     GArray *raw = g_array_new(FALSE, FALSE, sizeof(raw_sym));
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, f)) >= 0) {
         raw_sym r;
-        if (parse_map_line(line, tab->names, &r))
+        if (parse_map_line(line, (size_t)n, tab->names, &r))
             g_array_append_val(raw, r);
     }
+    bool failed = ferror(f) != 0;
+    free(line);
     fclose(f);
+    if (failed) {
+        vmt_log(VMT_LOG_ERROR, "symbols: cannot read %s", path);
+        g_array_free(raw, TRUE);
+        vmt_symtab_free(tab);
+        return VMT_E_INVALID;
+    }
     build_index(tab, raw);
     g_array_free(raw, TRUE);
     if (tab->syms->len == 0) {

@@ -30,4 +30,10 @@ const vmt_symbol *vmt_symtab_lookup(const vmt_symtab *tab, const char *name);
  * it when sizes are unknown); NULL if none. *offset (optional) = va - addr. */
 const vmt_symbol *vmt_symtab_find_addr(const vmt_symtab *tab, vmt_va va, uint64_t *offset);
 
+/* Reads len bytes at virtual address va of the ELF file at path, from
+ * the file contents of its loadable segments (PT_LOAD, up to p_filesz):
+ * what the guest's memory holds there at boot. VMT_E_INVALID if the file
+ * is no ELF or [va, va + len) is not all in one segment's file contents. */
+vmt_status vmt_elf_read_va(const char *path, vmt_va va, void *buf, size_t len);
+
 #endif /* VMITAP_TRACER_SYMBOLS_H */

@@ -38,12 +38,14 @@ expect_one_line_error() {
   grep -q '^vmitap: ' "$ERR" || fail "stderr does not start with 'vmitap: '"
   expect_no_out
 }
-# Every stdout line is a JSON object.
+# Every stdout line is a JSON object valid against the documented schema
+# (docs/vmitap-jsonl.schema.json; python3-jsonschema, from install-deps.sh).
+SCHEMA=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../docs" && pwd)/vmitap-jsonl.schema.json
 expect_json_lines() {
   [ -s "$OUT" ] || fail "no output"
   if grep -qv '^{.*}$' "$OUT"; then fail "a line is not a JSON object"; fi
-  python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "$OUT" \
-    || fail "invalid JSON (or no python3: scripts/install-deps.sh installs it)"
+  python3 "$(dirname "${BASH_SOURCE[0]}")/validate_jsonl.py" "$SCHEMA" "$OUT" >"$TMP/schema" 2>&1 ||
+    fail "not valid JSON Lines of the schema: $(head -3 "$TMP/schema")"
 }
 
 finish() {

@@ -22,12 +22,13 @@ expect_out 'every breakpoint with a guest counter matches it'
 [ "$(grep -c ' ok$' "$OUT")" -eq 3 ] || fail "not every row is ok"
 if grep -q $'\r' "$OUT"; then fail "progress line written while stdout is not a terminal"; fi
 
-# JSON lines: one object per breakpoint and a summary; hits on request.
-run run --json --hits -n 20 --controller int3 -b syscall_dispatch -b schedule+4
+# JSON lines: one object per breakpoint and a summary; hits on request;
+# every line valid against docs/vmitap-jsonl.schema.json (expect_json_lines).
+run run --json --hits -n 20 --controller int3 -b syscall_dispatch -b schedule+2
 expect_rc 0; expect_json_lines
 expect_out '^\{"type":"hit",.*"breakpoint":"syscall_dispatch".*"cpl":0\}$'
 expect_out '^\{"type":"breakpoint","breakpoint":"syscall_dispatch",.*"match":true\}$'
-expect_out '^\{"type":"breakpoint","breakpoint":"schedule\+4",.*"guest_calls":null,.*"match":null\}$'
+expect_out '^\{"type":"breakpoint","breakpoint":"schedule\+2",.*"scope":"kernel","process":null,.*"guest_calls":null,.*"match":null\}$'
 expect_out '^\{"type":"summary","stop":"guest exited".*"guest_exit_code":0.*"mismatches":0\}$'
 hits=$(grep -c '"type":"hit"' "$OUT")
 sum=$(awk -F'"hits":' '/"type":"breakpoint"/ { split($2, a, ","); s += a[1] } END { print s + 0 }' "$OUT")
@@ -46,14 +47,25 @@ wait "$pid"
 RC=$?; OUT=$TMP/out; ERR=$TMP/err; LAST="vmitap run (SIGINT)"
 expect_rc 130; expect_out '^stopped \(interrupted\)'; expect_out '^schedule '
 
-# On a terminal, a live progress line is redrawn in place (util-linux script
-# gives the run a pseudo-terminal).
+# On a terminal, a live progress line is redrawn in place on stderr
+# (util-linux script gives the run a pseudo-terminal); stdout, here a file,
+# gets none of it, with --json too.
 if command -v script >/dev/null; then
-  script -qec "$VMITAP run -n 300 --controller int3 -b schedule" /dev/null >"$TMP/out" 2>&1 </dev/null
+  script -qec "$VMITAP run -n 300 --controller int3 -b schedule >$TMP/stdout" /dev/null \
+    >"$TMP/out" 2>&1 </dev/null
   RC=$?; OUT=$TMP/out; ERR=$TMP/out; LAST="vmitap run (terminal)"
   expect_rc 0
   grep -q $'\r.*s  hits [0-9]* *events [0-9]*' "$OUT" || fail "no progress line on the terminal"
+  OUT=$TMP/stdout
   expect_out 'every breakpoint with a guest counter matches it'
+  if grep -q $'\r' "$OUT"; then fail "progress line written to stdout"; fi
+  script -qec "$VMITAP run --json -n 300 --controller int3 -b schedule >$TMP/stdout" /dev/null \
+    >"$TMP/out" 2>&1 </dev/null
+  RC=$?; OUT=$TMP/out; LAST="vmitap run --json (terminal)"
+  expect_rc 0
+  grep -q $'\r.*s  hits [0-9]*' "$OUT" || fail "no progress line on the terminal"
+  OUT=$TMP/stdout
+  expect_json_lines
 fi
 
 # User code: global (shared page), every process, one process, with paging.
@@ -69,10 +81,11 @@ expect_out 'every breakpoint with a guest counter matches it'
 expect_out '^the guest reported a failure: exit code 1 \(its self-check saw changed code\)'
 [ "$(grep -c ' ok$' "$OUT")" -eq 4 ] || fail "not every row is ok"
 
-run run --json --hits -n 20 --controller int3 -b lib_yield@2
+run run --json --hits -n 20 --controller int3 -b lib_yield@2 -b prog_work_a
 expect_rc 4; expect_json_lines
 expect_out '^\{"type":"hit",.*"breakpoint":"lib_yield@2".*"process":2,"cpl":3\}$'
-expect_out '^\{"type":"breakpoint","breakpoint":"lib_yield@2",.*"match":true\}$'
+expect_out '^\{"type":"breakpoint","breakpoint":"lib_yield@2",.*"scope":"process","process":2,.*"match":true\}$'
+expect_out '^\{"type":"breakpoint","breakpoint":"prog_work_a",.*"scope":"each","process":null,"breakpoints":3,.*"match":true\}$'
 
 # A global breakpoint on per-process code sees one process only: the hits
 # fall short of the guest's counter, and the exit status says so.
@@ -96,5 +109,17 @@ run run -n 20 --pager 50 --controller memory -b prog_work_a -b prog_work_c@2
 expect_rc 0; expect_out "^controller memory \(guest reads see the original code\)"
 [ "$(grep -c ' ok$' "$OUT")" -eq 2 ] || fail "memory controller: rows not ok"
 expect_out 'self-check mismatches 0'
+
+# --linux --json: the Linux summary is valid against the schema too (the
+# untraced baseline: a boot and the workload, about 20 s in the bed). The
+# kernel is the one scripts/fetch-linux.sh prepared, which the bed fetches.
+LXDIR=${VMITAP_LINUX_DIR:-$HOME/.cache/vmitap/linux}
+if [ -r "$LXDIR/System.map" ] && [ -r "$LXDIR/vmlinux" ]; then
+  run run --linux "$LXDIR" --baseline --json -t 200
+  expect_rc 0; expect_json_lines
+  expect_out '^\{"type":"summary","state":"powered off",.*"workload_done":true,.*"kernel_hits":\{\}\}$'
+else
+  echo "note: no Linux kernel in $LXDIR (scripts/fetch-linux.sh): --linux --json not checked"
+fi
 
 finish

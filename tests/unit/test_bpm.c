@@ -29,6 +29,12 @@ static int setup(void **state)
     vmt_mock_opts o = {.sz = sizeof o, .max_gfn = 0x10000};
     if (vmt_mock_core_new(&o, &f->core, &f->mock) != VMT_OK)
         return -1;
+    /* Views 1..4 exist in the driver: a pending insert asks it. */
+    for (int v = 1; v <= 4; v++) {
+        vmt_view id;
+        if (vmt_core_create_view(f->core, VMT_ACCESS_RWX, &id) != VMT_OK || id != v)
+            return -1;
+    }
     if (vmt_bpm_new(rec_new(&f->rec), &f->bpm) != VMT_OK)
         return -1;
     *state = f;
@@ -285,30 +291,149 @@ static void test_global_canonical_root(void **state)
     assert_int_equal(got.tag, 1);
     assert_true(vmt_bpm_contains_by_address(f->bpm, vmt_ctx(kva, ROOT_C), 0));
     assert_false(vmt_bpm_contains_by_address(f->bpm, vmt_ctx(kva, ROOT_C), 1));
-    /* Global over non-global (and the reverse) conflicts and changes nothing. */
+    /* The global claim (kva, canonical ROOT_A) inserted again as non-global
+     * conflicts and changes nothing, armed or pending. */
     bool inserted = true;
     vmt_breakpoint ng = bpx(kva, ROOT_A, 0, false, 0, 0);
     assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &ng, &p1, &inserted),
                      VMT_E_CONFLICT);
-    ng.ctx.root = ROOT_B;
     assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &ng, NULL, &inserted),
                      VMT_E_CONFLICT);
     assert_true(inserted);
+    /* A non-global claim of key 5 at (kva, ROOT_B), then the same claim as
+     * global: no global claim of key 5 exists, so the global bp names
+     * (kva, canonical ROOT_A) of key 5, another claim: accepted too. */
     vmt_pa p9 = 0x9040;
     assert_true(ins(f, bpx(kva, ROOT_B, 0, false, 5, 0), &p9));
-    vmt_breakpoint g = bpx(kva, ROOT_B, 0, true, 5, 0);
+    assert_true(ins(f, bpx(kva, ROOT_B, 0, true, 5, 0), &p9));
+    /* Both exist now: the global one named as non-global conflicts; the
+     * non-global one named again is itself (armed there: nothing to do). */
+    vmt_breakpoint g = bpx(kva, ROOT_A, 0, false, 5, 0);
     assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &g, &p9, &inserted), VMT_E_CONFLICT);
+    g = bpx(kva, ROOT_B, 0, false, 5, 0);
+    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &g, &p9, &inserted), VMT_OK);
+    assert_false(inserted);
     expect_log(f, "I0:9040 M0:9");
-    expect_stats(f, 3, 0, 3, 1);
+    expect_stats(f, 4, 0, 3, 1);
+    assert_true(rem(f, bpx(kva, ROOT_A, 0, true, 5, 0)));
+    assert_true(rem(f, bpx(kva, ROOT_B, 0, false, 5, 0)));
+    expect_log(f, "R0:9040 U0:9");
+    expect_stats(f, 2, 0, 2, 1);
     /* Removing the global claim by any root removes it everywhere. */
     assert_true(rem(f, bpx(kva, ROOT_C, 0, true, 0, 0)));
-    expect_stats(f, 1, 0, 1, 0);
+    expect_stats(f, 0, 0, 0, 0);
     /* With it gone, the next global claim sets a new canonical root. */
     assert_true(ins(f, bpx(kva, ROOT_C, 0, true, 0, 0), &p1));
     assert_true(vmt_bpm_get_by_event(f->bpm, &ev, 0, &got) == false);
     ev.u.software_breakpoint.gfn = 3;
     assert_true(vmt_bpm_get_by_event(f->bpm, &ev, 0, &got));
     assert_int_equal(got.ctx.root, ROOT_C);
+}
+
+/* vmi-rs removing_nonglobal_leaves_global_at_same_va_intact, and more: a
+ * non-global claim at the va of a global one (another root, same key, same
+ * view) is another claim, on another frame or on the same one. */
+static void test_nonglobal_beside_global(void **state)
+{
+    fixture *f = *state;
+    vmt_va kva = 0xffffffff81000040ull;
+    vmt_pa p3 = 0x3040, p9 = 0x9040;
+    vmt_breakpoint got;
+    assert_true(ins(f, bpx(kva, ROOT_A, 0, true, 0, 1), &p3));
+    assert_true(ins(f, bpx(kva, ROOT_B, 0, false, 0, 2), &p9));
+    expect_log(f, "I0:3040 M0:3 I0:9040 M0:9");
+    expect_stats(f, 2, 0, 2, 1);
+    /* Its own root on its own frame finds the non-global claim... */
+    vmt_event ev = rec_event(0, kva, ROOT_B, 9);
+    assert_true(vmt_bpm_get_by_event(f->bpm, &ev, 0, &got));
+    assert_false(got.global);
+    assert_int_equal(got.ctx.root, ROOT_B);
+    assert_int_equal(got.tag, 2);
+    /* ...another root there finds nothing (the global one is not armed on 9)... */
+    ev.regs.cr3 = ROOT_C;
+    assert_false(vmt_bpm_contains_by_event(f->bpm, &ev, 0));
+    /* ...and every root on the global claim's frame finds the global one. */
+    vmt_pa roots[] = {ROOT_A, ROOT_B, ROOT_C};
+    for (unsigned i = 0; i < 3; i++) {
+        ev = rec_event(0, kva, roots[i], 3);
+        assert_true(vmt_bpm_get_by_event(f->bpm, &ev, 0, &got));
+        assert_true(got.global);
+        assert_int_equal(got.tag, 1);
+    }
+    /* Removing the non-global claim leaves the global one intact. */
+    assert_true(rem(f, bpx(kva, ROOT_B, 0, false, 0, 0)));
+    expect_log(f, "R0:9040 U0:9");
+    expect_stats(f, 1, 0, 1, 1);
+    for (unsigned i = 0; i < 3; i++) {
+        ev = rec_event(0, kva, roots[i], 3);
+        assert_true(vmt_bpm_contains_by_event(f->bpm, &ev, 0));
+    }
+    assert_true(vmt_bpm_contains_by_address(f->bpm, vmt_ctx(kva, ROOT_B), 0));
+    /* On the global claim's own frame: a second claim at the same trap (no
+     * controller call); an event under ROOT_B finds it, removing it (by
+     * event) leaves the global one, which ROOT_B events find again. */
+    assert_true(ins(f, bpx(kva, ROOT_B, 0, false, 0, 3), &p3));
+    expect_log(f, "");
+    expect_stats(f, 2, 0, 1, 1);
+    ev = rec_event(0, kva, ROOT_B, 3);
+    assert_true(vmt_bpm_get_by_event(f->bpm, &ev, 0, &got));
+    assert_int_equal(got.tag, 3);
+    vmt_removal r = VMT_REMOVED_NONE;
+    assert_int_equal(vmt_bpm_remove_by_event(f->bpm, f->core, &ev, 0, &r), VMT_OK);
+    assert_int_equal(r, VMT_REMOVED_SOME);
+    expect_log(f, "");
+    assert_true(vmt_bpm_get_by_event(f->bpm, &ev, 0, &got));
+    assert_true(got.global);
+    /* Pending, then paged in: the same. */
+    assert_true(ins(f, bpx(kva, ROOT_B, 0, false, 0, 4), NULL));
+    expect_stats(f, 1, 1, 1, 1);
+    assert_true(ptm(f, VMT_PTM_PAGE_IN, 0, kva, ROOT_B, p9));
+    expect_log(f, "I0:9040 M0:9");
+    expect_stats(f, 2, 0, 2, 1);
+    /* The reverse order: the global claim goes, the non-global one stays. */
+    assert_true(rem(f, bpx(kva, ROOT_C, 0, true, 0, 0)));
+    expect_log(f, "R0:3040 U0:3");
+    expect_stats(f, 1, 0, 1, 0);
+    ev = rec_event(0, kva, ROOT_B, 9);
+    assert_true(vmt_bpm_get_by_event(f->bpm, &ev, 0, &got));
+    assert_int_equal(got.tag, 4);
+}
+
+/* Only the same claim (view, key, ctx) with the other flag conflicts. */
+static void test_conflict_only_same_claim(void **state)
+{
+    fixture *f = *state;
+    vmt_pa p5 = 0x5010;
+    bool inserted = true;
+    assert_true(ins(f, bpx(VA + 0x10, ROOT_A, 0, false, 0, 0), &p5));
+    vmt_breakpoint g = bpx(VA + 0x10, ROOT_A, 0, true, 0, 0);
+    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &g, &p5, &inserted), VMT_E_CONFLICT);
+    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &g, NULL, &inserted),
+                     VMT_E_CONFLICT);
+    assert_true(inserted);
+    expect_log(f, "I0:5010 M0:5");
+    expect_stats(f, 1, 0, 1, 0);
+    /* Other key, other view: other claims. */
+    assert_true(ins(f, bpx(VA + 0x10, ROOT_A, 0, true, 1, 0), &p5));
+    assert_true(ins(f, bpx(VA + 0x10, ROOT_A, 1, true, 0, 0), &p5));
+    expect_stats(f, 3, 0, 2, 2);
+    /* (view 0, va) has a global claim now (key 1), canonical root ROOT_A:
+     * a global bp of key 0 under any root names (va, ROOT_A) of key 0, the
+     * non-global claim, whatever root it comes with. */
+    g.ctx.root = ROOT_B;
+    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &g, NULL, &inserted),
+                     VMT_E_CONFLICT);
+    expect_stats(f, 3, 0, 2, 2);
+    /* A pending non-global claim and the global one of its ctx, too. */
+    vmt_breakpoint ng = bpx(VA + 0x20, ROOT_C, 2, false, 0, 0);
+    assert_true(ins(f, ng, NULL));
+    g = bpx(VA + 0x20, ROOT_C, 2, true, 0, 0);
+    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &g, NULL, &inserted),
+                     VMT_E_CONFLICT);
+    expect_stats(f, 3, 1, 2, 2);
+    /* Removal with the other flag finds nothing. */
+    assert_false(rem(f, g));
+    assert_true(rem(f, ng));
 }
 
 static void test_global_pending_page_in_any_root(void **state)
@@ -502,6 +627,130 @@ static void test_invalid_arguments(void **state)
     assert_false(vmt_bpm_contains_by_event(f->bpm, NULL, 0));
     expect_log(f, "");
     expect_stats(f, 0, 0, 0, 0);
+}
+
+/* A root with CR3 flag or PCID bits (root | 5) names no address space an
+ * event can come from: refused everywhere, nothing changed. */
+static void test_root_with_flag_bits(void **state)
+{
+    fixture *f = *state;
+    vmt_pa pa = 0x5010;
+    assert_true(ins(f, bpx(VA + 0x10, ROOT_A, 0, false, 0, 0), &pa));
+    expect_log(f, "I0:5010 M0:5");
+    vmt_pa bad_roots[] = {ROOT_A | 5, ROOT_A | 0x800, ROOT_A | (1ull << 63), 1ull << 52};
+    for (unsigned i = 0; i < 4; i++) {
+        for (int global = 0; global < 2; global++) {
+            vmt_breakpoint bp = bpx(VA + 0x20, bad_roots[i], 0, global, 0, 0);
+            bool b = true;
+            vmt_pa pb = 0x5020;
+            assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &bp, &pb, &b),
+                             VMT_E_INVALID);
+            assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &bp, NULL, &b),
+                             VMT_E_INVALID);
+            assert_int_equal(vmt_bpm_insert(f->bpm, f->core, &bp, &b), VMT_E_INVALID);
+            /* Not the claim at ROOT_A either. */
+            bp.ctx.va = VA + 0x10;
+            assert_int_equal(vmt_bpm_remove(f->bpm, f->core, &bp, &b), VMT_E_INVALID);
+            assert_int_equal(vmt_bpm_remove_with_hint(f->bpm, f->core, &bp, &pa, &b),
+                             VMT_E_INVALID);
+            assert_true(b);
+            vmt_ptm_event ev = {.kind = VMT_PTM_PAGE_IN, .ctx = bp.ctx, .pa = pa};
+            assert_int_equal(vmt_bpm_handle_ptm_event(f->bpm, f->core, &ev, &b), VMT_E_INVALID);
+            assert_true(b);
+        }
+    }
+    vmt_ptm_event ev = {.kind = VMT_PTM_PAGE_IN, .ctx = vmt_ctx(0x0000900000000000ull, ROOT_A)};
+    assert_int_equal(vmt_bpm_handle_ptm_event(f->bpm, f->core, &ev, NULL), VMT_E_INVALID);
+    /* A batch with one bad event is refused whole, before anything. */
+    vmt_ptm_event batch[2] = {
+        {.kind = VMT_PTM_PAGE_OUT, .view = 0, .ctx = vmt_ctx(VA + 0x10, ROOT_A), .pa = pa},
+        {.kind = VMT_PTM_PAGE_IN, .view = 0, .ctx = vmt_ctx(VA + 0x10, ROOT_A | 5), .pa = pa},
+    };
+    assert_int_equal(vmt_bpm_handle_ptm_events(f->bpm, f->core, batch, 2, NULL), VMT_E_INVALID);
+    expect_log(f, "");
+    expect_stats(f, 1, 0, 1, 0);
+    assert_true(vmt_bpm_contains_by_address(f->bpm, vmt_ctx(VA + 0x10, ROOT_A), 0));
+}
+
+/* A pending claim in a view the driver does not have is refused (an armed
+ * one is refused by the controller); nothing changed. */
+static void test_pending_unknown_view(void **state)
+{
+    fixture *f = *state;
+    assert_true(ins(f, bpx(VA + 0x10, ROOT_A, 4, false, 0, 0), NULL));
+    expect_stats(f, 0, 1, 0, 0);
+    vmt_view views[] = {5, 9, 0xffff};
+    for (unsigned i = 0; i < 3; i++) {
+        for (int global = 0; global < 2; global++) {
+            vmt_breakpoint bp = bpx(VA + 0x10, ROOT_A, views[i], global, 0, 0);
+            bool b = false;
+            assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &bp, NULL, &b),
+                             VMT_E_VIEW_NOT_FOUND);
+            /* The translating insert: unmapped, so pending, so refused. */
+            assert_int_equal(vmt_bpm_insert(f->bpm, f->core, &bp, &b), VMT_E_VIEW_NOT_FOUND);
+            assert_false(b);
+            assert_int_equal(vmt_bpm_check(f->bpm), VMT_OK);
+        }
+    }
+    /* A view destroyed in the driver: the same. */
+    assert_int_equal(vmt_core_destroy_view(f->core, 3), VMT_OK);
+    vmt_breakpoint bp = bpx(VA + 0x10, ROOT_A, 3, false, 0, 0);
+    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &bp, NULL, NULL),
+                     VMT_E_VIEW_NOT_FOUND);
+    /* A driver failure asking is returned, nothing changed. */
+    bp.view = 2;
+    vmt_mock_fail_nth(f->mock, VMT_MOCK_OP_GET_ACCESS, 1, VMT_E_DRIVER);
+    assert_int_equal(vmt_bpm_insert_with_hint(f->bpm, f->core, &bp, NULL, NULL), VMT_E_DRIVER);
+    expect_log(f, "");
+    expect_stats(f, 0, 1, 0, 0);
+    /* Retried, it is kept. */
+    assert_true(ins(f, bp, NULL));
+    expect_stats(f, 0, 2, 0, 0);
+}
+
+/* Page-in of a (view, ctx) with many pending claims (more than the 64 the
+ * page-in collects on its stack), all keys, some global. */
+static void test_page_in_many_pending(void **state)
+{
+    fixture *f = *state;
+    const unsigned n = 200;
+    vmt_va kva = 0xffffffff81000100ull;
+    for (unsigned k = 0; k < n; k++)
+        assert_true(ins(f, bpx(VA + 0x100, ROOT_A, 1, false, k, k), NULL));
+    /* Global claims of other keys at kva, filed under ROOT_B: paged in by
+     * a page-in through any root. */
+    vmt_pa pb = 0x6100;
+    assert_true(ins(f, bpx(kva, ROOT_B, 1, true, 1000, 0), &pb));
+    for (unsigned k = 0; k < n; k++)
+        assert_true(ins(f, bpx(kva, ROOT_B, 1, true, 2000 + k, 0), NULL));
+    assert_true(ins(f, bpx(kva, ROOT_C, 1, false, 5000, 0), NULL)); /* root C itself */
+    rec_clear_log(f->rec);
+    expect_stats(f, 1, 2 * n + 1, 1, 1);
+    assert_true(ptm(f, VMT_PTM_PAGE_IN, 1, VA + 0x100, ROOT_A, 0x7100));
+    expect_log(f, "I1:7100 M1:7");
+    expect_stats(f, n + 1, n + 1, 2, 1);
+    for (unsigned k = 0; k < n; k++) {
+        vmt_event ev = rec_event(1, VA + 0x100, ROOT_A, 7);
+        vmt_breakpoint got;
+        assert_true(vmt_bpm_get_by_event(f->bpm, &ev, k, &got));
+        assert_int_equal(got.tag, k);
+    }
+    assert_true(ptm(f, VMT_PTM_PAGE_IN, 1, kva, ROOT_C, 0x8100));
+    expect_log(f, "I1:8100 M1:8");
+    expect_stats(f, 2 * n + 2, 0, 3, 1);
+    /* A fault at the first controller call: all stay pending, nothing
+     * armed; a retry arms all. */
+    assert_true(ptm(f, VMT_PTM_PAGE_OUT, 1, VA + 0x100, ROOT_A, 0x7100));
+    expect_log(f, "R1:7100 U1:7");
+    expect_stats(f, n + 2, n, 2, 1);
+    rec_fail_nth(f->rec, 1, VMT_E_DRIVER);
+    vmt_ptm_event ev = {.kind = VMT_PTM_PAGE_IN, .view = 1, .ctx = vmt_ctx(VA + 0x100, ROOT_A),
+                        .pa = 0x9100};
+    assert_int_equal(vmt_bpm_handle_ptm_event(f->bpm, f->core, &ev, NULL), VMT_E_DRIVER);
+    assert_int_equal(vmt_bpm_check(f->bpm), VMT_OK);
+    expect_stats(f, n + 2, n, 2, 1);
+    assert_true(ptm(f, VMT_PTM_PAGE_IN, 1, VA + 0x100, ROOT_A, 0x9100));
+    expect_stats(f, 2 * n + 2, 0, 3, 1);
 }
 
 /* One claim armed on as many frames as it can take. */
@@ -769,6 +1018,8 @@ int main(void)
         T(test_remove_pending_active_both),
         T(test_global_canonical_root),
         T(test_global_pending_page_in_any_root),
+        T(test_nonglobal_beside_global),
+        T(test_conflict_only_same_claim),
         T(test_remove_by_event),
         T(test_remove_by_view_and_clear),
         T(test_view_not_found_tolerated),
@@ -776,6 +1027,9 @@ int main(void)
         T(test_double_faults),
         T(test_arm_limit),
         T(test_invalid_arguments),
+        T(test_root_with_flag_bits),
+        T(test_pending_unknown_view),
+        T(test_page_in_many_pending),
         T(test_insert_translates),
         cmocka_unit_test(test_controller_fault_walk),
         cmocka_unit_test(test_new_takes_controller),

@@ -226,7 +226,11 @@ static void test_is_breakpoint_reads_guest_frame(void **state)
     /* Our trap lives in the shadow: the guest itself has none there. */
     assert_int_equal(vmt_breakpoint_controller_is_breakpoint(f->core, &ev, &is), VMT_OK);
     assert_false(is);
-    assert_true(vmt_bpm_contains_by_event(f->bpm, &ev, 0)); /* has_view false: default view */
+    /* No view on the event: no match (not taken as view 0). */
+    assert_false(vmt_bpm_contains_by_event(f->bpm, &ev, 0));
+    ev.has_view = true;
+    assert_true(vmt_bpm_contains_by_event(f->bpm, &ev, 0));
+    ev.has_view = false;
     uint8_t cc = 0xCC;
     assert_int_equal(vmt_mock_poke(f->mock, pa_of(2, 0x40), &cc, 1), VMT_OK);
     ev.regs.rip = VA + 0x2040;
@@ -240,6 +244,66 @@ static void test_is_breakpoint_reads_guest_frame(void **state)
     assert_int_equal(vmt_mock_poke(f->mock, pa_of(2, 0x40), &cc, 1), VMT_OK);
     assert_int_equal(vmt_bpm_clear(f->bpm, f->core), VMT_OK);
     fixture_free(f);
+}
+
+/* Both controllers: an event without a view (has_view false) is not
+ * theirs, whatever its reason and frame; the manager then matches nothing,
+ * removes nothing and the guest is unchanged. */
+static void check_viewless(ctl_kind kind)
+{
+    fixture *f = fixture_new(kind, 0);
+    must_insert(f, bpx(5, 0x80, 0, 0), pa_of(5, 0x80));
+    must_insert(f, bpx(5, 0x80, 1, 0), pa_of(5, 0x80));
+    vmt_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.regs.rip = VA + 0x5080;
+    ev.regs.cr3 = ROOT;
+    if (kind == CTL_BREAKPOINT) {
+        ev.reason = VMT_EVENT_SOFTWARE_BREAKPOINT;
+        ev.u.software_breakpoint.gfn = GFN0 + 5;
+        ev.u.software_breakpoint.insn_len = 1;
+    } else {
+        ev.reason = VMT_EVENT_MEMORY_ACCESS;
+        ev.u.memory_access.pa = pa_of(5, 0x80);
+        ev.u.memory_access.va = VA + 0x5080;
+        ev.u.memory_access.access = VMT_ACCESS_X;
+    }
+    const vmt_tap_controller *c = vmt_bpm_controller(f->bpm);
+    for (vmt_view v = 0; v < 2; v++) {
+        vmt_view view = 77;
+        vmt_gfn gfn = 77;
+        ev.view = v; /* a stale value the driver left: still no view */
+        ev.has_view = false;
+        assert_false(c->ops->check_event(c->self, &ev, &view, &gfn));
+        assert_int_equal(view, 77);
+        assert_int_equal(gfn, 77);
+        vmt_breakpoint got;
+        assert_false(vmt_bpm_get_by_event(f->bpm, &ev, 0, &got));
+        assert_false(vmt_bpm_contains_by_event(f->bpm, &ev, 0));
+        vmt_removal r = VMT_REMOVED_LAST;
+        assert_int_equal(vmt_bpm_remove_by_event(f->bpm, f->core, &ev, 0, &r), VMT_OK);
+        assert_int_equal(r, VMT_REMOVED_NONE);
+        assert_guest_consistent(f);
+        vmt_bpm_stats s;
+        vmt_bpm_stats_get(f->bpm, &s);
+        assert_int_equal(s.active, 2);
+        /* The same event with its view is theirs. */
+        ev.has_view = true;
+        assert_true(c->ops->check_event(c->self, &ev, &view, &gfn));
+        assert_int_equal(view, v);
+        assert_int_equal(gfn, GFN0 + 5);
+        assert_true(vmt_bpm_contains_by_event(f->bpm, &ev, 0));
+    }
+    assert_int_equal(vmt_bpm_clear(f->bpm, f->core), VMT_OK);
+    assert_guest_consistent(f);
+    fixture_free(f);
+}
+
+static void test_event_without_view(void **state)
+{
+    (void)state;
+    check_viewless(CTL_BREAKPOINT);
+    check_viewless(CTL_MEMORY);
 }
 
 static void test_destroyed_view_tolerated(void **state)
@@ -572,6 +636,7 @@ int main(void)
         cmocka_unit_test(test_breakpoint_shadow),
         cmocka_unit_test(test_breakpoint_without_execute_only),
         cmocka_unit_test(test_is_breakpoint_reads_guest_frame),
+        cmocka_unit_test(test_event_without_view),
         cmocka_unit_test(test_destroyed_view_tolerated),
         cmocka_unit_test(test_interceptor),
         cmocka_unit_test(test_memory_controller),

@@ -116,18 +116,14 @@ static vmt_pa m_resolve(harness *h, const vmt_breakpoint *bp)
     return bp->ctx.root;
 }
 
+/* API.md section 6: a claim is (view, key, ctx), a global bp's ctx taking
+ * the canonical root of its (view, va); re-inserting a claim with the other
+ * global flag conflicts, nothing else does (a non-global claim beside a
+ * global one under another root is accepted). */
 static bool m_conflict(harness *h, const vmt_breakpoint *bp)
 {
-    mclaim *c = m_find(h, bp->view, bp->key, bp->ctx.va, bp->ctx.root);
-    if (c && c->global != bp->global)
-        return true;
-    vmt_pa canon;
-    if (m_canonical(h, bp->view, bp->ctx.va, &canon) && canon != bp->ctx.root) {
-        c = m_find(h, bp->view, bp->key, bp->ctx.va, canon);
-        if (c && c->global != bp->global)
-            return true;
-    }
-    return false;
+    mclaim *c = m_find(h, bp->view, bp->key, bp->ctx.va, m_resolve(h, bp));
+    return c && c->global != bp->global;
 }
 
 static vmt_status m_insert(harness *h, const vmt_breakpoint *bp, int frame, bool *inserted)

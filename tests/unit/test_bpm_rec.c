@@ -73,9 +73,9 @@ static vmt_status enter(rec_ctl *r, rec_op op, vmt_view view, uint64_t addr)
 static bool rc_check_event(void *self, const vmt_event *ev, vmt_view *view, vmt_gfn *gfn)
 {
     (void)self;
-    if (ev->reason != VMT_EVENT_SOFTWARE_BREAKPOINT)
+    if (!ev->has_view || ev->reason != VMT_EVENT_SOFTWARE_BREAKPOINT)
         return false;
-    *view = ev->has_view ? ev->view : 0;
+    *view = ev->view;
     *gfn = ev->u.software_breakpoint.gfn;
     return true;
 }

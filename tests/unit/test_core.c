@@ -8,6 +8,7 @@
 
 #include <cmocka.h>
 
+#include "core/holds.h"
 #include "fixture.h"
 #include "vmitap/mock.h"
 
@@ -258,6 +259,38 @@ static void test_read_va_failure_leaves_buffer(void **state)
                      VMT_E_INVALID);
 }
 
+/* The length is the caller's: nothing is allocated for it, nor read,
+ * before the range has been checked and every page of it translates. */
+static void test_read_va_huge_length(void **state)
+{
+    fixture *f = *state;
+    uint8_t buf[16];
+    memset(buf, 0xa5, sizeof buf);
+    uint64_t reads = vmt_mock_calls(f->mock, VMT_MOCK_OP_READ);
+    /* Wrapping or leaving the canonical half: refused before any read. */
+    assert_int_equal(vmt_core_read_va(f->core, vmt_ctx(VA_BASE, f->root), buf, SIZE_MAX),
+                     VMT_E_INVALID);
+    assert_int_equal(vmt_core_read_va(f->core, vmt_ctx(0xfffffffffffffff0ull, f->root), buf, 32),
+                     VMT_E_INVALID);
+    assert_int_equal(vmt_core_read_va(f->core, vmt_ctx(VA_BASE, f->root), buf, 1ull << 47),
+                     VMT_E_INVALID);
+    assert_int_equal(vmt_mock_calls(f->mock, VMT_MOCK_OP_READ), reads);
+    /* Canonical but unmapped from the start (64 TiB): one walk, no
+     * allocation of 64 TiB first (VMT_E_NOMEM, or an abort under ASan). */
+    assert_int_equal(vmt_core_read_va(f->core, vmt_ctx(0x0000000200000000ull, f->root), buf,
+                                      (size_t)1 << 46),
+                     VMT_E_TRANSLATION);
+    assert_true(vmt_mock_calls(f->mock, VMT_MOCK_OP_READ) - reads <= 4);
+    /* Mapped for three pages, then not (512 GiB asked): found before any
+     * data is read. */
+    reads = vmt_mock_calls(f->mock, VMT_MOCK_OP_READ);
+    assert_int_equal(vmt_core_read_va(f->core, vmt_ctx(VA_BASE, f->root), buf, (size_t)1 << 39),
+                     VMT_E_TRANSLATION);
+    assert_true(vmt_mock_calls(f->mock, VMT_MOCK_OP_READ) - reads <= 4 * 4);
+    for (size_t i = 0; i < sizeof buf; i++)
+        assert_int_equal(buf[i], 0xa5);
+}
+
 static void test_read_va_large_page_boundary(void **state)
 {
     fixture *f = *state;
@@ -282,6 +315,93 @@ static void test_read_va_large_page_boundary(void **state)
     assert_memory_equal(buf, want, 8);
 }
 
+/* ---- access holds (core/holds.h) ---- */
+
+static vmt_access acc(fixture *f, vmt_gfn gfn, vmt_view view)
+{
+    vmt_access a;
+    assert_int_equal(vmt_core_get_access(f->core, gfn, view, &a), VMT_OK);
+    return a;
+}
+
+static void test_access_holds(void **state)
+{
+    fixture *f = *state;
+    /* A ptm-like holder (W off, R on and X off preferred) and a breakpoint
+     * controller-like one (X on, R and W off). */
+    const vmt_access_hold ptm = {.off = VMT_ACCESS_W, .soft_on = VMT_ACCESS_R,
+                                 .soft_off = VMT_ACCESS_X, .flags = 1};
+    const vmt_access_hold bc = {.on = VMT_ACCESS_X, .off = VMT_ACCESS_RW};
+    uint64_t a = vmt_core_holder_new(), b = vmt_core_holder_new();
+    assert_true(a != b);
+    const vmt_gfn g = 0x15;
+    assert_int_equal(vmt_core_set_access(f->core, g, 0, VMT_ACCESS_RW, 0), VMT_OK);
+    /* A failed first hold (reading the base, or setting): nothing held. */
+    vmt_mock_fail_nth(f->mock, VMT_MOCK_OP_GET_ACCESS, 1, VMT_E_DRIVER);
+    assert_int_equal(vmt_core_hold_access(f->core, g, 0, a, &ptm), VMT_E_DRIVER);
+    vmt_mock_fail_nth(f->mock, VMT_MOCK_OP_SET_ACCESS, 1, VMT_E_DRIVER);
+    assert_int_equal(vmt_core_hold_access(f->core, g, 0, a, &ptm), VMT_E_DRIVER);
+    assert_false(vmt_core_access_held(f->core, g, 0, NULL));
+    assert_int_equal(acc(f, g, 0), VMT_ACCESS_RW);
+    /* Alone, each gets what it asks; together, both needs. */
+    assert_int_equal(vmt_core_hold_access(f->core, g, 0, a, &ptm), VMT_OK);
+    assert_int_equal(acc(f, g, 0), VMT_ACCESS_R);
+    assert_int_equal(vmt_mock_last_access_flags(f->mock, g, 0), 1u);
+    vmt_mock_fail_nth(f->mock, VMT_MOCK_OP_SET_ACCESS, 1, VMT_E_DRIVER);
+    assert_int_equal(vmt_core_hold_access(f->core, g, 0, b, &bc), VMT_E_DRIVER);
+    assert_int_equal(acc(f, g, 0), VMT_ACCESS_R);
+    assert_int_equal(vmt_core_hold_access(f->core, g, 0, b, &bc), VMT_OK);
+    assert_int_equal(acc(f, g, 0), VMT_ACCESS_X);
+    /* Held again by the same holder: counted, no driver call. */
+    uint64_t calls = vmt_mock_total_calls(f->mock);
+    assert_int_equal(vmt_core_hold_access(f->core, g, 0, b, &bc), VMT_OK);
+    assert_int_equal(vmt_core_release_access(f->core, g, 0, b), VMT_OK);
+    assert_int_equal(vmt_mock_total_calls(f->mock), calls);
+    vmt_access base = VMT_ACCESS_NONE;
+    assert_true(vmt_core_access_held(f->core, g, 0, &base));
+    assert_int_equal(base, VMT_ACCESS_RW);
+    /* A failed release keeps the hold; the retry gives the rest back. */
+    vmt_mock_fail_nth(f->mock, VMT_MOCK_OP_SET_ACCESS, 1, VMT_E_DRIVER);
+    assert_int_equal(vmt_core_release_access(f->core, g, 0, a), VMT_E_DRIVER);
+    assert_int_equal(acc(f, g, 0), VMT_ACCESS_X);
+    assert_int_equal(vmt_core_release_access(f->core, g, 0, a), VMT_OK);
+    assert_int_equal(acc(f, g, 0), VMT_ACCESS_X); /* b alone: X */
+    assert_int_equal(vmt_core_release_access(f->core, g, 0, b), VMT_OK);
+    assert_int_equal(acc(f, g, 0), VMT_ACCESS_RW); /* the base */
+    assert_int_equal(vmt_mock_last_access_flags(f->mock, g, 0), 0u);
+    assert_false(vmt_core_access_held(f->core, g, 0, NULL));
+    /* Not a holder: nothing to do. */
+    calls = vmt_mock_total_calls(f->mock);
+    assert_int_equal(vmt_core_release_access(f->core, g, 0, a), VMT_OK);
+    assert_int_equal(vmt_mock_total_calls(f->mock), calls);
+    /* A destroyed view holds nothing: a new view with its id starts afresh. */
+    vmt_view v;
+    assert_int_equal(vmt_core_create_view(f->core, VMT_ACCESS_RWX, &v), VMT_OK);
+    assert_int_equal(vmt_core_hold_access(f->core, g, v, a, &ptm), VMT_OK);
+    assert_int_equal(vmt_core_destroy_view(f->core, v), VMT_OK);
+    assert_false(vmt_core_access_held(f->core, g, v, NULL));
+    assert_int_equal(vmt_core_release_access(f->core, g, v, a), VMT_OK);
+    assert_int_equal(vmt_core_create_view(f->core, VMT_ACCESS_RX, &v), VMT_OK);
+    assert_int_equal(vmt_core_hold_access(f->core, g, v, a, &ptm), VMT_OK);
+    assert_true(vmt_core_access_held(f->core, g, v, &base));
+    assert_int_equal(base, VMT_ACCESS_RX);
+    /* A view that vanished under a holder: released, with the status. */
+    const vmt_driver_ops *ops = vmt_core_driver_ops(f->core);
+    assert_int_equal(ops->destroy_view(vmt_core_driver(f->core), v), VMT_OK);
+    assert_int_equal(vmt_core_release_access(f->core, g, v, a), VMT_E_VIEW_NOT_FOUND);
+    assert_false(vmt_core_access_held(f->core, g, v, NULL));
+    /* Bad arguments. */
+    const vmt_access_hold bad = {.on = (vmt_access)8};
+    assert_int_equal(vmt_core_hold_access(NULL, g, 0, a, &ptm), VMT_E_INVALID);
+    assert_int_equal(vmt_core_hold_access(f->core, g, 0, a, NULL), VMT_E_INVALID);
+    assert_int_equal(vmt_core_hold_access(f->core, g, 0, a, &bad), VMT_E_INVALID);
+    assert_int_equal(vmt_core_hold_access(f->core, 1ull << 48, 0, a, &ptm), VMT_E_INVALID);
+    assert_int_equal(vmt_core_release_access(NULL, g, 0, a), VMT_E_INVALID);
+    assert_int_equal(vmt_core_release_access(f->core, 1ull << 48, 0, a), VMT_E_INVALID);
+    assert_false(vmt_core_access_held(NULL, g, 0, NULL));
+    assert_int_equal(acc(f, g, 0), VMT_ACCESS_RW);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, fixture_teardown)
@@ -292,6 +412,8 @@ int main(void)
         T(test_read_va_within_page),
         T(test_read_va_across_pages),
         T(test_read_va_failure_leaves_buffer),
+        T(test_read_va_huge_length),
+        T(test_access_holds),
         T(test_read_va_large_page_boundary),
     };
 #undef T

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "bpm/bpm_internal.h"
+#include "core/insn.h"
 #include "ptm/ptm_internal.h"
 #include "tracer/tracer_internal.h"
 #include "vmitap/mock.h"
@@ -797,6 +798,50 @@ static void test_emulation_falls_back_to_step(void **state)
     assert_int_equal(top, 0); /* nothing written */
 }
 
+/* The emulator matches its forms on their bytes (emulate.c says why);
+ * the length it steps over must be the one Zydis decodes, and look-alikes
+ * that are not its forms (a 16-bit push, an fs: override, 32-bit
+ * addressing, push rbp as FF /6) go to the single-step. */
+static void test_emulation_lengths_and_lookalikes(void **state)
+{
+    fixture *f = *state;
+    map_emulation_pages(f);
+    static const struct {
+        const char *code;
+        size_t len;
+        bool emulated;
+    } cases[] = {
+        {"\x90", 1, true},
+        {"\xf3\x0f\x1e\xfa", 4, true},
+        {"\x53", 1, true},
+        {"\x41\x57", 2, true},
+        {"\x48\x8b\x04\x25\x18\x00\x50\x00", 8, true},
+        {"\x4c\x8b\x3c\x25\x18\x00\x50\x00", 8, true},
+        {"\x66\x55", 2, false},
+        {"\x64\x48\x8b\x04\x25\x18\x00\x50\x00", 9, false},
+        {"\x67\x48\x8b\x04\x25\x18\x00\x50\x00", 9, false},
+        {"\xff\xf5", 2, false},
+    };
+    add_bp(f, FN_A, false, NULL);
+    uint64_t emulated = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        write_code(f, FN_A, cases[i].code, cases[i].len);
+        push_user_hit(f, FN_A);
+        drain(f);
+        const vmt_response *r = response(f, i);
+        if (!cases[i].emulated) {
+            assert_step_in_default(r);
+            continue;
+        }
+        emulated++;
+        assert_true(r->set_regs);
+        assert_int_equal(r->regs.rip - FN_A, vmt_insn_len((const uint8_t *)cases[i].code, cases[i].len));
+    }
+    vmt_tracer_stats s;
+    vmt_tracer_stats_get(f->t, &s);
+    assert_int_equal(s.emulated, emulated);
+}
+
 static int setup_no_emulation(void **state)
 {
     fixture *f = test_calloc(1, sizeof *f);
@@ -1101,6 +1146,7 @@ int main(void)
         T(test_hit_emulated_push),
         T(test_hit_emulated_mov_absolute),
         T(test_emulation_falls_back_to_step),
+        T(test_emulation_lengths_and_lookalikes),
         cmocka_unit_test_setup_teardown(test_no_emulation_option, setup_no_emulation, teardown),
         T(test_bad_arguments),
         T(test_breakpoint_on_a_shadow_frame_refused),

@@ -32,6 +32,7 @@ static void test_address_helpers(void **state)
     memset(&r, 0, sizeof r);
     r.cr3 = 0x8000000012345fffull; /* NOFLUSH bit, PCID in the low bits */
     assert_true(vmt_regs_translation_root(&r, 0x1000) == 0x12345000);
+    assert_true(vmt_regs_translation_root(NULL, 0x1000) == 0); /* no regs, no root */
 }
 
 static void test_status_strings(void **state)

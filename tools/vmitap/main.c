@@ -1,5 +1,7 @@
-/* vmitap — command-line front end: argument parsing, help, `symbols`.
- * The `run` command lives in run.c. */
+/* vmitap — command-line front end: options (each checked to apply to the
+ * command and mode), help, `symbols`. Breakpoint specs and numbers are
+ * checked in spec.c, the `run` command lives in run.c (run_linux.c for
+ * --linux), JSON Lines in jsonl.c. */
 #define _GNU_SOURCE /* getopt_long */
 #include <errno.h>
 #include <getopt.h>
@@ -14,10 +16,16 @@
 #include "vmitap/kvm.h"
 #include "vmitap/log.h"
 
-static const char usage_text[] =
-    "usage: vmitap run [options] [-b BREAKPOINT]...\n"
-    "       vmitap symbols [--guest FILE] [--json] [SUBSTRING]\n"
+#define SYNOPSIS                                                                   \
+    "usage: vmitap run [options] [-b BREAKPOINT]...\n"                             \
+    "       vmitap symbols [--guest FILE | --linux DIR] [--json] [SUBSTRING]\n"     \
     "       vmitap --help | --version\n"
+
+/* bare `vmitap`: a few lines on stderr, status 2 */
+static const char short_usage[] = SYNOPSIS "Try 'vmitap --help' for more.\n";
+
+static const char usage_text[] =
+    SYNOPSIS
     "\n"
     "Boots a guest on the built-in KVM micro-VM, sets invisible breakpoints on\n"
     "its code from outside, and counts their hits while the guest pages code\n"
@@ -29,6 +37,8 @@ static const char usage_text[] =
     "                        0xADDR, optionally followed by @P (process P only) or\n"
     "                        @* (every process, one breakpoint each). Kernel\n"
     "                        addresses are global; a user address without @ means @*.\n"
+    "                        OFF (decimal or 0x hex) must be inside SYMBOL and, as\n"
+    "                        0xADDR, start an instruction\n"
     "      --global          a user SPEC without @ is one global breakpoint instead\n"
     "                        (right for code shared by all processes)\n"
     "  -g, --guest FILE      guest ELF to boot (default: the bundled test guest)\n"
@@ -37,10 +47,11 @@ static const char usage_text[] =
     "                        faster than memory here)\n"
     "      --execute-only    with int3: have the KVM driver emulate execute-only\n"
     "                        pages, so that guest reads do not see the int3 bytes\n"
-    "  -n, --iterations N    guest scheduler rounds (default: the guest's, 1000)\n"
-    "  -s, --seed N          guest PRNG seed (pager choices)\n"
+    "  -n, --iterations N    guest scheduler rounds, decimal (default: the guest's, 1000)\n"
+    "  -s, --seed N          guest PRNG seed, decimal (pager choices)\n"
     "  -p, --pager PCT       pager aggressiveness 0..100 (0 = never evict)\n"
-    "  -t, --timeout SEC     stop after SEC seconds (counters are then not compared)\n"
+    "  -t, --timeout SEC     stop after SEC seconds, 0.001..1000000 (counters are then\n"
+    "                        not compared)\n"
     "      --hits            print every hit\n"
     "      --linux DIR       boot Debian's Linux kernel prepared in DIR by\n"
     "                        scripts/fetch-linux.sh instead; -b then names kernel\n"
@@ -50,8 +61,10 @@ static const char usage_text[] =
     "      --no-probe        (--linux) no user-space breakpoint\n"
     "      --baseline        (--linux) no tracer at all: boot and workload times\n"
     "      --console         (--linux) print the guest's serial console at the end\n"
-    "      --json            JSON lines instead of text (one object per line)\n"
+    "      --json            JSON Lines instead of text (one object per line)\n"
     "  -v, --verbose         library diagnostics on stderr (-vv: debug)\n"
+    "\n"
+    "symbols options: --guest FILE, --linux DIR (DIR/System.map), --json, -v\n"
     "\n"
     "exit status:\n"
     "  0    traced; every breakpoint with a guest counter matched it\n"
@@ -64,34 +77,9 @@ static const char usage_text[] =
     "examples:\n"
     "  vmitap run -b schedule -b syscall_dispatch -b lib_getpid -b prog_work_a@1\n"
     "  vmitap run --pager 50 --iterations 200 -b prog_work_b --controller memory\n"
-    "  vmitap run --json -b 0xffffffff80201000 --timeout 5\n"
+    "  vmitap run --json -b 0x400010 --timeout 5\n"
     "  vmitap run --linux ~/.cache/vmitap/linux -b do_sys_openat2 --console\n"
     "  vmitap symbols prog_\n";
-
-static void usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("vmitap: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputs(" (see 'vmitap --help')\n", stderr);
-    va_end(ap);
-}
-
-void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; s && *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
-}
 
 static void log_to_stderr(void *user, vmt_log_level level, const char *fmt, va_list ap)
 {
@@ -143,106 +131,45 @@ bool cli_kvm_check(void)
     return false;
 }
 
-static bool parse_u64(const char *s, uint64_t *out)
+/* Reads DIR/System.map (symbols --linux); one line on error. */
+bool cli_load_system_map(const char *dir, vmt_symtab **out)
 {
-    char *end;
-    errno = 0;
-    if (!s || !*s || *s == '-')
+    char path[4096];
+    snprintf(path, sizeof path, "%s/System.map", dir);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "vmitap: cannot read %s: %s (scripts/fetch-linux.sh DIR prepares it)\n",
+                path, strerror(errno));
         return false;
-    unsigned long long v = strtoull(s, &end, 0);
-    if (errno || *end)
+    }
+    fclose(f);
+    if (vmt_symtab_load_system_map(path, out) != VMT_OK) {
+        fprintf(stderr, "vmitap: %s has no text symbols (not a System.map?)\n", path);
         return false;
-    *out = v;
+    }
     return true;
 }
 
-/* "@P" / "@*" suffix. */
-static bool parse_proc(const char *s, int *proc)
-{
-    if (!s) {
-        *proc = SPEC_GLOBAL; /* decided later from kernel/user and --global */
-        return true;
-    }
-    if (strcmp(s, "*") == 0) {
-        *proc = SPEC_EACH_PROC;
-        return true;
-    }
-    uint64_t p;
-    if (!parse_u64(s, &p) || p >= CLI_MAX_IDS)
-        return false;
-    *proc = (int)p;
-    return true;
-}
-
-bool cli_parse_spec(const char *arg, const vmt_symtab *syms, bp_spec *out)
-{
-    bp_spec s = {.text = arg};
-    char where[96];
-    const char *at = strchr(arg, '@');
-    size_t n = at ? (size_t)(at - arg) : strlen(arg);
-    if (n == 0 || n >= sizeof where) {
-        usage_error("bad breakpoint '%s'", arg);
-        return false;
-    }
-    memcpy(where, arg, n);
-    where[n] = '\0';
-    if (!parse_proc(at ? at + 1 : NULL, &s.proc)) {
-        usage_error("bad process in breakpoint '%s': expected @0..@%d or @*", arg, CLI_MAX_IDS - 1);
-        return false;
-    }
-    uint64_t off = 0;
-    char *plus = strchr(where, '+');
-    if (plus) {
-        *plus = '\0';
-        if (!parse_u64(plus + 1, &off)) {
-            usage_error("bad offset in breakpoint '%s'", arg);
-            return false;
-        }
-    }
-    if (where[0] >= '0' && where[0] <= '9') {
-        if (plus || !parse_u64(where, &s.va) || !vmt_va_is_canonical(s.va)) {
-            usage_error("bad address '%s': expected a canonical hex address like 0x401000", where);
-            return false;
-        }
-        snprintf(s.name, sizeof s.name, "%#" PRIx64, s.va);
-    } else {
-        const vmt_symbol *sym = vmt_symtab_lookup(syms, where);
-        if (!sym) {
-            fprintf(stderr, "vmitap: unknown symbol '%s' (see 'vmitap symbols')\n", where);
-            return false;
-        }
-        s.va = sym->addr + off;
-        if (off)
-            snprintf(s.name, sizeof s.name, "%s+%#" PRIx64, sym->name, off);
-        else
-            snprintf(s.name, sizeof s.name, "%s", sym->name);
-        if (!off)
-            snprintf(s.sym, sizeof s.sym, "%s", sym->name);
-    }
-    s.kernel = (s.va >> 47) != 0;
-    if (s.kernel && s.proc != SPEC_GLOBAL) {
-        usage_error("'%s': kernel addresses are global, @P does not apply", arg);
-        return false;
-    }
-    *out = s;
-    return true;
-}
-
-static int cmd_symbols(const char *guest, bool json, const char *filter)
+static int cmd_symbols(const cli_opts *o, const char *filter)
 {
     vmt_symtab *syms;
-    if (!cli_load_symbols(guest, &syms))
+    if (o->linux_dir ? !cli_load_system_map(o->linux_dir, &syms) : !cli_load_symbols(o->guest, &syms))
         return CLI_EXIT_RUNTIME;
     for (size_t i = 0; i < vmt_symtab_count(syms); i++) {
         const vmt_symbol *s = vmt_symtab_at(syms, i);
         if (filter && !strstr(s->name, filter))
             continue;
         const char *kind = (s->addr >> 47) ? "kernel" : "user";
-        if (json) {
-            printf("{\"name\":");
-            json_str(stdout, s->name);
-            printf(",\"address\":\"%#" PRIx64 "\",\"size\":%" PRIu64 ",\"space\":\"%s\"}\n",
-                   s->addr, s->size, kind);
+        if (o->json) {
+            jl_obj *j = jl_begin("symbol");
+            jl_str(j, "name", s->name);
+            jl_hex(j, "address", s->addr);
+            if (s->size)
+                jl_u64(j, "size", s->size);
+            else
+                jl_null(j, "size"); /* unknown (System.map has none) */
+            jl_str(j, "space", kind);
+            jl_end(j, stdout);
         } else {
             printf("%#18" PRIx64 " %6" PRIu64 " %-6s %s\n", s->addr, s->size, kind, s->name);
         }
@@ -252,7 +179,8 @@ static int cmd_symbols(const char *guest, bool json, const char *filter)
 }
 
 enum { OPT_GLOBAL = 256, OPT_HITS, OPT_JSON, OPT_XO,
-       OPT_LINUX, OPT_NO_PROBE, OPT_BASELINE, OPT_CONSOLE }; /* linux: the last four */
+       OPT_LINUX, OPT_NO_PROBE, OPT_BASELINE, OPT_CONSOLE, /* linux: the last four */
+       OPT_END };
 
 static const struct option long_opts[] = {
     {"break", required_argument, NULL, 'b'},
@@ -275,6 +203,28 @@ static const struct option long_opts[] = {
     {NULL, 0, NULL, 0},
 };
 
+/* Where each option applies: `run` on an ELF guest, `run --linux`, `symbols`. */
+enum { IN_RUN = 1, IN_LINUX = 2, IN_SYMBOLS = 4 };
+
+static unsigned applies(int opt)
+{
+    switch (opt) {
+    case 'g': return IN_RUN | IN_SYMBOLS;
+    case 'n': case 's': case 'p': case OPT_GLOBAL: case OPT_XO: return IN_RUN;
+    case 'b': case 'c': case 't': case OPT_HITS: return IN_RUN | IN_LINUX;
+    case OPT_NO_PROBE: case OPT_BASELINE: case OPT_CONSOLE: return IN_LINUX;
+    default: return IN_RUN | IN_LINUX | IN_SYMBOLS; /* -v, --json, --linux */
+    }
+}
+
+static const char *opt_name(int opt)
+{
+    for (const struct option *lo = long_opts; lo->name; lo++)
+        if (lo->val == opt)
+            return lo->name;
+    return "?";
+}
+
 static bool parse_controller(const char *s, vmt_tracer_controller *out)
 {
     static const vmt_tracer_controller all[] = {VMT_TRACER_CONTROLLER_AUTO,
@@ -288,66 +238,105 @@ static bool parse_controller(const char *s, vmt_tracer_controller *out)
     return false;
 }
 
+/* One option's value; returns false after printing the error. */
+static bool parse_value(int c, const char *arg, cli_opts *o)
+{
+    uint64_t v;
+    switch (c) {
+    case 'g': o->guest = arg; o->guest_given = true; return true;
+    case 'c':
+        if (parse_controller(arg, &o->controller))
+            return true;
+        cli_usage_error("unknown controller '%s': expected int3, memory or auto", arg);
+        return false;
+    case 'n':
+        if (cli_parse_dec(arg, 1, UINT64_MAX, &o->iterations))
+            return true;
+        cli_usage_error("bad --iterations '%s': expected a positive decimal number", arg);
+        return false;
+    case 's':
+        if (cli_parse_dec(arg, 0, UINT64_MAX, &o->seed))
+            return true;
+        cli_usage_error("bad --seed '%s': expected a decimal number below 2^64", arg);
+        return false;
+    case 'p':
+        if (!cli_parse_dec(arg, 0, 100, &v)) {
+            cli_usage_error("bad --pager '%s': expected 0..100", arg);
+            return false;
+        }
+        o->pager = (uint32_t)v;
+        o->pager_given = true;
+        return true;
+    case 't':
+        if (cli_parse_seconds(arg, CLI_MAX_TIMEOUT_S, &o->timeout_s))
+            return true;
+        cli_usage_error("bad --timeout '%s': expected seconds, 0.001..%d, like 2 or 0.5", arg,
+                        CLI_MAX_TIMEOUT_S);
+        return false;
+    case OPT_LINUX: o->linux_dir = arg; return true;
+    }
+    return true;
+}
+
+/* Options given that do not apply to the command or mode; one line each
+ * for the first one found. */
+static bool check_applies(bool symbols, const cli_opts *o, const bool *given, unsigned nbreaks)
+{
+    unsigned where = symbols ? IN_SYMBOLS : o->linux_dir ? IN_LINUX : IN_RUN;
+    for (int opt = 0; opt < OPT_END; opt++) {
+        if (!given[opt] || (applies(opt) & where))
+            continue;
+        if (symbols)
+            cli_usage_error("option '--%s' does not apply to 'vmitap symbols'", opt_name(opt));
+        else if (o->linux_dir)
+            cli_usage_error("option '--%s' does not apply with --linux", opt_name(opt));
+        else
+            cli_usage_error("option '--%s' applies only with --linux", opt_name(opt));
+        return false;
+    }
+    if (o->guest_given && o->linux_dir) {
+        cli_usage_error("--guest and --linux exclude each other");
+        return false;
+    }
+    if (o->linux_baseline && (nbreaks || given['c'] || given[OPT_HITS] || given[OPT_NO_PROBE])) {
+        cli_usage_error("--baseline traces nothing: -b, --controller, --hits and --no-probe do not apply");
+        return false;
+    }
+    if (o->execute_only && o->controller == VMT_TRACER_CONTROLLER_MEMORY) {
+        cli_usage_error("--execute-only applies to the int3 controller, not to memory");
+        return false;
+    }
+    return true;
+}
+
 /* Parses the options of `run` / `symbols` (argv[0] is the command).
  * Breakpoint arguments are collected raw in *breaks; returns an exit code
  * or -1 to go on. */
-static int parse_opts(int argc, char **argv, cli_opts *o, const char ***breaks, unsigned *nbreaks)
+static int parse_opts(int argc, char **argv, cli_opts *o, bool *given, const char ***breaks,
+                      unsigned *nbreaks)
 {
     int c;
-    uint64_t v;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":b:g:c:n:s:p:t:vh", long_opts, NULL)) != -1) {
+        if (c >= 0 && c < OPT_END && c != '?' && c != ':')
+            given[c] = true;
         switch (c) {
         case 'b': (*breaks)[(*nbreaks)++] = optarg; break;
-        case 'g': o->guest = optarg; o->guest_given = true; break;
-        case 'c':
-            if (!parse_controller(optarg, &o->controller)) {
-                usage_error("unknown controller '%s': expected int3, memory or auto", optarg);
-                return CLI_EXIT_USAGE;
-            }
-            break;
-        case 'n':
-            if (!parse_u64(optarg, &o->iterations) || o->iterations == 0) {
-                usage_error("bad --iterations '%s': expected a positive number", optarg);
-                return CLI_EXIT_USAGE;
-            }
-            break;
-        case 's':
-            if (!parse_u64(optarg, &o->seed)) {
-                usage_error("bad --seed '%s'", optarg);
-                return CLI_EXIT_USAGE;
-            }
-            break;
-        case 'p':
-            if (!parse_u64(optarg, &v) || v > 100) {
-                usage_error("bad --pager '%s': expected 0..100", optarg);
-                return CLI_EXIT_USAGE;
-            }
-            o->pager = (uint32_t)v;
-            o->pager_given = true;
-            break;
-        case 't': {
-            char *end;
-            o->timeout_s = strtod(optarg, &end);
-            if (*end || !(o->timeout_s > 0)) {
-                usage_error("bad --timeout '%s': expected seconds > 0", optarg);
-                return CLI_EXIT_USAGE;
-            }
-            break;
-        }
         case 'v': o->verbose++; break;
         case OPT_GLOBAL: o->global_user = true; break;
         case OPT_HITS: o->show_hits = true; break;
         case OPT_JSON: o->json = true; break;
         case OPT_XO: o->execute_only = true; break;
-        case OPT_LINUX: o->linux_dir = optarg; break;
         case OPT_NO_PROBE: o->linux_no_probe = true; break;
         case OPT_BASELINE: o->linux_baseline = true; break;
         case OPT_CONSOLE: o->linux_console = true; break;
         case 'h': fputs(usage_text, stdout); return CLI_EXIT_OK;
-        case ':': usage_error("option '%s' needs a value", argv[optind - 1]); return CLI_EXIT_USAGE;
-        default: usage_error("unknown option '%s'", argv[optind - 1]); return CLI_EXIT_USAGE;
+        case ':': cli_usage_error("option '%s' needs a value", argv[optind - 1]); return CLI_EXIT_USAGE;
+        case '?': cli_usage_error("unknown option '%s'", argv[optind - 1]); return CLI_EXIT_USAGE;
+        default:
+            if (!parse_value(c, optarg, o))
+                return CLI_EXIT_USAGE;
         }
     }
     return -1;
@@ -356,7 +345,7 @@ static int parse_opts(int argc, char **argv, cli_opts *o, const char ***breaks, 
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fputs(usage_text, stderr);
+        fputs(short_usage, stderr);
         return CLI_EXIT_USAGE;
     }
     const char *cmd = argv[1];
@@ -369,33 +358,37 @@ int main(int argc, char **argv)
         return CLI_EXIT_OK;
     }
     if (strcmp(cmd, "run") != 0 && strcmp(cmd, "symbols") != 0) {
-        usage_error("unknown command '%s'", cmd);
+        cli_usage_error("unknown command '%s'", cmd);
         return CLI_EXIT_USAGE;
     }
+    bool symbols = strcmp(cmd, "symbols") == 0;
     cli_opts o = {.controller = VMT_TRACER_CONTROLLER_AUTO};
+    bool given[OPT_END] = {0};
     const char **breaks = calloc((size_t)argc, sizeof *breaks);
     unsigned nbreaks = 0;
-    int rc = parse_opts(argc - 1, argv + 1, &o, &breaks, &nbreaks);
+    int rc = parse_opts(argc - 1, argv + 1, &o, given, &breaks, &nbreaks);
     if (rc >= 0)
+        goto out;
+    rc = CLI_EXIT_USAGE;
+    if (!check_applies(symbols, &o, given, nbreaks))
         goto out;
     vmt_set_log_fn(log_to_stderr, &o.verbose);
     if (!o.guest)
         o.guest = vmt_kvm_default_guest();
     int first_arg = optind + 1; /* argv + 1 was parsed */
-    if (strcmp(cmd, "symbols") == 0) {
-        if (nbreaks || argc - first_arg > 1) {
-            usage_error("'symbols' takes only --guest, --json and one SUBSTRING");
-            rc = CLI_EXIT_USAGE;
+    if (symbols) {
+        if (argc - first_arg > 1) {
+            cli_usage_error("'symbols' takes one SUBSTRING at most");
             goto out;
         }
-        rc = cmd_symbols(o.guest, o.json, first_arg < argc ? argv[first_arg] : NULL);
+        rc = cmd_symbols(&o, first_arg < argc ? argv[first_arg] : NULL);
         goto out;
     }
     if (first_arg < argc) {
-        usage_error("unexpected argument '%s' (breakpoints go after -b)", argv[first_arg]);
-        rc = CLI_EXIT_USAGE;
+        cli_usage_error("unexpected argument '%s' (breakpoints go after -b)", argv[first_arg]);
         goto out;
     }
+    o.progress = isatty(STDERR_FILENO);
     if (o.linux_dir) { /* linux */
         rc = cmd_run_linux(&o, breaks, nbreaks);
         goto out;
@@ -407,14 +400,12 @@ int main(int argc, char **argv)
     }
     o.specs = calloc(nbreaks ? nbreaks : 1, sizeof *o.specs);
     for (unsigned i = 0; i < nbreaks; i++) {
-        if (!cli_parse_spec(breaks[i], syms, &o.specs[i])) {
-            rc = CLI_EXIT_USAGE;
+        if (!cli_parse_spec(breaks[i], syms, o.guest, &o.specs[i])) {
             vmt_symtab_free(syms);
             goto out;
         }
         o.nspecs++;
     }
-    o.progress = !o.json && isatty(STDOUT_FILENO);
     rc = cmd_run(&o, syms);
     vmt_symtab_free(syms);
 out:

@@ -124,12 +124,20 @@ static void print_hit(run_ctx *rc, const vmt_tracer_hit *h)
 {
     int proc = proc_of_root(rc, h->regs->cr3);
     if (rc->o->json) {
-        printf("{\"type\":\"hit\",\"time\":%.6f,\"breakpoint\":", elapsed_s(rc));
-        json_str(stdout, h->bp->name);
-        printf(",\"id\":%u,\"hit\":%" PRIu64 ",\"vcpu\":%u,\"rip\":\"%#" PRIx64
-               "\",\"cr3\":\"%#" PRIx64 "\",\"process\":%d,\"cpl\":%u}\n",
-               h->bp->id, h->bp->hits, h->vcpu, h->regs->rip, h->regs->cr3, proc,
-               h->regs->cs & 3u);
+        jl_obj *j = jl_begin("hit");
+        jl_double(j, "time", elapsed_s(rc));
+        jl_str(j, "breakpoint", h->bp->name);
+        jl_u64(j, "id", h->bp->id);
+        jl_u64(j, "hit", h->bp->hits);
+        jl_u64(j, "vcpu", h->vcpu);
+        jl_hex(j, "rip", h->regs->rip);
+        jl_hex(j, "cr3", h->regs->cr3);
+        if (proc >= 0)
+            jl_int(j, "process", proc);
+        else
+            jl_null(j, "process");
+        jl_u64(j, "cpl", h->regs->cs & 3u);
+        jl_end(j, stdout);
     } else {
         printf("%10.6f  hit %-24s #%-8" PRIu64 " rip %#" PRIx64 "  cr3 %#" PRIx64, elapsed_s(rc),
                h->bp->name, h->bp->hits, h->regs->rip, h->regs->cr3);
@@ -158,22 +166,24 @@ static void on_hit(void *user, vmt_tracer *t, const vmt_tracer_hit *h)
         print_hit(rc, h);
 }
 
+/* The live line, on stderr while it is a terminal (stdout stays clean for
+ * the table or the JSON Lines). */
 static void progress_line(run_ctx *rc, bool final)
 {
     if (!rc->o->progress)
         return;
     if (final) {
-        fputs("\r\033[K", stdout);
-        fflush(stdout);
+        fputs("\r\033[K", stderr);
+        fflush(stderr);
         return;
     }
     vmt_tracer_stats s;
     vmt_tracer_stats_get(rc->t, &s);
     const vmt_guest_stats *g = guest_stats(rc);
-    printf("\r\033[K%6.1fs  hits %" PRIu64 "  events %" PRIu64 "  page-in %" PRIu64
-           "  page-out %" PRIu64 "  round %" PRIu64,
-           elapsed_s(rc), s.hits, s.events, s.page_ins, s.page_outs, g ? g->rounds : 0);
-    fflush(stdout);
+    fprintf(stderr, "\r\033[K%6.1fs  hits %" PRIu64 "  events %" PRIu64 "  page-in %" PRIu64
+            "  page-out %" PRIu64 "  round %" PRIu64,
+            elapsed_s(rc), s.hits, s.events, s.page_ins, s.page_outs, g ? g->rounds : 0);
+    fflush(stderr);
 }
 
 /* Boots the VM and creates the tracer; prints one line on failure. */
@@ -310,6 +320,18 @@ static const char *proc_label(const bp_spec *s, char *buf, size_t len)
     return buf;
 }
 
+/* JSON "scope": where the breakpoint applies. */
+static const char *scope_of(const bp_spec *s)
+{
+    if (s->kernel)
+        return "kernel";
+    if (s->proc >= 0)
+        return "process";
+    if (s->proc == SPEC_GLOBAL && s->nids == 1)
+        return "global";
+    return "each";
+}
+
 /* Prints the per-breakpoint table and returns the number of mismatches. */
 static unsigned print_table(const run_ctx *rc, bool final)
 {
@@ -324,19 +346,28 @@ static unsigned print_table(const run_ctx *rc, bool final)
         char plbuf[32], guest[32];
         const char *pl = proc_label(s, plbuf, sizeof plbuf);
         if (rc->o->json) {
-            printf("{\"type\":\"breakpoint\",\"breakpoint\":");
-            json_str(stdout, s->text);
-            printf(",\"address\":\"%#" PRIx64 "\",\"process\":\"%s\",\"breakpoints\":%u,"
-                   "\"hits\":%" PRIu64 ",\"guest_calls\":",
-                   s->va, pl, s->nids, r.hits);
-            if (r.counter)
-                printf("%" PRIu64, r.counter->calls);
+            jl_obj *j = jl_begin("breakpoint");
+            jl_str(j, "breakpoint", s->text);
+            jl_hex(j, "address", s->va);
+            jl_str(j, "scope", scope_of(s));
+            if (s->proc >= 0)
+                jl_int(j, "process", s->proc);
             else
-                printf("null");
-            printf(",\"page_outs\":%" PRIu64 ",\"page_ins\":%" PRIu64 ",\"relocations\":%" PRIu64
-                   ",\"match\":%s}\n",
-                   r.page_outs, r.page_ins, r.relocations,
-                   !r.compared ? "null" : r.match ? "true" : "false");
+                jl_null(j, "process");
+            jl_u64(j, "breakpoints", s->nids);
+            jl_u64(j, "hits", r.hits);
+            if (r.counter)
+                jl_u64(j, "guest_calls", r.counter->calls);
+            else
+                jl_null(j, "guest_calls");
+            jl_u64(j, "page_outs", r.page_outs);
+            jl_u64(j, "page_ins", r.page_ins);
+            jl_u64(j, "relocations", r.relocations);
+            if (r.compared)
+                jl_bool(j, "match", r.match);
+            else
+                jl_null(j, "match");
+            jl_end(j, stdout);
             continue;
         }
         if (r.counter)
@@ -361,25 +392,32 @@ static void print_summary(const run_ctx *rc, vmt_tracer_stop_reason why, unsigne
     const char *ctl = vmt_tracer_controller_name(vmt_tracer_controller_used(rc->t));
     bool stealthy = vmt_tracer_is_stealthy(rc->t);
     if (rc->o->json) {
-        printf("{\"type\":\"summary\",\"stop\":\"%s\",\"seconds\":%.3f,\"controller\":\"%s\","
-               "\"stealthy\":%s,\"hits\":%" PRIu64 ",\"events\":%" PRIu64
-               ",\"reinjected\":%" PRIu64 ",\"page_ins\":%" PRIu64 ",\"page_outs\":%" PRIu64
-               ",\"stealth_reads\":%" PRIu64 ",\"emulated_step_overs\":%" PRIu64
-               ",\"guest_exit_code\":",
-               interrupted ? "interrupted" : vmt_tracer_stop_reason_str(why), elapsed_s(rc), ctl,
-               stealthy ? "true" : "false", s.hits, s.events, s.reinjected, s.page_ins,
-               s.page_outs, s.stealth_reads, s.emulated);
+        jl_obj *j = jl_begin("summary");
+        jl_str(j, "stop", interrupted ? "interrupted" : vmt_tracer_stop_reason_str(why));
+        jl_double(j, "seconds", elapsed_s(rc));
+        jl_str(j, "controller", ctl);
+        jl_bool(j, "stealthy", stealthy);
+        jl_u64(j, "hits", s.hits);
+        jl_u64(j, "events", s.events);
+        jl_u64(j, "reinjected", s.reinjected);
+        jl_u64(j, "page_ins", s.page_ins);
+        jl_u64(j, "page_outs", s.page_outs);
+        jl_u64(j, "stealth_reads", s.stealth_reads);
+        jl_u64(j, "emulated_step_overs", s.emulated);
         if (state == VMT_KVM_EXITED)
-            printf("%u", vmt_kvm_exit_code(rc->kvm));
+            jl_u64(j, "guest_exit_code", vmt_kvm_exit_code(rc->kvm));
         else
-            printf("null");
-        if (g)
-            printf(",\"guest_rounds\":%" PRIu64 ",\"guest_page_outs\":%" PRIu64
-                   ",\"guest_page_ins\":%" PRIu64 ",\"guest_relocations\":%" PRIu64
-                   ",\"selfcheck_mismatches\":%" PRIu64,
-                   g->rounds, g->page_outs, g->page_ins, g->relocations,
-                   g->selfcheck_mismatches);
-        printf(",\"compared\":%s,\"mismatches\":%u}\n", final ? "true" : "false", mismatches);
+            jl_null(j, "guest_exit_code");
+        if (g) {
+            jl_u64(j, "guest_rounds", g->rounds);
+            jl_u64(j, "guest_page_outs", g->page_outs);
+            jl_u64(j, "guest_page_ins", g->page_ins);
+            jl_u64(j, "guest_relocations", g->relocations);
+            jl_u64(j, "selfcheck_mismatches", g->selfcheck_mismatches);
+        }
+        jl_bool(j, "compared", final);
+        jl_u64(j, "mismatches", mismatches);
+        jl_end(j, stdout);
         return;
     }
     printf("\n");

@@ -1,15 +1,19 @@
 /* linux: vmitap run --linux DIR — trace Debian's kernel and a process of
  * its initramfs (src/linux/linux_session.h does the work). */
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <glib.h>
 
 #include "linux/linux_session.h"
 #include "tools/vmitap/cli.h"
 
 typedef struct show_ctx {
     const cli_opts *o;
+    int64_t start_us;
 } show_ctx;
 
 static void show_hit(void *user, const char *func, const vmt_regs *regs, const char *path)
@@ -18,14 +22,17 @@ static void show_hit(void *user, const char *func, const vmt_regs *regs, const c
     if (!s->o->show_hits)
         return;
     if (s->o->json) {
-        printf("{\"type\":\"hit\",\"breakpoint\":");
-        json_str(stdout, func);
-        printf(",\"rip\":\"%#" PRIx64 "\",\"cr3\":\"%#" PRIx64 "\"", regs->rip, regs->cr3);
-        if (path) {
-            printf(",\"path\":");
-            json_str(stdout, path);
-        }
-        printf("}\n");
+        jl_obj *j = jl_begin("hit");
+        jl_double(j, "time", (double)(g_get_monotonic_time() - s->start_us) / 1e6);
+        jl_str(j, "breakpoint", func);
+        jl_u64(j, "vcpu", 0);
+        jl_hex(j, "rip", regs->rip);
+        jl_hex(j, "cr3", regs->cr3);
+        jl_null(j, "process"); /* Linux processes are not numbered here */
+        jl_u64(j, "cpl", regs->cs & 3u);
+        if (path)
+            jl_str(j, "path", path);
+        jl_end(j, stdout);
     } else {
         printf("hit %-24s rip %#" PRIx64 " cr3 %#" PRIx64 "%s%s\n", func, regs->rip, regs->cr3,
                path ? "  " : "", path ? path : "");
@@ -77,34 +84,68 @@ static void print_text(const cli_opts *o, const lx_opts *lo, const lx_result *r,
 
 static void print_json(const lx_opts *lo, const lx_result *r)
 {
-    printf("{\"type\":\"summary\",\"state\":\"%s\",\"seconds\":%.3f,\"boot_s\":%.3f,\"workload_s\":%.3f,"
-           "\"reached_init\":%s,\"workload_done\":%s,\"openat_workload\":%" PRIu64 ",\"probe_hits\":%" PRIu64
-           ",\"detached\":%s,\"done_after_detach\":%s,\"hits\":{",
-           state_str(r), r->total_s, r->boot_s, r->workload_s, r->reached_init ? "true" : "false",
-           r->workload_done ? "true" : "false", r->openat_workload, r->probe_hits,
-           r->detached ? "true" : "false", r->done_after_detach ? "true" : "false");
-    for (size_t i = 0; i < lo->nkfuncs; i++) {
-        printf(i ? "," : "");
-        json_str(stdout, lo->kfuncs[i]);
-        printf(":%" PRIu64, r->kfunc_hits[i]);
-    }
-    printf("}}\n");
+    jl_obj *j = jl_begin("summary");
+    jl_str(j, "state", state_str(r));
+    jl_double(j, "seconds", r->total_s);
+    jl_double(j, "boot_s", r->boot_s);
+    jl_double(j, "workload_s", r->workload_s);
+    jl_bool(j, "reached_init", r->reached_init);
+    jl_bool(j, "workload_done", r->workload_done);
+    jl_u64(j, "openat_workload", r->openat_workload);
+    jl_u64(j, "probe_hits", r->probe_hits);
+    jl_bool(j, "detached", r->detached);
+    jl_bool(j, "done_after_detach", r->done_after_detach);
+    jl_begin_member_object(j, "kernel_hits");
+    for (size_t i = 0; i < lo->nkfuncs; i++)
+        jl_u64(j, lo->kfuncs[i], r->kfunc_hits[i]);
+    jl_end_member_object(j);
+    jl_end(j, stdout);
 }
 
-int cmd_run_linux(cli_opts *o, const char **breaks, unsigned nbreaks)
+/* Every -b names a kernel function of DIR/System.map; checked before the
+ * boot, with the closest names when one is unknown. Returns an exit code,
+ * or -1 when all are known. */
+static int check_kfuncs(const cli_opts *o, const char **breaks, unsigned nbreaks)
 {
-    if (!cli_kvm_check())
-        return CLI_EXIT_RUNTIME;
+    if (nbreaks > LX_MAX_KFUNCS) {
+        cli_usage_error("at most %d kernel functions with --linux", LX_MAX_KFUNCS);
+        return CLI_EXIT_USAGE;
+    }
+    for (unsigned i = 0; i < nbreaks; i++)
+        if (!breaks[i][0] || strpbrk(breaks[i], "+@") || isdigit((unsigned char)breaks[i][0])) {
+            cli_usage_error("with --linux, -b takes kernel function names, not '%s'", breaks[i]);
+            return CLI_EXIT_USAGE;
+        }
     char why[512];
     if (!lx_files_present(o->linux_dir, why, sizeof why)) {
         fprintf(stderr, "vmitap: %s\n", why);
         return CLI_EXIT_RUNTIME;
     }
-    if (nbreaks > LX_MAX_KFUNCS) {
-        fprintf(stderr, "vmitap: at most %d kernel functions with --linux\n", LX_MAX_KFUNCS);
-        return CLI_EXIT_USAGE;
+    vmt_symtab *map;
+    if (!cli_load_system_map(o->linux_dir, &map))
+        return CLI_EXIT_RUNTIME;
+    int rc = -1;
+    for (unsigned i = 0; i < nbreaks && rc < 0; i++) {
+        if (vmt_symtab_lookup(map, breaks[i]))
+            continue;
+        char hint[256];
+        cli_suggest(map, breaks[i], hint, sizeof hint);
+        fprintf(stderr, "vmitap: unknown kernel function '%s' in %s/System.map%s\n", breaks[i],
+                o->linux_dir, hint);
+        rc = CLI_EXIT_USAGE;
     }
-    show_ctx sc = {.o = o};
+    vmt_symtab_free(map);
+    return rc;
+}
+
+int cmd_run_linux(cli_opts *o, const char **breaks, unsigned nbreaks)
+{
+    int rc = check_kfuncs(o, breaks, nbreaks);
+    if (rc >= 0)
+        return rc;
+    if (!cli_kvm_check())
+        return CLI_EXIT_RUNTIME;
+    show_ctx sc = {.o = o, .start_us = g_get_monotonic_time()};
     lx_opts lo = {.dir = o->linux_dir, .nkfuncs = nbreaks, .trace = !o->linux_baseline,
                   .user_probe = !o->linux_no_probe && !o->linux_baseline, .controller = o->controller,
                   .timeout_ms = (int64_t)(o->timeout_s * 1000.0), .on_kernel_hit = show_hit, .user = &sc};
