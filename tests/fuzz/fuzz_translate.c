@@ -86,17 +86,20 @@ static void check_walk(vmt_core *vmi, vmt_mock *mock, vmt_addr_ctx ctx)
 static void check_read(vmt_core *vmi, vmt_mock *mock, vmt_addr_ctx ctx, size_t len)
 {
     uint8_t want[64], got[64];
-    bool ok = true;
+    bool ok = true, invalid = false;
     for (size_t i = 0; i < len && ok; i++) {
         model_walk m;
         vmt_addr_ctx c = vmt_ctx(ctx.va + i, ctx.root);
-        ok = model_walk_va(mock, c, &m) == VMT_OK && m.present &&
-             vmt_mock_peek(mock, m.pa, &want[i], 1) == VMT_OK;
+        vmt_status ms = ctx.va + i < ctx.va ? VMT_E_INVALID : model_walk_va(mock, c, &m);
+        invalid = ms == VMT_E_INVALID; /* the range wraps, or leaves the canonical half */
+        ok = ms == VMT_OK && m.present && vmt_mock_peek(mock, m.pa, &want[i], 1) == VMT_OK;
     }
     memset(got, 0x5a, sizeof got);
     vmt_status st = vmt_core_read_va(vmi, ctx, got, len);
     FUZZ_CHECK((st == VMT_OK) == ok, "read_va of %zu at %llx: status %d, model %s", len,
                (unsigned long long)ctx.va, st, ok ? "readable" : "not readable");
+    if (invalid) /* whatever else, an invalid range is refused as such */
+        FUZZ_CHECK(st == VMT_E_INVALID, "read_va of a bad range: status %d", st);
     if (ok) {
         FUZZ_CHECK(memcmp(got, want, len) == 0, "read_va: other bytes");
     } else {
