@@ -19,7 +19,10 @@
  * the memory controller. At the end vmt_tracer_detach leaves the guest as
  * it was: the default view current on every vCPU, the session view gone,
  * no shadow frame left, every frame's access in view 0 as before (RWX),
- * the events off, the code frames as the guest wrote them. */
+ * the events off, the code frames as the guest wrote them.
+ *
+ * FUZZ_TRACE=1 replays an input with the library's log and the
+ * breakpoints after every run on stderr. */
 #include <stdarg.h>
 #include <stdbool.h>
 
