@@ -11,6 +11,7 @@ cd "${1:-$(dirname "$0")/..}"
 
 is_source() {
   case "$1" in
+    tests/fuzz/corpus/*) return 1 ;;
     *.c | *.h | *.S | *.ld | *.map | *.cmake | */CMakeLists.txt | CMakeLists.txt | *.in | *.sh | *.py | *.scd) return 0 ;;
     .ci/*) return 0 ;;
   esac

@@ -139,6 +139,14 @@ static vmt_status apply_choices(vmt_bpm *bpm, vmt_core *vmi, vmt_interceptor *ic
                 first = st;
         }
     }
+    /* A drop that failed may have been undone by putting the trap back,
+     * over the new bytes: take it out again, so that it stays out of the
+     * guest's code and the next rebuild asks about it once more. */
+    if (!rearm && first != VMT_OK) {
+        st = vmt_interceptor_leave_out(ic, vmi, it->view, it->pa, it->old, it->len);
+        if (st != VMT_OK && st != VMT_E_INVALID)
+            count_error(n, st, "leaving out", it->pa);
+    }
     return first;
 }
 

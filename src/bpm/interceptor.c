@@ -16,6 +16,7 @@ typedef struct ic_trap {
     bool disarmed; /* left out of the shadow: the guest overwrote its bytes (issue 8) */
     uint8_t bytes[VMT_INTERCEPTOR_MAX_TRAP];
     uint8_t orig[VMT_INTERCEPTOR_MAX_TRAP];
+    uint8_t was[VMT_INTERCEPTOR_MAX_TRAP]; /* disarmed: the bytes it was set on */
 } ic_trap;
 
 /* A (view, frame) remapped to a shadow frame. */
@@ -139,7 +140,9 @@ static vmt_status new_shadow_page(vmt_interceptor *ic, vmt_core *vmi, vmt_view v
         page_free(page);
         return st;
     }
-    st = vmt_core_read(vmi, vmt_pa_from_gfn(gfn), buf, sizeof buf);
+    /* A frame above guest RAM (a hostile page table can point there) may
+     * be the very frame just handed out: never trap a shadow. */
+    st = shadow == gfn ? VMT_E_INVALID : vmt_core_read(vmi, vmt_pa_from_gfn(gfn), buf, sizeof buf);
     ic_trap t = {.off = (uint16_t)off, .len = (uint8_t)len, .refs = 1};
     if (st == VMT_OK) {
         memcpy(t.orig, buf + off, len);
@@ -165,6 +168,15 @@ static vmt_status new_shadow_page(vmt_interceptor *ic, vmt_core *vmi, vmt_view v
 
 static vmt_status rearm_trap(vmt_core *vmi, ic_page *page, ic_trap *t);
 
+/* True if gfn is one of the interceptor's shadow frames. */
+static bool is_shadow(const vmt_interceptor *ic, vmt_gfn gfn)
+{
+    for (size_t i = 0; (i = vmt_htab_next(&ic->pages, i)) < ic->pages.n; i++)
+        if (((const ic_page *)ic->pages.slots[i].val)->shadow == gfn)
+            return true;
+    return false;
+}
+
 vmt_status vmt_interceptor_insert(vmt_interceptor *ic, vmt_core *vmi, vmt_view view, vmt_pa pa,
                                   const uint8_t *trap, size_t len)
 {
@@ -175,7 +187,8 @@ vmt_status vmt_interceptor_insert(vmt_interceptor *ic, vmt_core *vmi, vmt_view v
         return VMT_E_OUT_OF_BOUNDS;
     ic_page *page = find_page(ic, view, vmt_gfn_from_pa(pa));
     if (!page)
-        return new_shadow_page(ic, vmi, view, pa, trap, len);
+        return is_shadow(ic, vmt_gfn_from_pa(pa)) ? VMT_E_INVALID
+                                                  : new_shadow_page(ic, vmi, view, pa, trap, len);
 
     ic_trap *t = find_trap(page, off);
     if (t) {
@@ -323,6 +336,13 @@ static bool overwritten(const ic_trap *t, const uint8_t *now)
     return !t->disarmed && memcmp(t->orig, now + t->off, t->len) != 0;
 }
 
+/* True if a trap is out of the shadow although the guest's bytes under it
+ * are again those it was set on: it goes back in. */
+static bool restored(const ic_trap *t, const uint8_t *now)
+{
+    return t->disarmed && memcmp(t->was, now + t->off, t->len) == 0;
+}
+
 /* One view's shadow of the frame whose current content is `now`. The
  * shadow is written first: if that fails nothing has changed. */
 static vmt_status refresh_page(vmt_core *vmi, ic_page *page, const uint8_t *now,
@@ -332,7 +352,7 @@ static vmt_status refresh_page(vmt_core *vmi, ic_page *page, const uint8_t *now,
     memcpy(buf, now, sizeof buf);
     for (size_t i = 0; i < page->n_traps; i++) {
         ic_trap *t = &page->traps[i];
-        if (!t->disarmed && !overwritten(t, now))
+        if ((!t->disarmed && !overwritten(t, now)) || restored(t, now))
             memcpy(buf + t->off, t->bytes, t->len);
     }
     vmt_status st = vmt_core_write(vmi, vmt_pa_from_gfn(page->shadow), buf, sizeof buf);
@@ -340,19 +360,26 @@ static vmt_status refresh_page(vmt_core *vmi, ic_page *page, const uint8_t *now,
         return st;
     for (size_t i = 0; i < page->n_traps; i++) {
         ic_trap *t = &page->traps[i];
-        uint8_t old[VMT_INTERCEPTOR_MAX_TRAP];
-        bool report = overwritten(t, now);
-        /* A trap out of the shadow (now or before) keeps the guest's bytes
-         * as its original: they are what removing it must leave. */
-        memcpy(old, t->orig, t->len);
-        if (report || t->disarmed)
-            memcpy(t->orig, now + t->off, t->len);
+        if (restored(t, now)) {
+            memcpy(t->orig, t->was, t->len);
+            t->disarmed = false;
+            continue;
+        }
+        /* A trap already out of the shadow is reported again: its claims
+         * are still there, so the choice made about it was not applied
+         * (the call applying it failed) and is asked for once more. */
+        bool report = overwritten(t, now) || t->disarmed;
         if (!report)
             continue;
-        /* The instruction the trap was set on is gone: the new bytes show. */
+        if (!t->disarmed)
+            memcpy(t->was, t->orig, t->len);
+        /* A trap out of the shadow keeps the guest's bytes as its
+         * original: they are what removing it must leave. The instruction
+         * the trap was set on is gone: the new bytes show. */
+        memcpy(t->orig, now + t->off, t->len);
         t->disarmed = true;
         if (fn)
-            fn(user, page->view, vmt_pa_from_gfn(page->gfn) + t->off, t->len, old, t->orig);
+            fn(user, page->view, vmt_pa_from_gfn(page->gfn) + t->off, t->len, t->was, t->orig);
     }
     return VMT_OK;
 }
@@ -392,6 +419,25 @@ vmt_status vmt_interceptor_rearm(vmt_interceptor *ic, vmt_core *vmi, vmt_view vi
     if (!t)
         return VMT_E_INVALID;
     return t->disarmed ? rearm_trap(vmi, page, t) : VMT_OK;
+}
+
+vmt_status vmt_interceptor_leave_out(vmt_interceptor *ic, vmt_core *vmi, vmt_view view, vmt_pa pa,
+                                     const uint8_t *was, size_t len)
+{
+    if (!ic || !vmi || !was)
+        return VMT_E_INVALID;
+    ic_page *page = find_page(ic, view, vmt_gfn_from_pa(pa));
+    ic_trap *t = page ? find_trap(page, pa & (VMT_PAGE_SIZE - 1)) : NULL;
+    if (!t || len != t->len)
+        return VMT_E_INVALID;
+    if (t->disarmed)
+        return VMT_OK;
+    vmt_status st = vmt_core_write(vmi, vmt_pa_from_gfn(page->shadow) + t->off, t->orig, t->len);
+    if (st != VMT_OK)
+        return st;
+    memcpy(t->was, was, len);
+    t->disarmed = true;
+    return VMT_OK;
 }
 
 bool vmt_interceptor_armed(const vmt_interceptor *ic, vmt_view view, vmt_pa pa)

@@ -35,7 +35,9 @@ void vmt_interceptor_free(vmt_interceptor *ic);
  * the shadow on the frame's first trap. A second insert at the same (view,
  * pa) only takes a reference; it must carry the same bytes (VMT_E_CONFLICT
  * otherwise, as for a trap overlapping another one at a different offset).
- * VMT_E_OUT_OF_BOUNDS if the trap would cross the end of the page. */
+ * VMT_E_OUT_OF_BOUNDS if the trap would cross the end of the page;
+ * VMT_E_INVALID for a frame that is a shadow frame (above guest RAM, where
+ * a hostile page table may point). */
 vmt_status vmt_interceptor_insert(vmt_interceptor *ic, vmt_core *vmi, vmt_view view, vmt_pa pa,
                                   const uint8_t *trap, size_t len);
 /* Drops one reference of the trap at (view, pa); on the last one writes the
@@ -74,8 +76,12 @@ typedef void (*vmt_interceptor_overwrite_fn)(void *user, vmt_view view, vmt_pa p
  * the shadow (disarmed: the new bytes show there and become its saved
  * original) and reported through fn (may be NULL). The trap keeps its
  * references: removing it later restores the new bytes, and
- * vmt_interceptor_rearm (or another insert) puts it back. *views
- * (optional): how many views had a shadow of gfn. */
+ * vmt_interceptor_rearm (or another insert) puts it back. A trap still out
+ * of the shadow at a later rebuild (whoever handles the report did not
+ * remove or re-arm it, e.g. the call doing so failed) is reported again,
+ * with the bytes it was set on, unless the guest has put those bytes back:
+ * then it goes back into the shadow. *views (optional): how many views
+ * had a shadow of gfn. */
 vmt_status vmt_interceptor_refresh(vmt_interceptor *ic, vmt_core *vmi, vmt_gfn gfn,
                                    vmt_interceptor_overwrite_fn fn, void *user, size_t *views);
 /* Writes a disarmed trap back into its shadow (VMT_OK if it is armed;
@@ -89,6 +95,13 @@ size_t vmt_interceptor_traps_on(const vmt_interceptor *ic, vmt_gfn gfn, vmt_view
 /* Stores the shadowed frames (one per view shadowing it) into out[0..max)
  * and returns how many there are. */
 size_t vmt_interceptor_shadowed(const vmt_interceptor *ic, vmt_gfn *out, size_t max);
+/* Takes a trap out of the shadow again after it was put back over bytes
+ * the guest overwrote (a removal that failed and was undone re-inserts
+ * it): the guest's bytes show, and the next rebuild reports the trap again
+ * with `was`, the len bytes it was set on. VMT_OK if it is already out;
+ * VMT_E_INVALID if there is no such trap. */
+vmt_status vmt_interceptor_leave_out(vmt_interceptor *ic, vmt_core *vmi, vmt_view view, vmt_pa pa,
+                                     const uint8_t *was, size_t len);
 /* True if (view, pa) holds a trap that is in the shadow now. */
 bool vmt_interceptor_armed(const vmt_interceptor *ic, vmt_view view, vmt_pa pa);
 

@@ -12,6 +12,7 @@
 #include <libelf.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -301,8 +302,12 @@ vmt_status vmt_elf_read_va(const char *path, vmt_va va, void *buf, size_t len)
             if (!gelf_getphdr(elf, (int)i, &ph) || ph.p_type != PT_LOAD || va < ph.p_vaddr ||
                 va - ph.p_vaddr > ph.p_filesz || len > ph.p_filesz - (va - ph.p_vaddr))
                 continue;
-            off_t at = (off_t)(ph.p_offset + (va - ph.p_vaddr));
-            if (pread(fd, buf, len, at) == (ssize_t)len)
+            /* p_filesz may claim more than the file holds: a short read
+             * would leave buf half written, so the range is checked first */
+            uint64_t at = ph.p_offset + (va - ph.p_vaddr);
+            struct stat sb;
+            if (fstat(fd, &sb) == 0 && at >= ph.p_offset && at <= (uint64_t)sb.st_size &&
+                len <= (uint64_t)sb.st_size - at && pread(fd, buf, len, (off_t)at) == (ssize_t)len)
                 st = VMT_OK;
             break;
         }

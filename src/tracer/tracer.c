@@ -24,9 +24,11 @@
 
 #include "core/alloc.h"
 #include "core/htab.h"
+#include "core/opts.h"
+#include "ptm/ptm_internal.h"
 #include "tracer/emulate.h"
 #include "tracer/symbols.h"
-#include "core/opts.h"
+#include "tracer/tracer_internal.h"
 #include "vmitap/coherence.h"
 #include "vmitap/log.h"
 
@@ -76,7 +78,10 @@ struct vmt_tracer {
     void *overwrite_user;
     vmt_tracer_bp_id *coh_dropped; /* dropped by the last flush; room for every breakpoint */
     size_t n_dropped, dropped_cap;
-    vmt_ptm_events retry; /* ptm events the bpm failed to take, oldest first */
+    /* ptm events the bpm failed to take: the ptm has moved on, so nothing
+     * would announce them again; retried at every turn of the loop while
+     * they still hold (retry_owed_ptm). */
+    vmt_ptm_events owed;
 };
 
 const char *vmt_tracer_controller_name(vmt_tracer_controller c)
@@ -134,12 +139,16 @@ static vmt_breakpoint bpm_claim(const vmt_tracer *t, const tracer_bp *bp)
 }
 
 /* Re-reads from the bpm whether bp is armed and counts the transition.
- * pa: where the ptm says the page now is (0 when unknown). */
+ * pa: where the ptm says the page now is (0 when unknown: translated;
+ * KEEP_PA: the frame it is armed in did not change). */
+#define KEEP_PA UINT64_MAX
 static void bp_refresh(vmt_tracer *t, tracer_bp *bp, vmt_pa pa)
 {
     bool now = vmt_bpm_contains_by_address(t->bpm, bp->info.ctx, bp->info.id);
     vmt_tracer_bp_info *i = &bp->info;
-    if (now && !pa && vmt_core_translate(t->vmi, i->ctx, &pa) != VMT_OK)
+    if (pa == KEEP_PA)
+        pa = i->active ? i->pa : 0; /* where it is armed has not changed */
+    else if (now && !pa && vmt_core_translate(t->vmi, i->ctx, &pa) != VMT_OK)
         pa = 0;
     if (now && pa)
         pa = vmt_pa_in_gfn(vmt_gfn_from_pa(pa), i->ctx.va);
@@ -329,6 +338,7 @@ vmt_status vmt_tracer_detach(vmt_tracer *t)
     if (!t->attached)
         return VMT_OK;
     vmt_status first = VMT_OK;
+    t->owed.len = 0; /* the breakpoints are gone */
     keep_first(&first, vmt_bpm_clear(t->bpm, t->vmi), "clear breakpoints");
     vmt_ptm_unmonitor_all(t->ptm, t->vmi);
     keep_first(&first, vmt_core_switch_view(t->vmi, vmt_core_default_view(t->vmi)),
@@ -340,7 +350,6 @@ vmt_status vmt_tracer_detach(vmt_tracer *t)
         keep_first(&first, monitor_off(t, VMT_EVENT_MEMORY_ACCESS), "stop memory events");
     t->monitoring_int3 = t->monitoring_mem = false;
     t->attached = false;
-    t->retry.len = 0; /* the breakpoints are gone */
     for (size_t i = 0; (i = vmt_htab_next(&t->by_id, i)) < t->by_id.n; i++)
         ((tracer_bp *)t->by_id.slots[i].val)->info.active = false;
     return first;
@@ -353,7 +362,7 @@ void vmt_tracer_free(vmt_tracer *t)
     vmt_tracer_detach(t);
     vmt_coherence_free(t->coh);
     vmt_free(t->coh_dropped);
-    vmt_ptm_events_free(&t->retry);
+    vmt_ptm_events_free(&t->owed);
     vmt_bpm_free(t->bpm);
     vmt_ptm_free(t->ptm);
     vmt_symtab_free(t->syms);
@@ -474,7 +483,16 @@ vmt_status vmt_tracer_add(vmt_tracer *t, vmt_addr_ctx ctx, const vmt_tracer_bp_o
                                     .key = o.key, .tag = o.tag, .name = bp->name};
     vmt_breakpoint claim = bpm_claim(t, bp);
     bool inserted;
-    vmt_status st = vmt_bpm_insert(t->bpm, t->vmi, &claim, &inserted);
+    /* Where the ptm already follows ctx (another breakpoint there), arm
+     * where it says the page is, not where a fresh walk says: a page-table
+     * write whose step has not completed yet would otherwise leave this
+     * claim on a frame the ptm's coming events never mention. */
+    bool in = false;
+    vmt_pa pa = 0;
+    vmt_status st = vmt_ptm_lookup(t->ptm, ctx, t->view, NULL, &in, &pa)
+                        ? vmt_bpm_insert_with_hint(t->bpm, t->vmi, &claim, in ? &pa : NULL,
+                                                   &inserted)
+                        : vmt_bpm_insert(t->bpm, t->vmi, &claim, &inserted);
     if (st == VMT_OK) {
         st = vmt_ptm_monitor(t->ptm, t->vmi, ctx, t->view, (uintptr_t)bp->info.id);
         if (st != VMT_OK)
@@ -489,7 +507,7 @@ vmt_status vmt_tracer_add(vmt_tracer *t, vmt_addr_ctx ctx, const vmt_tracer_bp_o
     index_bp(t, bp, fresh);
     t->next_id++;
     bp->info.active = false;
-    bp_refresh(t, bp, 0);
+    bp_refresh(t, bp, in ? pa : 0);
     bp->info.page_ins = 0; /* arming at creation is not a page-in */
     if (id)
         *id = bp->info.id;
@@ -758,10 +776,66 @@ static void on_memory_access(vmt_tracer *t, const vmt_event *ev, vmt_response *r
 }
 
 /* After a write to monitored page-table entries: turn what changed into
- * page-in / page-out events, and move the breakpoints accordingly. Whether
- * the bpm took the event. */
-static bool apply_ptm_event(vmt_tracer *t, const vmt_ptm_event *pe)
+ * page-in / page-out events, and move the breakpoints accordingly.
+ *
+ * The ptm reports a change once, so an event the bpm fails to take (a
+ * driver failure, out of memory) is owed: kept in t->owed and retried at
+ * every turn of the loop while it still holds, and a later event of the
+ * same address waits behind it. Room for every event is reserved before
+ * any is applied, so keeping one cannot fail. */
+
+/* applied: the bpm took pe (else pe only waits, and other events may have
+ * changed the claims of its address). */
+static void refresh_bps_at(vmt_tracer *t, const vmt_ptm_event *pe, bool applied)
 {
+    va_slot *s = pe->view == t->view ? slot_get(t, pe->ctx.va) : NULL;
+    for (size_t i = 0; s && i < s->n; i++) {
+        tracer_bp *bp = s->bps[i];
+        if (vmt_ctx_eq(bp->info.ctx, pe->ctx))
+            bp_refresh(t, bp, !applied ? KEEP_PA : pe->kind == VMT_PTM_PAGE_IN ? pe->pa : 0);
+    }
+}
+
+/* Room in t->owed for n more events. */
+static vmt_status owed_reserve(vmt_tracer *t, size_t n)
+{
+    vmt_ptm_events *o = &t->owed;
+    if (o->cap - o->len >= n)
+        return VMT_OK;
+    size_t cap = o->len + n < 16 ? 16 : o->len + n;
+    vmt_ptm_event *items = vmt_reallocarray(o->items, cap, sizeof *items);
+    if (!items)
+        return VMT_E_NOMEM;
+    o->items = items;
+    o->cap = cap;
+    return VMT_OK;
+}
+
+static void owe(vmt_tracer *t, const vmt_ptm_event *pe)
+{
+    t->owed.items[t->owed.len++] = *pe; /* room reserved by the caller */
+}
+
+/* True if t->owed holds an event of pe's address (view, ctx). */
+static bool owed_for(const vmt_tracer *t, const vmt_ptm_event *pe)
+{
+    for (size_t i = 0; i < t->owed.len; i++) {
+        const vmt_ptm_event *o = &t->owed.items[i];
+        if (o->view == pe->view && vmt_ctx_eq(o->ctx, pe->ctx))
+            return true;
+    }
+    return false;
+}
+
+/* Applies one ptm event to the bpm; a failure is owed, and so is an event
+ * of an address with an owed one (it must come after it). */
+static void apply_ptm_event(vmt_tracer *t, const vmt_ptm_event *pe)
+{
+    if (owed_for(t, pe)) {
+        owe(t, pe);
+        refresh_bps_at(t, pe, false);
+        return;
+    }
     bool updated;
     vmt_status st = vmt_bpm_handle_ptm_event(t->bpm, t->vmi, pe, &updated);
     if (st != VMT_OK) {
@@ -770,62 +844,49 @@ static bool apply_ptm_event(vmt_tracer *t, const vmt_ptm_event *pe)
                 (unsigned long long)pe->ctx.va, vmt_status_str(st));
         if (t->loop_error == VMT_OK)
             t->loop_error = st;
-        return false;
+        /* A frame outside guest RAM (a hostile page table) or one the
+         * controller refuses stays so: only other failures are retried. */
+        if (st != VMT_E_OUT_OF_BOUNDS && st != VMT_E_INVALID)
+            owe(t, pe);
     }
-    if (pe->kind == VMT_PTM_PAGE_IN)
-        t->stats.page_ins++;
-    else
-        t->stats.page_outs++;
-    va_slot *s = pe->view == t->view ? slot_get(t, pe->ctx.va) : NULL;
-    for (size_t i = 0; s && i < s->n; i++) {
-        tracer_bp *bp = s->bps[i];
-        if (vmt_ctx_eq(bp->info.ctx, pe->ctx))
-            bp_refresh(t, bp, pe->kind == VMT_PTM_PAGE_IN ? pe->pa : 0);
-    }
-    return true;
+    refresh_bps_at(t, pe, st == VMT_OK);
 }
 
-/* Hands the bpm the events it failed to take before, then evs (taken), in
- * order, up to the first it fails to take; that one and the rest wait in
- * t->retry for the next call. The ptm reports a change once, so an event
- * dropped here would leave its breakpoints where the page was; handing
- * the bpm an event twice is harmless (a page-in arms what is still
- * pending, a page-out of a frame where nothing is armed does nothing). */
-static void apply_ptm_events(vmt_tracer *t, vmt_ptm_events *evs)
+/* Whether an owed event still says something the ptm holds true now: a
+ * page-in at the translation the ptm has, a page-out of a translation the
+ * ptm no longer has. A later event of the address has superseded it
+ * otherwise. */
+static bool owed_still_true(const vmt_tracer *t, const vmt_ptm_event *pe)
 {
-    vmt_ptm_events *r = &t->retry;
-    size_t done = 0, i = 0;
-    while (done < r->len && apply_ptm_event(t, &r->items[done]))
-        done++;
-    if (done) {
-        memmove(r->items, r->items + done, (r->len - done) * sizeof r->items[0]);
-        r->len -= done;
-    }
-    while (r->len == 0 && i < evs->len && apply_ptm_event(t, &evs->items[i]))
-        i++;
-    size_t left = evs->len - i;
-    if (left && r->len == 0) { /* evs becomes the queue: no allocation */
-        memmove(evs->items, evs->items + i, left * sizeof evs->items[0]);
-        evs->len = left;
-        vmt_ptm_events_free(r);
-        *r = *evs;
-        *evs = (vmt_ptm_events){0};
-    } else if (left) {
-        bool fits = r->cap - r->len >= left;
-        vmt_ptm_event *items =
-            fits ? r->items : vmt_reallocarray(r->items, r->len + left, sizeof *items);
-        if (items) {
-            r->items = items;
-            r->cap = fits ? r->cap : r->len + left;
-            memcpy(r->items + r->len, evs->items + i, left * sizeof *items);
-            r->len += left;
-        } else {
-            vmt_log(VMT_LOG_ERROR, "tracer: %zu page-table events lost: out of memory", left);
-            if (t->loop_error == VMT_OK)
-                t->loop_error = VMT_E_NOMEM;
+    bool in = false;
+    vmt_pa pa = 0;
+    bool known = vmt_ptm_lookup(t->ptm, pe->ctx, pe->view, NULL, &in, &pa);
+    bool there = known && in && pa == pe->pa;
+    return pe->kind == VMT_PTM_PAGE_IN ? there : !there;
+}
+
+/* Retries the owed ptm events, in order; drops those that came true or
+ * were superseded, keeps those that fail again, and the later ones of
+ * their address. Allocates nothing. */
+static void retry_owed_ptm(vmt_tracer *t)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < t->owed.len; i++) {
+        vmt_ptm_event pe = t->owed.items[i];
+        bool waits = false, updated;
+        for (size_t k = 0; k < keep && !waits; k++) {
+            const vmt_ptm_event *o = &t->owed.items[k];
+            waits = o->view == pe.view && vmt_ctx_eq(o->ctx, pe.ctx);
         }
+        if (!waits && !owed_still_true(t, &pe))
+            continue;
+        if (waits || vmt_bpm_handle_ptm_event(t->bpm, t->vmi, &pe, &updated) != VMT_OK) {
+            t->owed.items[keep++] = pe;
+            continue;
+        }
+        refresh_bps_at(t, &pe, true);
     }
-    vmt_ptm_events_free(evs);
+    t->owed.len = keep;
 }
 
 static void process_pt_write(vmt_tracer *t, vmt_vcpu vcpu)
@@ -837,7 +898,29 @@ static void process_pt_write(vmt_tracer *t, vmt_vcpu vcpu)
         if (t->loop_error == VMT_OK)
             t->loop_error = st;
     }
-    apply_ptm_events(t, &evs);
+    retry_owed_ptm(t);
+    for (size_t i = 0; i < evs.len; i++) {
+        if (evs.items[i].kind == VMT_PTM_PAGE_IN)
+            t->stats.page_ins++;
+        else
+            t->stats.page_outs++;
+    }
+    if (evs.len && owed_reserve(t, evs.len) != VMT_OK) {
+        if (t->loop_error == VMT_OK)
+            t->loop_error = VMT_E_NOMEM;
+        if (t->owed.len == 0) { /* evs become the owed events: no allocation */
+            vmt_ptm_events_free(&t->owed);
+            t->owed = evs;
+            retry_owed_ptm(t);
+            return;
+        }
+        vmt_log(VMT_LOG_ERROR, "tracer: %zu page-table events lost: out of memory", evs.len);
+        vmt_ptm_events_free(&evs);
+        return;
+    }
+    for (size_t i = 0; i < evs.len; i++)
+        apply_ptm_event(t, &evs.items[i]);
+    vmt_ptm_events_free(&evs);
 }
 
 static void on_singlestep(vmt_tracer *t, const vmt_event *ev, vmt_response *resp)
@@ -929,11 +1012,8 @@ vmt_status vmt_tracer_run(vmt_tracer *t, const vmt_tracer_run_opts *opts,
     int64_t start = now_ms();
     t->run_hits = 0;
     t->loop_error = VMT_OK;
-    if (t->retry.len) { /* events the bpm failed to take last time */
-        vmt_ptm_events none = {0};
-        apply_ptm_events(t, &none);
-        t->loop_error = VMT_OK; /* still queued, if they failed again */
-    }
+    if (t->owed.len) /* events the bpm failed to take last time */
+        retry_owed_ptm(t);
     unsigned idle = 0;
     vmt_tracer_stop_reason reason = VMT_TRACER_STOP_NONE;
     for (;;) {
@@ -951,6 +1031,8 @@ vmt_status vmt_tracer_run(vmt_tracer *t, const vmt_tracer_run_opts *opts,
             int64_t left = o.timeout_ms - (now_ms() - start);
             wait = left < 1 ? 1 : (left < wait ? (int)left : wait);
         }
+        if (t->owed.len)
+            retry_owed_ptm(t);
         vmt_status st = vmt_core_wait_for_event(t->vmi, wait, on_event, t);
         if (t->caps & VMT_CAP_FAST_SINGLESTEP) /* the driver completed the write already */
             tracer_coherence_flush(t);
@@ -995,3 +1077,8 @@ vmt_status vmt_tracer_stats_get(const vmt_tracer *t, vmt_tracer_stats *out)
     s.ptm_entries = vmt_ptm_monitored_entries(t->ptm);
     return VMT_OUT_STORE(out, &s);
 }
+
+/* ---- internal accessors (tracer_internal.h) ---- */
+
+const vmt_bpm *vmt_tracer_bpm(const vmt_tracer *t) { return t ? t->bpm : NULL; }
+const vmt_ptm *vmt_tracer_ptm(const vmt_tracer *t) { return t ? t->ptm : NULL; }

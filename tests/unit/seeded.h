@@ -10,7 +10,8 @@
  * fast and well mixed, which is all a test needs. */
 uint64_t splitmix64(uint64_t *state);
 
-/* The number in environment variable env (a replay), else the time. */
+/* The number in environment variable env (a replay), else a fresh seed
+ * (clock, a stack address and a call counter mixed: distinct for every run). */
 uint64_t seed_from_env(const char *env);
 
 /* Starts a randomized run called what: returns its seed (seed_from_env of

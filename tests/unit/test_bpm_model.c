@@ -3,7 +3,9 @@
  * random operation sequences (see test_bpm_model.h), every step compared
  * with the reference model, vmt_bpm_check and the controller's or guest's
  * state. Two runs: a recording controller with controller faults, and the
- * breakpoint controller on the mock driver with driver faults.
+ * breakpoint controller on the mock driver with driver faults. Then, for
+ * both, a fault at every call index of every operation of short random
+ * sequences (harness_sweep).
  *
  * Environment: VMT_BPM_SEED=<n> replays a seed; VMT_BPM_OPS=<n> sets the
  * operations of the first run (default 1,000,000; the second run does a
@@ -46,6 +48,34 @@ static int run(harness_mode mode, uint64_t seed, uint64_t nops)
     return 0;
 }
 
+/* Fault injection at every call index (harness_sweep) over nseq random
+ * sequences of SWEEP_OPS operations. */
+#define SWEEP_OPS 24
+static int sweep(harness_mode mode, uint64_t seed, unsigned nseq)
+{
+    const char *name =
+        mode == HARNESS_RECORDING ? "recording controller" : "breakpoint controller on mock";
+    uint64_t s = seed, faults = 0;
+    for (unsigned q = 0; q < nseq; q++) {
+        uint8_t bytes[SWEEP_OPS * 4];
+        for (size_t b = 0; b < sizeof bytes; b += 8) {
+            uint64_t r = splitmix64(&s);
+            for (size_t i = 0; i < 8 && b + i < sizeof bytes; i++)
+                bytes[b + i] = (uint8_t)(r >> (8 * i));
+        }
+        const char *err = harness_sweep(mode, bytes, sizeof bytes, &faults);
+        if (err) {
+            fprintf(stderr, "FAIL (%s, fault sweep): seed %" PRIu64 ", sequence %u: %s\n", name,
+                    seed, q, err);
+            return 1;
+        }
+    }
+    printf("%s: %u sequences of %d operations, a fault at every call index of each: %" PRIu64
+           " faults, all agreed with the model\n",
+           name, nseq, SWEEP_OPS, faults);
+    return 0;
+}
+
 int main(void)
 {
     uint64_t seed = seed_from_env("VMT_BPM_SEED");
@@ -57,5 +87,8 @@ int main(void)
     fflush(stdout);
     int rc = run(HARNESS_RECORDING, seed, nops);
     rc |= run(HARNESS_BREAKPOINT, seed ^ 0x5eed, nops / 10);
+    unsigned nseq = getenv("VMT_UNDER_VALGRIND") ? 4 : 400;
+    rc |= sweep(HARNESS_RECORDING, seed ^ 0x5e1, nseq);
+    rc |= sweep(HARNESS_BREAKPOINT, seed ^ 0x5e2, nseq / 2);
     return rc;
 }

@@ -32,5 +32,15 @@ uint64_t harness_ops(const harness *h);
 uint64_t harness_faults(const harness *h);
 /* Ends the run: clear on both sides, final checks. NULL if all agrees. */
 const char *harness_finish(harness *h);
+/* Fault injection at every call index: for each operation k of data (4
+ * bytes each), and each n = 1, 2, ... until the operation no longer
+ * reaches its nth driver (or controller) call, replays operations 0..k-1
+ * on a fresh harness without faults, runs operation k with its nth call
+ * failing, and checks the state after the failed call against the model
+ * before and after it (an insert changes nothing; a multi-step operation
+ * stops part way, every item of the state in the state before or after),
+ * then the retry against the model. Adds the faults that fired to
+ * *faults. NULL if all agrees. */
+const char *harness_sweep(harness_mode mode, const uint8_t *data, size_t len, uint64_t *faults);
 
 #endif

@@ -53,6 +53,9 @@ struct harness {
     vmt_pa roots[NR];
     mclaim c[MAXC];
     unsigned fault_nth; /* a fault armed for the next operation */
+    unsigned sweep_nth; /* harness_sweep: the fault for the next operation */
+    bool sweep_fired;   /* ... and whether it fired */
+    bool no_faults;     /* harness_sweep: OP_FAULT does nothing */
     uint64_t ops, faults;
     bool trace; /* VMT_BPM_TRACE set: every operation on stderr */
     char err[4096];
@@ -466,6 +469,97 @@ static const char *compare_state(harness *h)
     return check_consistent(h);
 }
 
+/* ---- the state after a failed call ----
+ *
+ * A failed call either changed nothing (a single (claim, frame) step:
+ * insert, insert_with_hint) or stopped a sequence of such steps part way
+ * (bpm.c: every step is done whole or undone): every item of the
+ * manager's state (an armed (claim, frame) pair or a pending claim) is
+ * then in the state before the call or in the one the model gives after
+ * it, and every item in both is still there. */
+
+typedef struct items {
+    GHashTable *set; /* fingerprints of the items */
+} items;
+
+static void items_arm(void *user, const vmt_breakpoint *bp, vmt_gfn gfn)
+{
+    uint64_t *k = g_new(uint64_t, 1);
+    *k = fp_claim(false, bp, gfn);
+    g_hash_table_add(((items *)user)->set, k);
+}
+
+static void items_pending(void *user, const vmt_breakpoint *bp)
+{
+    uint64_t *k = g_new(uint64_t, 1);
+    *k = fp_claim(true, bp, 0);
+    g_hash_table_add(((items *)user)->set, k);
+}
+
+static items items_new(void)
+{
+    return (items){g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL)};
+}
+
+static items model_items(const mclaim *c)
+{
+    items it = items_new();
+    for (int i = 0; i < MAXC; i++) {
+        if (!c[i].used)
+            continue;
+        vmt_breakpoint bp = {.ctx = vmt_ctx(c[i].va, c[i].root),
+                             .view = c[i].view,
+                             .global = c[i].global,
+                             .key = c[i].key,
+                             .tag = c[i].tag};
+        for (int fr = 0; fr < NF; fr++)
+            if (c[i].arms & (1u << fr))
+                items_arm(&it, &bp, GFN0 + (unsigned)fr);
+        if (c[i].pending)
+            items_pending(&it, &bp);
+    }
+    return it;
+}
+
+static bool items_subset(GHashTable *a, GHashTable *b, GHashTable *c)
+{
+    GHashTableIter i;
+    gpointer k;
+    g_hash_table_iter_init(&i, a);
+    while (g_hash_table_iter_next(&i, &k, NULL))
+        if (!g_hash_table_contains(b, k) && (!c || !g_hash_table_contains(c, k)))
+            return false;
+    return true;
+}
+
+/* Compares the manager after a failed call with before[] (the model
+ * before the call) and h->c (the model after it). */
+static const char *check_after_fault(harness *h, const mclaim *before, bool atomic)
+{
+    items now = items_new(), was = model_items(before), will = model_items(h->c);
+    vmt_bpm_foreach_arm(h->bpm, items_arm, &now);
+    vmt_bpm_foreach_pending(h->bpm, items_pending, &now);
+    const char *e = NULL;
+    if (atomic && (g_hash_table_size(now.set) != g_hash_table_size(was.set) ||
+                   !items_subset(now.set, was.set, NULL)))
+        e = "the state changed";
+    else if (!items_subset(now.set, was.set, will.set))
+        e = "an item neither before nor after the call";
+    else {
+        /* items in both states must have stayed */
+        GHashTableIter i;
+        gpointer k;
+        g_hash_table_iter_init(&i, was.set);
+        while (!e && g_hash_table_iter_next(&i, &k, NULL))
+            if (g_hash_table_contains(will.set, k) && !g_hash_table_contains(now.set, k))
+                e = "an item of both states is gone";
+    }
+    g_hash_table_destroy(now.set);
+    g_hash_table_destroy(was.set);
+    g_hash_table_destroy(will.set);
+    return e ? fail(h, "%s", e) : NULL;
+}
+
 /* ---- setup ---- */
 
 harness *harness_new(harness_mode mode)
@@ -748,6 +842,8 @@ static const char *do_query(harness *h, const op *o)
 
 static void arm_fault(harness *h)
 {
+    if (h->sweep_nth)
+        h->fault_nth = h->sweep_nth;
     if (!h->fault_nth)
         return;
     if (h->mode == HARNESS_RECORDING)
@@ -809,7 +905,8 @@ const char *harness_step(harness *h, const uint8_t *data, size_t len, size_t *us
         do_map(h, &o);
         return NULL;
     case OP_FAULT:
-        h->fault_nth = 1 + (unsigned)(o.bp.tag % 6);
+        if (!h->no_faults)
+            h->fault_nth = 1 + (unsigned)(o.bp.tag % 6);
         return NULL;
     case OP_QUERY:
         return do_query(h, &o);
@@ -844,9 +941,12 @@ static const char *run_op(harness *h, const op *op_)
     op o = *op_;
     uint64_t injected = vmt_mock_injected(h->mock);
     op_result r = {0}, mr = {0};
+    static mclaim before[MAXC];
+    memcpy(before, h->c, sizeof before);
     arm_fault(h);
     vmt_status st = bpm_do(h, &o, &r);
     bool fired = disarm_fault(h, injected);
+    h->sweep_fired = fired;
     vmt_status mst = model_do(h, &o, &mr);
     const char *e;
     if (fired) {
@@ -855,6 +955,9 @@ static const char *run_op(harness *h, const op *op_)
             return fail(h, "%s: injected fault fired, call reported success", op_name(o.kind));
         if ((e = check_consistent(h)))
             return fail(h, "%s after a fault: %s", op_name(o.kind), e);
+        bool atomic = o.kind == OP_INSERT || o.kind == OP_INSERT_HINT;
+        if ((e = check_after_fault(h, before, atomic)))
+            return fail(h, "%s after a fault (%s): %s", op_name(o.kind), vmt_status_str(st), e);
         if ((st = bpm_do(h, &o, &r)) != mst)
             return fail(h, "%s retried after a fault: %s, model %s", op_name(o.kind),
                         vmt_status_str(st), vmt_status_str(mst));
@@ -886,5 +989,42 @@ const char *harness_finish(harness *h)
     vmt_bpm_stats_get(h->bpm, &s);
     if (s.active || s.pending || s.pages || s.global)
         return fail(h, "not empty after clear");
+    return NULL;
+}
+
+/* Operations are OP_BYTES bytes each (decode reads four). */
+#define OP_BYTES 4
+
+const char *harness_sweep(harness_mode mode, const uint8_t *data, size_t len, uint64_t *faults)
+{
+    static char err[4200];
+    size_t nops = len / OP_BYTES;
+    for (size_t k = 0; k < nops; k++) {
+        for (unsigned n = 1;; n++) {
+            harness *h = harness_new(mode);
+            h->no_faults = true;
+            const char *e = NULL;
+            size_t used;
+            for (size_t i = 0; i < k && !e; i++)
+                e = harness_step(h, data + i * OP_BYTES, OP_BYTES, &used);
+            if (!e) {
+                h->sweep_nth = n;
+                e = harness_step(h, data + k * OP_BYTES, OP_BYTES, &used);
+                h->sweep_nth = 0;
+            }
+            bool fired = h->sweep_fired;
+            h->sweep_fired = false;
+            if (!e)
+                e = harness_finish(h);
+            if (e)
+                snprintf(err, sizeof err, "operation %zu, fault at call %u: %s", k, n, e);
+            harness_free(h);
+            if (e)
+                return err;
+            if (!fired)
+                break;
+            (*faults)++;
+        }
+    }
     return NULL;
 }

@@ -18,8 +18,9 @@
  * address, as the tracer does, and checks that the breakpoints armed are
  * exactly the monitored addresses paged in, at their translation.
  *
- * VMT_PTM_SEED sets the seed; VMT_PTM_STEPS the number of steps;
- * VMT_UNDER_VALGRIND shortens the run. */
+ * Every run draws fresh seeds and prints them; VMT_PTM_SEED replays the
+ * first test, VMT_PTM_BPM_SEED the second. VMT_PTM_STEPS sets the number
+ * of steps; VMT_UNDER_VALGRIND shortens the run. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,6 +34,8 @@
 #include <glib.h>
 
 #include "ptm/ptm_internal.h"
+#include "model_walk.h"
+#include "seeded.h"
 #include "test_bpm_rec.h"
 #include "vmitap/bpm.h"
 #include "vmitap/mock.h"
@@ -65,6 +68,7 @@ typedef struct world {
     vmt_access original[N_VIEWS][N_PAGES];
     GHashTable *want_entries[N_VIEWS]; /* entry pas on monitored walks */
     GHashTable *want_pages[N_VIEWS];   /* their table pages */
+    GHashTable *outside;               /* pages met on walks outside the pool */
     vmt_ptm_events ev;
     vmt_bpm *bpm; /* NULL: the ptm alone */
     rec_ctl *rec;
@@ -120,8 +124,9 @@ static uint64_t random_entry(world *w)
         return w->page[pick(w, N_TABLES)] | VMT_PTE_P | VMT_PTE_W;
     if (kind < 17) /* a data frame (a 4 KiB leaf, or an empty table above level 1) */
         return w->page[N_TABLES + pick(w, N_DATA)] | VMT_PTE_P;
-    /* a large leaf at levels 2 and 3 (PS means nothing at levels 4 and 1) */
-    return large[pick(w, 4)] | VMT_PTE_P | VMT_PTE_PS;
+    /* a large leaf at levels 2 and 3 (PS means nothing at levels 4 and 1),
+     * half of them with the PAT bit (12), which is no address bit there */
+    return large[pick(w, 4)] | VMT_PTE_P | VMT_PTE_PS | (pick(w, 2) ? 1ull << 12 : 0);
 }
 
 static vmt_pa random_entry_pa(world *w)
@@ -165,6 +170,7 @@ static void world_init(world *w, uint64_t seed, bool with_bpm)
         w->want_entries[v] = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
         w->want_pages[v] = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
     }
+    w->outside = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
     for (int i = 0; i < N_TABLES; i++) {
         for (int k = 0; k < IDX; k++) {
             uint64_t e = random_entry(w);
@@ -180,6 +186,7 @@ static void world_free(world *w)
         g_hash_table_destroy(w->want_entries[v]);
         g_hash_table_destroy(w->want_pages[v]);
     }
+    g_hash_table_destroy(w->outside);
     vmt_ptm_events_free(&w->ev);
     vmt_bpm_free(w->bpm);
     vmt_ptm_free(w->ptm);
@@ -249,6 +256,16 @@ static void apply_events(world *w, size_t from)
     }
 }
 
+/* Remembers a table page that is not one of the pool's. */
+static void note_outside(world *w, vmt_pa page)
+{
+    for (unsigned p = 0; p < N_PAGES; p++)
+        if (w->page[p] == page)
+            return;
+    if (!set_has(w->outside, page))
+        set_add(w->outside, page);
+}
+
 /* The whole comparison; also recomputes want_entries / want_pages. */
 static void check_world(world *w)
 {
@@ -268,10 +285,9 @@ static void check_world(world *w)
                     assert_false(vmt_ptm_lookup(w->ptm, ctx, (vmt_view)view, NULL, NULL, NULL));
                     continue;
                 }
-                vmt_walk walk;
-                vmt_status st = vmt_core_walk(w->vmi, ctx, &walk);
-                assert_true(st == VMT_OK || st == VMT_E_TRANSLATION);
-                assert_int_equal(m->in, st == VMT_OK);
+                model_walk walk;
+                assert_int_equal(model_walk_va(w->mock, ctx, &walk), VMT_OK);
+                assert_int_equal(m->in, walk.present);
                 if (m->in)
                     assert_int_equal(m->pa, walk.pa);
                 assert_true(vmt_ptm_lookup(w->ptm, ctx, (vmt_view)view, NULL, &in, &pa));
@@ -282,6 +298,7 @@ static void check_world(world *w)
                 for (unsigned i = 0; i < walk.levels; i++) {
                     set_add(w->want_entries[view], walk.entry_pa[i]);
                     set_add(w->want_pages[view], walk.entry_pa[i] & ~0xfffull);
+                    note_outside(w, walk.entry_pa[i] & ~0xfffull);
                 }
             }
         }
@@ -345,46 +362,136 @@ static void check_bpm(world *w)
     assert_int_equal(st.pending, out);
 }
 
-/* ---- operations ---- */
+/* ---- operations ----
+ *
+ * One step in SWEEP_ONE_IN is swept: the operation is run with a driver
+ * failure injected at call 1, then (from the same starting state) at call
+ * 2, and so on, until it runs to completion without reaching the armed
+ * call. After each failed call the whole state is compared with the model
+ * before the call, or with the partial effect ptm.c documents (a failed
+ * restore leaves the address gone and the page owed; a failed processing
+ * call has applied, and reported, the changes before the failure), then
+ * the call is retried, and the state before the call is rebuilt (by
+ * monitoring again, or by writing the old entry back) for the next index. */
+#define SWEEP_ONE_IN 6
 
-/* Arms a driver failure for the next operation, one time in five. */
-static bool maybe_fault(world *w)
+static void fault_at(world *w, unsigned n)
 {
-    if (pick(w, 5) != 0)
-        return false;
-    vmt_mock_fail_nth_any(w->mock, 1 + pick(w, 8), VMT_E_DRIVER);
-    return true;
+    vmt_mock_fail_nth_any(w->mock, n, VMT_E_DRIVER);
 }
 
-static bool fault_fired(world *w, bool armed, uint64_t before)
+/* Cancels the fault; true (and counted) if it fired. */
+static bool fault_fired(world *w, uint64_t before)
 {
-    if (!armed)
-        return false;
     vmt_mock_fail_nth_any(w->mock, 0, VMT_OK);
     bool fired = vmt_mock_injected(w->mock) > before;
     w->faults += fired;
     return fired;
 }
 
-static void op_monitor(world *w)
+/* check_world, except that `owed` table pages may still be write-protected
+ * although no walk needs them (their restore failed): exactly that many
+ * pages, each at VMT_ACCESS_R, and the monitor must owe exactly that many. */
+static void check_world_owed(world *w, size_t owed)
 {
-    unsigned view = pick(w, N_VIEWS), r = pick(w, N_ROOTS), v = pick(w, N_VAS);
-    model_addr *m = &w->m[view][r][v];
-    uintptr_t tag = (uintptr_t)rnd(w);
-    uint64_t inj = vmt_mock_injected(w->mock);
-    bool armed = maybe_fault(w);
-    vmt_status st = vmt_ptm_monitor(w->ptm, w->vmi, ctx_of(w, r, v), (vmt_view)view, tag);
-    if (fault_fired(w, armed, inj) && st != VMT_OK) {
-        assert_int_equal(st, VMT_E_DRIVER);
-        check_world(w); /* nothing changed */
-        st = vmt_ptm_monitor(w->ptm, w->vmi, ctx_of(w, r, v), (vmt_view)view, tag);
+    assert_int_equal(vmt_ptm_check(w->ptm), VMT_OK);
+    assert_int_equal(vmt_ptm_pending_restores(w->ptm), owed);
+    size_t protected_extra = 0;
+    for (unsigned view = 0; view < N_VIEWS; view++) {
+        GHashTable *pages = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+        for (unsigned r = 0; r < N_ROOTS; r++) {
+            for (unsigned v = 0; v < N_VAS; v++) {
+                const model_addr *m = &w->m[view][r][v];
+                bool in = false;
+                vmt_pa pa = 0;
+                vmt_addr_ctx ctx = ctx_of(w, r, v);
+                if (m->refs == 0) {
+                    assert_false(vmt_ptm_lookup(w->ptm, ctx, (vmt_view)view, NULL, NULL, NULL));
+                    continue;
+                }
+                model_walk walk;
+                assert_int_equal(model_walk_va(w->mock, ctx, &walk), VMT_OK);
+                assert_true(vmt_ptm_lookup(w->ptm, ctx, (vmt_view)view, NULL, &in, &pa));
+                assert_int_equal(in, walk.present);
+                assert_int_equal(m->in, walk.present);
+                if (in)
+                    assert_int_equal(pa, walk.pa);
+                for (unsigned i = 0; i < walk.levels; i++) {
+                    set_add(pages, walk.entry_pa[i] & ~0xfffull);
+                    note_outside(w, walk.entry_pa[i] & ~0xfffull);
+                }
+            }
+        }
+        for (unsigned p = 0; p < N_PAGES; p++) {
+            vmt_access a;
+            assert_int_equal(
+                vmt_core_get_access(w->vmi, vmt_gfn_from_pa(w->page[p]), (vmt_view)view, &a),
+                VMT_OK);
+            if (set_has(pages, w->page[p])) {
+                assert_int_equal(a, VMT_ACCESS_R);
+            } else if (a != w->original[view][p]) {
+                assert_int_equal(a, VMT_ACCESS_R);
+                protected_extra++;
+            }
+        }
+        /* Pages outside the pool (a large-page frame read as a table)
+         * started with the view's default access, RWX. */
+        GHashTableIter it;
+        gpointer k;
+        g_hash_table_iter_init(&it, w->outside);
+        while (g_hash_table_iter_next(&it, &k, NULL)) {
+            vmt_pa page = *(uint64_t *)k;
+            vmt_access a;
+            assert_int_equal(vmt_core_get_access(w->vmi, vmt_gfn_from_pa(page), (vmt_view)view, &a),
+                             VMT_OK);
+            if (set_has(pages, page)) {
+                assert_int_equal(a, VMT_ACCESS_R);
+            } else if (a != VMT_ACCESS_RWX) {
+                assert_int_equal(a, VMT_ACCESS_R);
+                protected_extra++;
+            }
+        }
+        g_hash_table_destroy(pages);
     }
-    assert_int_equal(st, VMT_OK);
+    assert_int_equal(protected_extra, owed);
+}
+
+/* After a failed processing call: every monitored address the monitor
+ * knows is where the model (before the call, plus the events the call
+ * reported) has it, and the indexes agree. */
+static void check_partial(world *w)
+{
+    assert_int_equal(vmt_ptm_check(w->ptm), VMT_OK);
+    for (unsigned view = 0; view < N_VIEWS; view++) {
+        for (unsigned r = 0; r < N_ROOTS; r++) {
+            for (unsigned v = 0; v < N_VAS; v++) {
+                const model_addr *m = &w->m[view][r][v];
+                bool in = false;
+                vmt_pa pa = 0;
+                bool known = vmt_ptm_lookup(w->ptm, ctx_of(w, r, v), (vmt_view)view, NULL, &in, &pa);
+                assert_int_equal(known, m->refs > 0);
+                if (!known)
+                    continue;
+                assert_int_equal(in, m->in);
+                if (in)
+                    assert_int_equal(pa, m->pa);
+            }
+        }
+    }
+}
+
+/* Monitors (view, r, v) once more with tag, in the monitor and the model
+ * (and the bpm when there is one), with no fault. */
+static void monitor_once(world *w, unsigned view, unsigned r, unsigned v, uintptr_t tag)
+{
+    model_addr *m = &w->m[view][r][v];
+    assert_int_equal(vmt_ptm_monitor(w->ptm, w->vmi, ctx_of(w, r, v), (vmt_view)view, tag),
+                     VMT_OK);
     if (m->refs++ == 0) {
-        vmt_walk walk;
-        vmt_status ws = vmt_core_walk(w->vmi, ctx_of(w, r, v), &walk);
+        model_walk walk;
+        assert_int_equal(model_walk_va(w->mock, ctx_of(w, r, v), &walk), VMT_OK);
         m->tag = tag;
-        m->in = ws == VMT_OK;
+        m->in = walk.present;
         m->pa = m->in ? walk.pa : 0;
         m->armed = m->in;
         m->armed_pa = m->pa;
@@ -397,13 +504,45 @@ static void op_monitor(world *w)
     }
 }
 
-static void op_unmonitor(world *w, bool force)
+/* Rebuilds a saved model state of addresses (refs and tags) that an
+ * unmonitoring removed. */
+static void remonitor(world *w, model_addr (*saved)[N_ROOTS][N_VAS])
+{
+    for (unsigned view = 0; view < N_VIEWS; view++)
+        for (unsigned r = 0; r < N_ROOTS; r++)
+            for (unsigned v = 0; v < N_VAS; v++)
+                while (w->m[view][r][v].refs < saved[view][r][v].refs)
+                    monitor_once(w, view, r, v, saved[view][r][v].tag);
+}
+
+static void op_monitor(world *w)
 {
     unsigned view = pick(w, N_VIEWS), r = pick(w, N_ROOTS), v = pick(w, N_VAS);
+    uintptr_t tag = (uintptr_t)rnd(w);
+    bool sweep = pick(w, SWEEP_ONE_IN) == 0;
+    for (unsigned n = 1; sweep; n++) {
+        uint64_t inj = vmt_mock_injected(w->mock);
+        fault_at(w, n);
+        vmt_status st = vmt_ptm_monitor(w->ptm, w->vmi, ctx_of(w, r, v), (vmt_view)view, tag);
+        if (!fault_fired(w, inj)) {
+            /* ran to completion before call n: undo it, monitor_once redoes it */
+            assert_int_equal(st, VMT_OK);
+            assert_int_equal(vmt_ptm_unmonitor(w->ptm, w->vmi, ctx_of(w, r, v), (vmt_view)view),
+                             VMT_OK);
+            break;
+        }
+        assert_int_equal(st, VMT_E_DRIVER);
+        check_world(w); /* nothing changed */
+    }
+    monitor_once(w, view, r, v, tag);
+}
+
+/* Unmonitors (view, r, v) in the monitor and the model (and the bpm);
+ * returns the monitor's status. */
+static vmt_status unmonitor_once(world *w, unsigned view, unsigned r, unsigned v, bool force)
+{
     model_addr *m = &w->m[view][r][v];
     vmt_addr_ctx ctx = ctx_of(w, r, v);
-    uint64_t inj = vmt_mock_injected(w->mock);
-    bool armed = maybe_fault(w);
     vmt_status st = force ? vmt_ptm_unmonitor_by_force(w->ptm, w->vmi, ctx, (vmt_view)view)
                           : vmt_ptm_unmonitor(w->ptm, w->vmi, ctx, (vmt_view)view);
     bool dropped = m->refs == 1 || (m->refs > 0 && force);
@@ -417,15 +556,36 @@ static void op_unmonitor(world *w, bool force)
         assert_int_equal(vmt_bpm_remove(w->bpm, w->vmi, &bp, &removed), VMT_OK);
         assert_true(removed);
     }
-    if (fault_fired(w, armed, inj) && st != VMT_OK) {
-        /* Only a restore can fail: the address is gone, the page owed;
-         * the retry is a no-op for the address and pays the debt. */
+    return st;
+}
+
+static void op_unmonitor(world *w, bool force)
+{
+    unsigned view = pick(w, N_VIEWS), r = pick(w, N_ROOTS), v = pick(w, N_VAS);
+    bool sweep = pick(w, SWEEP_ONE_IN) == 0;
+    static model_addr saved[N_VIEWS][N_ROOTS][N_VAS];
+    memcpy(saved, w->m, sizeof saved);
+    for (unsigned n = 1;; n++) {
+        uint64_t inj = vmt_mock_injected(w->mock);
+        if (sweep)
+            fault_at(w, n);
+        vmt_status st = unmonitor_once(w, view, r, v, force);
+        if (!sweep || !fault_fired(w, inj)) {
+            assert_int_equal(st, VMT_OK);
+            return;
+        }
+        /* Only a restore can fail: the address is gone, the page owed. */
         assert_int_equal(st, VMT_E_DRIVER);
-        assert_int_equal(m->refs, 0);
-        assert_int_equal(vmt_ptm_pending_restores(w->ptm), 1);
-        st = vmt_ptm_unmonitor(w->ptm, w->vmi, ctx, (vmt_view)view);
+        assert_int_equal(w->m[view][r][v].refs, 0);
+        check_world_owed(w, 1);
+        check_bpm(w);
+        /* The retry is a no-op for the address and pays the debt. */
+        assert_int_equal(vmt_ptm_unmonitor(w->ptm, w->vmi, ctx_of(w, r, v), (vmt_view)view),
+                         VMT_OK);
+        check_world(w);
+        remonitor(w, saved);
+        check_world(w);
     }
-    assert_int_equal(st, VMT_OK);
 }
 
 static void forget_view(world *w, unsigned view)
@@ -435,63 +595,128 @@ static void forget_view(world *w, unsigned view)
 
 static void op_unmonitor_many(world *w)
 {
-    uint64_t inj = vmt_mock_injected(w->mock);
-    bool armed = maybe_fault(w);
-    if (pick(w, 2)) {
-        unsigned view = pick(w, N_VIEWS);
-        vmt_ptm_unmonitor_view(w->ptm, w->vmi, (vmt_view)view);
-        forget_view(w, view);
-        bool removed;
-        if (w->bpm)
-            assert_int_equal(vmt_bpm_remove_by_view(w->bpm, w->vmi, (vmt_view)view, &removed),
-                             VMT_OK);
-    } else {
-        vmt_ptm_unmonitor_all(w->ptm, w->vmi);
-        for (unsigned view = 0; view < N_VIEWS; view++)
+    bool one_view = pick(w, 2);
+    unsigned view = pick(w, N_VIEWS);
+    bool sweep = pick(w, SWEEP_ONE_IN) == 0;
+    static model_addr saved[N_VIEWS][N_ROOTS][N_VAS];
+    memcpy(saved, w->m, sizeof saved);
+    for (unsigned n = 1;; n++) {
+        uint64_t inj = vmt_mock_injected(w->mock);
+        if (sweep)
+            fault_at(w, n);
+        if (one_view) {
+            vmt_ptm_unmonitor_view(w->ptm, w->vmi, (vmt_view)view);
             forget_view(w, view);
-        if (w->bpm)
-            assert_int_equal(vmt_bpm_clear(w->bpm, w->vmi), VMT_OK);
-    }
-    if (fault_fired(w, armed, inj)) {
-        /* No status to report it: the debt stays, processing pays it. */
+            bool removed;
+            if (w->bpm)
+                assert_int_equal(vmt_bpm_remove_by_view(w->bpm, w->vmi, (vmt_view)view, &removed),
+                                 VMT_OK);
+        } else {
+            vmt_ptm_unmonitor_all(w->ptm, w->vmi);
+            for (unsigned vw = 0; vw < N_VIEWS; vw++)
+                forget_view(w, vw);
+            if (w->bpm)
+                assert_int_equal(vmt_bpm_clear(w->bpm, w->vmi), VMT_OK);
+        }
+        if (!sweep || !fault_fired(w, inj))
+            return;
+        /* No status to report it: every address is gone, the failed page
+         * is owed, and processing pays the debt. */
+        check_world_owed(w, vmt_ptm_pending_restores(w->ptm));
+        assert_true(vmt_ptm_pending_restores(w->ptm) > 0);
+        check_bpm(w);
         vmt_ptm_events none = {0};
         assert_int_equal(vmt_ptm_process_dirty_entries(w->ptm, w->vmi, 0, &none), VMT_OK);
         assert_int_equal(none.len, 0);
         vmt_ptm_events_free(&none);
+        check_world(w);
+        remonitor(w, saved);
+        check_world(w);
     }
 }
 
-/* A guest write to an entry in a pool table, seen by a random vCPU. */
-static void op_write(world *w)
+/* Writes e at epa and marks it dirty in every view where it is monitored,
+ * as the tracer does after a trapped write by vcpu. */
+static void guest_write(world *w, vmt_pa epa, uint64_t e, vmt_vcpu vcpu)
 {
-    vmt_pa epa = random_entry_pa(w);
-    uint64_t e = random_entry(w);
-    vmt_vcpu vcpu = (vmt_vcpu)pick(w, 2);
     assert_int_equal(vmt_mock_poke(w->mock, epa, &e, sizeof e), VMT_OK);
     for (unsigned view = 0; view < N_VIEWS; view++) {
         vmt_pa at = epa + (pick(w, 2) ? 4 : 0); /* either half of the entry */
         assert_int_equal(vmt_ptm_mark_dirty_entry(w->ptm, at, (vmt_view)view, vcpu),
                          set_has(w->want_entries[view], epa));
     }
+}
+
+/* Processes vcpu's dirty entries with no fault and applies the events. */
+static void process_all(world *w, vmt_vcpu vcpu)
+{
+    assert_int_equal(vmt_ptm_process_dirty_entries(w->ptm, w->vmi, vcpu, &w->ev), VMT_OK);
+    if (w->bpm)
+        assert_int_equal(vmt_bpm_handle_ptm_events(w->bpm, w->vmi, w->ev.items, w->ev.len, NULL),
+                         VMT_OK);
+    apply_events(w, 0);
+}
+
+/* A guest write to an entry in a pool table, seen by a random vCPU. */
+static void op_write(world *w)
+{
+    vmt_pa epa = random_entry_pa(w);
+    uint64_t e = random_entry(w), old;
+    vmt_vcpu vcpu = (vmt_vcpu)pick(w, 2);
+    assert_int_equal(vmt_mock_peek(w->mock, epa, &old, sizeof old), VMT_OK);
+    guest_write(w, epa, e, vcpu);
     /* The other vCPU has nothing to do. */
     if (pick(w, 4) == 0) {
         assert_int_equal(
             vmt_ptm_process_dirty_entries(w->ptm, w->vmi, (vmt_vcpu)(1 - vcpu), &w->ev), VMT_OK);
         assert_int_equal(w->ev.len, 0);
     }
-    uint64_t inj = vmt_mock_injected(w->mock);
-    bool armed = maybe_fault(w);
-    vmt_status st = vmt_ptm_process_dirty_entries(w->ptm, w->vmi, vcpu, &w->ev);
-    if (fault_fired(w, armed, inj) && st != VMT_OK) {
-        assert_int_equal(st, VMT_E_DRIVER);
-        assert_int_equal(vmt_ptm_check(w->ptm), VMT_OK);
-        st = vmt_ptm_process_dirty_entries(w->ptm, w->vmi, vcpu, &w->ev); /* appends */
+    bool sweep = pick(w, SWEEP_ONE_IN) == 0;
+    for (unsigned n = 1; sweep; n++) {
+        uint64_t inj = vmt_mock_injected(w->mock);
+        fault_at(w, n);
+        vmt_status st = vmt_ptm_process_dirty_entries(w->ptm, w->vmi, vcpu, &w->ev);
+        if (!fault_fired(w, inj)) {
+            assert_int_equal(st, VMT_OK);
+            if (w->bpm)
+                assert_int_equal(
+                    vmt_bpm_handle_ptm_events(w->bpm, w->vmi, w->ev.items, w->ev.len, NULL),
+                    VMT_OK);
+            apply_events(w, 0);
+            w->writes++;
+            return;
+        }
+        if (st == VMT_OK) { /* only a restore failed: owed, and done */
+            if (w->bpm)
+                assert_int_equal(
+                    vmt_bpm_handle_ptm_events(w->bpm, w->vmi, w->ev.items, w->ev.len, NULL),
+                    VMT_OK);
+            apply_events(w, 0);
+            check_world_owed(w, vmt_ptm_pending_restores(w->ptm));
+            process_all(w, vcpu); /* pays the debt */
+        } else {
+            assert_int_equal(st, VMT_E_DRIVER);
+            /* The changes applied before the failure, and only they, were
+             * reported: the model plus those events is the monitor. */
+            if (w->bpm)
+                assert_int_equal(
+                    vmt_bpm_handle_ptm_events(w->bpm, w->vmi, w->ev.items, w->ev.len, NULL),
+                    VMT_OK);
+            apply_events(w, 0);
+            check_partial(w);
+            check_bpm(w);
+            process_all(w, vcpu); /* finishes the job */
+        }
+        check_world(w);
+        check_bpm(w);
+        /* Back to the state before the call: the old entry written back. */
+        guest_write(w, epa, old, vcpu);
+        process_all(w, vcpu);
+        check_world(w);
+        check_bpm(w);
+        guest_write(w, epa, e, vcpu);
     }
-    assert_int_equal(st, VMT_OK);
-    if (w->bpm)
-        assert_int_equal(vmt_bpm_handle_ptm_events(w->bpm, w->vmi, w->ev.items, w->ev.len, NULL),
-                         VMT_OK);
-    apply_events(w, 0);
+    process_all(w, vcpu);
     w->writes++;
 }
 
@@ -512,23 +737,18 @@ static void step(world *w)
     check_bpm(w);
 }
 
-static uint64_t env_u64(const char *name, uint64_t fallback)
+static void run_random(const char *name, const char *seed_env, bool with_bpm)
 {
-    const char *s = getenv(name);
-    return s && *s ? strtoull(s, NULL, 0) : fallback;
-}
-
-static void run_random(const char *name, bool with_bpm)
-{
-    uint64_t seed = env_u64("VMT_PTM_SEED", (uint64_t)time(NULL));
-    unsigned long steps =
-        (unsigned long)env_u64("VMT_PTM_STEPS", getenv("VMT_UNDER_VALGRIND") ? 1500 : 20000);
-    printf("%s: seed %llu (VMT_PTM_SEED), %lu steps\n", name, (unsigned long long)seed, steps);
+    const char *e = getenv("VMT_PTM_STEPS");
+    uint64_t steps_default = e && *e ? strtoull(e, NULL, 0) : 20000;
+    uint64_t steps;
+    uint64_t seed = random_run_start(name, seed_env, steps_default, 1500, &steps);
+    fflush(stdout);
     world *w = malloc(sizeof *w);
     assert_non_null(w);
     world_init(w, seed, with_bpm);
     check_world(w);
-    for (unsigned long i = 0; i < steps; i++)
+    for (uint64_t i = 0; i < steps; i++)
         step(w);
     vmt_ptm_unmonitor_all(w->ptm, w->vmi);
     for (unsigned view = 0; view < N_VIEWS; view++)
@@ -547,13 +767,13 @@ static void run_random(const char *name, bool with_bpm)
 static void test_ptm_random(void **state)
 {
     (void)state;
-    run_random("test_ptm_random", false);
+    run_random("test_ptm_random", "VMT_PTM_SEED", false);
 }
 
 static void test_ptm_bpm_random(void **state)
 {
     (void)state;
-    run_random("test_ptm_bpm_random", true);
+    run_random("test_ptm_bpm_random", "VMT_PTM_BPM_SEED", true);
 }
 
 int main(void)

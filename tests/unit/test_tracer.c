@@ -13,8 +13,10 @@
 
 #include <cmocka.h>
 
+#include "bpm/bpm_internal.h"
 #include "core/insn.h"
-
+#include "ptm/ptm_internal.h"
+#include "tracer/tracer_internal.h"
 #include "vmitap/mock.h"
 #include "vmitap/tracer.h"
 #include "tracer_fixture.h"
@@ -931,6 +933,200 @@ static void test_new_fails_cleanly_at_every_call(void **state)
     }
 }
 
+/* A page table pointing above guest RAM, at the frame the interceptor
+ * hands out first for a shadow (issue 13, found by fuzz_tracer): the
+ * breakpoint is refused, nothing is left behind, detach works. */
+static void test_breakpoint_on_a_shadow_frame_refused(void **state)
+{
+    fixture *f = *state;
+    vmt_pa above = (vmt_pa)0x1000 << VMT_PAGE_SHIFT; /* max_gfn of the fixture */
+    assert_int_equal(vmt_mock_map(f->mock, f->root, LATE_VA, above, VMT_MOCK_4K, VMT_PTE_U), VMT_OK);
+    vmt_tracer_bp_id id = 0;
+    assert_int_equal(vmt_tracer_add(f->t, vmt_ctx(LATE_VA + 0x10, f->root), NULL, &id),
+                     VMT_E_INVALID);
+    assert_int_equal(vmt_tracer_bp_count(f->t), 0);
+    assert_int_equal(vmt_mock_allocated_gfns(f->mock), 0);
+    assert_int_equal(vmt_bpm_check(vmt_tracer_bpm(f->t)), VMT_OK);
+    assert_int_equal(vmt_ptm_check(vmt_tracer_ptm(f->t)), VMT_OK);
+    add_bp(f, FN_A, false, NULL); /* the rest works */
+    assert_int_equal(vmt_tracer_detach(f->t), VMT_OK);
+    assert_int_equal(vmt_mock_allocated_gfns(f->mock), 0);
+}
+
+/* ---- a driver failure at every call of the event handling ---- */
+
+/* The scenarios swept: what the guest does, queued on f. */
+typedef enum sweep_scenario {
+    SWEEP_HIT,          /* a breakpoint hit, stepped over */
+    SWEEP_PAGE_MOVES,   /* the code page goes out and comes back in another frame */
+    SWEEP_PAGE_IN,      /* a pending breakpoint's page comes in */
+    SWEEP_STEALTH_READ, /* a read of a breakpointed page */
+    SWEEP_CODE_WRITE,   /* a write over a breakpoint (coherence: dropped) */
+    SWEEP_COUNT
+} sweep_scenario;
+
+static void sweep_queue(fixture *f, sweep_scenario s)
+{
+    switch (s) {
+    case SWEEP_HIT:
+        push_int3(f, FN_A, CODE_PA);
+        push_int3(f, FN_B, CODE_PA);
+        break;
+    case SWEEP_PAGE_MOVES:
+        guest_writes_pte(f, CODE_VA, CODE_PA | VMT_PTE_U | VMT_PTE_W);
+        fill_code(f->mock, MOVED_PA);
+        guest_writes_pte(f, CODE_VA, MOVED_PA | VMT_PTE_P | VMT_PTE_U | VMT_PTE_W);
+        break;
+    case SWEEP_PAGE_IN:
+        fill_code(f->mock, LATE_PA);
+        guest_writes_pte(f, LATE_VA, LATE_PA | VMT_PTE_P | VMT_PTE_U);
+        break;
+    case SWEEP_STEALTH_READ:
+        push_access(f, PLAIN, CODE_PA + (FN_A - CODE_VA), FN_A, VMT_ACCESS_R);
+        break;
+    default: {
+        const uint8_t x = 0x31;
+        assert_int_equal(vmt_mock_poke(f->mock, CODE_PA + (FN_B - CODE_VA), &x, 1), VMT_OK);
+        push_access(f, PLAIN, CODE_PA + (FN_B - CODE_VA), FN_B, VMT_ACCESS_W);
+        break;
+    }
+    }
+}
+
+/* Runs the tracer until the queue is empty; the status of the first run
+ * that failed, VMT_OK if none did. */
+static vmt_status sweep_run(fixture *f)
+{
+    vmt_status first = VMT_OK;
+    for (int tries = 0; tries < 20 && vmt_mock_pending_events(f->mock) > 0; tries++) {
+        vmt_tracer_run_opts ro = {.sz = sizeof ro, .timeout_ms = 1};
+        vmt_tracer_stop_reason why;
+        vmt_status st = vmt_tracer_run(f->t, &ro, &why);
+        if (first == VMT_OK)
+            first = st;
+    }
+    assert_int_equal(vmt_mock_pending_events(f->mock), 0);
+    return first;
+}
+
+typedef struct sweep_state {
+    unsigned n;
+    vmt_tracer_bp_info bp[4];
+} sweep_state;
+
+static void sweep_collect(void *user, const vmt_tracer_bp_info *bp)
+{
+    sweep_state *s = user;
+    assert_true(s->n < 4);
+    s->bp[s->n++] = *bp;
+}
+
+/* The indexes agree, the guest's own frames hold its bytes, every active
+ * breakpoint's trap is in the session view. Returns the breakpoints. */
+static sweep_state sweep_check(fixture *f, uint8_t (*own)[VMT_PAGE_SIZE])
+{
+    static const vmt_pa frames[3] = {CODE_PA, MOVED_PA, LATE_PA};
+    assert_int_equal(vmt_bpm_check(vmt_tracer_bpm(f->t)), VMT_OK);
+    assert_int_equal(vmt_ptm_check(vmt_tracer_ptm(f->t)), VMT_OK);
+    for (int i = 0; i < 3; i++) {
+        uint8_t now[VMT_PAGE_SIZE];
+        assert_int_equal(vmt_mock_peek(f->mock, frames[i], now, sizeof now), VMT_OK);
+        assert_memory_equal(now, own[i], sizeof now);
+    }
+    sweep_state s = {0};
+    vmt_tracer_foreach_bp(f->t, sweep_collect, &s);
+    for (unsigned i = 0; i < s.n; i++)
+        if (s.bp[i].active)
+            assert_int_equal(view_byte(f, vmt_tracer_view(f->t), s.bp[i].pa), 0xCC);
+    return s;
+}
+
+static void sweep_snapshot(fixture *f, uint8_t (*own)[VMT_PAGE_SIZE])
+{
+    static const vmt_pa frames[3] = {CODE_PA, MOVED_PA, LATE_PA};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(vmt_mock_peek(f->mock, frames[i], own[i], VMT_PAGE_SIZE), VMT_OK);
+}
+
+/* One scenario, with the nth call of driver operation op of its event
+ * handling failing (n = 0: none); every operation but wait_for_event,
+ * whose polls depend on the clock, is called only while events are
+ * handled, so the calls swept are the same in every run. After the failed run: the state is consistent (sweep_check);
+ * the guest does it again (events queued anew) and a run without fault
+ * ends where the run without any fault ended (the same breakpoints, armed
+ * at the same frames); detach restores the guest. Returns whether the
+ * fault fired, and the final breakpoints in *out. */
+static bool sweep_one(sweep_scenario sc, vmt_mock_op op, unsigned n, sweep_state *out)
+{
+    fixture *f = make_fixture(0, VMT_TRACER_CONTROLLER_INT3);
+    add_bp(f, FN_A, false, "a");
+    add_bp(f, FN_B, true, "b");
+    add_bp(f, LATE_VA + 0x10, false, "late");
+    static uint8_t own[3][VMT_PAGE_SIZE];
+    sweep_queue(f, sc);
+    sweep_snapshot(f, own);
+    uint64_t inj = vmt_mock_injected(f->mock);
+    if (n)
+        vmt_mock_fail_nth(f->mock, op, n, VMT_E_DRIVER);
+    vmt_status st = sweep_run(f);
+    vmt_mock_fail_nth(f->mock, op, 0, VMT_OK);
+    bool fired = vmt_mock_injected(f->mock) != inj;
+    if (!fired)
+        assert_int_equal(st, VMT_OK);
+    sweep_check(f, own);
+    if (fired) {
+        sweep_queue(f, sc);
+        sweep_snapshot(f, own);
+        assert_int_equal(sweep_run(f), VMT_OK);
+    }
+    *out = sweep_check(f, own);
+    vmt_view view = vmt_tracer_view(f->t);
+    assert_int_equal(vmt_tracer_detach(f->t), VMT_OK);
+    assert_false(vmt_mock_view_exists(f->mock, view));
+    assert_int_equal(vmt_mock_current_view(f->mock), 0);
+    assert_int_equal(vmt_mock_allocated_gfns(f->mock), 0);
+    for (vmt_gfn g = 0; g < 0x1000; g++) {
+        vmt_access a;
+        assert_int_equal(vmt_core_get_access(f->vmi, g, 0, &a), VMT_OK);
+        assert_int_equal(a, VMT_ACCESS_RWX);
+    }
+    vmt_tracer_free(f->t);
+    vmt_core_free(f->vmi);
+    test_free(f);
+    return fired;
+}
+
+static void test_event_handling_fault_at_every_call(void **state)
+{
+    (void)state;
+    for (sweep_scenario sc = 0; sc < SWEEP_COUNT; sc++) {
+        sweep_state ref, got;
+        assert_false(sweep_one(sc, VMT_MOCK_OP_READ, 0, &ref));
+        unsigned total = 0;
+        for (vmt_mock_op op = 0; op < VMT_MOCK_OP_COUNT; op++) {
+            unsigned n = 1;
+            /* wait_for_event: its first call only (the later ones are
+             * clock-dependent polls) */
+            while (!(op == VMT_MOCK_OP_WAIT_FOR_EVENT && n > 1) && sweep_one(sc, op, n, &got)) {
+                assert_int_equal(got.n, ref.n);
+                for (unsigned i = 0; i < ref.n; i++) {
+                    if (got.bp[i].active != ref.bp[i].active)
+                        print_message("scenario %d, %s call %u failing: breakpoint %u differs\n",
+                                      (int)sc, vmt_mock_op_name(op), n, ref.bp[i].id);
+                    assert_int_equal(got.bp[i].id, ref.bp[i].id);
+                    assert_int_equal(got.bp[i].active, ref.bp[i].active);
+                    if (ref.bp[i].active)
+                        assert_int_equal(got.bp[i].pa, ref.bp[i].pa);
+                }
+                n++;
+            }
+            total += n - 1;
+        }
+        print_message("scenario %d: a fault at each of its %u driver calls\n", (int)sc, total);
+        assert_true(total >= 1); /* wait_for_event at least (a stealth read needs no other call) */
+    }
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup_int3, teardown)
@@ -954,12 +1150,14 @@ int main(void)
         T(test_emulation_lengths_and_lookalikes),
         cmocka_unit_test_setup_teardown(test_no_emulation_option, setup_no_emulation, teardown),
         T(test_bad_arguments),
+        T(test_breakpoint_on_a_shadow_frame_refused),
         cmocka_unit_test(test_detach_restores_guest),
         cmocka_unit_test(test_step_over_without_fast_singlestep),
         cmocka_unit_test(test_memory_controller),
         cmocka_unit_test(test_run_stop_conditions),
         cmocka_unit_test(test_driver_without_views),
         cmocka_unit_test(test_new_fails_cleanly_at_every_call),
+        cmocka_unit_test(test_event_handling_fault_at_every_call),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
