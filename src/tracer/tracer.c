@@ -784,6 +784,20 @@ static void on_memory_access(vmt_tracer *t, const vmt_event *ev, vmt_response *r
  * same address waits behind it. Room for every event is reserved before
  * any is applied, so keeping one cannot fail. */
 
+/* A page-out makes every claim armed on the frame pending, at any address
+ * (the bpm works per frame), while the ptm reports per address and may not
+ * have reported the others yet (an event owed, a walk that failed half
+ * way): re-read every breakpoint armed there. A scan of all breakpoints,
+ * once per applied page-out. */
+static void refresh_frame(vmt_tracer *t, vmt_gfn gfn)
+{
+    for (size_t i = 0; (i = vmt_htab_next(&t->by_id, i)) < t->by_id.n; i++) {
+        tracer_bp *bp = t->by_id.slots[i].val;
+        if (bp->info.active && vmt_gfn_from_pa(bp->info.pa) == gfn)
+            bp_refresh(t, bp, KEEP_PA);
+    }
+}
+
 /* applied: the bpm took pe (else pe only waits, and other events may have
  * changed the claims of its address). */
 static void refresh_bps_at(vmt_tracer *t, const vmt_ptm_event *pe, bool applied)
@@ -794,6 +808,8 @@ static void refresh_bps_at(vmt_tracer *t, const vmt_ptm_event *pe, bool applied)
         if (vmt_ctx_eq(bp->info.ctx, pe->ctx))
             bp_refresh(t, bp, !applied ? KEEP_PA : pe->kind == VMT_PTM_PAGE_IN ? pe->pa : 0);
     }
+    if (applied && pe->kind == VMT_PTM_PAGE_OUT && pe->view == t->view)
+        refresh_frame(t, vmt_gfn_from_pa(pe->pa));
 }
 
 /* Room in t->owed for n more events. */
@@ -865,6 +881,15 @@ static bool owed_still_true(const vmt_tracer *t, const vmt_ptm_event *pe)
     return pe->kind == VMT_PTM_PAGE_IN ? there : !there;
 }
 
+/* The bpm moves every claim of a frame at once, so an event applied for
+ * one address can change breakpoints at another whose own event is owed:
+ * re-read those from the bpm. */
+static void refresh_owed(vmt_tracer *t)
+{
+    for (size_t i = 0; i < t->owed.len; i++)
+        refresh_bps_at(t, &t->owed.items[i], false);
+}
+
 /* Retries the owed ptm events, in order; drops those that came true or
  * were superseded, keeps those that fail again, and the later ones of
  * their address. Allocates nothing. */
@@ -887,6 +912,7 @@ static void retry_owed_ptm(vmt_tracer *t)
         refresh_bps_at(t, &pe, true);
     }
     t->owed.len = keep;
+    refresh_owed(t);
 }
 
 static void process_pt_write(vmt_tracer *t, vmt_vcpu vcpu)
@@ -921,6 +947,7 @@ static void process_pt_write(vmt_tracer *t, vmt_vcpu vcpu)
     for (size_t i = 0; i < evs.len; i++)
         apply_ptm_event(t, &evs.items[i]);
     vmt_ptm_events_free(&evs);
+    refresh_owed(t);
 }
 
 static void on_singlestep(vmt_tracer *t, const vmt_event *ev, vmt_response *resp)
