@@ -239,16 +239,12 @@ static void defer_frame(vmt_coherence *coh, vmt_gfn gfn)
     for (size_t i = 0; i < coh->n_pending; i++)
         if (coh->pending[i] == gfn)
             return;
-    if (coh->n_pending == coh->cap) {
-        size_t cap = coh->cap ? 2 * coh->cap : 8;
-        vmt_gfn *p = vmt_reallocarray(coh->pending, cap, sizeof *p);
-        if (!p) {
-            coh->overflow = true;
-            return;
-        }
-        coh->pending = p;
-        coh->cap = cap;
+    vmt_gfn *p = vmt_grow_array(coh->pending, &coh->cap, coh->n_pending + 1, sizeof *p, 8);
+    if (!p) {
+        coh->overflow = true;
+        return;
     }
+    coh->pending = p;
     coh->pending[coh->n_pending++] = gfn;
 }
 

@@ -80,14 +80,10 @@ static void drop_page(vmt_interceptor *ic, ic_page *page)
 /* Room for one more trap on page. VMT_E_NOMEM: nothing changed. */
 static vmt_status reserve_trap(ic_page *page)
 {
-    if (page->n_traps < page->cap)
-        return VMT_OK;
-    size_t cap = page->cap ? 2 * page->cap : 2;
-    ic_trap *traps = vmt_reallocarray(page->traps, cap, sizeof *traps);
+    ic_trap *traps = vmt_grow_array(page->traps, &page->cap, page->n_traps + 1, sizeof *traps, 2);
     if (!traps)
         return VMT_E_NOMEM;
     page->traps = traps;
-    page->cap = cap;
     return VMT_OK;
 }
 

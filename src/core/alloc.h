@@ -56,6 +56,24 @@ static inline void *vmt_reallocarray(void *p, size_t count, size_t size)
     return vmt_realloc(p, count * size);
 }
 
+/* Room for `need` items of `size` bytes in the array `items` of capacity
+ * *cap: the array itself when it has room, else a larger one (doubled, at
+ * least min_cap and need) with *cap updated. NULL when out of memory:
+ * items and *cap are as they were. */
+static inline void *vmt_grow_array(void *items, size_t *cap, size_t need, size_t size,
+                                   size_t min_cap)
+{
+    if (need <= *cap)
+        return items;
+    size_t n = *cap ? 2 * *cap : min_cap;
+    if (n < need)
+        n = need;
+    void *p = vmt_reallocarray(items, n, size);
+    if (p)
+        *cap = n;
+    return p;
+}
+
 char *vmt_strdup(const char *s);
 
 static inline void vmt_free(void *p)

@@ -347,14 +347,10 @@ uint64_t vmt_core_holder_new(void)
 /* Room for one more holder of c. VMT_E_NOMEM: nothing changed. */
 static vmt_status hold_reserve(core_hold *c)
 {
-    if (c->n_holders < c->cap)
-        return VMT_OK;
-    size_t cap = c->cap ? 2 * c->cap : 2;
-    hold_entry *h = vmt_reallocarray(c->holders, cap, sizeof *h);
+    hold_entry *h = vmt_grow_array(c->holders, &c->cap, c->n_holders + 1, sizeof *h, 2);
     if (!h)
         return VMT_E_NOMEM;
     c->holders = h;
-    c->cap = cap;
     return VMT_OK;
 }
 

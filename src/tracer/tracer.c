@@ -399,15 +399,11 @@ bool vmt_tracer_is_stealthy(const vmt_tracer *t)
 static vmt_status index_reserve(vmt_tracer *t, vmt_va va, va_slot **fresh)
 {
     *fresh = NULL;
-    size_t count = vmt_htab_size(&t->by_id) + 1;
-    if (count > t->dropped_cap) {
-        size_t cap = t->dropped_cap ? 2 * t->dropped_cap : 16;
-        vmt_tracer_bp_id *d = vmt_reallocarray(t->coh_dropped, cap, sizeof *d);
-        if (!d)
-            return VMT_E_NOMEM;
-        t->coh_dropped = d;
-        t->dropped_cap = cap;
-    }
+    vmt_tracer_bp_id *d = vmt_grow_array(t->coh_dropped, &t->dropped_cap,
+                                         vmt_htab_size(&t->by_id) + 1, sizeof *d, 16);
+    if (!d)
+        return VMT_E_NOMEM;
+    t->coh_dropped = d;
     if (vmt_htab_reserve(&t->by_id, 1) != VMT_OK)
         return VMT_E_NOMEM;
     va_slot *s = slot_get(t, va);
@@ -420,18 +416,14 @@ static vmt_status index_reserve(vmt_tracer *t, vmt_va va, va_slot **fresh)
         s->va = va;
         *fresh = s;
     }
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? 2 * s->cap : 4;
-        tracer_bp **bps = vmt_reallocarray(s->bps, cap, sizeof *bps);
-        if (!bps) {
-            if (*fresh)
-                slot_free(*fresh);
-            *fresh = NULL;
-            return VMT_E_NOMEM;
-        }
-        s->bps = bps;
-        s->cap = cap;
+    tracer_bp **bps = vmt_grow_array(s->bps, &s->cap, s->n + 1, sizeof *bps, 4);
+    if (!bps) {
+        if (*fresh)
+            slot_free(*fresh);
+        *fresh = NULL;
+        return VMT_E_NOMEM;
     }
+    s->bps = bps;
     return VMT_OK;
 }
 
@@ -816,14 +808,10 @@ static void refresh_bps_at(vmt_tracer *t, const vmt_ptm_event *pe, bool applied)
 static vmt_status owed_reserve(vmt_tracer *t, size_t n)
 {
     vmt_ptm_events *o = &t->owed;
-    if (o->cap - o->len >= n)
-        return VMT_OK;
-    size_t cap = o->len + n < 16 ? 16 : o->len + n;
-    vmt_ptm_event *items = vmt_reallocarray(o->items, cap, sizeof *items);
+    vmt_ptm_event *items = vmt_grow_array(o->items, &o->cap, o->len + n, sizeof *items, 16);
     if (!items)
         return VMT_E_NOMEM;
     o->items = items;
-    o->cap = cap;
     return VMT_OK;
 }
 
