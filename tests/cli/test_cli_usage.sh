@@ -51,6 +51,9 @@ run run -n 010 -s 007 -p 010 -t 010.5 -b schedule+1
 expect_rc 2; expect_one_line_error; expect_err "inside the instruction"
 run run -b prog_work_a@010
 expect_rc 2; expect_one_line_error; expect_err "bad process"
+# The bundled guest runs 3 processes: @3 is refused before the boot.
+run run -b prog_work_a@3
+expect_rc 2; expect_one_line_error; expect_err "bad process in breakpoint 'prog_work_a@3': expected @0..@2 or @\*"
 
 # ---- breakpoint specs, checked against the guest's symbols and code ----
 run run -b no_such_function_anywhere

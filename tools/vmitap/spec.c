@@ -15,6 +15,7 @@
 
 #include "core/insn.h"
 #include "tools/vmitap/cli.h"
+#include "vmitap/guest.h"
 
 /* Functions larger than this are not decoded (none in a kernel is). */
 #define MAX_DECODE (1u << 20)
@@ -166,7 +167,9 @@ static bool parse_proc(const char *s, int *proc)
         return true;
     }
     uint64_t p;
-    if (!cli_parse_dec(s, 0, CLI_MAX_IDS - 1, &p))
+    /* The bundled guest runs VMT_GUEST_NPROCS processes (vmitap/guest.h):
+     * a process beyond them is refused here, before the boot. */
+    if (!cli_parse_dec(s, 0, VMT_GUEST_NPROCS - 1, &p))
         return false;
     *proc = (int)p;
     return true;
@@ -279,7 +282,8 @@ bool cli_parse_spec(const char *arg, const vmt_symtab *syms, const char *elf, bp
     memcpy(where, arg, n);
     where[n] = '\0';
     if (!parse_proc(at ? at + 1 : NULL, &s.proc)) {
-        cli_usage_error("bad process in breakpoint '%s': expected @0..@%d or @*", arg, CLI_MAX_IDS - 1);
+        cli_usage_error("bad process in breakpoint '%s': expected @0..@%u or @*", arg,
+                        VMT_GUEST_NPROCS - 1);
         return false;
     }
     bool ok = isdigit((unsigned char)where[0]) ? resolve_address(arg, where, syms, elf, &s)
