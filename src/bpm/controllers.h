@@ -18,7 +18,4 @@ vmt_interceptor *vmt_breakpoint_controller_interceptor(const vmt_tap_controller 
  * the shadow's trap bytes; a tracer must serve such reads itself). */
 vmt_status vmt_breakpoint_controller_monitor_access(vmt_core *vmi, vmt_access *out);
 
-/* True if c was made by vmt_memory_controller_new. */
-bool vmt_is_memory_controller(const vmt_tap_controller *c);
-
 #endif /* VMITAP_BPM_CONTROLLERS_H */

@@ -71,8 +71,3 @@ vmt_status vmt_memory_controller_new(vmt_tap_controller *out)
     out->self = mc;
     return VMT_OK;
 }
-
-bool vmt_is_memory_controller(const vmt_tap_controller *c)
-{
-    return c && c->ops == &memory_ops;
-}
