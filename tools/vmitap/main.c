@@ -15,6 +15,7 @@
 
 #include "tools/vmitap/cli.h"
 #include "vmitap/kvm.h"
+#include "vmitap/version.h"
 #include "vmitap/log.h"
 
 #define SYNOPSIS                                                                   \
@@ -355,7 +356,7 @@ int main(int argc, char **argv)
         return CLI_EXIT_OK;
     }
     if (strcmp(cmd, "--version") == 0) {
-        printf("vmitap %s\n", VMITAP_VERSION);
+        printf("vmitap %s\n", vmt_version()); /* the library it runs with */
         return CLI_EXIT_OK;
     }
     if (strcmp(cmd, "run") != 0 && strcmp(cmd, "symbols") != 0) {
